@@ -1,0 +1,143 @@
+#pragma once
+// The op interface between the model/optimizers and the hardware. The model and
+// every optimizer are written once against it; `cpu` (fp32 reference, OpenBLAS,
+// LAPACK, OpenMP) and `cuda` (hand-written kernels, cuBLAS(Lt), cuSOLVER) implement it.
+//
+// Conventions for every op:
+// - tensors are contiguous row-major views on this backend's device;
+// - a linear layer's weight is [out_features, in_features] (Hugging Face layout);
+// - "N" is the number of token positions (batch * seq_len) and 2-D activations are [N, C];
+// - parameter-gradient outputs ACCUMULATE (+=), so micro-batches add up; activation-gradient
+//   outputs are overwritten unless the op says otherwise;
+// - ops may run asynchronously; functions that return a host value synchronise.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "gum/core/tensor.h"
+
+namespace gum {
+
+struct AttentionShape {
+  int batch = 0;       // B
+  int seq_len = 0;     // T
+  int n_head = 0;      // H query heads
+  int n_kv_head = 0;   // KV heads (grouped-query attention: H % KV == 0)
+  int head_dim = 0;    // D
+  int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim; }
+};
+
+struct AdamWArgs {
+  float lr = 0;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0;  // decoupled: param -= lr * weight_decay * param
+  int64_t step = 1;        // 1-based, for bias correction
+  float update_scale = 1;  // GaLore's alpha: param -= lr * update_scale * adam_direction
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // ---- memory ----
+  virtual void* allocate(size_t bytes) = 0;  // zero-initialised
+  virtual void release(void* ptr) = 0;
+  virtual void copy_from_host(Tensor dst, const void* host_src) = 0;  // dst.nbytes() bytes
+  virtual void copy_to_host(void* host_dst, const Tensor& src) = 0;
+  // dst = src on this device, converting between F32 and BF16 when the dtypes differ.
+  virtual void copy(Tensor dst, const Tensor& src) = 0;
+  virtual void fill(Tensor dst, float value) = 0;
+  virtual void synchronize() = 0;
+  virtual size_t peak_memory_bytes() const = 0;
+
+  // ---- dense linear algebra ----
+  // C[M,N] = alpha * op(A) * op(B) + beta * C with A [M,K] ([K,M] when trans_a) and
+  // B [K,N] ([N,K] when trans_b); A, B, C 2-D (leading dims multiplied out).
+  virtual void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
+                    Tensor c) = 0;
+  // Thin SVD of A [m,n], k = min(m,n): U [m,k], S [k] descending, Vt [k,n]. Signs are normalised
+  // so that the entry of largest magnitude in each column of U is positive (makes backends and
+  // the PyTorch reference comparable).
+  virtual void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) = 0;
+  // Q [m,k] with orthonormal columns spanning the columns of A [m,k] (m >= k), thin QR;
+  // signs normalised so that R has a non-negative diagonal.
+  virtual void qr_orthonormal(Tensor q, const Tensor& a) = 0;
+  // Standard normal (mean + std * z) from Philox with (seed, stream), element i of the
+  // flat tensor takes stream element i: identical bits on every backend.
+  virtual void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) = 0;
+
+  // ---- elementwise and reductions ----
+  virtual void add(Tensor out, const Tensor& a, const Tensor& b) = 0;         // out = a + b (out may alias)
+  virtual void axpby(Tensor y, float a, const Tensor& x, float b) = 0;        // y = a * x + b * y
+  virtual void scale(Tensor x, float s) = 0;                                  // x *= s
+  virtual double sum(const Tensor& x) = 0;                                    // synchronises
+  virtual double sum_squares(const Tensor& x) = 0;                            // synchronises; NaN propagates
+
+  // ---- transformer ops ----
+  // out[n,:] = table[tokens[n],:]; tokens I32 [N].
+  virtual void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& table) = 0;
+  // dtable[tokens[n],:] += dout[n,:], deterministic (no float atomics).
+  virtual void embedding_backward(Tensor dtable, const Tensor& dout, const Tensor& tokens) = 0;
+
+  // out = x * rstd * weight, rstd[n] = 1/sqrt(mean(x[n,:]^2) + eps); rstd F32 [N] saved for backward.
+  virtual void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& weight, float eps) = 0;
+  // dx += d(out)/dx (accumulates into the residual-stream gradient), dweight += ...
+  virtual void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x,
+                                const Tensor& weight, const Tensor& rstd) = 0;
+
+  // out[N,out] = x[N,in] * W^T (+ bias[out]).
+  virtual void linear_forward(Tensor out, const Tensor& x, const Tensor& weight, const Tensor* bias) = 0;
+  // dweight += dout^T x; dbias += column sums of dout (when given); dx = dout * W, or
+  // dx += dout * W when accumulate_dx.
+  virtual void linear_backward(Tensor dx, Tensor dweight, Tensor* dbias, const Tensor& dout, const Tensor& x,
+                               const Tensor& weight, bool accumulate_dx) = 0;
+
+  // Rotary embedding in place on the q and k heads of qkv [N, (H + 2 KV) * D]
+  // (v untouched), Hugging Face rotate_half pairing: element j with j + D/2 in each head.
+  // positions I32 [N]; cos_sin F32 [max_positions, D/2, 2] holds (cos, sin) of position * inv_freq[j].
+  virtual void rope_forward(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) = 0;
+  // The inverse rotation, in place on the gradient.
+  virtual void rope_backward(Tensor dqkv, const Tensor& positions, const Tensor& cos_sin,
+                             const AttentionShape& s) = 0;
+
+  // Causal softmax attention with grouped-query heads (query head h reads kv head h / (H/KV)),
+  // scale 1/sqrt(D). qkv [N, (H + 2 KV) * D] rows are (q heads, k heads, v heads); out [N, H*D].
+  // doc_start (optional, I32 [N]): position t of a sequence attends only to [doc_start[t], t]
+  // (packed documents); null means [0, t]. aux holds what backward needs; its size in F32
+  // elements is attention_aux_elems (the CPU keeps probabilities, a flash kernel only the log-sum-exp).
+  virtual size_t attention_aux_elems(const AttentionShape& s) const = 0;
+  virtual void attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
+                                 const AttentionShape& s) = 0;
+  // dqkv (overwritten) from dout [N, H*D].
+  virtual void attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux,
+                                  const Tensor& qkv, const Tensor* doc_start, const AttentionShape& s) = 0;
+
+  // gate_up [N, 2F]: gate in columns [0,F), up in [F,2F); out [N,F] = silu(gate) * up.
+  virtual void swiglu_forward(Tensor out, const Tensor& gate_up) = 0;
+  virtual void swiglu_backward(Tensor dgate_up, const Tensor& dout, const Tensor& gate_up) = 0;  // overwrites
+
+  // losses[n] = -log softmax(logits[n])[targets[n]], 0 where targets[n] < 0 (ignored). targets I32 [N].
+  virtual void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) = 0;
+  // dlogits = scale * (softmax(logits) - onehot(target)), 0 on ignored rows; dlogits may alias logits.
+  virtual void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets,
+                                      float scale) = 0;
+
+  // ---- optimizer ops ----
+  // AdamW on one tensor (m, v F32 like param): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  // param -= lr * (update_scale * mhat / (sqrt(vhat) + eps) + weight_decay * param).
+  virtual void adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) = 0;
+  // Adam moments only, writing the direction mhat/(sqrt(vhat)+eps) into `direction` (GaLore: the
+  // direction lives in the projected space and is projected back by a GEMM).
+  virtual void adam_direction(Tensor direction, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) = 0;
+};
+
+// "cpu", "cuda" or "auto" (cuda when a GPU is usable, else cpu). Throws a usage error for
+// an unknown name or "cuda" without a usable GPU.
+std::unique_ptr<Backend> make_backend(const std::string& name, int device_index = 0);
+// True when this build has the CUDA backend and a GPU is usable (any CUDA error = no GPU).
+bool cuda_available();
+int cuda_device_count();
+
+}  // namespace gum

@@ -1,0 +1,83 @@
+#pragma once
+// The optimizer plugin interface. An optimizer sees parameters (views of the
+// parameter and gradient arenas, with their group and layer), owns its state, and
+// updates one parameter at a time, so the trainer can update a layer as soon as its
+// gradient is complete in backward (the fused per-layer update), or, under sharded
+// state, only the matrices this rank owns.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gum/backend/backend.h"
+#include "gum/model/params.h"
+#include "gum/optim/optimizer_config.h"
+
+namespace gum {
+
+using TensorMap = std::map<std::string, HostTensor>;
+
+struct OptimParam {
+  std::string name;  // Hugging Face tensor name
+  Tensor param;      // F32 master weights on the backend's device
+  Tensor grad;       // F32 gradient, same shape
+  ParamKind kind;
+  int layer;
+  bool weight_decay;
+  bool is_matrix() const { return kind == ParamKind::Matrix; }
+};
+
+struct StepInfo {
+  int64_t step = 1;  // 1-based optimizer step
+  float lr = 0;      // main learning rate after the schedule
+  float lr_ratio = 1; // schedule multiplier (lr / peak lr): applied to adamw_lr for the other params
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual std::string name() const = 0;
+
+  // Once per step before any update(): global decisions (GUM's sampling, projector refresh flags).
+  virtual void begin_step(const StepInfo& info) = 0;
+  // Update parameter `index` (into the vector given at construction) from its gradient.
+  virtual void update(size_t index) = 0;
+
+  // All state (moments, projectors, counters, sampler state) as host tensors with stable
+  // names; load_state throws naming a missing or mis-shaped tensor.
+  virtual void save_state(TensorMap& out) const = 0;
+  virtual void load_state(const TensorMap& in) = 0;
+  // Bytes of state this optimizer keeps for parameter `index` (predicted, also before any step).
+  virtual size_t state_bytes(size_t index) const = 0;
+
+  const std::vector<OptimParam>& params() const { return params_; }
+  size_t total_state_bytes() const;
+  // Convenience: begin_step then update every parameter.
+  void step(const StepInfo& info);
+  // Indices of the parameters with this layer index.
+  std::vector<size_t> layer_params(int layer) const;
+
+ protected:
+  explicit Optimizer(std::vector<OptimParam> params) : params_(std::move(params)) {}
+  std::vector<OptimParam> params_;
+};
+
+struct OptimizerContext {
+  Backend* backend = nullptr;
+  std::vector<OptimParam> params;
+  int num_layers = 0;  // transformer blocks
+  OptimizerConfig config;
+  uint64_t seed = 0;   // shared by all ranks: GUM's sampling draws identical decisions everywhere
+};
+
+using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>;
+
+// The registry: name -> factory. Built-in optimizers register themselves in optim/registry.cpp.
+void register_optimizer(const std::string& name, OptimizerFactory factory);
+// Throws a usage error listing the registered names for an unknown name.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const OptimizerContext& ctx);
+std::vector<std::string> optimizer_names();
+
+}  // namespace gum

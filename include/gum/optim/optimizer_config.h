@@ -1,0 +1,34 @@
+#pragma once
+// Every optimizer hyperparameter, with the papers' defaults (see docs/optimizers.md).
+// Parsed from the config's `optimizer` section by the trainer's config module.
+#include <string>
+
+namespace gum {
+
+struct OptimizerConfig {
+  std::string name = "adamw";  // registry name: adamw, muon, galore_adamw, gum, plumage, stiefel
+  float lr = 1e-3f;
+  float weight_decay = 0.0f;
+  // AdamW (and the AdamW used for non-matrix params by the other optimizers)
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float adamw_lr = -1;  // lr of non-matrix params under muon/galore/gum; < 0 means = lr
+  // Muon / GUM
+  float momentum = 0.95f;
+  bool nesterov = true;
+  int ns_steps = 5;
+  std::string muon_scale = "original";  // "original": sqrt(max(1, m/n)); "match_adamw": 0.2*sqrt(max(m,n))
+  // GaLore family
+  int rank = 128;
+  int update_proj_gap = 200;
+  float scale = 0.25f;                // GaLore's alpha
+  std::string projector = "svd";      // "svd" | "randomized"
+  int power_iterations = 1;           // randomized range finder
+  int oversampling = 8;               // randomized range finder
+  // GUM
+  int full_rank_layers = 2;           // gamma: blocks per period with a full-rank step
+  std::string sample_unit = "layer";  // "layer" | "matrix"
+  // Sharded optimizer state (ZeRO-1 by whole matrix)
+  bool shard_states = false;
+};
+
+}  // namespace gum

@@ -1,0 +1,200 @@
+#include "gum/model/config.h"
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "gum/core/error.h"
+#include "gum/core/json_util.h"
+
+namespace gum {
+
+namespace {
+
+LlamaConfig make_preset(int hidden, int intermediate, int heads, int layers, int vocab, int max_positions,
+                        int kv_heads = 0) {
+  LlamaConfig c;
+  c.hidden_size = hidden;
+  c.intermediate_size = intermediate;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads > 0 ? kv_heads : heads;
+  c.num_hidden_layers = layers;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = max_positions;
+  c.rms_norm_eps = 1e-6;  // GaLore's C4 configs
+  return c;
+}
+
+// GaLore's C4 LLaMA configs (arXiv 2403.03507, configs/llama_*.json): vocab 32000 (T5 tokenizer),
+// untied embeddings, no biases, max_sequence_length 1024. llama_tiny is ours: a CPU demo and test size
+// with grouped-query attention so that path is always exercised.
+const std::map<std::string, LlamaConfig>& presets() {
+  static const std::map<std::string, LlamaConfig> table = {
+      {"llama_tiny", make_preset(128, 352, 4, 4, 4096, 512, 2)},
+      {"llama_20m", make_preset(256, 688, 4, 4, 32000, 1024)},
+      {"llama_60m", make_preset(512, 1376, 8, 8, 32000, 1024)},
+      {"llama_130m", make_preset(768, 2048, 12, 12, 32000, 1024)},
+      {"llama_350m", make_preset(1024, 2736, 16, 24, 32000, 1024)},
+      {"llama_1b", make_preset(2048, 5461, 32, 24, 32000, 1024)},
+      {"llama_7b", make_preset(4096, 11008, 32, 32, 32000, 2048)},
+  };
+  return table;
+}
+
+const std::vector<std::string> kModelKeys = {
+    "preset", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps",
+    "rope_theta", "rope_scaling", "tie_word_embeddings", "attention_bias", "initializer_range",
+    "bos_token_id", "eos_token_id", "pad_token_id"};
+
+}  // namespace
+
+int64_t LlamaConfig::num_parameters() const {
+  int64_t C = hidden_size, F = intermediate_size, D = attention_head_dim();
+  int64_t q = int64_t(num_attention_heads) * D, kv = int64_t(kv_heads()) * D;
+  int64_t per_layer = 2 * C + C * (q + 2 * kv) + q * C + 3 * C * F;
+  if (attention_bias) per_layer += q + 2 * kv;
+  if (o_proj_bias) per_layer += C;
+  int64_t total = per_layer * num_hidden_layers + C + int64_t(vocab_size) * C;
+  if (!tie_word_embeddings) total += int64_t(vocab_size) * C;
+  return total;
+}
+
+void LlamaConfig::validate(const std::string& context) const {
+  auto positive = [&](const char* field, int64_t v) {
+    if (v <= 0) usage_error(context, ": model.", field, " must be positive, got ", v);
+  };
+  positive("hidden_size", hidden_size);
+  positive("intermediate_size", intermediate_size);
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  positive("vocab_size", vocab_size);
+  positive("max_position_embeddings", max_position_embeddings);
+  if (head_dim == 0 && hidden_size % num_attention_heads != 0)
+    usage_error(context, ": model.hidden_size (", hidden_size, ") must be divisible by num_attention_heads (",
+                num_attention_heads, ") unless head_dim is given");
+  if (attention_head_dim() % 2 != 0)
+    usage_error(context, ": model head dimension ", attention_head_dim(), " must be even for rotary embeddings");
+  if (kv_heads() <= 0 || num_attention_heads % kv_heads() != 0)
+    usage_error(context, ": model.num_key_value_heads (", kv_heads(), ") must divide num_attention_heads (",
+                num_attention_heads, ")");
+  if (!(rms_norm_eps > 0)) usage_error(context, ": model.rms_norm_eps must be positive");
+  if (!(rope_theta > 0)) usage_error(context, ": model.rope_theta must be positive");
+  if (!rope_scaling.type.empty() && rope_scaling.type != "linear" && rope_scaling.type != "llama3")
+    usage_error(context, ": model.rope_scaling.rope_type '", rope_scaling.type,
+                "' is not supported (supported: linear, llama3)");
+  if (!rope_scaling.type.empty() && !(rope_scaling.factor > 0))
+    usage_error(context, ": model.rope_scaling.factor must be positive");
+}
+
+std::vector<std::string> llama_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, config] : presets()) names.push_back(name);
+  return names;
+}
+
+LlamaConfig llama_preset(const std::string& name) {
+  auto it = presets().find(name);
+  if (it == presets().end()) {
+    std::string valid;
+    for (const auto& n : llama_preset_names()) valid += (valid.empty() ? "" : ", ") + n;
+    std::string hint = closest_match(name, llama_preset_names());
+    usage_error("unknown model preset '", name, "'", hint.empty() ? "" : " (did you mean '" + hint + "'?)",
+                "; valid presets: ", valid);
+  }
+  return it->second;
+}
+
+static RopeScaling rope_scaling_from_json(const nlohmann::json& j, const std::string& context) {
+  RopeScaling r;
+  if (j.is_null()) return r;
+  reject_unknown_keys(j,
+                      {"type", "rope_type", "factor", "low_freq_factor", "high_freq_factor",
+                       "original_max_position_embeddings"},
+                      context, "model.rope_scaling");
+  read_key(j, "type", r.type, context, "model.rope_scaling");
+  read_key(j, "rope_type", r.type, context, "model.rope_scaling");
+  if (r.type == "default") r.type.clear();
+  read_key(j, "factor", r.factor, context, "model.rope_scaling");
+  read_key(j, "low_freq_factor", r.low_freq_factor, context, "model.rope_scaling");
+  read_key(j, "high_freq_factor", r.high_freq_factor, context, "model.rope_scaling");
+  read_key(j, "original_max_position_embeddings", r.original_max_position_embeddings, context,
+           "model.rope_scaling");
+  return r;
+}
+
+LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& context) {
+  reject_unknown_keys(j, kModelKeys, context, "model");
+  LlamaConfig c;
+  if (j.contains("preset")) {
+    std::string name;
+    read_key(j, "preset", name, context, "model");
+    c = llama_preset(name);
+  }
+  const std::string p = "model";
+  read_key(j, "hidden_size", c.hidden_size, context, p);
+  read_key(j, "intermediate_size", c.intermediate_size, context, p);
+  read_key(j, "num_hidden_layers", c.num_hidden_layers, context, p);
+  read_key(j, "num_attention_heads", c.num_attention_heads, context, p);
+  read_key(j, "num_key_value_heads", c.num_key_value_heads, context, p);
+  read_key(j, "head_dim", c.head_dim, context, p);
+  read_key(j, "vocab_size", c.vocab_size, context, p);
+  read_key(j, "max_position_embeddings", c.max_position_embeddings, context, p);
+  read_key(j, "rms_norm_eps", c.rms_norm_eps, context, p);
+  read_key(j, "rope_theta", c.rope_theta, context, p);
+  if (j.contains("rope_scaling")) c.rope_scaling = rope_scaling_from_json(j["rope_scaling"], context);
+  read_key(j, "tie_word_embeddings", c.tie_word_embeddings, context, p);
+  read_key(j, "attention_bias", c.attention_bias, context, p);
+  c.o_proj_bias = c.attention_bias;  // Llama's attention_bias covers q, k, v and o
+  read_key(j, "initializer_range", c.initializer_range, context, p);
+  read_key(j, "bos_token_id", c.bos_token_id, context, p);
+  read_key(j, "eos_token_id", c.eos_token_id, context, p);
+  read_key(j, "pad_token_id", c.pad_token_id, context, p);
+  if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
+  c.validate(context);
+  return c;
+}
+
+nlohmann::json llama_config_to_hf_json(const LlamaConfig& c) {
+  nlohmann::json j;
+  j["architectures"] = {"LlamaForCausalLM"};
+  j["model_type"] = "llama";
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_key_value_heads"] = c.kv_heads();
+  j["head_dim"] = c.attention_head_dim();
+  j["vocab_size"] = c.vocab_size;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["hidden_act"] = "silu";
+  j["attention_bias"] = c.attention_bias;
+  j["attention_dropout"] = 0.0;
+  j["mlp_bias"] = false;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["initializer_range"] = c.initializer_range;
+  j["torch_dtype"] = "float32";
+  j["rope_theta"] = c.rope_theta;
+  // transformers 5 reads rope_parameters; older versions read rope_theta/rope_scaling.
+  nlohmann::json rope = {{"rope_type", c.rope_scaling.type.empty() ? "default" : c.rope_scaling.type},
+                         {"rope_theta", c.rope_theta}};
+  if (!c.rope_scaling.type.empty()) {
+    nlohmann::json scaling = {{"rope_type", c.rope_scaling.type}, {"factor", c.rope_scaling.factor}};
+    if (c.rope_scaling.type == "llama3") {
+      scaling["low_freq_factor"] = c.rope_scaling.low_freq_factor;
+      scaling["high_freq_factor"] = c.rope_scaling.high_freq_factor;
+      scaling["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = scaling;
+    for (const auto& item : scaling.items()) rope[item.key()] = item.value();
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["rope_parameters"] = rope;
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
+  if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
+  return j;
+}
+
+}  // namespace gum

@@ -1,0 +1,67 @@
+#pragma once
+// The LLaMA transformer with explicit forward and backward passes (no autograd), written
+// once against the Backend op interface. Parameters and gradients live in two arenas with
+// the layout of llama_param_specs(); activations in a third, sized once for
+// (max_batch, seq_len): nothing is allocated inside the step.
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "gum/backend/arena.h"
+#include "gum/backend/backend.h"
+#include "gum/model/config.h"
+#include "gum/model/params.h"
+
+namespace gum {
+
+// Host-side inputs of one micro-batch, each batch * seq_len int32 values, row-major [B, T].
+struct TokenBatch {
+  const int32_t* tokens = nullptr;
+  const int32_t* targets = nullptr;    // next-token targets; < 0 = ignored (no loss, no gradient)
+  const int32_t* positions = nullptr;  // RoPE positions; null = 0..T-1 in every row
+  const int32_t* doc_start = nullptr;  // packed documents: first position each token may attend to; null = 0
+  int batch = 0;                       // B <= max_batch
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len);
+
+  const LlamaConfig& config() const { return config_; }
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  Backend& backend() { return *backend_; }
+  Arena& params() { return params_; }
+  Arena& grads() { return grads_; }
+  int max_batch() const { return max_batch_; }
+  int seq_len() const { return seq_len_; }
+
+  // Normal(0, initializer_range) for matrices, embeddings and head; 1 for norms; 0 for biases.
+  // Parameter i draws Philox stream i with key `seed`, so every backend gets identical weights.
+  void init_weights(uint64_t seed);
+  void zero_grads();
+
+  // Runs the forward pass and the per-token losses. Returns the SUM of the losses over
+  // targets >= 0 (the caller divides by the global count of valid targets).
+  double forward(const TokenBatch& batch);
+  // Backward of the last forward. Gradients ACCUMULATE into grads() scaled by loss_scale
+  // (= 1 / valid targets of the global batch, so micro-batches and ranks add up to the mean).
+  // on_layer_done(layer) fires as soon as that layer's gradients are complete, in the order
+  // L (final norm, head), L-1, ..., 0, -1 (embeddings): the hook for fused updates and
+  // bucketed all-reduce.
+  void backward(float loss_scale, const std::function<void(int layer)>& on_layer_done = {});
+
+  // Logits [B * T, V] of the last forward (before backward overwrites them with gradients).
+  Tensor logits() const;
+  size_t activation_bytes() const { return acts_.bytes(); }
+
+ private:
+  // (defined in llama.cpp)
+  struct Private;
+  LlamaConfig config_;
+  Backend* backend_;
+  int max_batch_, seq_len_;
+  std::vector<ParamSpec> specs_;
+  Arena params_, grads_, acts_;
+};
+
+}  // namespace gum

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -71,5 +72,8 @@ struct HostTensor {
   // Values as f32 whatever the stored float dtype (F32, BF16, F16, F64).
   std::vector<float> to_f32() const;
 };
+
+// Named host tensors: what safetensors files hold and optimizers save.
+using TensorMap = std::map<std::string, HostTensor>;
 
 }  // namespace gum

@@ -17,8 +17,6 @@
 
 namespace gum {
 
-using TensorMap = std::map<std::string, HostTensor>;
-
 struct OptimParam {
   std::string name;  // Hugging Face tensor name
   Tensor param;      // F32 master weights on the backend's device

@@ -1,0 +1,349 @@
+// Hugging Face import: config.json translation (Llama, Mistral, Qwen2, GaLore's old names) and
+// weight loading (single file, sharded index, F16/BF16 conversion, strict name/shape checks).
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "gum/core/error.h"
+#include "gum/core/philox.h"
+#include "gum/io/safetensors.h"
+#include "gum/model/hf_import.h"
+#include "gum/model/params.h"
+
+using namespace gum;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json llama3_config() {
+  return nlohmann::json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+    "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "torch_dtype": "bfloat16"
+  })");
+}
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path dir = fs::path(GUM_BINARY_DIR) / "test_tmp" / "hf_import" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+LlamaConfig tiny_config(bool tied, bool bias) {
+  LlamaConfig c;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 40;
+  c.max_position_embeddings = 64;
+  c.tie_word_embeddings = tied;
+  c.attention_bias = bias;
+  c.o_proj_bias = bias;
+  return c;
+}
+
+// Every tensor of the config with distinct random values (F32).
+TensorMap random_weights(const LlamaConfig& c, uint64_t seed) {
+  TensorMap weights;
+  uint64_t stream = 0;
+  for (const ParamSpec& spec : llama_param_specs(c)) {
+    std::vector<float> values(static_cast<size_t>(spec.shape.numel()));
+    for (size_t i = 0; i < values.size(); ++i) values[i] = philox_normal(seed, stream, i);
+    weights[spec.name] = HostTensor::from_f32(spec.shape, values);
+    ++stream;
+  }
+  return weights;
+}
+
+void write_config(const fs::path& dir, const nlohmann::json& config) {
+  std::ofstream(dir / "config.json") << config.dump(2);
+}
+
+HostTensor convert(const HostTensor& t, DType dtype) {
+  HostTensor out(dtype, t.shape);
+  std::vector<float> values = t.to_f32();
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint16_t h = dtype == DType::BF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+    std::memcpy(out.bytes.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Llama 3 config with llama3 rope scaling and an eos list", "[hf_import]") {
+  LlamaConfig c = hf_config_from_json(llama3_config(), "llama3/config.json");
+  CHECK(c.hidden_size == 64);
+  CHECK(c.intermediate_size == 160);
+  CHECK(c.num_hidden_layers == 2);
+  CHECK(c.num_attention_heads == 4);
+  CHECK(c.kv_heads() == 2);
+  CHECK(c.attention_head_dim() == 16);
+  CHECK(c.vocab_size == 300);
+  CHECK(c.max_position_embeddings == 131072);
+  CHECK(c.rms_norm_eps == Approx(1e-5));
+  CHECK(c.rope_theta == 500000.0);
+  CHECK(c.rope_scaling.type == "llama3");
+  CHECK(c.rope_scaling.factor == 8.0);
+  CHECK(c.rope_scaling.low_freq_factor == 1.0);
+  CHECK(c.rope_scaling.high_freq_factor == 4.0);
+  CHECK(c.rope_scaling.original_max_position_embeddings == 8192);
+  CHECK(c.tie_word_embeddings);
+  CHECK_FALSE(c.attention_bias);
+  CHECK_FALSE(c.o_proj_bias);
+  CHECK(c.bos_token_id == 128000);
+  CHECK(c.eos_token_id == 128001);  // the first of the list ends generation
+}
+
+TEST_CASE("Llama config with old-style linear rope scaling ('type')", "[hf_import]") {
+  nlohmann::json j = llama3_config();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2}};
+  j["attention_bias"] = true;
+  LlamaConfig c = hf_config_from_json(j, "linear/config.json");
+  CHECK(c.rope_scaling.type == "linear");
+  CHECK(c.rope_scaling.factor == 2.0);
+  CHECK(c.attention_bias);
+  CHECK(c.o_proj_bias);  // Llama's attention_bias covers o_proj too
+}
+
+TEST_CASE("transformers 5 rope_parameters carry rope_theta and the scaling", "[hf_import]") {
+  nlohmann::json j = llama3_config();
+  j.erase("rope_theta");
+  j.erase("rope_scaling");
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 1e6}};
+  LlamaConfig c = hf_config_from_json(j, "v5/config.json");
+  CHECK(c.rope_theta == 1e6);
+  CHECK(c.rope_scaling.type == "linear");
+  CHECK(c.rope_scaling.factor == 4.0);
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 5e5}};
+  LlamaConfig d = hf_config_from_json(j, "v5/config.json");
+  CHECK(d.rope_theta == 5e5);
+  CHECK(d.rope_scaling.type.empty());
+}
+
+TEST_CASE("our own export config reads back identically", "[hf_import]") {
+  LlamaConfig c = tiny_config(false, true);
+  c.rope_theta = 12345.0;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position_embeddings = 32;
+  c.eos_token_id = 3;
+  LlamaConfig back = hf_config_from_json(llama_config_to_hf_json(c), "export/config.json");
+  CHECK(llama_param_specs(back).size() == llama_param_specs(c).size());
+  CHECK(back.rope_theta == c.rope_theta);
+  CHECK(back.rope_scaling.type == "llama3");
+  CHECK(back.rope_scaling.original_max_position_embeddings == 32);
+  CHECK(back.o_proj_bias);
+  CHECK(back.eos_token_id == 3);
+  CHECK(back.num_parameters() == c.num_parameters());
+}
+
+TEST_CASE("Mistral: sliding_window null is full attention, a small window is an error", "[hf_import]") {
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 1, "head_dim": null, "vocab_size": 300, "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": null, "hidden_act": "silu",
+    "tie_word_embeddings": false
+  })");
+  LlamaConfig c = hf_config_from_json(j, "mistral/config.json");
+  CHECK(c.kv_heads() == 1);
+  CHECK(c.attention_head_dim() == 16);
+  CHECK(c.rope_theta == 1e6);
+  CHECK_FALSE(c.attention_bias);
+
+  j["sliding_window"] = 32768;  // as long as the context: no effect, accepted
+  CHECK_NOTHROW(hf_config_from_json(j, "mistral/config.json"));
+  j["sliding_window"] = 4096;
+  CHECK_THROWS_WITH(hf_config_from_json(j, "mistral/config.json"),
+                    Contains("mistral/config.json") && Contains("sliding_window") && Contains("4096"));
+}
+
+TEST_CASE("Qwen2: q/k/v biases and no o_proj bias", "[hf_import]") {
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0, "sliding_window": 4096, "use_sliding_window": false, "max_window_layers": 21,
+    "hidden_act": "silu", "tie_word_embeddings": true
+  })");
+  LlamaConfig c = hf_config_from_json(j, "qwen2/config.json");
+  CHECK(c.attention_bias);
+  CHECK_FALSE(c.o_proj_bias);
+  bool has_q_bias = false, has_o_bias = false;
+  for (const ParamSpec& s : llama_param_specs(c)) {
+    has_q_bias |= s.name == "model.layers.0.self_attn.q_proj.bias";
+    has_o_bias |= s.name == "model.layers.0.self_attn.o_proj.bias";
+  }
+  CHECK(has_q_bias);
+  CHECK_FALSE(has_o_bias);
+  j["use_sliding_window"] = true;
+  CHECK_THROWS_WITH(hf_config_from_json(j, "qwen2/config.json"), Contains("use_sliding_window"));
+}
+
+TEST_CASE("GaLore's LLaMAForCausalLM config with max_sequence_length", "[hf_import]") {
+  // The shape of GaLore's configs/llama_60m.json (transformers 4.28 era names).
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "architectures": ["LLaMAForCausalLM"], "bos_token_id": 0, "eos_token_id": 1, "hidden_act": "silu",
+    "hidden_size": 512, "intermediate_size": 1376, "initializer_range": 0.02, "max_sequence_length": 1024,
+    "model_type": "llama", "num_attention_heads": 8, "num_hidden_layers": 8, "pad_token_id": -1,
+    "rms_norm_eps": 1e-06, "transformers_version": "4.28.1", "use_cache": true, "vocab_size": 32000
+  })");
+  LlamaConfig c = hf_config_from_json(j, "llama_60m.json");
+  CHECK(c.max_position_embeddings == 1024);
+  CHECK(c.rope_theta == 10000.0);
+  CHECK(c.kv_heads() == 8);
+  CHECK_FALSE(c.tie_word_embeddings);
+  CHECK(c.eos_token_id == 1);
+  CHECK(c.pad_token_id == -1);
+  CHECK(c.num_parameters() == 58073600);  // GaLore's "60M": 25.2M non-embedding + 2 x 16.4M embeddings
+}
+
+TEST_CASE("a config without architectures falls back to model_type", "[hf_import]") {
+  nlohmann::json j = llama3_config();
+  j.erase("architectures");
+  CHECK(hf_config_from_json(j, "c.json").rope_scaling.type == "llama3");
+  j["model_type"] = "gpt2";
+  CHECK_THROWS_WITH(hf_config_from_json(j, "c.json"), Contains("architectures"));
+}
+
+TEST_CASE("what cannot be represented exactly is an error naming the field", "[hf_import]") {
+  nlohmann::json j = llama3_config();
+  j["architectures"] = {"GPT2LMHeadModel"};
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"),
+                    Contains("x/config.json") && Contains("architectures") && Contains("GPT2LMHeadModel"));
+  j = llama3_config();
+  j["hidden_act"] = "gelu";
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"), Contains("hidden_act") && Contains("gelu"));
+  j = llama3_config();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"), Contains("rope_scaling") && Contains("yarn"));
+  j = llama3_config();
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"), Contains("dynamic"));
+  j = llama3_config();
+  j["mlp_bias"] = true;
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"), Contains("mlp_bias"));
+  j = llama3_config();
+  j["hidden_size"] = "64";
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"), Contains("hidden_size") && Contains("integer"));
+  j = llama3_config();
+  j["num_key_value_heads"] = 3;
+  CHECK_THROWS_WITH(hf_config_from_json(j, "x/config.json"), Contains("num_key_value_heads"));
+}
+
+TEST_CASE("load_hf_model reads a single F32 file exactly", "[hf_import]") {
+  LlamaConfig c = tiny_config(false, true);
+  fs::path dir = fresh_dir("single");
+  write_config(dir, llama_config_to_hf_json(c));
+  TensorMap weights = random_weights(c, 1);
+  write_safetensors((dir / "model.safetensors").string(), weights);
+  std::ofstream(dir / "tokenizer.model") << "not read here";
+
+  HfModel m = load_hf_model(dir.string());
+  CHECK(m.config.hidden_size == 16);
+  CHECK(m.tokenizer_path == (dir / "tokenizer.model").string());
+  REQUIRE(m.weights.size() == weights.size());
+  for (const auto& [name, t] : weights) {
+    const HostTensor& got = m.weights.at(name);
+    CHECK(got.dtype == DType::F32);
+    CHECK(got.shape == t.shape);
+    CHECK(got.bytes == t.bytes);
+  }
+}
+
+TEST_CASE("load_hf_model converts BF16 and F16 weights to F32", "[hf_import]") {
+  LlamaConfig c = tiny_config(true, false);
+  for (DType dtype : {DType::BF16, DType::F16}) {
+    fs::path dir = fresh_dir(std::string("half_") + dtype_name(dtype));
+    write_config(dir, llama_config_to_hf_json(c));
+    TensorMap stored;
+    for (const auto& [name, t] : random_weights(c, 2)) stored[name] = convert(t, dtype);
+    write_safetensors((dir / "model.safetensors").string(), stored);
+    HfModel m = load_hf_model(dir.string());
+    CHECK(m.tokenizer_path.empty());
+    for (const auto& [name, t] : stored) {
+      const HostTensor& got = m.weights.at(name);
+      REQUIRE(got.dtype == DType::F32);
+      std::vector<float> expected = t.to_f32(), values = got.to_f32();
+      CHECK(values == expected);
+    }
+  }
+}
+
+TEST_CASE("load_hf_model follows a sharded index; tied lm_head copies and rotary caches are dropped",
+          "[hf_import]") {
+  LlamaConfig c = tiny_config(true, false);
+  fs::path dir = fresh_dir("sharded");
+  write_config(dir, llama_config_to_hf_json(c));
+  TensorMap weights = random_weights(c, 3);
+  TensorMap shard1, shard2;
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  for (const auto& [name, t] : weights) {
+    bool first = name.find("layers.1.") == std::string::npos;
+    (first ? shard1 : shard2)[name] = t;
+    index["weight_map"][name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  // A tied checkpoint may still carry lm_head and old checkpoints carry rotary inv_freq buffers.
+  shard2["lm_head.weight"] = weights.at("model.embed_tokens.weight");
+  index["weight_map"]["lm_head.weight"] = "model-00002-of-00002.safetensors";
+  shard2["model.layers.1.self_attn.rotary_emb.inv_freq"] = HostTensor::from_f32(Shape{2}, {1.0f, 0.1f});
+  index["weight_map"]["model.layers.1.self_attn.rotary_emb.inv_freq"] = "model-00002-of-00002.safetensors";
+  write_safetensors((dir / "model-00001-of-00002.safetensors").string(), shard1);
+  write_safetensors((dir / "model-00002-of-00002.safetensors").string(), shard2);
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump(2);
+
+  HfModel m = load_hf_model(dir.string());
+  REQUIRE(m.weights.size() == weights.size());
+  for (const auto& [name, t] : weights) CHECK(m.weights.at(name).bytes == t.bytes);
+
+  // An index that names a tensor its shard lacks.
+  index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00002.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump(2);
+  CHECK_THROWS_WITH(load_hf_model(dir.string()),
+                    Contains("model.layers.9.mlp.up_proj.weight") && Contains("model-00001-of-00002"));
+  // An index that names a shard that does not exist.
+  index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00003-of-00002.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump(2);
+  CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("model-00003-of-00002.safetensors"));
+}
+
+TEST_CASE("load_hf_model: missing tensor, wrong shape, unexpected tensor, missing files", "[hf_import]") {
+  LlamaConfig c = tiny_config(false, false);
+  fs::path dir = fresh_dir("bad");
+  CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("config.json"));
+  write_config(dir, llama_config_to_hf_json(c));
+  CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("model.safetensors"));
+
+  TensorMap weights = random_weights(c, 4);
+  TensorMap missing = weights;
+  missing.erase("lm_head.weight");  // untied: the head must be present
+  write_safetensors((dir / "model.safetensors").string(), missing);
+  CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("lm_head.weight") && Contains("[40, 16]"));
+
+  TensorMap wrong = weights;
+  wrong["model.layers.1.mlp.down_proj.weight"] = HostTensor::from_f32(Shape{24, 16}, std::vector<float>(384, 0.f));
+  write_safetensors((dir / "model.safetensors").string(), wrong);
+  CHECK_THROWS_WITH(load_hf_model(dir.string()),
+                    Contains("model.layers.1.mlp.down_proj.weight") && Contains("[24, 16]") && Contains("[16, 24]"));
+
+  TensorMap extra = weights;
+  extra["model.layers.0.mlp.gate_proj.bias"] = HostTensor::from_f32(Shape{24}, std::vector<float>(24, 0.f));
+  write_safetensors((dir / "model.safetensors").string(), extra);
+  CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("unexpected tensor 'model.layers.0.mlp.gate_proj.bias'"));
+
+  TensorMap integer = weights;
+  integer["model.norm.weight"] = HostTensor(DType::I32, Shape{16});
+  write_safetensors((dir / "model.safetensors").string(), integer);
+  CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("model.norm.weight") && Contains("I32"));
+}

@@ -1,0 +1,236 @@
+#ifdef GUM_HAVE_MPI
+#include "mpi_communicator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "collective_checks.h"
+#include "gum/core/error.h"
+
+namespace gum::dist_detail {
+
+namespace {
+
+// MPI counts are int: larger buffers go in pieces of at most this many elements.
+constexpr int64_t kMaxElementsPerCall = int64_t{1} << 30;
+
+void finalize_mpi_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void check_mpi(int code, const char* call, const std::string& where) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  runtime_error(where, ": ", call, " failed: ", std::string(text, static_cast<size_t>(length)));
+}
+
+// Element type for arithmetic (reductions).
+MPI_Datatype arithmetic_type(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return MPI_FLOAT;
+    case DType::F64: return MPI_DOUBLE;
+    case DType::I32: return MPI_INT32_T;
+    case DType::I64: return MPI_INT64_T;
+    default: break;
+  }
+  runtime_error("no MPI arithmetic type for ", dtype_name(dtype));
+}
+
+// Element type of the same width for pure data movement (gather, broadcast): any dtype.
+MPI_Datatype movement_type(DType dtype) {
+  switch (dtype_size(dtype)) {
+    case 1: return MPI_UINT8_T;
+    case 2: return MPI_UINT16_T;
+    case 4: return MPI_UINT32_T;
+    default: return MPI_UINT64_T;
+  }
+}
+
+MPI_Op mpi_op_for(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum:
+    case ReduceOp::Avg: return MPI_SUM;  // Avg divides by the world size afterwards
+    case ReduceOp::Max: return MPI_MAX;
+    case ReduceOp::Min: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+uint8_t* element_at(const Tensor& t, int64_t index) {
+  return static_cast<uint8_t*>(t.data) + static_cast<size_t>(index) * dtype_size(t.dtype);
+}
+
+}  // namespace
+
+void ensure_mpi_initialized() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return;
+  int provided = 0;
+  // Only the main thread calls MPI; OpenMP threads never do.
+  check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread", "mpi communicator");
+  std::atexit(finalize_mpi_at_exit);
+}
+
+MpiCommunicator::MpiCommunicator(const CommunicatorOptions& options) : timeout_s_(options.timeout_s) {
+  ensure_mpi_initialized();
+  check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", "mpi communicator");
+  // Errors come back as codes and become gum::Error (run_or_abort then aborts the job).
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &world_size_);
+  MPI_Comm node_comm = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm),
+            "MPI_Comm_split_type", "mpi communicator");
+  MPI_Comm_rank(node_comm, &local_rank_);
+  MPI_Comm_free(&node_comm);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::wait(MPI_Request& request, const char* collective, int64_t count, DType dtype) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  while (true) {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", concat(rank_prefix(*this), " ", collective));
+    if (done) return;
+    double waited_s = std::chrono::duration<double>(clock::now() - start).count();
+    if (timeout_s_ > 0 && waited_s > timeout_s_)
+      abort(concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : "",
+                   " did not complete within ", timeout_s_,
+                   " s: another rank has failed, hangs, or did not call the same collective"),
+            1);
+    // Spin (yielding) while a reply is likely soon; after a second the peer is busy elsewhere,
+    // so stop burning its core.
+    if (waited_s < 1.0)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void MpiCommunicator::all_reduce(Tensor t, ReduceOp op) {
+  check_tensor_device(*this, "all_reduce", "tensor", t, Device::CPU);
+  check_reducible(*this, "all_reduce", t.dtype, op);
+  if (needs_f32_staging(t.dtype)) {
+    std::vector<float> values = widen_to_f32(t);
+    all_reduce(Tensor(values.data(), DType::F32, Device::CPU, Shape{t.numel()}), op);
+    narrow_from_f32(t, values);
+    return;
+  }
+  for (int64_t offset = 0; offset < t.numel(); offset += kMaxElementsPerCall) {
+    int count = static_cast<int>(std::min(kMaxElementsPerCall, t.numel() - offset));
+    MPI_Request request;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, element_at(t, offset), count, arithmetic_type(t.dtype), mpi_op_for(op),
+                             comm_, &request),
+              "MPI_Iallreduce", rank_prefix(*this));
+    wait(request, "all_reduce", t.numel(), t.dtype);
+  }
+  if (op == ReduceOp::Avg) divide_host(t.data, t.dtype, t.numel(), world_size_);
+}
+
+void MpiCommunicator::reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) {
+  check_reducible(*this, "reduce_scatter", in.dtype, op);
+  bool in_place = check_reduce_scatter(*this, out, in);
+  if (out.numel() > INT_MAX)
+    runtime_error("mpi reduce_scatter: ", out.numel(), " elements per rank exceed MPI's int count");
+  if (needs_f32_staging(in.dtype)) {
+    std::vector<float> in_values = widen_to_f32(in);
+    std::vector<float> out_values(static_cast<size_t>(out.numel()));
+    reduce_scatter(Tensor(out_values.data(), DType::F32, Device::CPU, Shape{out.numel()}),
+                   Tensor(in_values.data(), DType::F32, Device::CPU, Shape{in.numel()}), op);
+    narrow_from_f32(out, out_values);
+    return;
+  }
+  MPI_Request request;
+  int count = static_cast<int>(out.numel());
+  if (in_place) {
+    // MPI's in-place form takes the input from and leaves the result at the start of the buffer.
+    check_mpi(MPI_Ireduce_scatter_block(MPI_IN_PLACE, in.data, count, arithmetic_type(in.dtype), mpi_op_for(op),
+                                        comm_, &request),
+              "MPI_Ireduce_scatter_block", rank_prefix(*this));
+    wait(request, "reduce_scatter", in.numel(), in.dtype);
+    std::memmove(out.data, in.data, out.nbytes());
+  } else {
+    check_mpi(MPI_Ireduce_scatter_block(in.data, out.data, count, arithmetic_type(in.dtype), mpi_op_for(op), comm_,
+                                        &request),
+              "MPI_Ireduce_scatter_block", rank_prefix(*this));
+    wait(request, "reduce_scatter", in.numel(), in.dtype);
+  }
+  if (op == ReduceOp::Avg) divide_host(out.data, out.dtype, out.numel(), world_size_);
+}
+
+void MpiCommunicator::all_gather(Tensor out, const Tensor& in) {
+  bool in_place = check_all_gather(*this, out, in);
+  if (in.numel() > INT_MAX)
+    runtime_error("mpi all_gather: ", in.numel(), " elements per rank exceed MPI's int count");
+  int count = static_cast<int>(in.numel());
+  MPI_Datatype type = movement_type(in.dtype);
+  MPI_Request request;
+  check_mpi(MPI_Iallgather(in_place ? MPI_IN_PLACE : in.data, count, type, out.data, count, type, comm_, &request),
+            "MPI_Iallgather", rank_prefix(*this));
+  wait(request, "all_gather", out.numel(), out.dtype);
+}
+
+void MpiCommunicator::broadcast_raw(void* data, int64_t count, DType dtype, int root, const char* collective) {
+  Tensor flat(data, dtype, Device::CPU, Shape{count});
+  for (int64_t offset = 0; offset < count; offset += kMaxElementsPerCall) {
+    int piece = static_cast<int>(std::min(kMaxElementsPerCall, count - offset));
+    MPI_Request request;
+    check_mpi(MPI_Ibcast(element_at(flat, offset), piece, movement_type(dtype), root, comm_, &request), "MPI_Ibcast",
+              rank_prefix(*this));
+    wait(request, collective, count, dtype);
+  }
+}
+
+void MpiCommunicator::broadcast(Tensor t, int root) {
+  check_tensor_device(*this, "broadcast", "tensor", t, Device::CPU);
+  check_root(*this, "broadcast", root);
+  broadcast_raw(t.data, t.numel(), t.dtype, root, "broadcast");
+}
+
+void MpiCommunicator::barrier() {
+  MPI_Request request;
+  check_mpi(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier", rank_prefix(*this));
+  wait(request, "barrier", 0, DType::U8);
+}
+
+double MpiCommunicator::all_reduce_host(double value, ReduceOp op) {
+  double result = value;
+  all_reduce(Tensor(&result, DType::F64, Device::CPU, Shape{1}), op);
+  return result;
+}
+
+void MpiCommunicator::broadcast_bytes(std::vector<uint8_t>& bytes, int root) {
+  check_root(*this, "broadcast_bytes", root);
+  uint64_t size = bytes.size();
+  broadcast_raw(&size, 1, DType::I64, root, "broadcast_bytes (size)");
+  bytes.resize(size);
+  broadcast_raw(bytes.data(), static_cast<int64_t>(size), DType::U8, root, "broadcast_bytes");
+}
+
+void MpiCommunicator::abort(const std::string& message, int exit_code) {
+  report_fatal(*this, message);
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);  // MPI_Abort does not return; this keeps [[noreturn]] honest
+}
+
+std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options) {
+  return std::make_unique<MpiCommunicator>(options);
+}
+
+}  // namespace gum::dist_detail
+#endif  // GUM_HAVE_MPI

@@ -1,0 +1,49 @@
+#pragma once
+// The MPI communicator (internal to src/dist): CPU buffers through MPI-3 non-blocking
+// collectives, each waited for with a deadline so that a rank that never joins makes the job
+// abort instead of hang. The nccl communicator keeps one for its host values and bootstrap.
+#include <mpi.h>
+
+#include "gum/dist/communicator.h"
+
+namespace gum::dist_detail {
+
+// MPI_Init_thread once per process (MPI_Finalize is registered with atexit).
+void ensure_mpi_initialized();
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(const CommunicatorOptions& options);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  std::string name() const override { return "mpi"; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+  int local_rank() const override { return local_rank_; }
+  Device device() const override { return Device::CPU; }
+
+  void all_reduce(Tensor t, ReduceOp op) override;
+  void reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) override;
+  void all_gather(Tensor out, const Tensor& in) override;
+  void broadcast(Tensor t, int root) override;
+  void barrier() override;
+  double all_reduce_host(double value, ReduceOp op) override;
+  void broadcast_bytes(std::vector<uint8_t>& bytes, int root) override;
+  [[noreturn]] void abort(const std::string& message, int exit_code) override;
+
+ private:
+  // Waits for `request` until the deadline; on timeout aborts the job naming `collective`.
+  void wait(MPI_Request& request, const char* collective, int64_t count, DType dtype);
+  // Raw broadcast of `count` elements of `dtype` at `data`, split into MPI-sized pieces.
+  void broadcast_raw(void* data, int64_t count, DType dtype, int root, const char* collective);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD: our messages never mix with others'
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  double timeout_s_ = 0;
+};
+
+}  // namespace gum::dist_detail

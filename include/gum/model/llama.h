@@ -5,6 +5,7 @@
 // (max_batch, seq_len): nothing is allocated inside the step.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "gum/backend/arena.h"
@@ -26,6 +27,9 @@ struct TokenBatch {
 class LlamaModel {
  public:
   LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len);
+  ~LlamaModel();
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
 
   const LlamaConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
@@ -62,6 +66,7 @@ class LlamaModel {
   int max_batch_, seq_len_;
   std::vector<ParamSpec> specs_;
   Arena params_, grads_, acts_;
+  std::unique_ptr<Private> state_;  // per-layer views, token buffers, RoPE table, last batch
 };
 
 }  // namespace gum

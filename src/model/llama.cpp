@@ -1,0 +1,396 @@
+// The LLaMA forward and backward passes (Touvron et al. 2023, "LLaMA"), llm.c style: every
+// activation backward needs is kept in one arena sized for (max_batch, seq_len), and each
+// layer's backward runs the ops of its forward in reverse.
+//
+// One block, with N = B*T token rows:
+//   x_l -> rmsnorm -> ln1 -> [q|k|v] = ln1 Wqkv^T (+b) -> rope(q, k) -> causal GQA attention -> att
+//   mid = x_l + att Wo^T (+bo)
+//   mid -> rmsnorm -> ln2 -> [gate|up] = ln2 Wgu^T -> swiglu -> act;  x_{l+1} = mid + act Wdown^T
+// then lnf = rmsnorm(x_L), logits = lnf Whead^T (Whead = embedding when tied), cross-entropy.
+#include "gum/model/llama.h"
+
+#include <cmath>
+#include <numbers>
+#include <string>
+
+#include "gum/core/error.h"
+
+namespace gum {
+
+namespace {
+
+// Hugging Face's rotary frequencies: inv_freq[j] = theta^(-2j/D), rescaled per rope_scaling
+// ("linear": positions divided by factor, Chen et al. 2023; "llama3": the per-frequency
+// smoothing of transformers' _compute_llama3_parameters, Llama 3.1 report).
+std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
+  const int D = c.attention_head_dim();
+  std::vector<double> inv_freq(static_cast<size_t>(D / 2));
+  for (int j = 0; j < D / 2; ++j) inv_freq[j] = 1.0 / std::pow(c.rope_theta, 2.0 * j / D);
+  const RopeScaling& r = c.rope_scaling;
+  if (r.type == "linear") {
+    for (double& f : inv_freq) f /= r.factor;
+  } else if (r.type == "llama3") {
+    const double old_context = r.original_max_position_embeddings;
+    const double low_freq_wavelen = old_context / r.low_freq_factor;
+    const double high_freq_wavelen = old_context / r.high_freq_factor;
+    for (double& f : inv_freq) {
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      if (wavelen > low_freq_wavelen) {
+        f /= r.factor;  // long wavelengths: fully interpolated
+      } else if (wavelen >= high_freq_wavelen) {
+        // between the two: blend interpolated and original frequencies
+        const double smooth = (old_context / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+        f = (1.0 - smooth) * f / r.factor + smooth * f;
+      }  // short wavelengths unchanged
+    }
+  } else if (!r.type.empty()) {
+    usage_error("rope_scaling type '", r.type, "' is not supported (supported: linear, llama3)");
+  }
+  return inv_freq;
+}
+
+// [max_positions, D/2, 2] of (cos, sin)(position * inv_freq[j]), computed in double.
+std::vector<float> rope_cos_sin_table(const LlamaConfig& c) {
+  const std::vector<double> inv_freq = rope_inverse_frequencies(c);
+  const int64_t half = static_cast<int64_t>(inv_freq.size());
+  std::vector<float> table(static_cast<size_t>(c.max_position_embeddings * half * 2));
+  for (int64_t p = 0; p < c.max_position_embeddings; ++p)
+    for (int64_t j = 0; j < half; ++j) {
+      const double angle = double(p) * inv_freq[j];
+      table[(p * half + j) * 2] = static_cast<float>(std::cos(angle));
+      table[(p * half + j) * 2 + 1] = static_cast<float>(std::sin(angle));
+    }
+  return table;
+}
+
+// A view of `count` consecutive arena tensors starting at `first` as one [rows, cols] matrix;
+// checks they really are adjacent (the fused qkv and gate_up projections rely on it).
+Tensor fused_view(const Arena& arena, const std::vector<std::string>& names, int64_t cols) {
+  const Tensor& first = arena.view(names.front());
+  int64_t rows = 0;
+  const auto* expected = static_cast<const uint8_t*>(first.data);
+  for (const auto& name : names) {
+    const Tensor& t = arena.view(name);
+    GUM_CHECK(t.data == expected, "tensor ", name, " is not adjacent to the previous one in the arena");
+    rows += t.numel() / cols;
+    expected += t.nbytes();
+  }
+  return Tensor(first.data, first.dtype, first.device, cols == 1 ? Shape{rows} : Shape{rows, cols});
+}
+
+}  // namespace
+
+// Views of one block's parameters (or gradients), fused where one GEMM computes several.
+struct BlockTensors {
+  Tensor ln1, qkv_weight, qkv_bias, o_weight, o_bias, ln2, gate_up_weight, down_weight;
+};
+
+// Views of one block's saved activations, all with max_batch * seq_len rows.
+struct BlockActivations {
+  Tensor input;     // x_l [N, C]: the residual stream entering the block
+  Tensor ln1, ln1_rstd;
+  Tensor qkv;       // after RoPE
+  Tensor att, att_aux;
+  Tensor mid;       // residual after attention
+  Tensor ln2, ln2_rstd;
+  Tensor gate_up, act;
+};
+
+struct LlamaModel::Private {
+  std::vector<BlockTensors> block_params, block_grads;
+  Tensor embedding, final_norm, head;            // head = embedding when tied
+  Tensor d_embedding, d_final_norm, d_head;
+  std::vector<BlockActivations> blocks;
+  Tensor residual_out, lnf, lnf_rstd, logits, losses;  // residual_out = x_L
+  Tensor scratch;                                       // [N, C] projection output before the residual add
+  Tensor d_residual, d_ln, d_qkv, d_att, d_gate_up, d_act;
+  Arena tables;   // F32: RoPE cos/sin
+  Arena indices;  // I32: tokens, targets, positions, doc_start
+  Tensor cos_sin, tokens, targets, positions, doc_start;
+  int last_batch = 0;
+  bool last_has_doc_start = false;
+  bool last_has_targets = false;
+  bool backward_ready = false;  // a forward ran and its logits are not yet overwritten
+};
+
+namespace {
+
+std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64_t aux_elems) {
+  const int64_t C = c.hidden_size, F = c.intermediate_size, D = c.attention_head_dim();
+  const int64_t HD = int64_t(c.num_attention_heads) * D, W = (c.num_attention_heads + 2 * int64_t(c.kv_heads())) * D;
+  std::vector<NamedShape> layout;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    layout.push_back({p + "input", Shape{N, C}});
+    layout.push_back({p + "ln1", Shape{N, C}});
+    layout.push_back({p + "ln1_rstd", Shape{N}});
+    layout.push_back({p + "qkv", Shape{N, W}});
+    layout.push_back({p + "att", Shape{N, HD}});
+    layout.push_back({p + "att_aux", Shape{std::max<int64_t>(aux_elems, 1)}});
+    layout.push_back({p + "mid", Shape{N, C}});
+    layout.push_back({p + "ln2", Shape{N, C}});
+    layout.push_back({p + "ln2_rstd", Shape{N}});
+    layout.push_back({p + "gate_up", Shape{N, 2 * F}});
+    layout.push_back({p + "act", Shape{N, F}});
+  }
+  layout.push_back({"residual_out", Shape{N, C}});
+  layout.push_back({"lnf", Shape{N, C}});
+  layout.push_back({"lnf_rstd", Shape{N}});
+  layout.push_back({"logits", Shape{N, c.vocab_size}});
+  layout.push_back({"losses", Shape{N}});
+  layout.push_back({"scratch", Shape{N, C}});
+  // Gradient buffers, reused by every block in backward.
+  layout.push_back({"d_residual", Shape{N, C}});
+  layout.push_back({"d_ln", Shape{N, C}});
+  layout.push_back({"d_qkv", Shape{N, W}});
+  layout.push_back({"d_att", Shape{N, HD}});
+  layout.push_back({"d_gate_up", Shape{N, 2 * F}});
+  layout.push_back({"d_act", Shape{N, F}});
+  return layout;
+}
+
+BlockTensors block_tensors(const Arena& arena, const LlamaConfig& c, int l) {
+  auto name = [&](const char* suffix) { return block_param_name(l, suffix); };
+  const int64_t C = c.hidden_size, F = c.intermediate_size;
+  BlockTensors b;
+  b.ln1 = arena.view(name("input_layernorm.weight"));
+  b.qkv_weight = fused_view(
+      arena, {name("self_attn.q_proj.weight"), name("self_attn.k_proj.weight"), name("self_attn.v_proj.weight")}, C);
+  if (c.attention_bias)
+    b.qkv_bias = fused_view(
+        arena, {name("self_attn.q_proj.bias"), name("self_attn.k_proj.bias"), name("self_attn.v_proj.bias")}, 1);
+  b.o_weight = arena.view(name("self_attn.o_proj.weight"));
+  if (c.o_proj_bias) b.o_bias = arena.view(name("self_attn.o_proj.bias"));
+  b.ln2 = arena.view(name("post_attention_layernorm.weight"));
+  b.gate_up_weight = fused_view(arena, {name("mlp.gate_proj.weight"), name("mlp.up_proj.weight")}, C);
+  b.down_weight = arena.view(name("mlp.down_proj.weight"));
+  GUM_CHECK(b.gate_up_weight.rows() == 2 * F, "gate_up rows");
+  return b;
+}
+
+// Rows [0, n) of an activation view (the arena is sized for max_batch).
+Tensor rows(const Tensor& t, int64_t n) { return t.shape.rank == 1 ? t.flat_slice(0, Shape{n}) : t.row_slice(0, n); }
+
+const Tensor* optional(const Tensor& t) { return t.empty() ? nullptr : &t; }
+Tensor* optional(Tensor& t) { return t.empty() ? nullptr : &t; }
+
+}  // namespace
+
+LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len)
+    : config_(config), backend_(&backend), max_batch_(max_batch), seq_len_(seq_len), specs_(llama_param_specs(config)) {
+  config_.validate("model");
+  if (max_batch <= 0) usage_error("model: max_batch must be positive, got ", max_batch);
+  if (seq_len <= 0) usage_error("model: seq_len must be positive, got ", seq_len);
+  if (seq_len > config.max_position_embeddings)
+    usage_error("model: seq_len ", seq_len, " exceeds max_position_embeddings ", config.max_position_embeddings);
+
+  std::vector<NamedShape> param_layout;
+  for (const auto& spec : specs_) param_layout.push_back({spec.name, spec.shape});
+  params_ = Arena(backend, DType::F32, param_layout);
+  grads_ = Arena(backend, DType::F32, param_layout);
+
+  const int64_t N = int64_t(max_batch) * seq_len;
+  AttentionShape full{max_batch, seq_len, config.num_attention_heads, config.kv_heads(), config.attention_head_dim()};
+  acts_ = Arena(backend, DType::F32, activation_layout(config, N, int64_t(backend.attention_aux_elems(full))));
+
+  state_ = std::make_unique<Private>();
+  Private& s = *state_;
+  const int L = config.num_hidden_layers;
+  for (int l = 0; l < L; ++l) {
+    s.block_params.push_back(block_tensors(params_, config, l));
+    s.block_grads.push_back(block_tensors(grads_, config, l));
+    const std::string p = "layers." + std::to_string(l) + ".";
+    BlockActivations a;
+    a.input = acts_.view(p + "input");
+    a.ln1 = acts_.view(p + "ln1");
+    a.ln1_rstd = acts_.view(p + "ln1_rstd");
+    a.qkv = acts_.view(p + "qkv");
+    a.att = acts_.view(p + "att");
+    a.att_aux = acts_.view(p + "att_aux");
+    a.mid = acts_.view(p + "mid");
+    a.ln2 = acts_.view(p + "ln2");
+    a.ln2_rstd = acts_.view(p + "ln2_rstd");
+    a.gate_up = acts_.view(p + "gate_up");
+    a.act = acts_.view(p + "act");
+    s.blocks.push_back(a);
+  }
+  const char* head_name = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  s.embedding = params_.view("model.embed_tokens.weight");
+  s.final_norm = params_.view("model.norm.weight");
+  s.head = params_.view(head_name);
+  s.d_embedding = grads_.view("model.embed_tokens.weight");
+  s.d_final_norm = grads_.view("model.norm.weight");
+  s.d_head = grads_.view(head_name);
+  s.residual_out = acts_.view("residual_out");
+  s.lnf = acts_.view("lnf");
+  s.lnf_rstd = acts_.view("lnf_rstd");
+  s.logits = acts_.view("logits");
+  s.losses = acts_.view("losses");
+  s.scratch = acts_.view("scratch");
+  s.d_residual = acts_.view("d_residual");
+  s.d_ln = acts_.view("d_ln");
+  s.d_qkv = acts_.view("d_qkv");
+  s.d_att = acts_.view("d_att");
+  s.d_gate_up = acts_.view("d_gate_up");
+  s.d_act = acts_.view("d_act");
+
+  const int64_t half = config.attention_head_dim() / 2;
+  s.tables = Arena(backend, DType::F32, {{"rope_cos_sin", Shape{config.max_position_embeddings, half, 2}}});
+  s.cos_sin = s.tables.view("rope_cos_sin");
+  const std::vector<float> table = rope_cos_sin_table(config_);
+  backend.copy_from_host(s.cos_sin, table.data());
+
+  s.indices = Arena(backend, DType::I32,
+                    {{"tokens", Shape{N}}, {"targets", Shape{N}}, {"positions", Shape{N}}, {"doc_start", Shape{N}}});
+  s.tokens = s.indices.view("tokens");
+  s.targets = s.indices.view("targets");
+  s.positions = s.indices.view("positions");
+  s.doc_start = s.indices.view("doc_start");
+}
+
+LlamaModel::~LlamaModel() = default;
+
+void LlamaModel::init_weights(uint64_t seed) {
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const Tensor& p = params_.view(i);
+    switch (specs_[i].kind) {
+      case ParamKind::Norm: backend_->fill(p, 1.0f); break;
+      case ParamKind::Bias: backend_->fill(p, 0.0f); break;
+      default: backend_->fill_normal(p, seed, i, 0.0f, static_cast<float>(config_.initializer_range)); break;
+    }
+  }
+}
+
+void LlamaModel::zero_grads() { backend_->fill(grads_.all(), 0.0f); }
+
+Tensor LlamaModel::logits() const { return rows(state_->logits, int64_t(state_->last_batch) * seq_len_); }
+
+double LlamaModel::forward(const TokenBatch& batch) {
+  Private& s = *state_;
+  Backend& be = *backend_;
+  const LlamaConfig& c = config_;
+  if (batch.batch <= 0 || batch.batch > max_batch_)
+    usage_error("model forward: batch size ", batch.batch, " must be in [1, ", max_batch_, "] (max_batch)");
+  if (!batch.tokens) usage_error("model forward: no tokens given");
+  const int T = seq_len_;
+  const int64_t N = int64_t(batch.batch) * T;
+
+  // Validate the host inputs here, so every backend reports bad ids the same way.
+  std::vector<int32_t> positions(static_cast<size_t>(N)), targets(static_cast<size_t>(N), -1);
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t b = i / T, t = i % T;
+    if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocab_size)
+      runtime_error("model forward: token ", batch.tokens[i], " at batch row ", b, ", position ", t,
+                    " is outside the vocabulary [0, ", c.vocab_size, ")");
+    if (batch.targets) {
+      if (batch.targets[i] >= c.vocab_size)
+        runtime_error("model forward: target ", batch.targets[i], " at batch row ", b, ", position ", t,
+                      " is outside the vocabulary [0, ", c.vocab_size, ")");
+      targets[i] = batch.targets[i] < 0 ? -1 : batch.targets[i];
+    }
+    positions[i] = batch.positions ? batch.positions[i] : int32_t(t);
+    if (positions[i] < 0 || positions[i] >= c.max_position_embeddings)
+      runtime_error("model forward: RoPE position ", positions[i], " at batch row ", b, ", position ", t,
+                    " is outside [0, ", c.max_position_embeddings, ") (max_position_embeddings)");
+    if (batch.doc_start && (batch.doc_start[i] < 0 || batch.doc_start[i] > t))
+      runtime_error("model forward: doc_start ", batch.doc_start[i], " at batch row ", b, ", position ", t,
+                    " must lie in [0, ", t, "]");
+  }
+  const Tensor tokens = rows(s.tokens, N), target_ids = rows(s.targets, N), position_ids = rows(s.positions, N);
+  const Tensor doc_start = rows(s.doc_start, N);
+  be.copy_from_host(tokens, batch.tokens);
+  be.copy_from_host(target_ids, targets.data());
+  be.copy_from_host(position_ids, positions.data());
+  if (batch.doc_start) be.copy_from_host(doc_start, batch.doc_start);
+  const Tensor* doc = batch.doc_start ? &doc_start : nullptr;
+  const AttentionShape shape{batch.batch, T, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  const int L = c.num_hidden_layers;
+  const Tensor first_input = L > 0 ? rows(s.blocks[0].input, N) : rows(s.residual_out, N);
+  be.embedding_forward(first_input, tokens, s.embedding);
+  const Tensor scratch = rows(s.scratch, N);
+  for (int l = 0; l < L; ++l) {
+    const BlockTensors& w = s.block_params[l];
+    const BlockActivations& a = s.blocks[l];
+    const Tensor x = rows(a.input, N), ln1 = rows(a.ln1, N), qkv = rows(a.qkv, N), att = rows(a.att, N);
+    const Tensor mid = rows(a.mid, N), ln2 = rows(a.ln2, N), gate_up = rows(a.gate_up, N), act = rows(a.act, N);
+    const Tensor next = l + 1 < L ? rows(s.blocks[l + 1].input, N) : rows(s.residual_out, N);
+
+    be.rmsnorm_forward(ln1, rows(a.ln1_rstd, N), x, w.ln1, eps);
+    be.linear_forward(qkv, ln1, w.qkv_weight, optional(w.qkv_bias));
+    be.rope_forward(qkv, position_ids, s.cos_sin, shape);
+    be.attention_forward(att, a.att_aux, qkv, doc, shape);
+    be.linear_forward(scratch, att, w.o_weight, optional(w.o_bias));
+    be.add(mid, x, scratch);
+
+    be.rmsnorm_forward(ln2, rows(a.ln2_rstd, N), mid, w.ln2, eps);
+    be.linear_forward(gate_up, ln2, w.gate_up_weight, nullptr);
+    be.swiglu_forward(act, gate_up);
+    be.linear_forward(scratch, act, w.down_weight, nullptr);
+    be.add(next, mid, scratch);
+  }
+  const Tensor lnf = rows(s.lnf, N), logits = rows(s.logits, N), losses = rows(s.losses, N);
+  be.rmsnorm_forward(lnf, rows(s.lnf_rstd, N), rows(s.residual_out, N), s.final_norm, eps);
+  be.linear_forward(logits, lnf, s.head, nullptr);
+
+  s.last_batch = batch.batch;
+  s.last_has_doc_start = batch.doc_start != nullptr;
+  s.last_has_targets = batch.targets != nullptr;
+  s.backward_ready = true;
+  if (!batch.targets) return 0.0;
+  be.cross_entropy_forward(losses, logits, target_ids);
+  return be.sum(losses);
+}
+
+void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
+  Private& s = *state_;
+  Backend& be = *backend_;
+  const LlamaConfig& c = config_;
+  if (!s.backward_ready) runtime_error("model backward: no forward pass to differentiate (or backward already ran)");
+  if (!s.last_has_targets) runtime_error("model backward: the last forward had no targets, so there is no loss");
+  s.backward_ready = false;
+  auto done = [&](int layer) {
+    if (on_layer_done) on_layer_done(layer);
+  };
+  const int T = seq_len_;
+  const int64_t N = int64_t(s.last_batch) * T;
+  const AttentionShape shape{s.last_batch, T, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};
+  const Tensor doc_start = rows(s.doc_start, N);
+  const Tensor* doc = s.last_has_doc_start ? &doc_start : nullptr;
+  const Tensor position_ids = rows(s.positions, N);
+  const Tensor d_residual = rows(s.d_residual, N), d_ln = rows(s.d_ln, N);
+
+  // Loss and head: dlogits overwrite the logits in place.
+  const Tensor logits = rows(s.logits, N);
+  be.cross_entropy_backward(logits, logits, rows(s.targets, N), loss_scale);
+  be.linear_backward(d_ln, s.d_head, nullptr, logits, rows(s.lnf, N), s.head, false);
+  be.fill(d_residual, 0.0f);  // rmsnorm_backward accumulates into the residual gradient
+  be.rmsnorm_backward(d_residual, s.d_final_norm, d_ln, rows(s.residual_out, N), s.final_norm, rows(s.lnf_rstd, N));
+  done(c.num_hidden_layers);
+
+  const Tensor d_qkv = rows(s.d_qkv, N), d_att = rows(s.d_att, N), d_gate_up = rows(s.d_gate_up, N),
+               d_act = rows(s.d_act, N);
+  for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
+    const BlockTensors& w = s.block_params[l];
+    BlockTensors& g = s.block_grads[l];
+    const BlockActivations& a = s.blocks[l];
+    // d_residual holds dL/dx_{l+1}; x_{l+1} = mid + act Wdown^T, so it is also the part of dL/dmid
+    // that flows through the skip connection.
+    be.linear_backward(d_act, g.down_weight, nullptr, d_residual, rows(a.act, N), w.down_weight, false);
+    be.swiglu_backward(d_gate_up, d_act, rows(a.gate_up, N));
+    be.linear_backward(d_ln, g.gate_up_weight, nullptr, d_gate_up, rows(a.ln2, N), w.gate_up_weight, false);
+    be.rmsnorm_backward(d_residual, g.ln2, d_ln, rows(a.mid, N), w.ln2, rows(a.ln2_rstd, N));
+    // d_residual = dL/dmid; mid = x_l + att Wo^T (+bo).
+    be.linear_backward(d_att, g.o_weight, optional(g.o_bias), d_residual, rows(a.att, N), w.o_weight, false);
+    be.attention_backward(d_qkv, d_att, rows(a.att, N), a.att_aux, rows(a.qkv, N), doc, shape);
+    be.rope_backward(d_qkv, position_ids, s.cos_sin, shape);
+    be.linear_backward(d_ln, g.qkv_weight, optional(g.qkv_bias), d_qkv, rows(a.ln1, N), w.qkv_weight, false);
+    be.rmsnorm_backward(d_residual, g.ln1, d_ln, rows(a.input, N), w.ln1, rows(a.ln1_rstd, N));
+    done(l);  // d_residual = dL/dx_l
+  }
+  be.embedding_backward(s.d_embedding, d_residual, rows(s.tokens, N));
+  done(-1);
+}
+
+}  // namespace gum

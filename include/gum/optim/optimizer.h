@@ -49,8 +49,13 @@ class Optimizer {
   virtual void load_state(const TensorMap& in) = 0;
   // Bytes of state this optimizer keeps for parameter `index` (predicted, also before any step).
   virtual size_t state_bytes(size_t index) const = 0;
+  // State held for no single parameter (GUM's pool of full-rank momenta for the sampled blocks).
+  virtual size_t shared_state_bytes() const { return 0; }
+  // Scratch memory (Newton-Schulz, projections, SVD): not state, never checkpointed.
+  virtual size_t workspace_bytes() const { return 0; }
 
   const std::vector<OptimParam>& params() const { return params_; }
+  // Sum of state_bytes over all parameters plus shared_state_bytes().
   size_t total_state_bytes() const;
   // Convenience: begin_step then update every parameter.
   void step(const StepInfo& info);
@@ -77,5 +82,9 @@ void register_optimizer(const std::string& name, OptimizerFactory factory);
 // Throws a usage error listing the registered names for an unknown name.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const OptimizerContext& ctx);
 std::vector<std::string> optimizer_names();
+
+// A per-group memory table (parameter kind: tensors, parameter bytes, state bytes) plus the
+// shared state and workspace lines, for start-up logs and `gum_train plan`.
+std::string optimizer_memory_table(const Optimizer& optimizer);
 
 }  // namespace gum

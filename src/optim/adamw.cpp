@@ -1,0 +1,24 @@
+// AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Alg. 2):
+// m ← β1 m + (1-β1) G, v ← β2 v + (1-β2) G², W ← W − η (m̂ / (√v̂ + ε) + λ W) with the bias
+// corrections m̂ = m / (1-β1^k), v̂ = v / (1-β2^k); no decay on norm weights and biases
+// (OptimParam::weight_decay). The arithmetic is the backend's fused adamw_update.
+#include "optimizers.h"
+
+namespace gum {
+namespace {
+
+class AdamW final : public ArenaOptimizer {
+ public:
+  explicit AdamW(const OptimizerContext& ctx) : ArenaOptimizer(ctx) {
+    for (size_t i = 0; i < params_.size(); ++i) declare_adamw_state(i);
+    allocate(0);
+  }
+  std::string name() const override { return "adamw"; }
+  void update(size_t index) override { adamw_step(index, info_.lr); }
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_adamw(const OptimizerContext& ctx) { return std::make_unique<AdamW>(ctx); }
+
+}  // namespace gum

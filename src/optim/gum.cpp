@@ -1,0 +1,241 @@
+// GUM — GaLore Unbiased with Muon (Pan, Luo, Liu, You, Zhang, "Unbiased Gradient Low-Rank
+// Projection", arXiv 2510.17802). No official code is public; docs/optimizers.md is the
+// specification. Training is cut into periods of K = update_proj_gap steps. At the start of a
+// period each matrix ℓ takes the projector P_ℓ (top-r singular vectors of that step's
+// gradient, on the smaller side as in GaLore), and exactly γ = full_rank_layers of the N_L
+// blocks are drawn without replacement for a full-rank period (marginal probability
+// q = γ/N_L). Momentum restarts at zero each period. For every step of the period:
+//   low-rank block:  R ← β R + (1/(1−q)) Pᵀ G,       W ← W − η s P NS5(R)
+//   full-rank block: R ← β R + (1/q) (G − P Pᵀ G),   W ← W − η s NS5(R)
+// (right-side projections mirrored), s Muon's shape scale of W, decoupled weight decay as in
+// Muon. E over the draw of the pre-orthogonalisation input is (1−q)·P Pᵀ G/(1−q) +
+// q·(G − P Pᵀ G)/q = G: the debiasing. A block is a transformer layer (sample_unit "layer",
+// LISA-style) or a single matrix ("matrix").
+// The draw uses one PhiloxStream seeded by OptimizerContext::seed: every rank draws the same
+// blocks without communicating, and its state is its position (checkpointed).
+// galore_muon is the same machinery with no full-rank block (q = 0): the biased GaLore + Muon
+// baseline of the paper's linear-regression counterexample.
+#include <algorithm>
+#include <numeric>
+
+#include "gum/core/error.h"
+#include "gum/core/philox.h"
+#include "gum/optim/newton_schulz.h"
+#include "low_rank_optimizer.h"
+#include "optimizers.h"
+
+namespace gum {
+namespace {
+
+constexpr uint64_t kGumSamplerStream = 0x47554d5341ull;  // "GUMSA"
+
+class Gum final : public LowRankOptimizer {
+ public:
+  Gum(const OptimizerContext& ctx, bool unbiased)
+      : LowRankOptimizer(ctx), unbiased_(unbiased), sampler_(ctx.seed, kGumSamplerStream) {
+    // Blocks: the distinct layers of the matrix parameters, or each matrix on its own.
+    block_of_param_.assign(params_.size(), -1);
+    std::vector<int> layers;
+    for (const auto& p : params_)
+      if (p.is_matrix()) layers.push_back(p.layer);
+    std::sort(layers.begin(), layers.end());
+    layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+    int matrices = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!params_[i].is_matrix()) continue;
+      if (config_.sample_unit == "matrix")
+        block_of_param_[i] = matrices;
+      else
+        block_of_param_[i] =
+            static_cast<int>(std::lower_bound(layers.begin(), layers.end(), params_[i].layer) - layers.begin());
+      ++matrices;
+    }
+    num_blocks_ = config_.sample_unit == "matrix" ? matrices : static_cast<int>(layers.size());
+    full_rank_count_ = unbiased_ ? config_.full_rank_layers : 0;
+    if (unbiased_ && (full_rank_count_ <= 0 || full_rank_count_ >= num_blocks_))
+      usage_error("optimizer.full_rank_layers = ", full_rank_count_, " gives q = gamma/N_L outside (0, 1) with N_L = ",
+                  num_blocks_, " blocks (sample_unit '", config_.sample_unit, "'): need 0 < full_rank_layers < ",
+                  num_blocks_);
+    q_ = unbiased_ ? static_cast<double>(full_rank_count_) / num_blocks_ : 0.0;
+
+    // Full-rank momenta live in a pool of γ slots, each as large as the largest block.
+    std::vector<int64_t> block_elems(static_cast<size_t>(num_blocks_), 0);
+    offset_in_block_.assign(params_.size(), 0);
+    size_t workspace = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const OptimParam& p = params_[i];
+      if (!p.is_matrix()) {
+        declare_adamw_state(i);
+        continue;
+      }
+      const LowRankShape& s = shape(i);
+      declare_state(i, "momentum", s.projected());
+      declare_state(i, "projector", s.projector());
+      offset_in_block_[i] = block_elems[block_of_param_[i]];
+      block_elems[block_of_param_[i]] += p.param.numel();
+      const size_t mn = static_cast<size_t>(p.param.numel());
+      const size_t projected = static_cast<size_t>(s.projected().numel());
+      const size_t refresh = static_cast<size_t>(s.projector().numel()) + top_r_workspace_elems(i);
+      const size_t low_rank_step = projected + newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]);
+      const size_t full_rank_step = projected + mn + newton_schulz_workspace_elems(s.m, s.n);
+      workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
+    }
+    slot_elems_ = block_elems.empty() ? 0 : *std::max_element(block_elems.begin(), block_elems.end());
+    allocate_low_rank(workspace);
+    if (full_rank_count_ > 0) {
+      std::vector<NamedShape> slots;
+      for (int j = 0; j < full_rank_count_; ++j)
+        slots.push_back(NamedShape{"gum.full_rank_slot." + std::to_string(j), Shape{slot_elems_}});
+      pool_ = Arena(backend_, DType::F32, slots);
+    }
+    slot_of_block_.assign(static_cast<size_t>(num_blocks_), -1);
+    refresh_pending_.assign(params_.size(), 0);
+  }
+
+  std::string name() const override { return unbiased_ ? "gum" : "galore_muon"; }
+  size_t shared_state_bytes() const override { return pool_.bytes(); }
+
+  void begin_step(const StepInfo& info) override {
+    ArenaOptimizer::begin_step(info);
+    if (period_start_ == 0 || (info.step - 1) % config_.update_proj_gap == 0) start_period(info.step);
+  }
+
+  void update(size_t index) override {
+    const OptimParam& p = params_[index];
+    if (!p.is_matrix()) {
+      adamw_step(index, other_params_lr());
+      return;
+    }
+    const LowRankShape& s = shape(index);
+    ScratchPad& pad = scratch();
+    const Tensor& momentum = state(index, 0);
+    const Tensor& projector = state(index, 1);
+    const bool full_rank = slot_of_block_[block_of_param_[index]] >= 0;
+    if (refresh_pending_[index]) {
+      if (gradient_usable_for_projector(index)) {
+        Tensor fresh = pad.take(s.projector());
+        top_r_projector(index, fresh, pad);
+        backend_.copy(projector, fresh);
+      } else if (!has_projector_[index]) {
+        coordinate_projector(index, projector);
+      }
+      has_projector_[index] = 1;
+      backend_.fill(momentum, 0.0f);
+      if (full_rank) backend_.fill(full_rank_momentum(index), 0.0f);
+      refresh_pending_[index] = 0;
+      pad.reset();
+    }
+    const float beta = config_.momentum;
+    const float lr = info_.lr;
+    const float s_scale = muon_shape_scale(config_.muon_scale, s.m, s.n);
+    if (full_rank) {
+      // R ← β R + (1/q) (G − P Pᵀ G)
+      const float inv_q = static_cast<float>(1.0 / q_);
+      Tensor full = full_rank_momentum(index);
+      Tensor low = pad.take(s.projected());
+      project(backend_, s, low, projector, p.grad);
+      backend_.axpby(full, inv_q, p.grad, beta);
+      project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
+      Tensor orthogonal = pad.take(p.param.shape);
+      newton_schulz(backend_, orthogonal, full, config_.ns_steps, pad);
+      backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
+    } else {
+      // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
+      project(backend_, s, momentum, projector, p.grad, static_cast<float>(1.0 / (1.0 - q_)), beta);
+      Tensor orthogonal = pad.take(s.projected());
+      newton_schulz(backend_, orthogonal, momentum, config_.ns_steps, pad);
+      project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));
+    }
+  }
+
+  // Blocks taking a full-rank step in the current period (ascending).
+  const std::vector<int64_t>& full_rank_blocks() const { return full_rank_blocks_; }
+
+ protected:
+  void save_extra_state(TensorMap& out) const override {
+    LowRankOptimizer::save_extra_state(out);
+    put_i64(out, "gum.sampler_position", {static_cast<int64_t>(sampler_.position())});
+    put_i64(out, "gum.period_start", {period_start_});
+    put_i64(out, "gum.full_rank_blocks", full_rank_blocks_);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!params_[i].is_matrix() || slot_of_block_[block_of_param_[i]] < 0) continue;
+      Tensor full = full_rank_momentum(i);
+      HostTensor host(DType::F32, full.shape);
+      backend_.copy_to_host(host.bytes.data(), full);
+      out[params_[i].name + ".momentum_full"] = std::move(host);
+    }
+  }
+
+  void load_extra_state(const TensorMap& in) override {
+    LowRankOptimizer::load_extra_state(in);
+    sampler_.set_position(static_cast<uint64_t>(get_i64(in, "gum.sampler_position", 1)[0]));
+    period_start_ = get_i64(in, "gum.period_start", 1)[0];
+    auto blocks = get_i64(in, "gum.full_rank_blocks", period_start_ > 0 ? full_rank_count_ : -1);
+    for (int64_t b : blocks)
+      if (b < 0 || b >= num_blocks_) runtime_error("optimizer state: gum.full_rank_blocks has block ", b, " of ", num_blocks_);
+    assign_slots(blocks);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!params_[i].is_matrix() || slot_of_block_[block_of_param_[i]] < 0) continue;
+      const std::string name = params_[i].name + ".momentum_full";
+      auto it = in.find(name);
+      Tensor full = full_rank_momentum(i);
+      if (it == in.end()) runtime_error("optimizer 'gum' state: missing tensor '", name, "'");
+      if (it->second.dtype != DType::F32 || !(it->second.shape == full.shape))
+        runtime_error("optimizer 'gum' state: tensor '", name, "' is ", it->second.shape.str(), ", expected F32 ",
+                      full.shape.str());
+      backend_.copy_from_host(full, it->second.bytes.data());
+    }
+    std::fill(refresh_pending_.begin(), refresh_pending_.end(), 0);
+  }
+
+ private:
+  void start_period(int64_t step) {
+    period_start_ = step;
+    // Partial Fisher-Yates: the first γ entries are a uniform draw without replacement.
+    std::vector<int64_t> order(static_cast<size_t>(num_blocks_));
+    std::iota(order.begin(), order.end(), 0);
+    for (int j = 0; j < full_rank_count_; ++j) {
+      const uint64_t pick = j + sampler_.next_below(static_cast<uint64_t>(num_blocks_ - j));
+      std::swap(order[j], order[pick]);
+    }
+    std::vector<int64_t> chosen(order.begin(), order.begin() + full_rank_count_);
+    std::sort(chosen.begin(), chosen.end());
+    assign_slots(chosen);
+    for (size_t i = 0; i < params_.size(); ++i) refresh_pending_[i] = params_[i].is_matrix();
+  }
+
+  void assign_slots(const std::vector<int64_t>& blocks) {
+    full_rank_blocks_ = blocks;
+    std::fill(slot_of_block_.begin(), slot_of_block_.end(), -1);
+    for (size_t j = 0; j < blocks.size(); ++j) slot_of_block_[blocks[j]] = static_cast<int>(j);
+  }
+
+  Tensor full_rank_momentum(size_t index) const {
+    const int slot = slot_of_block_[block_of_param_[index]];
+    GUM_CHECK(slot >= 0, params_[index].name, " is not full-rank this period");
+    return pool_.view(static_cast<size_t>(slot)).flat_slice(offset_in_block_[index], params_[index].param.shape);
+  }
+
+  bool unbiased_;
+  PhiloxStream sampler_;
+  int num_blocks_ = 0;
+  int full_rank_count_ = 0;
+  double q_ = 0;
+  std::vector<int> block_of_param_;
+  std::vector<int64_t> offset_in_block_;
+  int64_t slot_elems_ = 0;
+  Arena pool_;
+  std::vector<int> slot_of_block_;
+  std::vector<int64_t> full_rank_blocks_;
+  std::vector<char> refresh_pending_;
+  int64_t period_start_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_gum(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); }
+std::unique_ptr<Optimizer> make_galore_muon(const OptimizerContext& ctx) {
+  return std::make_unique<Gum>(ctx, false);
+}
+
+}  // namespace gum

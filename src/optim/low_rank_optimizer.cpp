@@ -1,0 +1,71 @@
+#include "low_rank_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gum/core/logging.h"
+
+namespace gum {
+
+LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx) : ArenaOptimizer(ctx) {
+  shapes_.resize(params_.size());
+  has_projector_.assign(params_.size(), 0);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].is_matrix()) shapes_[i] = low_rank_shape(params_[i].param.shape, config_.rank);
+}
+
+size_t LowRankOptimizer::top_r_workspace_elems(size_t index) const {
+  const LowRankShape& s = shapes_[index];
+  return config_.projector == "randomized" ? randomized_projector_workspace_elems(s, config_.oversampling)
+                                           : gradient_svd_workspace_elems(s);
+}
+
+void LowRankOptimizer::allocate_low_rank(size_t workspace_elems) {
+  allocate(workspace_elems);
+  int64_t max_small = 1;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].is_matrix()) max_small = std::max(max_small, shapes_[i].small_dim());
+  constants_ = Arena(backend_, DType::F32, {NamedShape{"identity_prefix", Shape{max_small, config_.rank}}});
+  identity_prefix_ = constants_.view(0);
+  fill_identity_prefix(backend_, identity_prefix_);
+}
+
+bool LowRankOptimizer::gradient_usable_for_projector(size_t index) {
+  const double sum_squares = backend_.sum_squares(params_[index].grad);
+  if (std::isfinite(sum_squares) && sum_squares > 0) return true;
+  spdlog::warn("{}: step {}: gradient of '{}' is {} at a projector refresh; keeping the {} projector", name(),
+               info_.step, params_[index].name, std::isfinite(sum_squares) ? "all zero" : "not finite",
+               has_projector_[index] ? "previous" : "coordinate");
+  return false;
+}
+
+void LowRankOptimizer::top_r_projector(size_t index, Tensor fresh, ScratchPad& pad) {
+  const LowRankShape& s = shapes_[index];
+  const Tensor& g = params_[index].grad;
+  if (config_.projector == "randomized") {
+    randomized_projector(backend_, s, g, config_.oversampling, config_.power_iterations, seed_,
+                         refresh_stream(index), identity_prefix_, fresh, pad);
+  } else {
+    GradientSvd svd = gradient_svd(backend_, s, g, pad);
+    projector_from_svd(backend_, s, svd, identity_prefix_.row_slice(0, s.small_dim()), fresh);
+  }
+}
+
+void LowRankOptimizer::coordinate_projector(size_t index, Tensor projector) {
+  backend_.copy(projector, identity_prefix_.row_slice(0, shapes_[index].small_dim()));
+}
+
+uint64_t LowRankOptimizer::refresh_stream(size_t index) const {
+  return (static_cast<uint64_t>(index + 1) << 32) | (static_cast<uint64_t>(info_.step) & 0xffffffffull);
+}
+
+void LowRankOptimizer::save_extra_state(TensorMap& out) const {
+  put_i64(out, name() + ".has_projector", std::vector<int64_t>(has_projector_.begin(), has_projector_.end()));
+}
+
+void LowRankOptimizer::load_extra_state(const TensorMap& in) {
+  auto flags = get_i64(in, name() + ".has_projector", static_cast<int64_t>(params_.size()));
+  for (size_t i = 0; i < flags.size(); ++i) has_projector_[i] = flags[i] != 0;
+}
+
+}  // namespace gum

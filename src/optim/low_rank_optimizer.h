@@ -1,0 +1,46 @@
+#pragma once
+// The part GaLore, PLUMAGE, the Haar-Stiefel estimator and GUM share (private to src/optim):
+// per-matrix projection shapes, the GaLore projector refresh (exact SVD or randomized range
+// finder) with its guard against NaN/zero gradients, and the record of which projectors exist.
+#include <vector>
+
+#include "optimizer_common.h"
+
+namespace gum {
+
+class LowRankOptimizer : public ArenaOptimizer {
+ protected:
+  explicit LowRankOptimizer(const OptimizerContext& ctx);
+
+  const LowRankShape& shape(size_t index) const { return shapes_[index]; }
+  // Workspace of top_r_projector for matrix `index` (fresh projector excluded).
+  size_t top_r_workspace_elems(size_t index) const;
+  // Allocates state, workspace and the identity-prefix constant.
+  void allocate_low_rank(size_t workspace_elems);
+
+  // False (with a warning naming the tensor and step) when the gradient is NaN/Inf or zero:
+  // an SVD of it fails or means nothing, so the caller keeps its old projector.
+  bool gradient_usable_for_projector(size_t index);
+  // GaLore's projector [d, r] from the current gradient: top-r singular vectors by exact SVD
+  // or by the randomized range finder (optimizer.projector).
+  void top_r_projector(size_t index, Tensor fresh, ScratchPad& pad);
+  // The first r coordinate directions: the projector of last resort when the very first
+  // gradient is unusable.
+  void coordinate_projector(size_t index, Tensor projector);
+  // Philox stream of the random draws made when refreshing matrix `index` at the current
+  // step: reproducible from (seed, parameter index, step), identical on every rank.
+  uint64_t refresh_stream(size_t index) const;
+  const Tensor& identity_prefix() const { return identity_prefix_; }
+
+  void save_extra_state(TensorMap& out) const override;
+  void load_extra_state(const TensorMap& in) override;
+
+  std::vector<LowRankShape> shapes_;
+  std::vector<char> has_projector_;
+
+ private:
+  Arena constants_;
+  Tensor identity_prefix_;
+};
+
+}  // namespace gum

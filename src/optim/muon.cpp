@@ -1,0 +1,62 @@
+// Muon (Keller Jordan, 2024, "Muon: An optimizer for hidden layers in neural networks";
+// Liu et al., "Muon is Scalable for LLM Training", arXiv 2502.16982) on the matrix parameters:
+//   M ← μ M + G;  U = G + μ M (Nesterov) or U = M;  O = NS5(U);  W ← W − η s O − η λ W
+// with Muon's shape scale s (optimizer.muon_scale). Every other parameter gets AdamW at
+// optimizer.adamw_lr (scaled by the schedule), as the reference implementations do.
+#include <algorithm>
+
+#include "gum/optim/newton_schulz.h"
+#include "optimizers.h"
+
+namespace gum {
+namespace {
+
+class Muon final : public ArenaOptimizer {
+ public:
+  explicit Muon(const OptimizerContext& ctx) : ArenaOptimizer(ctx) {
+    size_t workspace = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const OptimParam& p = params_[i];
+      if (!p.is_matrix()) {
+        declare_adamw_state(i);
+        continue;
+      }
+      declare_state(i, "momentum_buffer", p.param.shape);
+      const int64_t m = p.param.dim(0), n = p.param.dim(1);
+      // Nesterov direction U and the orthogonalised O, then Newton-Schulz's own buffers.
+      workspace = std::max(workspace, static_cast<size_t>(2 * m * n) + newton_schulz_workspace_elems(m, n));
+    }
+    allocate(workspace);
+  }
+
+  std::string name() const override { return "muon"; }
+
+  void update(size_t index) override {
+    const OptimParam& p = params_[index];
+    if (!p.is_matrix()) {
+      adamw_step(index, other_params_lr());
+      return;
+    }
+    ScratchPad& pad = scratch();
+    const Tensor& momentum = state(index, 0);
+    const float mu = config_.momentum;
+    backend_.axpby(momentum, 1.0f, p.grad, mu);  // M = μ M + G
+    Tensor direction = momentum;
+    if (config_.nesterov) {
+      direction = pad.take(p.param.shape);
+      backend_.copy(direction, p.grad);
+      backend_.axpby(direction, mu, momentum, 1.0f);  // U = G + μ M
+    }
+    Tensor orthogonal = pad.take(p.param.shape);
+    newton_schulz(backend_, orthogonal, direction, config_.ns_steps, pad);
+    const float lr = info_.lr;
+    const float s = muon_shape_scale(config_.muon_scale, p.param.dim(0), p.param.dim(1));
+    backend_.axpby(p.param, -lr * s, orthogonal, decay_factor(index, lr));  // W = (1 - ηλ) W − η s O
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_muon(const OptimizerContext& ctx) { return std::make_unique<Muon>(ctx); }
+
+}  // namespace gum

@@ -1,0 +1,74 @@
+#pragma once
+// What every built-in optimizer shares (private to src/optim): state tensors declared per
+// parameter at construction and allocated as one arena (llm.c's habit: one allocation per
+// kind of tensor, named views), a scratch workspace, generic save/load of that arena, and
+// the AdamW step that Muon, GaLore and GUM apply to the non-matrix parameters.
+#include <string>
+#include <vector>
+
+#include "gum/backend/arena.h"
+#include "gum/optim/low_rank.h"
+#include "gum/optim/optimizer.h"
+
+namespace gum {
+
+class ArenaOptimizer : public Optimizer {
+ public:
+  size_t state_bytes(size_t index) const override;
+  size_t workspace_bytes() const override { return workspace_.bytes(); }
+  void save_state(TensorMap& out) const override;
+  void load_state(const TensorMap& in) override;
+  void begin_step(const StepInfo& info) override { info_ = info; }
+
+ protected:
+  explicit ArenaOptimizer(const OptimizerContext& ctx);
+
+  // Declares state tensor `<param name>.<suffix>` for parameter `index`; returns its slot, the
+  // argument of state() once allocate() has run. Slots count per parameter from 0.
+  int declare_state(size_t index, const std::string& suffix, Shape shape);
+  // Allocates the declared state (zeroed) and a workspace of `workspace_elems` floats.
+  void allocate(size_t workspace_elems);
+  const Tensor& state(size_t index, int slot) const { return state_views_[index][slot]; }
+  ScratchPad& scratch() {
+    pad_.reset();
+    return pad_;
+  }
+  // Counters and other non-arena state (GUM's sampler), saved next to the arena tensors.
+  virtual void save_extra_state(TensorMap& out) const {}
+  virtual void load_extra_state(const TensorMap& in) {}
+
+  // AdamW state (exp_avg, exp_avg_sq) and step for a parameter outside the low-rank/Muon
+  // treatment, at lr `optimizer.adamw_lr` times the schedule (or the main lr when unset).
+  void declare_adamw_state(size_t index);
+  void adamw_step(size_t index, float lr);
+  float other_params_lr() const;
+  // Decoupled weight decay factor for parameter `index`: W <- (1 - lr·λ) W (Loshchilov & Hutter).
+  float decay_factor(size_t index, float lr) const;
+
+  Backend& backend_;
+  OptimizerConfig config_;
+  uint64_t seed_;
+  StepInfo info_;
+
+ private:
+  std::vector<NamedShape> layout_;
+  std::vector<std::vector<size_t>> layout_of_param_;
+  std::vector<std::vector<Tensor>> state_views_;
+  Arena state_;
+  Arena workspace_;
+  ScratchPad pad_;
+  std::vector<int> adamw_slot_;
+};
+
+// Muon's shape scale s for a [m, n] update: "original" sqrt(max(1, m/n)) (Keller Jordan 2024),
+// "match_adamw" 0.2·sqrt(max(m, n)) (Liu et al., "Muon is scalable for LLM training", 2025, eq. 4).
+float muon_shape_scale(const std::string& mode, int64_t m, int64_t n);
+
+// An 8-byte integer tensor in the saved state, and reading one back with a named error.
+void put_i64(TensorMap& out, const std::string& name, const std::vector<int64_t>& values);
+std::vector<int64_t> get_i64(const TensorMap& in, const std::string& name, int64_t expected_count);
+
+// A device matrix [k, r] with ones on the diagonal (selects the first r of k columns in a GEMM).
+void fill_identity_prefix(Backend& backend, Tensor identity);
+
+}  // namespace gum

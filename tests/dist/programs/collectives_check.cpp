@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/dist/communicator.h"
+#include "gum/dist/sharding.h"
 
 using namespace gum;
 
@@ -247,6 +249,26 @@ void check_host_values(Checker& c) {
   comm.barrier();
 }
 
+// Sharded optimizer state: each owner "updates" its matrices, then everyone gets them.
+void check_sharded_broadcast(Checker& c, Backend& backend) {
+  Communicator& comm = c.comm;
+  std::vector<ShardItem> items;
+  for (int i = 0; i < 7; ++i) items.push_back({"w" + std::to_string(i), static_cast<double>((i * 5) % 7 + 1)});
+  ShardPlan plan = plan_shards(items, comm.world_size());
+  std::vector<std::unique_ptr<DeviceTensor>> storage;
+  std::vector<Tensor> tensors;
+  for (size_t i = 0; i < items.size(); ++i) {
+    storage.push_back(std::make_unique<DeviceTensor>(backend, DType::F32, static_cast<int64_t>(i) + 1));
+    float value = plan.owns(comm.rank(), i) ? static_cast<float>(comm.rank() * 100 + i) : -1.0f;
+    storage.back()->upload(std::vector<float>(i + 1, value));
+    tensors.push_back(storage.back()->view());
+  }
+  broadcast_from_owners(comm, plan, tensors);
+  for (size_t i = 0; i < items.size(); ++i)
+    c.expect_equal("broadcast_from_owners item " + std::to_string(i), storage[i]->download<float>(),
+                   std::vector<float>(i + 1, static_cast<float>(plan.owner[i] * 100 + i)));
+}
+
 // Bad arguments are caught on every rank before any message is sent, so no rank blocks.
 void check_argument_errors(Checker& c, Backend& backend) {
   Communicator& comm = c.comm;
@@ -278,6 +300,7 @@ int run_collectives(Communicator& comm, Backend& backend) {
   check_all_gather(c, backend);
   check_broadcasts(c, backend);
   check_host_values(c);
+  check_sharded_broadcast(c, backend);
   check_argument_errors(c, backend);
   // Every rank ran every check: agree on the count before reporting success.
   double total_checks = comm.all_reduce_host(c.checks, ReduceOp::Sum);

@@ -1,0 +1,164 @@
+// LlamaModel behaviour on the CPU backend: initialisation, the per-layer backward hook order,
+// gradient accumulation over micro-batches, determinism, and errors for bad inputs.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <vector>
+
+#include "gum/core/error.h"
+#include "gum/core/philox.h"
+#include "gum/model/llama.h"
+
+using namespace gum;
+
+namespace {
+
+LlamaConfig tiny_config() {
+  LlamaConfig c;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 1;
+  c.vocab_size = 29;
+  c.max_position_embeddings = 16;
+  c.initializer_range = 0.5;
+  return c;
+}
+
+std::vector<float> host_copy(Backend& be, const Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  be.copy_to_host(v.data(), t);
+  return v;
+}
+
+struct Batch {
+  std::vector<int32_t> tokens, targets;
+  TokenBatch view(int B) const {
+    TokenBatch b;
+    b.tokens = tokens.data();
+    b.targets = targets.data();
+    b.batch = B;
+    return b;
+  }
+};
+
+Batch make_batch(int B, int T, int V) {
+  Batch b;
+  for (int i = 0; i < B * T; ++i) {
+    b.tokens.push_back((i * 7 + 3) % V);
+    b.targets.push_back((i * 11 + 5) % V);
+  }
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("init_weights: Philox per parameter, norms 1, biases 0, reproducible") {
+  auto backend = make_backend("cpu");
+  auto config = tiny_config();
+  config.attention_bias = config.o_proj_bias = true;
+  LlamaModel a(config, *backend, 1, 8), b(config, *backend, 1, 8);
+  a.init_weights(42);
+  b.init_weights(42);
+  REQUIRE(host_copy(*backend, a.params().all()) == host_copy(*backend, b.params().all()));
+  for (size_t i = 0; i < a.specs().size(); ++i) {
+    auto values = host_copy(*backend, a.params().view(i));
+    const ParamKind kind = a.specs()[i].kind;
+    if (kind == ParamKind::Norm)
+      for (float v : values) REQUIRE(v == 1.0f);
+    else if (kind == ParamKind::Bias)
+      for (float v : values) REQUIRE(v == 0.0f);
+    else
+      REQUIRE(values[0] == 0.5f * philox_normal(42, i, 0));  // stream i, std = initializer_range
+  }
+  b.init_weights(43);
+  REQUIRE(host_copy(*backend, a.params().all()) != host_copy(*backend, b.params().all()));
+}
+
+TEST_CASE("backward fires on_layer_done from L down to -1, and gradients accumulate") {
+  auto backend = make_backend("cpu");
+  const auto config = tiny_config();
+  const int T = 8;
+  LlamaModel model(config, *backend, 2, T);
+  model.init_weights(7);
+  model.zero_grads();
+  const Batch batch = make_batch(2, T, config.vocab_size);
+  const double loss = model.forward(batch.view(2));
+  REQUIRE(std::isfinite(loss));
+  REQUIRE(loss > 0);
+  std::vector<int> order;
+  model.backward(1.0f / (2 * T), [&](int layer) { order.push_back(layer); });
+  REQUIRE(order == std::vector<int>{3, 2, 1, 0, -1});
+  const auto once = host_copy(*backend, model.grads().all());
+  REQUIRE(backend->sum_squares(model.grads().all()) > 0);
+
+  // The same micro-batch again: deterministic loss, gradients exactly doubled.
+  REQUIRE(model.forward(batch.view(2)) == loss);
+  model.backward(1.0f / (2 * T));
+  const auto twice = host_copy(*backend, model.grads().all());
+  for (size_t i = 0; i < once.size(); ++i) REQUIRE(twice[i] == Approx(2 * once[i]).margin(1e-7));
+
+  // Two half-batches add up to the full batch (the loss scale is the global one).
+  model.zero_grads();
+  const Batch first = make_batch(1, T, config.vocab_size);
+  Batch second;
+  second.tokens.assign(batch.tokens.begin() + T, batch.tokens.end());
+  second.targets.assign(batch.targets.begin() + T, batch.targets.end());
+  const double l1 = model.forward(first.view(1));
+  model.backward(1.0f / (2 * T));
+  const double l2 = model.forward(second.view(1));
+  model.backward(1.0f / (2 * T));
+  REQUIRE(l1 + l2 == Approx(loss).epsilon(1e-6));
+  const auto split = host_copy(*backend, model.grads().all());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < once.size(); ++i) {
+    diff += (split[i] - once[i]) * (split[i] - once[i]);
+    norm += once[i] * once[i];
+  }
+  REQUIRE(std::sqrt(diff / norm) < 1e-5);
+}
+
+TEST_CASE("ignored targets contribute neither loss nor gradient") {
+  auto backend = make_backend("cpu");
+  const auto config = tiny_config();
+  const int T = 6;
+  LlamaModel model(config, *backend, 1, T);
+  model.init_weights(3);
+  model.zero_grads();
+  Batch batch = make_batch(1, T, config.vocab_size);
+  std::fill(batch.targets.begin(), batch.targets.end(), -1);
+  REQUIRE(model.forward(batch.view(1)) == 0.0);
+  model.backward(1.0f);
+  REQUIRE(backend->sum_squares(model.grads().all()) == 0.0);
+}
+
+TEST_CASE("logits without targets; bad inputs raise errors naming the problem") {
+  auto backend = make_backend("cpu");
+  const auto config = tiny_config();
+  const int T = 4;
+  LlamaModel model(config, *backend, 2, T);
+  model.init_weights(5);
+  Batch batch = make_batch(2, T, config.vocab_size);
+  TokenBatch no_targets = batch.view(1);
+  no_targets.targets = nullptr;
+  REQUIRE(model.forward(no_targets) == 0.0);
+  REQUIRE(model.logits().shape == Shape{T, config.vocab_size});
+  REQUIRE_THROWS_WITH(model.backward(1.0f), Catch::Contains("no targets"));
+
+  REQUIRE_THROWS_WITH(model.forward(batch.view(3)), Catch::Contains("max_batch"));
+  batch.tokens[5] = config.vocab_size;
+  REQUIRE_THROWS_WITH(model.forward(batch.view(2)), Catch::Contains("token 29 at batch row 1, position 1"));
+  batch.tokens[5] = 0;
+  batch.targets[2] = 1000;
+  REQUIRE_THROWS_WITH(model.forward(batch.view(2)), Catch::Contains("target 1000"));
+  batch.targets[2] = 0;
+  std::vector<int32_t> positions = {0, 1, 2, 16};
+  TokenBatch bad_positions = batch.view(1);
+  bad_positions.positions = positions.data();
+  REQUIRE_THROWS_WITH(model.forward(bad_positions), Catch::Contains("max_position_embeddings"));
+  std::vector<int32_t> doc_start = {0, 0, 3, 0};
+  TokenBatch bad_docs = batch.view(1);
+  bad_docs.doc_start = doc_start.data();
+  REQUIRE_THROWS_WITH(model.forward(bad_docs), Catch::Contains("doc_start 3"));
+  REQUIRE_THROWS_AS(LlamaModel(config, *backend, 1, 17), Error);  // seq_len beyond max positions
+}

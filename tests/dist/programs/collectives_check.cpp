@@ -366,9 +366,12 @@ int main(int argc, char** argv) {
       usage();
   }
   // Decided identically on every rank, before any MPI call.
-  if (backend_name == "cuda" && !cuda_available()) GUM_SKIP_TEST("no usable GPU for the nccl communicator");
-
   LaunchInfo launch = launch_info_from_environment();
+  if (backend_name == "cuda" && !cuda_available()) GUM_SKIP_TEST("no usable GPU for the nccl communicator");
+  // NCCL refuses two ranks of one communicator on the same GPU.
+  if (backend_name == "cuda" && launch.world_size > cuda_device_count())
+    GUM_SKIP_TEST("fewer GPUs than ranks: NCCL needs one GPU per rank");
+
   std::unique_ptr<Backend> backend =
       make_backend(backend_name, device_index_for_local_rank(launch.local_rank, cuda_device_count()));
   std::unique_ptr<Communicator> comm = make_communicator(*backend, options);

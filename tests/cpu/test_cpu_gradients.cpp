@@ -94,7 +94,7 @@ TEST_CASE("linear backward with bias matches finite differences") {
   for (size_t i = 0; i < dx.size(); ++i) REQUIRE(dx2[i] == Approx(2 * dx[i]));
 }
 
-TEST_CASE("rope backward (inverse rotation) matches finite differences; v is untouched") {
+TEST_CASE("rope backward (inverse rotation) matches finite differences and leaves v untouched") {
   const int64_t N = 3, H = 2, KV = 1, D = 6, P = 8, W = (H + 2 * KV) * D;
   std::vector<int32_t> positions = {5, 0, 7};
   Vec cos_sin(P * D);

@@ -132,7 +132,7 @@ TEST_CASE("ignored targets contribute neither loss nor gradient") {
   REQUIRE(backend->sum_squares(model.grads().all()) == 0.0);
 }
 
-TEST_CASE("logits without targets; bad inputs raise errors naming the problem") {
+TEST_CASE("logits without targets, and bad inputs raise errors naming the problem") {
   auto backend = make_backend("cpu");
   const auto config = tiny_config();
   const int T = 4;

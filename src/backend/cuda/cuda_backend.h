@@ -1,0 +1,150 @@
+#pragma once
+// CudaBackend: the Backend of include/gum/backend/backend.h on one NVIDIA GPU. Hand-written
+// kernels (kernels.h) for the elementwise and transformer ops, cuBLAS for GEMMs (also the
+// batched GEMMs of attention), cuSOLVER for SVD and QR. Every op is enqueued on one stream
+// (created with default flags, so it also orders with the legacy default stream that other
+// libraries use); only functions that return host values synchronise.
+//
+// Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
+// (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
+// accumulation. Attention, SVD, QR and the optimizer moments are F32 only.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cusolverDn.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include "gum/backend/backend.h"
+#include "kernels.h"
+
+namespace gum::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device_index);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::CUDA; }
+  std::string name() const override { return "cuda"; }
+  int device_index() const { return device_index_; }
+  // The stream every op runs on (for NCCL or other libraries that must order with us).
+  cudaStream_t stream() const { return stream_; }
+
+  // ---- memory ----
+  void* allocate(size_t bytes) override;
+  void release(void* ptr) override;
+  void copy_from_host(Tensor dst, const void* host_src) override;
+  void copy_to_host(void* host_dst, const Tensor& src) override;
+  void copy(Tensor dst, const Tensor& src) override;
+  void fill(Tensor dst, float value) override;
+  void synchronize() override;
+  size_t peak_memory_bytes() const override;
+
+  // ---- dense linear algebra (cuda_linalg.cpp) ----
+  void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
+            Tensor c) override;
+  void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override;
+  void qr_orthonormal(Tensor q, const Tensor& a) override;
+  void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) override;
+
+  // ---- elementwise and reductions ----
+  void add(Tensor out, const Tensor& a, const Tensor& b) override;
+  void axpby(Tensor y, float a, const Tensor& x, float b) override;
+  void scale(Tensor x, float s) override;
+  double sum(const Tensor& x) override;
+  double sum_squares(const Tensor& x) override;
+
+  // ---- transformer ops ----
+  void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& table) override;
+  void embedding_backward(Tensor dtable, const Tensor& dout, const Tensor& tokens) override;
+  void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& weight, float eps) override;
+  void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
+                        const Tensor& rstd) override;
+  void linear_forward(Tensor out, const Tensor& x, const Tensor& weight, const Tensor* bias) override;
+  void linear_backward(Tensor dx, Tensor dweight, Tensor* dbias, const Tensor& dout, const Tensor& x,
+                       const Tensor& weight, bool accumulate_dx) override;
+  void rope_forward(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) override;
+  void rope_backward(Tensor dqkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) override;
+  size_t attention_aux_elems(const AttentionShape& s) const override;
+  void attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
+                         const AttentionShape& s) override;
+  void attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux, const Tensor& qkv,
+                          const Tensor* doc_start, const AttentionShape& s) override;
+  void swiglu_forward(Tensor out, const Tensor& gate_up) override;
+  void swiglu_backward(Tensor dgate_up, const Tensor& dout, const Tensor& gate_up) override;
+  void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) override;
+  void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets, float scale) override;
+
+  // ---- optimizer ops ----
+  void adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) override;
+  void adam_direction(Tensor direction, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) override;
+
+ private:
+  // cudaMalloc that counts towards peak_memory_bytes; throws naming `what` on failure.
+  void* device_malloc(size_t bytes, const char* what);
+  void device_free(void* ptr);
+  // One scratch buffer reused by every op (stream order makes reuse safe); grows on demand.
+  void* workspace(size_t bytes);
+  // Reads the device status word (after a synchronisation) and throws if a kernel flagged bad ids.
+  void check_device_status();
+  void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,
+            const char* op);
+  double reduce(const Tensor& x, bool squares, const char* op);
+  void adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args, bool write_direction,
+            const char* op);
+
+  // Row-major C[M,N] = alpha op(A) op(B) + beta C with explicit leading dimensions (row strides).
+  void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* a,
+                     DType a_type, int64_t lda, const void* b, DType b_type, int64_t ldb, float beta, void* c,
+                     DType c_type, int64_t ldc, const char* op);
+  // The same over `count` F32 matrices whose addresses are in device pointer arrays.
+  void gemm_batched_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float* const* a, int64_t lda, const float* const* b, int64_t ldb, float beta,
+                        const float* const* c, int64_t ldc, int64_t count, const char* op);
+
+  int device_index_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cusolverDnHandle_t cusolver_ = nullptr;
+  int* status_ = nullptr;             // device status word (kernels.h StatusBits)
+  double* reduce_buffer_ = nullptr;   // kReducePartials partials + 1 result
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+
+  mutable std::mutex mutex_;  // guards the allocation table
+  std::unordered_map<void*, size_t> allocations_;
+  size_t current_bytes_ = 0, peak_bytes_ = 0;
+};
+
+// Carves one workspace allocation into aligned pieces: add() every piece, then take the
+// pointers from the base returned by CudaBackend::workspace(total()).
+class WorkspaceLayout {
+ public:
+  size_t add(size_t bytes) {
+    const size_t offset = (total_ + kAlign - 1) / kAlign * kAlign;
+    total_ = offset + bytes;
+    return offset;
+  }
+  size_t total() const { return total_; }
+  template <typename T>
+  static T* at(void* base, size_t offset) {
+    return reinterpret_cast<T*>(static_cast<unsigned char*>(base) + offset);
+  }
+
+ private:
+  static constexpr size_t kAlign = 256;
+  size_t total_ = 0;
+};
+
+// ---- argument checks shared by cuda_backend.cpp and cuda_linalg.cpp ----
+void require_device(const Tensor& t, const char* op, const char* what);
+void require_f32(const Tensor& t, const char* op, const char* what);
+void require_i32(const Tensor& t, const char* op, const char* what);
+void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what);
+// F32 or BF16 on the GPU, as a FloatPtr for the kernels.
+FloatPtr float_ptr(const Tensor& t, const char* op, const char* what);
+
+}  // namespace gum::cuda

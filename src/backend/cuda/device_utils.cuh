@@ -1,0 +1,131 @@
+#pragma once
+// Device helpers shared by the kernels: F32/BF16 loads and stores, warp and block reductions,
+// launch geometry. Light on purpose (no cuda_bf16.h, no library headers): nvcc is slow here.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda_check.h"
+#include "kernels.h"
+
+namespace gum::cuda {
+
+constexpr int kThreads = 256;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Grid for a grid-stride loop over n elements (at least one block, capped: the loop covers the rest).
+inline unsigned grid_for(int64_t n, int threads = kThreads) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > (int64_t(1) << 20)) blocks = int64_t(1) << 20;
+  return static_cast<unsigned>(blocks);
+}
+
+#define GUM_GRID_STRIDE_LOOP(i, n)                                                                   \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
+// Same rounding as gum::f32_to_bf16 (round to nearest even, NaN stays NaN): the CPU and the GPU
+// produce identical bf16 bits from identical floats.
+__device__ __forceinline__ uint16_t float_to_bf16_bits(float f) {
+  const uint32_t bits = __float_as_uint(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+__device__ __forceinline__ float load(const FloatPtr& p, int64_t i) {
+  if (p.bf16) return __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(p.data)[i]) << 16);
+  return static_cast<const float*>(p.data)[i];
+}
+
+__device__ __forceinline__ void store(const FloatPtr& p, int64_t i, float v) {
+  if (p.bf16)
+    static_cast<uint16_t*>(p.data)[i] = float_to_bf16_bits(v);
+  else
+    static_cast<float*>(p.data)[i] = v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_max(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(kFullMask, v, offset));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024), returned to every thread.
+// The combination order is fixed by the block shape, so results are bitwise reproducible.
+// `scratch` holds 32 values in shared memory; the leading barrier makes back-to-back calls safe.
+template <typename T>
+__device__ T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    T total = lane < warps ? scratch[lane] : T(0);
+    total = warp_sum(total);
+    if (lane == 0) scratch[0] = total;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+// Online softmax statistics (Milakov & Gimelshein 2018, "Online normalizer calculation for
+// softmax"): running max m and sum s of exp(x - m). NaN inputs make s NaN, which propagates.
+// Plain aggregate (no member initialisers) so it may live in __shared__ memory; sum == 0 means empty.
+struct MaxSum {
+  float max;
+  float sum;
+};
+
+__device__ __forceinline__ MaxSum max_sum_empty() { return MaxSum{-INFINITY, 0.0f}; }
+
+__device__ __forceinline__ void max_sum_add(MaxSum& a, float x) {
+  if (x == -INFINITY) return;  // contributes exp(-inf) = 0; skipping avoids inf - inf
+  if (x > a.max) {
+    a.sum = a.sum * expf(a.max - x) + 1.0f;
+    a.max = x;
+  } else {
+    a.sum += expf(x - a.max);
+  }
+}
+
+__device__ __forceinline__ MaxSum max_sum_merge(MaxSum a, MaxSum b) {
+  if (b.sum == 0.0f) return a;
+  if (a.sum == 0.0f) return b;
+  const float m = fmaxf(a.max, b.max);
+  return MaxSum{m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
+}
+
+__device__ __forceinline__ MaxSum warp_max_sum(MaxSum v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    MaxSum other{__shfl_xor_sync(kFullMask, v.max, offset), __shfl_xor_sync(kFullMask, v.sum, offset)};
+    v = max_sum_merge(v, other);
+  }
+  return v;
+}
+
+// Block-wide MaxSum (same shape rules as block_sum); scratch holds 32 entries.
+__device__ inline MaxSum block_max_sum(MaxSum v, MaxSum* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    MaxSum total = lane < warps ? scratch[lane] : max_sum_empty();
+    total = warp_max_sum(total);
+    if (lane == 0) scratch[0] = total;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+}  // namespace gum::cuda

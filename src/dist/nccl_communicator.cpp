@@ -53,27 +53,13 @@ class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(Backend& backend, const CommunicatorOptions& options)
       : backend_(backend), host_(options), timeout_s_(options.timeout_s) {
-    const std::string where = concat("nccl communicator, ", rank_prefix(host_));
-    int device_count = 0;
-    check_cuda(cudaGetDeviceCount(&device_count), "cudaGetDeviceCount", where);
-    if (device_count == 0) runtime_error(where, ": no GPU is visible to this rank");
-    device_ = device_index_for_local_rank(host_.local_rank(), device_count);
-    check_cuda(cudaSetDevice(device_), "cudaSetDevice", where);
-    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", where);
-
-    ncclUniqueId id{};
-    if (host_.rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    std::vector<uint8_t> id_bytes(reinterpret_cast<uint8_t*>(&id), reinterpret_cast<uint8_t*>(&id) + sizeof(id));
-    host_.broadcast_bytes(id_bytes, 0);
-    std::memcpy(&id, id_bytes.data(), sizeof(id));
-
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
-    check_nccl(ncclCommInitRankConfig(&comm_, host_.world_size(), id, host_.rank(), &config),
-               "ncclCommInitRankConfig");
-    wait_until_issued("ncclCommInitRankConfig");
-    spdlog::debug("nccl communicator: rank {} of {} on GPU {} (local rank {})", host_.rank(), host_.world_size(),
-                  device_, host_.local_rank());
+    // MPI is up from here: a failure on one rank must end the job, not leave the other ranks
+    // waiting for it in the bootstrap broadcast or in ncclCommInitRank.
+    try {
+      initialize();
+    } catch (const Error& error) {
+      abort(error.what(), error.exit_code());
+    }
   }
 
   ~NcclCommunicator() override {
@@ -142,6 +128,30 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  void initialize() {
+    const std::string where = concat("nccl communicator, ", rank_prefix(host_));
+    int device_count = 0;
+    check_cuda(cudaGetDeviceCount(&device_count), "cudaGetDeviceCount", where);
+    if (device_count == 0) runtime_error(where, ": no GPU is visible to this rank");
+    device_ = device_index_for_local_rank(host_.local_rank(), device_count);
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice", where);
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", where);
+
+    ncclUniqueId id{};
+    if (host_.rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    std::vector<uint8_t> id_bytes(reinterpret_cast<uint8_t*>(&id), reinterpret_cast<uint8_t*>(&id) + sizeof(id));
+    host_.broadcast_bytes(id_bytes, 0);
+    std::memcpy(&id, id_bytes.data(), sizeof(id));
+
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    check_nccl(ncclCommInitRankConfig(&comm_, host_.world_size(), id, host_.rank(), &config),
+               "ncclCommInitRankConfig");
+    wait_until_issued("ncclCommInitRankConfig");
+    spdlog::debug("nccl communicator: rank {} of {} on GPU {} (local rank {})", host_.rank(), host_.world_size(),
+                  device_, host_.local_rank());
+  }
+
   void check_nccl(ncclResult_t code, const char* call) {
     if (code == ncclSuccess || code == ncclInProgress) return;
     broken_ = true;

@@ -87,22 +87,22 @@ struct BlockTensors {
 
 // Views of one block's saved activations, all with max_batch * seq_len rows.
 struct BlockActivations {
-  Tensor input;     // x_l [N, C]: the residual stream entering the block
+  Tensor input;  // x_l [N, C]: the residual stream entering the block
   Tensor ln1, ln1_rstd;
-  Tensor qkv;       // after RoPE
+  Tensor qkv;  // after RoPE
   Tensor att, att_aux;
-  Tensor mid;       // residual after attention
+  Tensor mid;  // residual after attention
   Tensor ln2, ln2_rstd;
   Tensor gate_up, act;
 };
 
 struct LlamaModel::Private {
   std::vector<BlockTensors> block_params, block_grads;
-  Tensor embedding, final_norm, head;            // head = embedding when tied
+  Tensor embedding, final_norm, head;  // head = embedding when tied
   Tensor d_embedding, d_final_norm, d_head;
   std::vector<BlockActivations> blocks;
   Tensor residual_out, lnf, lnf_rstd, logits, losses;  // residual_out = x_L
-  Tensor scratch;                                       // [N, C] projection output before the residual add
+  Tensor scratch;                                      // [N, C] projection output before the residual add
   Tensor d_residual, d_ln, d_qkv, d_att, d_gate_up, d_act;
   Arena tables;   // F32: RoPE cos/sin
   Arena indices;  // I32: tokens, targets, positions, doc_start
@@ -254,9 +254,15 @@ void LlamaModel::init_weights(uint64_t seed) {
   for (size_t i = 0; i < specs_.size(); ++i) {
     const Tensor& p = params_.view(i);
     switch (specs_[i].kind) {
-      case ParamKind::Norm: backend_->fill(p, 1.0f); break;
-      case ParamKind::Bias: backend_->fill(p, 0.0f); break;
-      default: backend_->fill_normal(p, seed, i, 0.0f, static_cast<float>(config_.initializer_range)); break;
+      case ParamKind::Norm:
+        backend_->fill(p, 1.0f);
+        break;
+      case ParamKind::Bias:
+        backend_->fill(p, 0.0f);
+        break;
+      default:
+        backend_->fill_normal(p, seed, i, 0.0f, static_cast<float>(config_.initializer_range));
+        break;
     }
   }
 }

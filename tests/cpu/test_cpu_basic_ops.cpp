@@ -34,7 +34,8 @@ TEST_CASE("allocate returns zeroed aligned memory and tracks the peak") {
 TEST_CASE("copy converts between F32 and BF16, fill and elementwise ops") {
   auto backend = make_backend("cpu");
   std::vector<float> values = {1.0f, -2.5f, 3.140625f, 1e-3f};
-  DeviceBuffer f32(*backend, DType::F32, Shape{4}), bf16(*backend, DType::BF16, Shape{4}), back(*backend, DType::F32, Shape{4});
+  DeviceBuffer f32(*backend, DType::F32, Shape{4}), bf16(*backend, DType::BF16, Shape{4}),
+      back(*backend, DType::F32, Shape{4});
   f32.upload(values);
   backend->copy(bf16.tensor, f32.tensor);
   backend->copy(back.tensor, bf16.tensor);
@@ -91,7 +92,8 @@ TEST_CASE("gemm matches a naive product for every transpose combination") {
       for (int i = 0; i < M; ++i) {
         for (int j = 0; j < N; ++j) {
           double acc = 0;
-          for (int k = 0; k < K; ++k) acc += double(ta ? a[k * M + i] : a[i * K + k]) * (tb ? b[j * K + k] : b[k * N + j]);
+          for (int k = 0; k < K; ++k)
+            acc += double(ta ? a[k * M + i] : a[i * K + k]) * (tb ? b[j * K + k] : b[k * N + j]);
           REQUIRE(out[i * N + j] == Approx(1.5 * acc + 0.5 * c[i * N + j]).margin(1e-5));
         }
       }
@@ -106,8 +108,8 @@ TEST_CASE("gemm matches a naive product for every transpose combination") {
 static void check_svd(Backend& backend, int m, int n) {
   const int k = std::min(m, n);
   auto a = random_vector(m * n, 11 + m);
-  DeviceBuffer A(backend, DType::F32, Shape{m, n}), U(backend, DType::F32, Shape{m, k}), S(backend, DType::F32, Shape{k}),
-      Vt(backend, DType::F32, Shape{k, n});
+  DeviceBuffer A(backend, DType::F32, Shape{m, n}), U(backend, DType::F32, Shape{m, k}),
+      S(backend, DType::F32, Shape{k}), Vt(backend, DType::F32, Shape{k, n});
   A.upload(a);
   backend.svd(U.tensor, S.tensor, Vt.tensor, A.tensor);
   auto u = U.download(), s = S.download(), vt = Vt.download();
@@ -140,8 +142,8 @@ TEST_CASE("svd: orthonormal factors, reconstruction, sign convention") {
   check_svd(*backend, 9, 5);
   check_svd(*backend, 4, 10);
   check_svd(*backend, 6, 6);
-  DeviceBuffer A(*backend, DType::F32, Shape{3, 2}), U(*backend, DType::F32, Shape{3, 3}), S(*backend, DType::F32, Shape{2}),
-      Vt(*backend, DType::F32, Shape{2, 2});
+  DeviceBuffer A(*backend, DType::F32, Shape{3, 2}), U(*backend, DType::F32, Shape{3, 3}),
+      S(*backend, DType::F32, Shape{2}), Vt(*backend, DType::F32, Shape{2, 2});
   REQUIRE_THROWS_AS(backend->svd(U.tensor, S.tensor, Vt.tensor, A.tensor), Error);
 }
 

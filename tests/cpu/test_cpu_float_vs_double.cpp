@@ -59,7 +59,8 @@ TEST_CASE("embedding float op equals the double kernel and rejects bad ids") {
   std::vector<int32_t> ids(N);
   for (int64_t n = 0; n < N; ++n) ids[n] = int32_t((n * 7) % V);
   IntInput tokens(*backend, ids);
-  Input table(*backend, Shape{V, C}, random_vector<double>(V * C, 1)), dout(*backend, Shape{N, C}, random_vector<double>(N * C, 2));
+  Input table(*backend, Shape{V, C}, random_vector<double>(V * C, 1)),
+      dout(*backend, Shape{N, C}, random_vector<double>(N * C, 2));
   DeviceBuffer out(*backend, DType::F32, Shape{N, C}), dtable(*backend, DType::F32, Shape{V, C});
   backend->embedding_forward(out.tensor, tokens.t(), table.t());
   backend->embedding_backward(dtable.tensor, dout.t(), tokens.t());
@@ -83,7 +84,8 @@ TEST_CASE("rmsnorm float op equals the double kernel") {
   backend->rmsnorm_backward(dx.tensor, dw.tensor, dout.t(), x.t(), w.t(), rstd.tensor);
   Vec out_ref(N * C), rstd_ref(N), dx_ref(N * C, 0.0), dw_ref(C, 0.0);
   k::rmsnorm_forward(out_ref.data(), rstd_ref.data(), x.exact.data(), w.exact.data(), N, C, 1e-6);
-  k::rmsnorm_backward(dx_ref.data(), dw_ref.data(), dout.exact.data(), x.exact.data(), w.exact.data(), rstd_ref.data(), N, C);
+  k::rmsnorm_backward(dx_ref.data(), dw_ref.data(), dout.exact.data(), x.exact.data(), w.exact.data(), rstd_ref.data(),
+                      N, C);
   require_close(out.download(), out_ref, "out");
   require_close(rstd.download(), rstd_ref, "rstd");
   require_close(dx.download(), dx_ref, "dx");
@@ -93,15 +95,18 @@ TEST_CASE("rmsnorm float op equals the double kernel") {
 TEST_CASE("linear float op equals the double kernel") {
   auto backend = make_backend("cpu");
   const int64_t N = 40, I = 24, O = 18;
-  Input x(*backend, Shape{N, I}, random_vector<double>(N * I, 6)), w(*backend, Shape{O, I}, random_vector<double>(O * I, 7));
-  Input b(*backend, Shape{O}, random_vector<double>(O, 8)), dout(*backend, Shape{N, O}, random_vector<double>(N * O, 9));
+  Input x(*backend, Shape{N, I}, random_vector<double>(N * I, 6)),
+      w(*backend, Shape{O, I}, random_vector<double>(O * I, 7));
+  Input b(*backend, Shape{O}, random_vector<double>(O, 8)),
+      dout(*backend, Shape{N, O}, random_vector<double>(N * O, 9));
   DeviceBuffer out(*backend, DType::F32, Shape{N, O}), dx(*backend, DType::F32, Shape{N, I}),
       dw(*backend, DType::F32, Shape{O, I}), db(*backend, DType::F32, Shape{O});
   backend->linear_forward(out.tensor, x.t(), w.t(), &b.t());
   backend->linear_backward(dx.tensor, dw.tensor, &db.tensor, dout.t(), x.t(), w.t(), false);
   Vec out_ref(N * O), dx_ref(N * I), dw_ref(O * I, 0.0), db_ref(O, 0.0);
   k::linear_forward(out_ref.data(), x.exact.data(), w.exact.data(), b.exact.data(), N, I, O);
-  k::linear_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.exact.data(), x.exact.data(), w.exact.data(), N, I, O, false);
+  k::linear_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.exact.data(), x.exact.data(), w.exact.data(), N,
+                     I, O, false);
   require_close(out.download(), out_ref, "out");
   require_close(dx.download(), dx_ref, "dx");
   require_close(dw.download(), dw_ref, "dweight");
@@ -129,12 +134,14 @@ TEST_CASE("rope and attention float ops equal the double kernels") {
       table[(p * s.head_dim / 2 + j) * 2 + 1] = std::sin(angle);
     }
   Input cos_sin(*backend, Shape{P, s.head_dim / 2, 2}, table);
-  Input qkv(*backend, Shape{N, W}, random_vector<double>(N * W, 10)), dout(*backend, Shape{N, HD}, random_vector<double>(N * HD, 11));
+  Input qkv(*backend, Shape{N, W}, random_vector<double>(N * W, 10)),
+      dout(*backend, Shape{N, HD}, random_vector<double>(N * HD, 11));
   for (bool packed : {false, true}) {
     const Tensor* ds = packed ? &doc_start.t() : nullptr;
     const int32_t* ds_ref = packed ? starts.data() : nullptr;
     DeviceBuffer rotated(*backend, DType::F32, Shape{N, W}), out(*backend, DType::F32, Shape{N, HD}),
-        aux(*backend, DType::F32, Shape{int64_t(backend->attention_aux_elems(s))}), dqkv(*backend, DType::F32, Shape{N, W});
+        aux(*backend, DType::F32, Shape{int64_t(backend->attention_aux_elems(s))}),
+        dqkv(*backend, DType::F32, Shape{N, W});
     backend->copy(rotated.tensor, qkv.t());
     backend->rope_forward(rotated.tensor, positions.t(), cos_sin.t(), s);
     backend->attention_forward(out.tensor, aux.tensor, rotated.tensor, ds, s);
@@ -154,7 +161,8 @@ TEST_CASE("rope and attention float ops equal the double kernels") {
   std::vector<int32_t> bad = starts;
   bad[1] = 5;  // later than its own position
   IntInput bad_start(*backend, bad);
-  DeviceBuffer out(*backend, DType::F32, Shape{N, HD}), aux(*backend, DType::F32, Shape{int64_t(backend->attention_aux_elems(s))});
+  DeviceBuffer out(*backend, DType::F32, Shape{N, HD}),
+      aux(*backend, DType::F32, Shape{int64_t(backend->attention_aux_elems(s))});
   REQUIRE_THROWS_AS(backend->attention_forward(out.tensor, aux.tensor, qkv.t(), &bad_start.t(), s), Error);
 }
 

@@ -70,7 +70,7 @@ TEST_CASE("rmsnorm backward matches finite differences and accumulates") {
   Vec initial_dx = random_vector<double>(N * C, 6), dx = initial_dx, dw(C, 0.25);
   k::rmsnorm_backward(dx.data(), dw.data(), probe.data(), x.data(), w.data(), rstd.data(), N, C);
   for (size_t i = 0; i < dx.size(); ++i) dx[i] -= initial_dx[i];  // the op adds into dx
-  for (auto& g : dw) g -= 0.25;                                     // and into dweight
+  for (auto& g : dw) g -= 0.25;                                   // and into dweight
   require_matches_finite_differences(x, dx, loss, "dx");
   require_matches_finite_differences(w, dw, loss, "dweight");
 }

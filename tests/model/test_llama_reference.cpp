@@ -40,10 +40,18 @@ void randomize_weights(LlamaModel& model, uint64_t seed) {
   for (size_t i = 0; i < specs.size(); ++i) {
     const Tensor& p = model.params().view(i);
     switch (specs[i].kind) {
-      case ParamKind::Norm: be.fill_normal(p, seed, i, 1.0f, 0.2f); break;
-      case ParamKind::Bias: be.fill_normal(p, seed, i, 0.0f, 0.3f); break;
-      case ParamKind::Embedding: be.fill_normal(p, seed, i, 0.0f, 1.0f); break;
-      default: be.fill_normal(p, seed, i, 0.0f, float(1.0 / std::sqrt(double(p.cols())))); break;
+      case ParamKind::Norm:
+        be.fill_normal(p, seed, i, 1.0f, 0.2f);
+        break;
+      case ParamKind::Bias:
+        be.fill_normal(p, seed, i, 0.0f, 0.3f);
+        break;
+      case ParamKind::Embedding:
+        be.fill_normal(p, seed, i, 0.0f, 1.0f);
+        break;
+      default:
+        be.fill_normal(p, seed, i, 0.0f, float(1.0 / std::sqrt(double(p.cols()))));
+        break;
     }
   }
 }
@@ -107,8 +115,7 @@ Inputs make_inputs(const LlamaConfig& c, int B, int T, bool packed, uint64_t see
 
 // Runs our forward/backward and the PyTorch reference on the same weights and inputs, and
 // compares logits, loss and all gradients.
-void compare_with_reference(const LlamaConfig& config, const std::string& tag, int max_batch, int T,
-                            const Inputs& in) {
+void compare_with_reference(const LlamaConfig& config, const std::string& tag, int max_batch, int T, const Inputs& in) {
   auto backend = make_backend("cpu");
   LlamaModel model(config, *backend, max_batch, T);
   randomize_weights(model, 1234);

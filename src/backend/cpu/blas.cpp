@@ -6,35 +6,37 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels.h"
 #include "gum/core/error.h"
+#include "kernels.h"
 
 namespace gum::cpu {
 
 namespace {
 // Leading dimension of a row-major matrix stored as op(X) with the given transpose.
-inline int ld(bool transposed, int64_t rows_op, int64_t cols_op) { return static_cast<int>(transposed ? rows_op : cols_op); }
+inline int ld(bool transposed, int64_t rows_op, int64_t cols_op) {
+  return static_cast<int>(transposed ? rows_op : cols_op);
+}
 }  // namespace
 
 void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
                    const float* b, float beta, float* c) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M),
-              int(N), int(K), alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, int(N));
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
+              int(K), alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, int(N));
 }
 
 void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
                    const double* b, double beta, double* c) {
   if (M == 0 || N == 0) return;
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M),
-              int(N), int(K), alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, int(N));
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
+              int(K), alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, int(N));
 }
 
 void svd_thin(float* u, float* s, float* vt, const float* a, int64_t m, int64_t n) {
   const int64_t k = std::min(m, n);
   std::vector<float> work(a, a + m * n);  // LAPACK destroys its input
-  lapack_int info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', int(m), int(n), work.data(), int(n), s, u, int(k), vt,
-                                   int(n));
+  lapack_int info =
+      LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', int(m), int(n), work.data(), int(n), s, u, int(k), vt, int(n));
   if (info > 0) {
     // The divide-and-conquer driver failed to converge (rare): fall back to QR iteration.
     work.assign(a, a + m * n);

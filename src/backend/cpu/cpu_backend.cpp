@@ -32,8 +32,7 @@ void require_numel(const Tensor& t, int64_t expected, const char* op, const char
 }
 
 void require_same_numel(const Tensor& a, const Tensor& b, const char* op, const char* what) {
-  if (a.numel() != b.numel())
-    runtime_error(op, ": ", what, " sizes differ: ", a.shape.str(), " vs ", b.shape.str());
+  if (a.numel() != b.numel()) runtime_error(op, ": ", what, " sizes differ: ", a.shape.str(), " vs ", b.shape.str());
 }
 
 // Every token id in [0, limit), else an error naming the op, the position and the value.
@@ -41,8 +40,7 @@ void require_ids_below(const Tensor& ids, int64_t limit, bool allow_negative, co
   const int32_t* p = ids.ptr<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {
     if (allow_negative && p[i] < 0) continue;
-    if (p[i] < 0 || p[i] >= limit)
-      runtime_error(op, ": ", what, "[", i, "] = ", p[i], " is outside [0, ", limit, ")");
+    if (p[i] < 0 || p[i] >= limit) runtime_error(op, ": ", what, "[", i, "] = ", p[i], " is outside [0, ", limit, ")");
   }
 }
 
@@ -146,8 +144,7 @@ class CpuBackend final : public Backend {
   }
 
   // ---- dense linear algebra ----
-  void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
-            Tensor c) override {
+  void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override {
     require_f32(a, "gemm", "A");
     require_f32(b, "gemm", "B");
     require_f32(c, "gemm", "C");
@@ -155,8 +152,7 @@ class CpuBackend final : public Backend {
     const int64_t Kb = trans_b ? b.cols() : b.rows(), N = trans_b ? b.rows() : b.cols();
     if (K != Kb || c.rows() != M || c.cols() != N)
       runtime_error("gemm: shapes do not match: op(A) [", M, ", ", K, "] (A ", a.shape.str(), trans_a ? "^T" : "",
-                    ") x op(B) [", Kb, ", ", N, "] (B ", b.shape.str(), trans_b ? "^T" : "", ") -> C ",
-                    c.shape.str());
+                    ") x op(B) [", Kb, ", ", N, "] (B ", b.shape.str(), trans_b ? "^T" : "", ") -> C ", c.shape.str());
     cpu::gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a.f32(), b.f32(), beta, c.f32());
   }
 
@@ -167,8 +163,8 @@ class CpuBackend final : public Backend {
     require_f32(s, "svd", "S");
     require_f32(vt, "svd", "Vt");
     if (u.rows() != m || u.cols() != k || s.numel() != k || vt.rows() != k || vt.cols() != n)
-      runtime_error("svd: A ", a.shape.str(), " needs U [", m, ", ", k, "], S [", k, "], Vt [", k, ", ", n,
-                    "], got U ", u.shape.str(), ", S ", s.shape.str(), ", Vt ", vt.shape.str());
+      runtime_error("svd: A ", a.shape.str(), " needs U [", m, ", ", k, "], S [", k, "], Vt [", k, ", ", n, "], got U ",
+                    u.shape.str(), ", S ", s.shape.str(), ", Vt ", vt.shape.str());
     if (!std::isfinite(sum_squares(a))) runtime_error("svd: A ", a.shape.str(), " contains NaN or Inf");
     cpu::svd_thin(u.f32(), s.f32(), vt.f32(), a.f32(), m, n);
   }
@@ -315,8 +311,8 @@ class CpuBackend final : public Backend {
       require_f32(*dbias, "linear_backward", "dbias");
       require_numel(*dbias, O, "linear_backward", "dbias");
     }
-    cpu::linear_backward(dx.f32(), dweight.f32(), dbias ? dbias->f32() : nullptr, dout.f32(), x.f32(), weight.f32(),
-                         N, I, O, accumulate_dx);
+    cpu::linear_backward(dx.f32(), dweight.f32(), dbias ? dbias->f32() : nullptr, dout.f32(), x.f32(), weight.f32(), N,
+                         I, O, accumulate_dx);
   }
 
   void rope_forward(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) override {
@@ -438,8 +434,7 @@ class CpuBackend final : public Backend {
     const int64_t max_positions = cos_sin.numel() / s.head_dim;  // [P, D/2, 2]
     require_numel(cos_sin, max_positions * s.head_dim, op, "cos_sin");
     require_ids_below(positions, max_positions, false, op, "positions");
-    cpu::rope_apply(qkv.f32(), positions.ptr<int32_t>(), cos_sin.f32(), N, s.n_head, s.n_kv_head, s.head_dim,
-                    inverse);
+    cpu::rope_apply(qkv.f32(), positions.ptr<int32_t>(), cos_sin.f32(), N, s.n_head, s.n_kv_head, s.head_dim, inverse);
   }
 
   mutable std::mutex mutex_;

@@ -39,7 +39,7 @@ template <typename T, typename Term>
 double blocked_sum(const T* x, int64_t n, Term term) {
   const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t b = 0; b < blocks; ++b) {
     double acc = 0.0;
     const int64_t end = std::min(n, (b + 1) * kReduceBlock);
@@ -66,8 +66,9 @@ double sum_squares(const T* x, int64_t n) {
 
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* table, int64_t N, int64_t C) {
-GUM_PARALLEL_FOR
-  for (int64_t n = 0; n < N; ++n) std::copy(table + int64_t(tokens[n]) * C, table + int64_t(tokens[n] + 1) * C, out + n * C);
+  GUM_PARALLEL_FOR
+  for (int64_t n = 0; n < N; ++n)
+    std::copy(table + int64_t(tokens[n]) * C, table + int64_t(tokens[n] + 1) * C, out + n * C);
 }
 
 // Parallel over blocks of channels, tokens in order inside: a row hit by several tokens is
@@ -76,7 +77,7 @@ template <typename T>
 void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int64_t N, int64_t C) {
   constexpr int64_t kChannelBlock = 64;
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t c0 = b * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
     for (int64_t n = 0; n < N; ++n) {
@@ -92,7 +93,7 @@ GUM_PARALLEL_FOR
 
 template <typename T, typename R>
 void rmsnorm_forward(T* out, R* rstd, const T* x, const T* weight, int64_t N, int64_t C, double eps) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* xr = x + n * C;
     double ms = 0.0;
@@ -109,7 +110,7 @@ GUM_PARALLEL_FOR
 template <typename T, typename R>
 void rmsnorm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* weight, const R* rstd, int64_t N,
                       int64_t C) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* xr = x + n * C;
     const T* gr = dout + n * C;
@@ -118,11 +119,12 @@ GUM_PARALLEL_FOR
     for (int64_t c = 0; c < C; ++c) dot += double(gr[c]) * double(weight[c]) * double(xr[c]);
     const double coef = r * r * r * dot / double(C);
     T* dxr = dx + n * C;
-    for (int64_t c = 0; c < C; ++c) dxr[c] += static_cast<T>(r * double(gr[c]) * double(weight[c]) - coef * double(xr[c]));
+    for (int64_t c = 0; c < C; ++c)
+      dxr[c] += static_cast<T>(r * double(gr[c]) * double(weight[c]) - coef * double(xr[c]));
   }
   constexpr int64_t kChannelBlock = 64;
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t c0 = b * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
     for (int64_t n = 0; n < N; ++n) {
@@ -139,7 +141,7 @@ template <typename T>
 void linear_forward(T* out, const T* x, const T* weight, const T* bias, int64_t N, int64_t I, int64_t O) {
   gemm_rowmajor(false, true, N, O, I, T(1), x, weight, T(0), out);
   if (!bias) return;
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < O; ++o) out[n * O + o] += bias[o];
 }
@@ -149,7 +151,7 @@ template <typename T>
 void add_column_sums(T* acc, const T* m, int64_t N, int64_t C) {
   constexpr int64_t kChannelBlock = 64;
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t c0 = b * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
     for (int64_t n = 0; n < N; ++n)
@@ -175,7 +177,7 @@ template <typename T>
 void rope_apply(T* qkv, const int32_t* positions, const T* cos_sin, int64_t N, int64_t H, int64_t KV, int64_t D,
                 bool inverse) {
   const int64_t width = (H + 2 * KV) * D, half = D / 2, rotated_heads = H + KV;
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* table = cos_sin + int64_t(positions[n]) * half * 2;
     for (int64_t h = 0; h < rotated_heads; ++h) {
@@ -209,7 +211,7 @@ template <typename T>
 void attention_forward(T* out, T* probs, const T* qkv, const int32_t* doc_start, const AttentionDims& s) {
   const int64_t W = s.width(), group = s.H / s.KV;
   const T scale = static_cast<T>(1.0 / std::sqrt(double(s.D)));
-GUM_PARALLEL_FOR_2D
+  GUM_PARALLEL_FOR_2D
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t h = 0; h < s.H; ++h) {
       const int64_t kv = h / group;
@@ -252,7 +254,7 @@ void attention_backward(T* dqkv, const T* dout, const T* probs, const T* qkv, co
                         const AttentionDims& s) {
   const int64_t W = s.width(), group = s.H / s.KV;
   const T scale = static_cast<T>(1.0 / std::sqrt(double(s.D)));
-GUM_PARALLEL_FOR_2D
+  GUM_PARALLEL_FOR_2D
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t kv = 0; kv < s.KV; ++kv) {
       std::vector<T> dscore(static_cast<size_t>(s.T));
@@ -305,7 +307,7 @@ GUM_PARALLEL_FOR_2D
 
 template <typename T>
 void swiglu_forward(T* out, const T* gate_up, int64_t N, int64_t F) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* gate = gate_up + n * 2 * F;
     const T* up = gate + F;
@@ -319,7 +321,7 @@ GUM_PARALLEL_FOR
 // d silu(g)/dg = sig * (1 + g * (1 - sig)).
 template <typename T>
 void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, int64_t N, int64_t F) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* gate = gate_up + n * 2 * F;
     const T* up = gate + F;
@@ -339,7 +341,7 @@ GUM_PARALLEL_FOR
 
 template <typename T>
 void cross_entropy_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     if (targets[n] < 0) {
       losses[n] = 0;
@@ -356,7 +358,7 @@ GUM_PARALLEL_FOR
 // dlogits may alias logits: each element is read before it is written.
 template <typename T>
 void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets, int64_t N, int64_t V, double scale) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* row = logits + n * V;
     T* drow = dlogits + n * V;
@@ -398,14 +400,14 @@ inline T adam_moments_step(T g, T& m, T& v, const AdamCoefficients& k) {
 
 template <typename T>
 void adam_direction(T* direction, const T* grad, T* m, T* v, int64_t n, const AdamCoefficients& k) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t i = 0; i < n; ++i) direction[i] = adam_moments_step(grad[i], m[i], v[i], k);
 }
 
 template <typename T>
 void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const AdamCoefficients& k, double lr,
                   double weight_decay, double update_scale) {
-GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR
   for (int64_t i = 0; i < n; ++i) {
     const T direction = adam_moments_step(grad[i], m[i], v[i], k);
     param[i] = static_cast<T>(param[i] - lr * (update_scale * direction + weight_decay * param[i]));

@@ -14,10 +14,14 @@ namespace gum {
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum: return "sum";
-    case ReduceOp::Avg: return "avg";
-    case ReduceOp::Max: return "max";
-    case ReduceOp::Min: return "min";
+    case ReduceOp::Sum:
+      return "sum";
+    case ReduceOp::Avg:
+      return "avg";
+    case ReduceOp::Max:
+      return "max";
+    case ReduceOp::Min:
+      return "min";
   }
   return "?";
 }
@@ -68,9 +72,7 @@ std::string Communicator::broadcast_string(const std::string& text, int root) {
 
 namespace dist_detail {
 
-std::string rank_prefix(const Communicator& comm) {
-  return concat("rank ", comm.rank(), " of ", comm.world_size());
-}
+std::string rank_prefix(const Communicator& comm) { return concat("rank ", comm.rank(), " of ", comm.world_size()); }
 
 void report_fatal(const Communicator& comm, const std::string& message) {
   if (auto logger = spdlog::default_logger()) logger->flush();
@@ -81,10 +83,10 @@ void report_fatal(const Communicator& comm, const std::string& message) {
 void check_tensor_device(const Communicator& comm, const char* collective, const char* argument, const Tensor& t,
                          Device device) {
   if (t.device != device)
-    runtime_error(comm.name(), " ", collective, ": ", argument, " ", t.shape.str(), " is on ", device_name(t.device),
-                  " but this communicator works on ", device_name(device), " buffers",
-                  device == Device::CPU ? " (OpenMPI here is not CUDA-aware: GPU buffers need the nccl communicator)"
-                                        : "");
+    runtime_error(
+        comm.name(), " ", collective, ": ", argument, " ", t.shape.str(), " is on ", device_name(t.device),
+        " but this communicator works on ", device_name(device), " buffers",
+        device == Device::CPU ? " (OpenMPI here is not CUDA-aware: GPU buffers need the nccl communicator)" : "");
   if (t.numel() > 0 && t.data == nullptr)
     runtime_error(comm.name(), " ", collective, ": ", argument, " ", t.shape.str(), " has no data pointer");
 }

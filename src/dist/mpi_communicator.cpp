@@ -35,11 +35,16 @@ void check_mpi(int code, const char* call, const std::string& where) {
 // Element type for arithmetic (reductions).
 MPI_Datatype arithmetic_type(DType dtype) {
   switch (dtype) {
-    case DType::F32: return MPI_FLOAT;
-    case DType::F64: return MPI_DOUBLE;
-    case DType::I32: return MPI_INT32_T;
-    case DType::I64: return MPI_INT64_T;
-    default: break;
+    case DType::F32:
+      return MPI_FLOAT;
+    case DType::F64:
+      return MPI_DOUBLE;
+    case DType::I32:
+      return MPI_INT32_T;
+    case DType::I64:
+      return MPI_INT64_T;
+    default:
+      break;
   }
   runtime_error("no MPI arithmetic type for ", dtype_name(dtype));
 }
@@ -47,19 +52,26 @@ MPI_Datatype arithmetic_type(DType dtype) {
 // Element type of the same width for pure data movement (gather, broadcast): any dtype.
 MPI_Datatype movement_type(DType dtype) {
   switch (dtype_size(dtype)) {
-    case 1: return MPI_UINT8_T;
-    case 2: return MPI_UINT16_T;
-    case 4: return MPI_UINT32_T;
-    default: return MPI_UINT64_T;
+    case 1:
+      return MPI_UINT8_T;
+    case 2:
+      return MPI_UINT16_T;
+    case 4:
+      return MPI_UINT32_T;
+    default:
+      return MPI_UINT64_T;
   }
 }
 
 MPI_Op mpi_op_for(ReduceOp op) {
   switch (op) {
     case ReduceOp::Sum:
-    case ReduceOp::Avg: return MPI_SUM;  // Avg divides by the world size afterwards
-    case ReduceOp::Max: return MPI_MAX;
-    case ReduceOp::Min: return MPI_MIN;
+    case ReduceOp::Avg:
+      return MPI_SUM;  // Avg divides by the world size afterwards
+    case ReduceOp::Max:
+      return MPI_MAX;
+    case ReduceOp::Min:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
@@ -88,8 +100,8 @@ MpiCommunicator::MpiCommunicator(const CommunicatorOptions& options) : timeout_s
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &world_size_);
   MPI_Comm node_comm = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm),
-            "MPI_Comm_split_type", "mpi communicator");
+  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm), "MPI_Comm_split_type",
+            "mpi communicator");
   MPI_Comm_rank(node_comm, &local_rank_);
   MPI_Comm_free(&node_comm);
 }
@@ -159,15 +171,15 @@ void MpiCommunicator::reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) 
   int count = static_cast<int>(out.numel());
   if (in_place) {
     // MPI's in-place form takes the input from and leaves the result at the start of the buffer.
-    check_mpi(MPI_Ireduce_scatter_block(MPI_IN_PLACE, in.data, count, arithmetic_type(in.dtype), mpi_op_for(op),
-                                        comm_, &request),
+    check_mpi(MPI_Ireduce_scatter_block(MPI_IN_PLACE, in.data, count, arithmetic_type(in.dtype), mpi_op_for(op), comm_,
+                                        &request),
               "MPI_Ireduce_scatter_block", rank_prefix(*this));
     wait(request, "reduce_scatter", in.numel(), in.dtype);
     std::memmove(out.data, in.data, out.nbytes());
   } else {
-    check_mpi(MPI_Ireduce_scatter_block(in.data, out.data, count, arithmetic_type(in.dtype), mpi_op_for(op), comm_,
-                                        &request),
-              "MPI_Ireduce_scatter_block", rank_prefix(*this));
+    check_mpi(
+        MPI_Ireduce_scatter_block(in.data, out.data, count, arithmetic_type(in.dtype), mpi_op_for(op), comm_, &request),
+        "MPI_Ireduce_scatter_block", rank_prefix(*this));
     wait(request, "reduce_scatter", in.numel(), in.dtype);
   }
   if (op == ReduceOp::Avg) divide_host(out.data, out.dtype, out.numel(), world_size_);
@@ -175,8 +187,7 @@ void MpiCommunicator::reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) 
 
 void MpiCommunicator::all_gather(Tensor out, const Tensor& in) {
   bool in_place = check_all_gather(*this, out, in);
-  if (in.numel() > INT_MAX)
-    runtime_error("mpi all_gather: ", in.numel(), " elements per rank exceed MPI's int count");
+  if (in.numel() > INT_MAX) runtime_error("mpi all_gather: ", in.numel(), " elements per rank exceed MPI's int count");
   int count = static_cast<int>(in.numel());
   MPI_Datatype type = movement_type(in.dtype);
   MPI_Request request;

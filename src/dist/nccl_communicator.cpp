@@ -23,10 +23,14 @@ namespace {
 
 ncclRedOp_t nccl_op_for(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum: return ncclSum;
-    case ReduceOp::Avg: return ncclAvg;
-    case ReduceOp::Max: return ncclMax;
-    case ReduceOp::Min: return ncclMin;
+    case ReduceOp::Sum:
+      return ncclSum;
+    case ReduceOp::Avg:
+      return ncclAvg;
+    case ReduceOp::Max:
+      return ncclMax;
+    case ReduceOp::Min:
+      return ncclMin;
   }
   return ncclSum;
 }
@@ -34,13 +38,20 @@ ncclRedOp_t nccl_op_for(ReduceOp op) {
 // NCCL type for arithmetic; data movement uses bytes (ncclUint8) whatever the dtype.
 ncclDataType_t nccl_arithmetic_type(DType dtype) {
   switch (dtype) {
-    case DType::F32: return ncclFloat32;
-    case DType::BF16: return ncclBfloat16;
-    case DType::F16: return ncclFloat16;
-    case DType::F64: return ncclFloat64;
-    case DType::I32: return ncclInt32;
-    case DType::I64: return ncclInt64;
-    default: break;
+    case DType::F32:
+      return ncclFloat32;
+    case DType::BF16:
+      return ncclBfloat16;
+    case DType::F16:
+      return ncclFloat16;
+    case DType::F64:
+      return ncclFloat64;
+    case DType::I32:
+      return ncclInt32;
+    case DType::I64:
+      return ncclInt64;
+    default:
+      break;
   }
   runtime_error("no NCCL arithmetic type for ", dtype_name(dtype));
 }
@@ -145,8 +156,7 @@ class NcclCommunicator final : public Communicator {
 
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    check_nccl(ncclCommInitRankConfig(&comm_, host_.world_size(), id, host_.rank(), &config),
-               "ncclCommInitRankConfig");
+    check_nccl(ncclCommInitRankConfig(&comm_, host_.world_size(), id, host_.rank(), &config), "ncclCommInitRankConfig");
     wait_until_issued("ncclCommInitRankConfig");
     spdlog::debug("nccl communicator: rank {} of {} on GPU {} (local rank {})", host_.rank(), host_.world_size(),
                   device_, host_.local_rank());

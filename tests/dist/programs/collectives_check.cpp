@@ -65,12 +65,10 @@ struct Checker {
   void expect_equal(const std::string& what, const std::vector<T>& got, const std::vector<T>& want,
                     double tolerance = 0) {
     ++checks;
-    if (got.size() != want.size())
-      runtime_error(what, ": got ", got.size(), " values, want ", want.size());
+    if (got.size() != want.size()) runtime_error(what, ": got ", got.size(), " values, want ", want.size());
     for (size_t i = 0; i < got.size(); ++i) {
       double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
-      if (!(std::abs(g - w) <= tolerance))
-        runtime_error(what, ": element ", i, " is ", g, ", want ", w);
+      if (!(std::abs(g - w) <= tolerance)) runtime_error(what, ": element ", i, " is ", g, ", want ", w);
     }
   }
   void expect_error(const std::string& what, const std::function<void()>& call) {
@@ -105,10 +103,14 @@ double reduced_value(int world_size, int64_t i, ReduceOp op) {
     min = std::min(min, v);
   }
   switch (op) {
-    case ReduceOp::Sum: return sum;
-    case ReduceOp::Avg: return sum / world_size;
-    case ReduceOp::Max: return max;
-    case ReduceOp::Min: return min;
+    case ReduceOp::Sum:
+      return sum;
+    case ReduceOp::Avg:
+      return sum / world_size;
+    case ReduceOp::Max:
+      return max;
+    case ReduceOp::Min:
+      return min;
   }
   return 0;
 }
@@ -116,7 +118,8 @@ double reduced_value(int world_size, int64_t i, ReduceOp op) {
 template <typename T>
 std::vector<T> reduced_values(int world_size, int64_t begin, int64_t n, ReduceOp op) {
   std::vector<T> values(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = static_cast<T>(reduced_value(world_size, begin + i, op));
+  for (int64_t i = 0; i < n; ++i)
+    values[static_cast<size_t>(i)] = static_cast<T>(reduced_value(world_size, begin + i, op));
   return values;
 }
 
@@ -159,7 +162,8 @@ void check_reductions(Checker& c, Backend& backend) {
   bf.upload(to_bf16(mine));
   comm.all_reduce(bf.view(), ReduceOp::Sum);
   std::vector<float> want;
-  for (int64_t i = 0; i < 64; ++i) want.push_back(static_cast<float>(reduced_value(comm.world_size(), i, ReduceOp::Sum) / 2));
+  for (int64_t i = 0; i < 64; ++i)
+    want.push_back(static_cast<float>(reduced_value(comm.world_size(), i, ReduceOp::Sum) / 2));
   c.expect_equal("all_reduce BF16 sum", from_bf16(bf.download<uint16_t>()), want);
 }
 
@@ -230,8 +234,8 @@ void check_broadcasts(Checker& c, Backend& backend) {
   std::string text = comm.is_root() ? R"({"lr": 0.003, "seed": 42})" : "";
   std::string received = comm.broadcast_string(text, 0);
   c.expect_equal("broadcast_string", std::vector<char>(received.begin(), received.end()),
-                 std::vector<char>({'{', '"', 'l', 'r', '"', ':', ' ', '0', '.', '0', '0', '3', ',', ' ', '"', 's',
-                                    'e', 'e', 'd', '"', ':', ' ', '4', '2', '}'}));
+                 std::vector<char>({'{', '"', 'l', 'r', '"', ':', ' ', '0', '.', '0', '0', '3', ',',
+                                    ' ', '"', 's', 'e', 'e', 'd', '"', ':', ' ', '4', '2', '}'}));
   std::vector<uint8_t> empty_everywhere;
   comm.broadcast_bytes(empty_everywhere, 0);
   c.expect_equal("broadcast_bytes of nothing", empty_everywhere, std::vector<uint8_t>{});
@@ -273,7 +277,8 @@ void check_sharded_broadcast(Checker& c, Backend& backend) {
 void check_argument_errors(Checker& c, Backend& backend) {
   Communicator& comm = c.comm;
   DeviceTensor small(backend, DType::F32, 3), large(backend, DType::F32, 3 * comm.world_size() + 1);
-  c.expect_error("reduce_scatter with a wrong size", [&] { comm.reduce_scatter(small.view(), large.view(), ReduceOp::Sum); });
+  c.expect_error("reduce_scatter with a wrong size",
+                 [&] { comm.reduce_scatter(small.view(), large.view(), ReduceOp::Sum); });
   c.expect_error("all_gather with a wrong size", [&] { comm.all_gather(large.view(), small.view()); });
   DeviceTensor ints(backend, DType::I32, 4);
   c.expect_error("avg of I32", [&] { comm.all_reduce(ints.view(), ReduceOp::Avg); });
@@ -285,9 +290,8 @@ void check_argument_errors(Checker& c, Backend& backend) {
   Tensor wrong_device(&host_value, DType::F32, other, Shape{1});
   c.expect_error("tensor on the wrong device", [&] { comm.all_reduce(wrong_device, ReduceOp::Sum); });
   // Partial overlap of in and out is refused.
-  c.expect_error("overlapping buffers", [&] {
-    comm.all_gather(large.chunk(0, 3 * comm.world_size()), large.chunk(1, 3));
-  });
+  c.expect_error("overlapping buffers",
+                 [&] { comm.all_gather(large.chunk(0, 3 * comm.world_size()), large.chunk(1, 3)); });
 }
 
 int run_collectives(Communicator& comm, Backend& backend) {

@@ -86,7 +86,8 @@ DataConfig data_config_from_json(const nlohmann::json& section, const std::strin
   config.shard_dir = absolute_path(config.shard_dir);
   read_key(s, "shuffle", config.shuffle, context, "data");
   auto seed = s.find("seed");
-  if (seed != s.end() && !seed->is_null() && !seed->is_number_unsigned())
+  if (seed != s.end() && !seed->is_null() && !(seed->is_number_integer() && seed->get<int64_t>() >= 0) &&
+      !seed->is_number_unsigned())
     usage_error(context, ": key 'data.seed' must be a non-negative integer, got ", seed->dump());
   read_key(s, "seed", config.seed, context, "data");
   return config;

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "gum/core/error.h"
+#include "gum/core/logging.h"
 #include "gum/data/checksum.h"
 
 namespace gum {
@@ -83,7 +84,6 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
     usage_error("tokenizer training: character_coverage ", options.character_coverage, " must be in (0, 1]");
   int threads = options.num_threads > 0 ? options.num_threads : static_cast<int>(std::thread::hardware_concurrency());
   const std::unordered_map<std::string, std::string> args = {
-      {"model_prefix", output_model_path},  // required by the spec check; the model comes back in memory
       {"vocab_size", std::to_string(options.vocab_size)},
       {"model_type", options.model_type},
       {"character_coverage", std::to_string(options.character_coverage)},
@@ -94,6 +94,9 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
       {"bos_id", "1"},
       {"eos_id", "2"},
       {"pad_id", "-1"},
+      // A small corpus may not support the requested size: train what it supports and say so
+      // (the model's embedding only needs vocab_size >= the tokenizer's).
+      {"hard_vocab_limit", "false"},
       {"minloglevel", "2"},  // the trainer's progress log is very verbose
   };
   VectorSentenceIterator iterator(sentences);
@@ -102,6 +105,13 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
   if (!status.ok())
     runtime_error("tokenizer training for ", output_model_path, " failed: ", status.ToString(),
                   " (", sentences.size(), " sentences, vocab_size ", options.vocab_size, ")");
+
+  sentencepiece::SentencePieceProcessor trained;
+  if (!trained.LoadFromSerializedProto(serialized).ok())
+    runtime_error("tokenizer training for ", output_model_path, ": the trainer returned an invalid model");
+  if (trained.GetPieceSize() < options.vocab_size)
+    spdlog::warn("tokenizer {}: the training text supports only {} pieces of the {} requested", output_model_path,
+                 trained.GetPieceSize(), options.vocab_size);
 
   const std::string temporary = output_model_path + ".tmp";
   {

@@ -51,7 +51,8 @@ struct TokenizerTrainOptions {
 };
 
 // Trains a model on `sentences` (each one line of text) and writes it to `output_model_path`
-// (written to a temporary name, then renamed). Ids: unk 0, bos 1, eos 2, no pad.
+// (written to a temporary name, then renamed). Ids: unk 0, bos 1, eos 2, no pad. When the text
+// supports fewer pieces than vocab_size, the smaller model is written with a warning.
 void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerTrainOptions& options,
                      const std::string& output_model_path);
 

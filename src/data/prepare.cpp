@@ -158,6 +158,7 @@ class Progress {
     bytes_ += bytes;
     if (seconds() - last_report_s_ >= kProgressIntervalS) report("");
   }
+  bool has_work() const { return documents_ > 0; }
   void report(const char* prefix) {
     last_report_s_ = seconds();
     spdlog::info("prepare {}: {}{} documents, {} tokens, {:.1f} MB of text, {:.2f} MB/s", split_, prefix, documents_,
@@ -281,7 +282,9 @@ void prepare_split(const DataConfig& config, const std::string& split, const std
     }
   }
   manifest["splits"][split] = entries;
-  progress.report("done: ");
+  if (progress.has_work()) progress.report("tokenized ");
+  spdlog::info("prepare {}: {} shards in {}, {} documents, {} tokens", split, sources.size(), config.shard_dir,
+               documents, tokens);
   if (split == "train") {
     summary.train_documents = documents;
     summary.train_tokens = tokens;

@@ -2,7 +2,9 @@
 // Shared by the communicators (internal to src/dist): argument checks with messages that name
 // the collective and the offending tensor, f32 staging for dtypes a library cannot reduce,
 // and the private factories make_communicator() chooses from.
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "gum/dist/communicator.h"
@@ -28,6 +30,13 @@ std::vector<float> widen_to_f32(const Tensor& host_tensor);
 void narrow_from_f32(Tensor host_tensor, const std::vector<float>& values);
 // Avg = Sum / world_size, in place on host values of a floating dtype.
 void divide_host(void* data, DType dtype, int64_t count, int world_size);
+
+// Calls `done` until it returns true and returns true; returns false once timeout_s (> 0; 0 waits
+// forever) has passed first. Yields between calls during the first second, then sleeps 1 ms:
+// a reply is likely soon at first, later the peer is busy elsewhere and wants its core.
+bool poll_until(double timeout_s, const std::function<bool()>& done);
+// "all_reduce of 1024 F32 elements did not complete within 2 s: ..." (count 0: no element part).
+std::string timeout_message(const char* collective, int64_t count, DType dtype, double timeout_s);
 
 std::string rank_prefix(const Communicator& comm);  // "rank 1 of 4"
 // Prints "gum_train: rank R of W: message" to stderr and flushes every stream.

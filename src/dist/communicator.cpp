@@ -1,10 +1,12 @@
 #include "gum/dist/communicator.h"
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <thread>
 
 #include "collective_checks.h"
 #include "gum/core/error.h"
@@ -71,6 +73,26 @@ std::string Communicator::broadcast_string(const std::string& text, int root) {
 // ---------------------------------------------------------------- shared checks
 
 namespace dist_detail {
+
+bool poll_until(double timeout_s, const std::function<bool()>& done) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  while (!done()) {
+    double waited_s = std::chrono::duration<double>(clock::now() - start).count();
+    if (timeout_s > 0 && waited_s > timeout_s) return false;
+    if (waited_s < 1.0)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+std::string timeout_message(const char* collective, int64_t count, DType dtype, double timeout_s) {
+  return concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : "",
+                " did not complete within ", timeout_s,
+                " s: another rank has failed, hangs, or did not call the same collective");
+}
 
 std::string rank_prefix(const Communicator& comm) { return concat("rank ", comm.rank(), " of ", comm.world_size()); }
 

@@ -2,11 +2,9 @@
 #include "mpi_communicator.h"
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 
 #include "collective_checks.h"
 #include "gum/core/error.h"
@@ -113,25 +111,12 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 void MpiCommunicator::wait(MPI_Request& request, const char* collective, int64_t count, DType dtype) {
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  while (true) {
+  bool finished = poll_until(timeout_s_, [&] {
     int done = 0;
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", concat(rank_prefix(*this), " ", collective));
-    if (done) return;
-    double waited_s = std::chrono::duration<double>(clock::now() - start).count();
-    if (timeout_s_ > 0 && waited_s > timeout_s_)
-      abort(concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : "",
-                   " did not complete within ", timeout_s_,
-                   " s: another rank has failed, hangs, or did not call the same collective"),
-            1);
-    // Spin (yielding) while a reply is likely soon; after a second the peer is busy elsewhere,
-    // so stop burning its core.
-    if (waited_s < 1.0)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+    return done != 0;
+  });
+  if (!finished) abort(timeout_message(collective, count, dtype, timeout_s_), 1);
 }
 
 void MpiCommunicator::all_reduce(Tensor t, ReduceOp op) {

@@ -7,10 +7,8 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
-#include <chrono>
 #include <cstring>
 #include <memory>
-#include <thread>
 
 #include "collective_checks.h"
 #include "gum/core/error.h"
@@ -172,22 +170,18 @@ class NcclCommunicator final : public Communicator {
 
   // The communicator's state once it leaves ncclInProgress, or ncclInProgress after timeout_s.
   ncclResult_t poll_state(double timeout_s) {
-    const auto start = std::chrono::steady_clock::now();
-    while (true) {
-      ncclResult_t state = ncclSuccess;
+    ncclResult_t state = ncclInProgress;
+    poll_until(timeout_s, [&] {
       ncclCommGetAsyncError(comm_, &state);
-      if (state != ncclInProgress) return state;
-      if (timeout_s > 0 && std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s)
-        return ncclInProgress;
-      std::this_thread::yield();
-    }
+      return state != ncclInProgress;
+    });
+    return state;
   }
 
   // A non-blocking communicator may still be issuing a call when it returns: wait for that.
   void wait_until_issued(const char* what) {
     ncclResult_t state = poll_state(timeout_s_);
-    if (state == ncclInProgress)
-      abort(concat(what, " did not complete within ", timeout_s_, " s: another rank has failed or hangs"), 1);
+    if (state == ncclInProgress) abort(timeout_message(what, 0, DType::U8, timeout_s_), 1);
     check_nccl(state, what);
   }
 
@@ -199,10 +193,9 @@ class NcclCommunicator final : public Communicator {
     check_cuda(cudaSetDevice(device_), "cudaSetDevice", rank_prefix(*this));
     check_nccl(enqueue(), collective);
     wait_until_issued(collective);
-    const auto start = std::chrono::steady_clock::now();
-    while (true) {
+    bool finished = poll_until(timeout_s_, [&] {
       cudaError_t status = cudaStreamQuery(stream_);
-      if (status == cudaSuccess) return;
+      if (status == cudaSuccess) return true;
       if (status != cudaErrorNotReady) {
         broken_ = true;
         check_cuda(status, "cudaStreamQuery", concat("nccl ", collective, ", ", rank_prefix(*this)));
@@ -210,17 +203,9 @@ class NcclCommunicator final : public Communicator {
       ncclResult_t state = ncclSuccess;
       ncclCommGetAsyncError(comm_, &state);
       if (state != ncclSuccess && state != ncclInProgress) check_nccl(state, collective);
-      double waited_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (timeout_s_ > 0 && waited_s > timeout_s_)
-        abort(concat(collective, " of ", described.numel(), " ", dtype_name(described.dtype),
-                     " elements did not complete within ", timeout_s_,
-                     " s: another rank has failed, hangs, or did not call the same collective"),
-              1);
-      if (waited_s < 1.0)
-        std::this_thread::yield();
-      else
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+      return false;
+    });
+    if (!finished) abort(timeout_message(collective, described.numel(), described.dtype, timeout_s_), 1);
   }
 
   Backend& backend_;

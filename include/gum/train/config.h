@@ -1,0 +1,89 @@
+#pragma once
+// The run configuration: one JSON file with sections model, data, optimizer, schedule,
+// training, eval, checkpoint and logging (DESIGN.md §4). Each section is a typed struct
+// parsed once; unknown keys and wrong types are usage errors naming the key path and the
+// closest valid key. `--set a.b=value` overrides any key before parsing.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "gum/data/data_config.h"
+#include "gum/model/config.h"
+#include "gum/optim/optimizer_config.h"
+#include "gum/train/schedule.h"
+
+namespace gum {
+
+struct TrainingConfig {
+  std::string backend = "auto";  // cpu | cuda | auto
+  uint64_t seed = 1234;          // weights init, data order, optimizer sampling
+  int seq_len = 256;
+  int batch_size = 32;           // global sequences per optimizer step (all ranks, all micro-batches)
+  int micro_batch_size = 0;      // sequences per rank per forward/backward; 0 = batch_size / world_size
+  int64_t max_steps = 0;         // optimizer steps; 0 = derive from max_tokens
+  int64_t max_tokens = 0;        // used when max_steps is 0
+  double grad_clip = 1.0;        // global-norm clipping; 0 = off
+  std::string precision = "fp32";  // fp32 | bf16 (cuda only)
+  bool fused_update = false;     // per-layer update inside backward (only when grad_clip == 0)
+  int threads = 0;               // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+};
+
+struct EvalConfig {
+  int64_t every_steps = 0;  // 0 = only at the end (when validation data is configured)
+  int64_t max_tokens = 0;   // predicted tokens per evaluation; 0 = all validation windows
+  bool at_start = false;    // evaluate the initial model before the first step
+  bool at_end = true;
+};
+
+struct CheckpointConfig {
+  std::string dir;          // "" = RUN_DIR/checkpoints
+  int64_t every_steps = 0;  // 0 = only at the end
+  int keep_last = 3;        // 0 = keep all
+  bool at_end = true;
+};
+
+struct LoggingConfig {
+  int64_t every_steps = 10;
+  std::string run_dir;                         // "" = runs/CONFIG_NAME
+  std::string metrics_file = "metrics.jsonl";  // relative to run_dir
+  double peak_tflops = 0;  // device peak for MFU; 0 = the backend's known figure (n/a on cpu)
+  bool verbose = false;
+};
+
+struct TrainConfig {
+  LlamaConfig model;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  TrainingConfig training;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+
+  std::string source;    // the config file (for messages)
+  nlohmann::json raw;    // the file's JSON after --set overrides
+
+  // Steps of the run: max_steps, or max_tokens / tokens per step rounded up.
+  int64_t total_steps() const;
+  int64_t tokens_per_step() const { return int64_t(training.batch_size) * training.seq_len; }
+  std::string checkpoint_dir() const;  // checkpoint.dir or RUN_DIR/checkpoints
+  std::string metrics_path() const;    // RUN_DIR/metrics_file
+};
+
+// Reads the file, applies `overrides` ("a.b=value"), parses and validates every section.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Parses a config object; `context` names its source in errors.
+TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& context);
+// Every key of every section with its value: saved as RUN_DIR/config.json and in trainer.json,
+// and reads back into the same TrainConfig.
+nlohmann::json train_config_to_json(const TrainConfig& c);
+// The `model` section with every field (our keys, not Hugging Face's config.json).
+nlohmann::json model_section_to_json(const LlamaConfig& c);
+
+// Applies one "a.b.c=value" to `j`: the value is parsed as JSON, else taken as a string. The
+// key must exist in the schema (the resolved config `schema`); a value whose JSON type
+// differs from the schema's is a usage error. Errors name the --set argument.
+void apply_config_override(nlohmann::json& j, const nlohmann::json& schema, const std::string& assignment);
+
+}  // namespace gum

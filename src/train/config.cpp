@@ -1,0 +1,303 @@
+#include "gum/train/config.h"
+
+#include <filesystem>
+
+#include "gum/core/error.h"
+#include "gum/core/json_util.h"
+#include "gum/optim/optimizer_config_json.h"
+
+namespace gum {
+
+namespace {
+
+const std::vector<std::string> kSections = {"model",    "data", "optimizer",  "schedule",
+                                            "training", "eval", "checkpoint", "logging"};
+
+const nlohmann::json& section_or_empty(const nlohmann::json& j, const char* name) {
+  static const nlohmann::json empty = nlohmann::json::object();
+  auto it = j.find(name);
+  return it == j.end() || it->is_null() ? empty : *it;
+}
+
+ScheduleConfig schedule_from_json(const nlohmann::json& j, const std::string& context) {
+  const std::string p = "schedule";
+  reject_unknown_keys(j, {"type", "warmup_steps", "warmup_ratio", "min_lr_ratio", "decay_ratio"}, context, p);
+  ScheduleConfig s;
+  read_key(j, "type", s.type, context, p);
+  read_key(j, "warmup_steps", s.warmup_steps, context, p);
+  read_key(j, "warmup_ratio", s.warmup_ratio, context, p);
+  read_key(j, "min_lr_ratio", s.min_lr_ratio, context, p);
+  read_key(j, "decay_ratio", s.decay_ratio, context, p);
+  validate_schedule(s, context);
+  return s;
+}
+
+TrainingConfig training_from_json(const nlohmann::json& j, const std::string& context) {
+  const std::string p = "training";
+  reject_unknown_keys(j,
+                      {"backend", "seed", "seq_len", "batch_size", "micro_batch_size", "max_steps", "max_tokens",
+                       "grad_clip", "precision", "fused_update", "threads"},
+                      context, p);
+  TrainingConfig t;
+  read_key(j, "backend", t.backend, context, p);
+  read_key(j, "seed", t.seed, context, p);
+  read_key(j, "seq_len", t.seq_len, context, p);
+  read_key(j, "batch_size", t.batch_size, context, p);
+  read_key(j, "micro_batch_size", t.micro_batch_size, context, p);
+  read_key(j, "max_steps", t.max_steps, context, p);
+  read_key(j, "max_tokens", t.max_tokens, context, p);
+  read_key(j, "grad_clip", t.grad_clip, context, p);
+  read_key(j, "precision", t.precision, context, p);
+  read_key(j, "fused_update", t.fused_update, context, p);
+  read_key(j, "threads", t.threads, context, p);
+  if (t.backend != "cpu" && t.backend != "cuda" && t.backend != "auto")
+    usage_error(context, ": training.backend must be cpu, cuda or auto, got '", t.backend, "'");
+  if (t.precision != "fp32" && t.precision != "bf16")
+    usage_error(context, ": training.precision must be fp32 or bf16, got '", t.precision, "'");
+  if (t.precision == "bf16" && t.backend == "cpu")
+    usage_error(context, ": training.precision bf16 needs the cuda backend (the cpu backend is the fp32 reference)");
+  if (t.seq_len <= 0) usage_error(context, ": training.seq_len must be positive, got ", t.seq_len);
+  if (t.batch_size <= 0) usage_error(context, ": training.batch_size must be positive, got ", t.batch_size);
+  if (t.micro_batch_size < 0) usage_error(context, ": training.micro_batch_size must be >= 0");
+  if (t.max_steps < 0 || t.max_tokens < 0) usage_error(context, ": training.max_steps and max_tokens must be >= 0");
+  if (t.max_steps == 0 && t.max_tokens == 0)
+    usage_error(context, ": set training.max_steps or training.max_tokens (the length of the run)");
+  if (t.grad_clip < 0) usage_error(context, ": training.grad_clip must be >= 0 (0 = off), got ", t.grad_clip);
+  if (t.threads < 0) usage_error(context, ": training.threads must be >= 0 (0 = all cores)");
+  return t;
+}
+
+EvalConfig eval_from_json(const nlohmann::json& j, const std::string& context) {
+  const std::string p = "eval";
+  reject_unknown_keys(j, {"every_steps", "max_tokens", "at_start", "at_end"}, context, p);
+  EvalConfig e;
+  read_key(j, "every_steps", e.every_steps, context, p);
+  read_key(j, "max_tokens", e.max_tokens, context, p);
+  read_key(j, "at_start", e.at_start, context, p);
+  read_key(j, "at_end", e.at_end, context, p);
+  if (e.every_steps < 0 || e.max_tokens < 0) usage_error(context, ": eval.every_steps and eval.max_tokens must be >= 0");
+  return e;
+}
+
+CheckpointConfig checkpoint_from_json(const nlohmann::json& j, const std::string& context) {
+  const std::string p = "checkpoint";
+  reject_unknown_keys(j, {"dir", "every_steps", "keep_last", "at_end"}, context, p);
+  CheckpointConfig c;
+  read_key(j, "dir", c.dir, context, p);
+  read_key(j, "every_steps", c.every_steps, context, p);
+  read_key(j, "keep_last", c.keep_last, context, p);
+  read_key(j, "at_end", c.at_end, context, p);
+  if (c.every_steps < 0 || c.keep_last < 0) usage_error(context, ": checkpoint.every_steps and keep_last must be >= 0");
+  return c;
+}
+
+LoggingConfig logging_from_json(const nlohmann::json& j, const std::string& context) {
+  const std::string p = "logging";
+  reject_unknown_keys(j, {"every_steps", "run_dir", "metrics_file", "peak_tflops", "verbose"}, context, p);
+  LoggingConfig l;
+  read_key(j, "every_steps", l.every_steps, context, p);
+  read_key(j, "run_dir", l.run_dir, context, p);
+  read_key(j, "metrics_file", l.metrics_file, context, p);
+  read_key(j, "peak_tflops", l.peak_tflops, context, p);
+  read_key(j, "verbose", l.verbose, context, p);
+  if (l.every_steps <= 0) usage_error(context, ": logging.every_steps must be positive, got ", l.every_steps);
+  if (l.peak_tflops < 0) usage_error(context, ": logging.peak_tflops must be >= 0");
+  return l;
+}
+
+// Splits "a.b.c" into its parts; empty parts are a usage error.
+std::vector<std::string> split_key_path(const std::string& key, const std::string& assignment) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t dot = key.find('.', start);
+    std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (part.empty()) usage_error("--set ", assignment, ": malformed key '", key, "' (expected SECTION.KEY=VALUE)");
+    parts.push_back(part);
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+const char* json_type_description(const nlohmann::json& v) {
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number_integer()) return "an integer";
+  if (v.is_number()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "a list";
+  if (v.is_object()) return "an object";
+  return "null";
+}
+
+bool override_type_matches(const nlohmann::json& schema_value, const nlohmann::json& value) {
+  if (schema_value.is_null()) return true;  // optional field without a default value
+  if (schema_value.is_number_float()) return value.is_number();
+  if (schema_value.is_number_integer()) return value.is_number_integer();
+  if (schema_value.is_array()) return value.is_array() || value.is_string();  // a glob list or one glob
+  return schema_value.type() == value.type();
+}
+
+}  // namespace
+
+int64_t TrainConfig::total_steps() const {
+  if (training.max_steps > 0) return training.max_steps;
+  return (training.max_tokens + tokens_per_step() - 1) / tokens_per_step();
+}
+
+std::string TrainConfig::checkpoint_dir() const {
+  return checkpoint.dir.empty() ? logging.run_dir + "/checkpoints" : checkpoint.dir;
+}
+
+std::string TrainConfig::metrics_path() const { return logging.run_dir + "/" + logging.metrics_file; }
+
+TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& context) {
+  if (!j.is_object()) usage_error(context, ": the config must be a JSON object with sections ", "model, data, ...");
+  reject_unknown_keys(j, kSections, context, "");
+  if (!j.contains("model")) usage_error(context, ": missing section 'model' (a preset name or the model's fields)");
+  TrainConfig c;
+  c.source = context;
+  c.raw = j;
+  c.model = llama_config_from_json(j["model"], context);
+  c.data = data_config_from_json(section_or_empty(j, "data"), context);
+  c.optimizer = optimizer_config_from_json(section_or_empty(j, "optimizer"), context);
+  c.schedule = schedule_from_json(section_or_empty(j, "schedule"), context);
+  c.training = training_from_json(section_or_empty(j, "training"), context);
+  c.eval = eval_from_json(section_or_empty(j, "eval"), context);
+  c.checkpoint = checkpoint_from_json(section_or_empty(j, "checkpoint"), context);
+  c.logging = logging_from_json(section_or_empty(j, "logging"), context);
+  if (c.logging.run_dir.empty()) c.logging.run_dir = "runs/run";
+  if (c.training.seq_len > c.model.max_position_embeddings)
+    usage_error(context, ": training.seq_len (", c.training.seq_len, ") exceeds model.max_position_embeddings (",
+                c.model.max_position_embeddings, ")");
+  return c;
+}
+
+nlohmann::json model_section_to_json(const LlamaConfig& m) {
+  nlohmann::json j = {{"hidden_size", m.hidden_size},
+                      {"intermediate_size", m.intermediate_size},
+                      {"num_hidden_layers", m.num_hidden_layers},
+                      {"num_attention_heads", m.num_attention_heads},
+                      {"num_key_value_heads", m.kv_heads()},
+                      {"head_dim", m.attention_head_dim()},
+                      {"vocab_size", m.vocab_size},
+                      {"max_position_embeddings", m.max_position_embeddings},
+                      {"rms_norm_eps", m.rms_norm_eps},
+                      {"rope_theta", m.rope_theta},
+                      {"tie_word_embeddings", m.tie_word_embeddings},
+                      {"attention_bias", m.attention_bias},
+                      {"initializer_range", m.initializer_range},
+                      {"bos_token_id", m.bos_token_id},
+                      {"eos_token_id", m.eos_token_id},
+                      {"pad_token_id", m.pad_token_id}};
+  if (m.rope_scaling.type.empty()) {
+    j["rope_scaling"] = nullptr;
+  } else {
+    j["rope_scaling"] = {{"rope_type", m.rope_scaling.type},
+                         {"factor", m.rope_scaling.factor},
+                         {"low_freq_factor", m.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", m.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings}};
+  }
+  return j;
+}
+
+nlohmann::json train_config_to_json(const TrainConfig& c) {
+  nlohmann::json j;
+  j["model"] = model_section_to_json(c.model);
+  j["data"] = to_json(c.data);
+  j["optimizer"] = to_json(c.optimizer);
+  const auto& s = c.schedule;
+  j["schedule"] = {{"type", s.type},
+                   {"warmup_steps", s.warmup_steps},
+                   {"warmup_ratio", s.warmup_ratio},
+                   {"min_lr_ratio", s.min_lr_ratio},
+                   {"decay_ratio", s.decay_ratio}};
+  const auto& t = c.training;
+  j["training"] = {{"backend", t.backend},
+                   {"seed", t.seed},
+                   {"seq_len", t.seq_len},
+                   {"batch_size", t.batch_size},
+                   {"micro_batch_size", t.micro_batch_size},
+                   {"max_steps", t.max_steps},
+                   {"max_tokens", t.max_tokens},
+                   {"grad_clip", t.grad_clip},
+                   {"precision", t.precision},
+                   {"fused_update", t.fused_update},
+                   {"threads", t.threads}};
+  j["eval"] = {{"every_steps", c.eval.every_steps},
+               {"max_tokens", c.eval.max_tokens},
+               {"at_start", c.eval.at_start},
+               {"at_end", c.eval.at_end}};
+  j["checkpoint"] = {{"dir", c.checkpoint.dir},
+                     {"every_steps", c.checkpoint.every_steps},
+                     {"keep_last", c.checkpoint.keep_last},
+                     {"at_end", c.checkpoint.at_end}};
+  j["logging"] = {{"every_steps", c.logging.every_steps},
+                  {"run_dir", c.logging.run_dir},
+                  {"metrics_file", c.logging.metrics_file},
+                  {"peak_tflops", c.logging.peak_tflops},
+                  {"verbose", c.logging.verbose}};
+  return j;
+}
+
+void apply_config_override(nlohmann::json& j, const nlohmann::json& schema, const std::string& assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    usage_error("--set ", assignment, ": expected KEY=VALUE, e.g. --set optimizer.lr=3e-3");
+  const std::string key = assignment.substr(0, eq);
+  const std::string text = assignment.substr(eq + 1);
+  std::vector<std::string> parts = split_key_path(key, assignment);
+
+  // The key must exist in the schema; name the closest sibling otherwise.
+  const nlohmann::json* node = &schema;
+  std::string walked;
+  for (const auto& part : parts) {
+    if (!node->is_object()) usage_error("--set ", assignment, ": '", walked, "' has no sub-keys");
+    auto it = node->find(part);
+    if (it == node->end()) {
+      std::vector<std::string> siblings;
+      for (const auto& item : node->items()) siblings.push_back(item.key());
+      std::string hint = closest_match(part, siblings);
+      const std::string prefix = walked.empty() ? "" : walked + ".";
+      usage_error("--set ", assignment, ": unknown key '", prefix, part, "'",
+                  hint.empty() ? std::string() : " (did you mean '" + prefix + hint + "'?)");
+    }
+    walked += (walked.empty() ? "" : ".") + part;
+    node = &*it;
+  }
+
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error&) {
+    value = text;  // not JSON: a bare string such as --set training.backend=cpu
+  }
+  if (!override_type_matches(*node, value))
+    usage_error("--set ", assignment, ": key '", key, "' must be ", json_type_description(*node), ", got ", value.dump());
+
+  nlohmann::json* target = &j;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    nlohmann::json& child = (*target)[parts[i]];
+    if (child.is_null()) child = nlohmann::json::object();
+    target = &child;
+  }
+  (*target)[parts.back()] = value;
+}
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  nlohmann::json j = read_json_file(path);
+  // The default run folder is named after the config file: runs/llama_tiny for llama_tiny.json.
+  if (j.is_object() && !(j.contains("logging") && j["logging"].contains("run_dir"))) {
+    if (!j.contains("logging") || j["logging"].is_null()) j["logging"] = nlohmann::json::object();
+    if (j["logging"].is_object()) j["logging"]["run_dir"] = "runs/" + std::filesystem::path(path).stem().string();
+  }
+  TrainConfig base = train_config_from_json(j, path);
+  if (overrides.empty()) return base;
+  nlohmann::json schema = train_config_to_json(base);
+  schema["model"]["preset"] = "";  // accepted by the model section though not part of the resolved form
+  for (const auto& assignment : overrides) apply_config_override(j, schema, assignment);
+  return train_config_from_json(j, path + " (with --set)");
+}
+
+}  // namespace gum

@@ -1,0 +1,177 @@
+#include "gum/train/plan.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+#include <map>
+#include <sstream>
+
+#include "gum/core/error.h"
+#include "gum/train/metrics.h"
+#include "gum/train/runtime.h"
+
+namespace gum {
+
+namespace {
+
+// A backend that only allocates: memory comes from anonymous mappings with MAP_NORESERVE, so
+// the kernel hands out zero pages lazily and an allocation never touched costs nothing. Small
+// host writes (the RoPE table) work; compute is refused. attention_aux_elems is delegated to
+// the backend the run would use, since it decides the attention's activation memory.
+class PlanningBackend final : public Backend {
+ public:
+  explicit PlanningBackend(const Backend& target) : target_(target) {}
+  ~PlanningBackend() override {
+    for (auto& [ptr, bytes] : mappings_) munmap(ptr, bytes);
+  }
+  Device device() const override { return Device::CPU; }
+  std::string name() const override { return "plan(" + target_.name() + ")"; }
+
+  void* allocate(size_t bytes) override {
+    if (bytes == 0) bytes = 1;
+    void* ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ptr == MAP_FAILED) runtime_error("plan: cannot reserve ", bytes, " bytes of address space");
+    mappings_[ptr] = bytes;
+    allocated_ += bytes;
+    peak_ = std::max(peak_, allocated_);
+    return ptr;
+  }
+  void release(void* ptr) override {
+    auto it = mappings_.find(ptr);
+    if (it == mappings_.end()) return;
+    allocated_ -= it->second;
+    munmap(ptr, it->second);
+    mappings_.erase(it);
+  }
+  void copy_from_host(Tensor dst, const void* src) override { std::memcpy(dst.data, src, dst.nbytes()); }
+  void copy_to_host(void* dst, const Tensor& src) override { std::memcpy(dst, src.data, src.nbytes()); }
+  void copy(Tensor dst, const Tensor& src) override {
+    if (dst.dtype != src.dtype) refuse("copy");
+    std::memcpy(dst.data, src.data, dst.nbytes());
+  }
+  void fill(Tensor dst, float value) override {
+    if (value != 0.0f) refuse("fill");  // fresh mappings are already zero
+  }
+  void synchronize() override {}
+  size_t peak_memory_bytes() const override { return peak_; }
+  size_t attention_aux_elems(const AttentionShape& s) const override { return target_.attention_aux_elems(s); }
+
+  void gemm(bool, bool, float, const Tensor&, const Tensor&, float, Tensor) override { refuse("gemm"); }
+  void svd(Tensor, Tensor, Tensor, const Tensor&) override { refuse("svd"); }
+  void qr_orthonormal(Tensor, const Tensor&) override { refuse("qr_orthonormal"); }
+  void fill_normal(Tensor, uint64_t, uint64_t, float, float) override { refuse("fill_normal"); }
+  void add(Tensor, const Tensor&, const Tensor&) override { refuse("add"); }
+  void axpby(Tensor, float, const Tensor&, float) override { refuse("axpby"); }
+  void scale(Tensor, float) override { refuse("scale"); }
+  double sum(const Tensor&) override { refuse("sum"); }
+  double sum_squares(const Tensor&) override { refuse("sum_squares"); }
+  void embedding_forward(Tensor, const Tensor&, const Tensor&) override { refuse("embedding_forward"); }
+  void embedding_backward(Tensor, const Tensor&, const Tensor&) override { refuse("embedding_backward"); }
+  void rmsnorm_forward(Tensor, Tensor, const Tensor&, const Tensor&, float) override { refuse("rmsnorm_forward"); }
+  void rmsnorm_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&) override {
+    refuse("rmsnorm_backward");
+  }
+  void linear_forward(Tensor, const Tensor&, const Tensor&, const Tensor*) override { refuse("linear_forward"); }
+  void linear_backward(Tensor, Tensor, Tensor*, const Tensor&, const Tensor&, const Tensor&, bool) override {
+    refuse("linear_backward");
+  }
+  void rope_forward(Tensor, const Tensor&, const Tensor&, const AttentionShape&) override { refuse("rope_forward"); }
+  void rope_backward(Tensor, const Tensor&, const Tensor&, const AttentionShape&) override { refuse("rope_backward"); }
+  void attention_forward(Tensor, Tensor, const Tensor&, const Tensor*, const AttentionShape&) override {
+    refuse("attention_forward");
+  }
+  void attention_backward(Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*,
+                          const AttentionShape&) override {
+    refuse("attention_backward");
+  }
+  void swiglu_forward(Tensor, const Tensor&) override { refuse("swiglu_forward"); }
+  void swiglu_backward(Tensor, const Tensor&, const Tensor&) override { refuse("swiglu_backward"); }
+  void cross_entropy_forward(Tensor, const Tensor&, const Tensor&) override { refuse("cross_entropy_forward"); }
+  void cross_entropy_backward(Tensor, const Tensor&, const Tensor&, float) override {
+    refuse("cross_entropy_backward");
+  }
+  void adamw_update(Tensor, const Tensor&, Tensor, Tensor, const AdamWArgs&) override { refuse("adamw_update"); }
+  void adam_direction(Tensor, const Tensor&, Tensor, Tensor, const AdamWArgs&) override { refuse("adam_direction"); }
+
+ private:
+  [[noreturn]] static void refuse(const char* op) {
+    runtime_error("plan: the planning backend does not compute (", op, " was called while building the run)");
+  }
+  const Backend& target_;
+  std::map<void*, size_t> mappings_;
+  size_t allocated_ = 0, peak_ = 0;
+};
+
+}  // namespace
+
+MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, int seq_len) {
+  MemoryPlan p;
+  p.parameters = model.config().num_parameters();
+  p.weight_bytes = model.params().bytes();
+  p.gradient_bytes = model.grads().bytes();
+  p.optimizer_state_bytes = optimizer.total_state_bytes();
+  p.optimizer_workspace_bytes = optimizer.workspace_bytes();
+  p.activation_bytes = model.activation_bytes();
+  p.micro_batch = model.max_batch();
+  p.seq_len = seq_len;
+  p.logits_bytes = size_t(model.max_batch()) * seq_len * size_t(model.config().vocab_size) * sizeof(float);
+  p.training_flops_per_token = training_flops_per_token(model.config(), seq_len);
+  p.optimizer_table = optimizer_memory_table(optimizer);
+  return p;
+}
+
+std::string format_memory_plan(const MemoryPlan& p) {
+  std::ostringstream out;
+  char line[200];
+  const double total = double(p.total_bytes());
+  auto row = [&](const char* name, size_t bytes, const std::string& note) {
+    std::snprintf(line, sizeof(line), "  %-22s %12s %6.1f%%  %s\n", name, format_bytes(double(bytes)).c_str(),
+                  total > 0 ? 100.0 * double(bytes) / total : 0.0, note.c_str());
+    out << line;
+  };
+  out << "memory plan per rank (" << format_count(double(p.parameters)) << " parameters, micro-batch " << p.micro_batch
+      << " x " << p.seq_len << " tokens)\n";
+  row("weights (f32)", p.weight_bytes, "");
+  row("gradients (f32)", p.gradient_bytes, "");
+  row("optimizer state", p.optimizer_state_bytes, "checkpointed");
+  row("optimizer workspace", p.optimizer_workspace_bytes, "scratch");
+  row("activations", p.activation_bytes, "of which logits " + format_bytes(double(p.logits_bytes)));
+  row("total", p.total_bytes(), "");
+  std::snprintf(line, sizeof(line), "  training FLOPs per token: %s (6N + attention), per micro-batch: %s\n",
+                format_count(p.training_flops_per_token).c_str(),
+                format_count(p.training_flops_per_token * p.micro_batch * p.seq_len).c_str());
+  out << line << p.optimizer_table;
+  return out.str();
+}
+
+MemoryPlan plan_run(const TrainConfig& config, int world_size) {
+  if (config.training.batch_size % world_size != 0)
+    usage_error(config.source, ": training.batch_size (", config.training.batch_size,
+                ") must be divisible by the number of ranks (", world_size, ")");
+  const int rows_per_rank = config.training.batch_size / world_size;
+  const int micro_batch = config.training.micro_batch_size > 0 ? config.training.micro_batch_size : rows_per_rank;
+  // The target backend only answers attention_aux_elems; without a GPU the CPU stands in.
+  std::unique_ptr<Backend> target = make_backend(
+      config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend);
+  PlanningBackend planning(*target);
+  LlamaModel model(config.model, planning, micro_batch, config.training.seq_len);
+  OptimizerContext ctx;
+  ctx.backend = &planning;
+  ctx.params = make_optim_params(model);
+  ctx.num_layers = config.model.num_hidden_layers;
+  ctx.config = config.optimizer;
+  ctx.seed = config.training.seed;
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer.name, ctx);
+  MemoryPlan plan = measure_memory_plan(model, *optimizer, config.training.seq_len);
+  std::printf("%s: %s backend, %d rank(s), global batch %d x %d tokens, %lld steps (%s tokens)\n",
+              config.source.c_str(), target->name().c_str(), world_size, config.training.batch_size,
+              config.training.seq_len, static_cast<long long>(config.total_steps()),
+              format_count(double(config.total_steps()) * config.tokens_per_step()).c_str());
+  std::printf("%s", format_memory_plan(plan).c_str());
+  std::printf("  training FLOPs for the whole run: %s\n",
+              format_count(plan.training_flops_per_token * double(config.total_steps()) * config.tokens_per_step())
+                  .c_str());
+  return plan;
+}
+
+}  // namespace gum

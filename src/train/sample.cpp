@@ -1,0 +1,114 @@
+#include "gum/train/sample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "gum/core/error.h"
+#include "gum/core/philox.h"
+#include "gum/data/tokenizer.h"
+#include "gum/model/llama.h"
+
+namespace gum {
+
+void validate_sample_options(const SampleOptions& o) {
+  if (o.max_new_tokens < 0) usage_error("sample: --max-new-tokens must be >= 0, got ", o.max_new_tokens);
+  if (!(o.temperature >= 0)) usage_error("sample: --temperature must be >= 0 (0 = greedy), got ", o.temperature);
+  if (!(o.top_p > 0 && o.top_p <= 1)) usage_error("sample: --top-p must lie in (0, 1], got ", o.top_p);
+}
+
+int32_t choose_next_token(const float* logits, int vocab_size, double temperature, double top_p, double uniform) {
+  GUM_CHECK(vocab_size > 0);
+  for (int i = 0; i < vocab_size; ++i)
+    if (!std::isfinite(logits[i])) runtime_error("sample: logit of token ", i, " is ", logits[i], " (model diverged?)");
+  // std::max_element returns the first maximum: ties go to the lowest id.
+  const int32_t argmax = static_cast<int32_t>(std::max_element(logits, logits + vocab_size) - logits);
+  if (temperature == 0) return argmax;
+
+  const double max_logit = logits[argmax];
+  std::vector<double> weight(static_cast<size_t>(vocab_size));
+  for (int i = 0; i < vocab_size; ++i) weight[i] = std::exp((logits[i] - max_logit) / temperature);
+  const double total = std::accumulate(weight.begin(), weight.end(), 0.0);
+
+  // The nucleus: most probable first (lowest id among equals), until it holds top_p of the mass.
+  std::vector<int32_t> order(static_cast<size_t>(vocab_size));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return weight[a] > weight[b]; });
+  double nucleus_mass = 0;
+  size_t nucleus_size = 0;
+  while (nucleus_size < order.size()) {
+    nucleus_mass += weight[order[nucleus_size++]];
+    if (nucleus_mass >= top_p * total) break;
+  }
+  // Inverse CDF of the renormalised nucleus.
+  const double target = uniform * nucleus_mass;
+  double cumulative = 0;
+  for (size_t k = 0; k < nucleus_size; ++k) {
+    cumulative += weight[order[k]];
+    if (target < cumulative) return order[k];
+  }
+  return order[nucleus_size - 1];  // uniform rounding to the very top of the mass
+}
+
+std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>& context, const SampleOptions& options,
+                                   int32_t eos_id, const std::function<void(int32_t)>& on_token) {
+  validate_sample_options(options);
+  if (context.empty()) usage_error("sample: the prompt encodes to no tokens (and there is no BOS to start from)");
+  const int T = model.seq_len();
+  const int V = model.config().vocab_size;
+  std::vector<int32_t> all = context, generated, window(static_cast<size_t>(T), 0);
+  std::vector<float> row(static_cast<size_t>(V));
+  std::vector<uint16_t> row_bf16;
+  PhiloxStream rng(options.seed, 0);
+  for (int step = 0; step < options.max_new_tokens; ++step) {
+    // The last T tokens at positions 0..W-1; what follows them (token 0) is never attended to by them.
+    const size_t W = std::min(all.size(), static_cast<size_t>(T));
+    std::copy(all.end() - static_cast<std::ptrdiff_t>(W), all.end(), window.begin());
+    std::fill(window.begin() + static_cast<std::ptrdiff_t>(W), window.end(), 0);
+    TokenBatch batch;
+    batch.tokens = window.data();
+    batch.batch = 1;
+    model.forward(batch);
+    const Tensor last = model.logits().row_slice(static_cast<int64_t>(W) - 1, static_cast<int64_t>(W));
+    if (last.dtype == DType::F32) {
+      model.backend().copy_to_host(row.data(), last);
+    } else {
+      GUM_CHECK(last.dtype == DType::BF16, "logits of dtype ", dtype_name(last.dtype));
+      row_bf16.resize(row.size());
+      model.backend().copy_to_host(row_bf16.data(), last);
+      for (size_t i = 0; i < row.size(); ++i) row[i] = bf16_to_f32(row_bf16[i]);
+    }
+    // One uniform per step whether or not it is used, so a seed's stream never depends on temperature.
+    const double uniform = rng.next_uniform();
+    const int32_t next = choose_next_token(row.data(), V, options.temperature, options.top_p, uniform);
+    generated.push_back(next);
+    all.push_back(next);
+    if (on_token) on_token(next);
+    if (options.stop_at_eos && eos_id >= 0 && next == eos_id) break;
+  }
+  return generated;
+}
+
+std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const SampleOptions& options) {
+  if (tokenizer.vocab_size() > model.config().vocab_size)
+    usage_error("sample: tokenizer ", tokenizer.path(), " has ", tokenizer.vocab_size(),
+                " pieces, more than the model's vocab_size ", model.config().vocab_size);
+  std::vector<int32_t> prompt;
+  if (options.add_bos && tokenizer.bos_id() >= 0) prompt.push_back(tokenizer.bos_id());
+  const size_t text_begin = prompt.size();
+  for (int32_t id : tokenizer.encode(options.prompt)) prompt.push_back(id);
+
+  std::vector<int32_t> generated = sample_tokens(model, prompt, options, tokenizer.eos_id());
+  if (!generated.empty() && generated.back() == tokenizer.eos_id() && options.stop_at_eos) generated.pop_back();
+  // SentencePiece renders a word's leading space from its first piece: decode prompt and continuation
+  // together and cut the prompt off, so the continuation keeps the space that separates it.
+  std::vector<int32_t> prompt_text(prompt.begin() + static_cast<std::ptrdiff_t>(text_begin), prompt.end());
+  std::vector<int32_t> joined = prompt_text;
+  joined.insert(joined.end(), generated.begin(), generated.end());
+  const std::string prompt_decoded = tokenizer.decode(prompt_text);
+  const std::string all_decoded = tokenizer.decode(joined);
+  if (all_decoded.compare(0, prompt_decoded.size(), prompt_decoded) == 0) return all_decoded.substr(prompt_decoded.size());
+  return tokenizer.decode(generated);
+}
+
+}  // namespace gum

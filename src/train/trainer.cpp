@@ -1,0 +1,458 @@
+#include "gum/train/trainer.h"
+
+#include <csignal>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "gum/core/error.h"
+#include "gum/core/logging.h"
+#include "gum/data/checksum.h"
+#include "gum/data/loader.h"
+#include "gum/data/prepare.h"
+#include "gum/io/checkpoint.h"
+#include "gum/model/llama.h"
+#include "gum/optim/optimizer.h"
+#include "gum/train/evaluate.h"
+#include "gum/train/metrics.h"
+#include "gum/train/plan.h"
+#include "gum/train/runtime.h"
+
+namespace fs = std::filesystem;
+
+namespace gum {
+
+namespace {
+
+constexpr const char* kTrainerStateFormat = "gum_train.trainer_state.v1";
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// How a global batch splits: batch_size sequences = world_size ranks x accumulation_steps
+// micro-batches x micro_batch rows.
+struct BatchLayout {
+  int rows_per_rank = 0;
+  int micro_batch = 0;
+  int accumulation_steps = 0;
+};
+
+BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std::string& context) {
+  if (t.batch_size % world_size != 0)
+    usage_error(context, ": training.batch_size (", t.batch_size, ") must be divisible by the number of ranks (",
+                world_size, ")");
+  BatchLayout b;
+  b.rows_per_rank = t.batch_size / world_size;
+  b.micro_batch = t.micro_batch_size > 0 ? t.micro_batch_size : b.rows_per_rank;
+  if (b.micro_batch > b.rows_per_rank || b.rows_per_rank % b.micro_batch != 0)
+    usage_error(context, ": training.micro_batch_size (", b.micro_batch, ") must divide the rows per rank (batch_size ",
+                t.batch_size, " / ", world_size, " ranks = ", b.rows_per_rank, ")");
+  b.accumulation_steps = b.rows_per_rank / b.micro_batch;
+  return b;
+}
+
+// Test hook for fault-injection tests: GUM_FAULT_KILL_AFTER_STEP=N makes the process SIGKILL
+// itself right after step N is complete (and checkpointed when due), as `kill -9` would.
+int64_t fault_kill_step() {
+  const char* value = std::getenv("GUM_FAULT_KILL_AFTER_STEP");
+  return value ? std::atoll(value) : -1;
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, Runtime& runtime);
+  void run(const std::string& resume);
+
+ private:
+  bool is_root() const { return comm_.is_root(); }
+  void open_data();
+  void start_fresh();
+  void restore(const std::string& step_dir);
+  void write_run_config() const;
+
+  double train_step();
+  int64_t load_micro_batches();
+  void forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum);
+  double reduce_loss(double local_loss_sum, int64_t global_valid_targets) const;
+  double gradient_norm_checked(const std::vector<size_t>& indices) const;
+  void reduce_gradients(const std::vector<size_t>& indices);
+  void clip_gradients(double norm);
+  [[noreturn]] void stop_on_non_finite(const std::string& what) const;
+
+  void log_step(double loss, double grad_norm, double lr);
+  void run_evaluation();
+  void save_checkpoint_now();
+  nlohmann::json trainer_state() const;
+
+  const TrainConfig& config_;
+  Backend& backend_;
+  Communicator& comm_;
+  BatchLayout layout_;
+  int64_t total_steps_;
+  bool fused_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<TokenLoader> loader_;
+  std::unique_ptr<EvalWindows> eval_windows_;
+  MetricsLog metrics_;
+  ProgressBar progress_;
+
+  std::vector<int32_t> inputs_, targets_;  // this rank's rows of the global batch
+  int64_t step_ = 0;
+  int64_t tokens_ = 0;
+  double elapsed_s_ = 0;  // training time of all sessions of this run (resumes add up)
+  double grad_norm_ = 0;
+  // Throughput since the last log line.
+  Clock::time_point interval_start_;
+  int64_t interval_steps_ = 0;
+  double peak_tflops_ = 0;
+  double flops_per_token_ = 0;
+  std::string last_checkpoint_;
+};
+
+Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
+    : config_(config),
+      backend_(*runtime.backend),
+      comm_(*runtime.comm),
+      layout_(make_batch_layout(config.training, runtime.comm->world_size(), config.source)),
+      total_steps_(config.total_steps()),
+      fused_(config.training.fused_update && config.training.grad_clip == 0),
+      progress_(runtime.comm->is_root() && stdout_is_terminal()) {
+  if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
+    usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
+  if (config.training.fused_update && !fused_)
+    spdlog::warn("training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
+                 "updating after backward instead");
+
+  model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len);
+  OptimizerContext ctx;
+  ctx.backend = &backend_;
+  ctx.params = make_optim_params(*model_);
+  ctx.num_layers = config.model.num_hidden_layers;
+  ctx.config = config.optimizer;
+  ctx.seed = config.training.seed;
+  optimizer_ = make_optimizer(config.optimizer.name, ctx);
+  open_data();
+
+  inputs_.resize(size_t(layout_.rows_per_rank) * config.training.seq_len);
+  targets_.resize(inputs_.size());
+  flops_per_token_ = training_flops_per_token(config.model, config.training.seq_len);
+  peak_tflops_ = device_peak_tflops(backend_.name(), config.logging.peak_tflops);
+}
+
+void Trainer::open_data() {
+  const DataConfig& data = config_.data;
+  const std::string tokenizer = tokenizer_path(data);
+  if (!fs::exists(tokenizer))
+    usage_error(config_.source, ": tokenizer ", tokenizer, " not found: run `gum_train prepare ", config_.source,
+                "` first");
+  const uint64_t fingerprint = checksum64_file(tokenizer);
+  std::vector<std::string> train_shards = list_shards(data, "train");
+  const ShardInfo info = read_shard_info(train_shards.front());
+  if (info.vocab_size > static_cast<uint64_t>(config_.model.vocab_size))
+    usage_error(config_.source, ": model.vocab_size (", config_.model.vocab_size, ") is smaller than the tokenizer's ",
+                "vocabulary (", info.vocab_size, ", ", tokenizer, ")");
+  loader_ = std::make_unique<TokenLoader>(train_shards, config_.training.seq_len, data.seed, data.shuffle, fingerprint);
+  std::vector<std::string> valid_shards = list_shards(data, "valid");
+  if (!valid_shards.empty())
+    eval_windows_ = std::make_unique<EvalWindows>(valid_shards, config_.training.seq_len, fingerprint);
+}
+
+void Trainer::write_run_config() const {
+  if (!is_root()) return;
+  fs::create_directories(config_.logging.run_dir);
+  std::ofstream out(config_.logging.run_dir + "/config.json");
+  out << train_config_to_json(config_).dump(2) << "\n";
+  if (!out) runtime_error(config_.logging.run_dir, "/config.json: write failed");
+}
+
+void Trainer::start_fresh() {
+  model_->init_weights(config_.training.seed);
+  if (is_root()) metrics_ = MetricsLog(config_.metrics_path(), -1);
+}
+
+void Trainer::restore(const std::string& step_dir) {
+  CheckpointContents c = load_checkpoint(step_dir);
+  const nlohmann::json& s = c.trainer;
+  if (s.value("format", "") != kTrainerStateFormat)
+    runtime_error(step_dir, "/trainer.json: not a gum_train trainer state (format '", s.value("format", ""), "')");
+  load_model_weights(*model_, c.model, step_dir + "/model.safetensors");
+  optimizer_->load_state(c.optimizer);
+  step_ = s.at("step").get<int64_t>();
+  tokens_ = s.at("tokens").get<int64_t>();
+  elapsed_s_ = s.value("elapsed_s", 0.0);
+  LoaderState loader_state;
+  loader_state.epoch = s.at("loader").at("epoch").get<uint64_t>();
+  loader_state.next_window = s.at("loader").at("next_window").get<uint64_t>();
+  loader_->restore(loader_state);
+
+  // Settings that change the trajectory: allowed (a user may mean it), but said out loud.
+  const nlohmann::json saved = s.at("config");
+  const nlohmann::json now = train_config_to_json(config_);
+  for (const char* section : {"optimizer", "schedule", "training"}) {
+    for (const auto& item : now[section].items()) {
+      if (saved.contains(section) && saved[section].contains(item.key()) && saved[section][item.key()] != item.value())
+        spdlog::warn("resume: {}.{} was {} in the checkpoint, now {}", section, item.key(),
+                     saved[section][item.key()].dump(), item.value().dump());
+    }
+  }
+  const int saved_world = s.value("world_size", 1);
+  if (saved_world != comm_.world_size())
+    spdlog::info("resume: checkpoint written by {} rank(s), continuing on {} (the data order does not depend on it)",
+                 saved_world, comm_.world_size());
+  if (is_root()) metrics_ = MetricsLog(config_.metrics_path(), step_);
+  last_checkpoint_ = step_dir;
+  spdlog::info("resumed from {} at step {} ({} tokens)", step_dir, step_, format_count(double(tokens_)));
+}
+
+nlohmann::json Trainer::trainer_state() const {
+  const LoaderState loader = loader_->state();
+  return {{"format", kTrainerStateFormat},
+          {"version", GUM_VERSION},
+          {"step", step_},
+          {"tokens", tokens_},
+          {"elapsed_s", elapsed_s_},
+          {"loader", {{"epoch", loader.epoch}, {"next_window", loader.next_window}}},
+          // Every random choice derives from these seeds through counter-based Philox streams
+          // (weights: stream = parameter index; data order: (data seed, epoch)); generators
+          // with a position (GUM's sampler) keep it in optimizer.safetensors.
+          {"rng", {{"training_seed", config_.training.seed}, {"data_seed", config_.data.seed}}},
+          {"world_size", comm_.world_size()},
+          {"optimizer", optimizer_->name()},
+          {"config", train_config_to_json(config_)}};
+}
+
+void Trainer::save_checkpoint_now() {
+  CheckpointContents c;
+  c.model = model_weights_to_host(*model_);
+  optimizer_->save_state(c.optimizer);
+  c.trainer = trainer_state();
+  if (is_root()) {
+    const auto start = Clock::now();
+    last_checkpoint_ = save_checkpoint(config_.checkpoint_dir(), step_, c, config_.checkpoint.keep_last);
+    spdlog::info("checkpoint {} saved in {:.1f}s", last_checkpoint_, seconds_since(start));
+  }
+  comm_.barrier();  // no rank runs ahead of a checkpoint that may fail
+}
+
+int64_t Trainer::load_micro_batches() {
+  const int T = config_.training.seq_len;
+  const int global_micro = layout_.micro_batch * comm_.world_size();
+  for (int m = 0; m < layout_.accumulation_steps; ++m) {
+    const size_t offset = size_t(m) * layout_.micro_batch * T;
+    loader_->next_batch(global_micro, comm_.rank(), comm_.world_size(), inputs_.data() + offset,
+                        targets_.data() + offset);
+  }
+  int64_t valid = 0;
+  for (int32_t t : targets_) valid += t >= 0 ? 1 : 0;
+  return static_cast<int64_t>(std::llround(comm_.all_reduce_host(static_cast<double>(valid), ReduceOp::Sum)));
+}
+
+void Trainer::stop_on_non_finite(const std::string& what) const {
+  runtime_error("step ", step_ + 1, ": ", what, "; stopping. ",
+                last_checkpoint_.empty() ? std::string("No checkpoint was written yet.")
+                                         : "The last good checkpoint is " + last_checkpoint_ + ".",
+                " Lower optimizer.lr or enable training.grad_clip.");
+}
+
+void Trainer::reduce_gradients(const std::vector<size_t>& indices) {
+  if (comm_.world_size() == 1) return;
+  // Sum, not Avg: each rank's gradients are already scaled by 1 / (valid targets of the
+  // global batch), so the sum is the mean over the global batch even with uneven counts.
+  for (size_t i : indices) comm_.all_reduce(optimizer_->params()[i].grad, ReduceOp::Sum);
+}
+
+double Trainer::gradient_norm_checked(const std::vector<size_t>& indices) const {
+  double sum_squares = 0;
+  for (size_t i : indices) {
+    const double s = backend_.sum_squares(optimizer_->params()[i].grad);
+    if (!std::isfinite(s)) stop_on_non_finite("gradient of " + optimizer_->params()[i].name + " is NaN or Inf");
+    sum_squares += s;
+  }
+  return sum_squares;
+}
+
+void Trainer::clip_gradients(double norm) {
+  const double max_norm = config_.training.grad_clip;
+  if (max_norm <= 0 || norm <= max_norm) return;
+  // Global-norm clipping (Pascanu et al. 2013): one scale for all gradients keeps their direction.
+  const float scale = static_cast<float>(max_norm / (norm + 1e-6));
+  for (const auto& p : optimizer_->params()) backend_.scale(p.grad, scale);
+}
+
+double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets) const {
+  const double loss = comm_.all_reduce_host(local_loss_sum, ReduceOp::Sum) / static_cast<double>(global_valid_targets);
+  if (!std::isfinite(loss)) stop_on_non_finite("loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf"));
+  return loss;
+}
+
+void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum) {
+  const int T = config_.training.seq_len;
+  const float loss_scale = 1.0f / static_cast<float>(global_valid_targets);
+  double fused_sum_squares = 0;
+  // Fused: each layer is reduced, checked and updated as soon as backward completes it
+  // (on the last micro-batch), so the whole gradient is never needed at once.
+  auto update_layer = [&](int layer) {
+    std::vector<size_t> indices = optimizer_->layer_params(layer);
+    reduce_gradients(indices);
+    fused_sum_squares += gradient_norm_checked(indices);
+    for (size_t i : indices) optimizer_->update(i);
+  };
+  for (int m = 0; m < layout_.accumulation_steps; ++m) {
+    const size_t offset = size_t(m) * layout_.micro_batch * T;
+    TokenBatch batch;
+    batch.tokens = inputs_.data() + offset;
+    batch.targets = targets_.data() + offset;
+    batch.batch = layout_.micro_batch;
+    local_loss_sum += model_->forward(batch);
+    const bool last = m + 1 == layout_.accumulation_steps;
+    if (fused_ && last) {
+      optimizer_->begin_step(info);
+      model_->backward(loss_scale, update_layer);
+    } else {
+      model_->backward(loss_scale);
+    }
+  }
+  if (fused_) grad_norm_ = std::sqrt(fused_sum_squares);
+}
+
+double Trainer::train_step() {
+  const double lr_ratio = lr_multiplier(config_.schedule, step_, total_steps_);
+  StepInfo info;
+  info.step = step_ + 1;
+  info.lr = static_cast<float>(config_.optimizer.lr * lr_ratio);
+  info.lr_ratio = static_cast<float>(lr_ratio);
+
+  const int64_t global_valid = load_micro_batches();
+  if (global_valid == 0) runtime_error("step ", step_ + 1, ": the batch has no valid targets");
+  model_->zero_grads();
+  double local_loss_sum = 0;
+  forward_backward(global_valid, info, local_loss_sum);
+  const double loss = reduce_loss(local_loss_sum, global_valid);
+
+  if (!fused_) {
+    std::vector<size_t> all(optimizer_->params().size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    reduce_gradients(all);
+    grad_norm_ = std::sqrt(gradient_norm_checked(all));
+    clip_gradients(grad_norm_);
+    optimizer_->step(info);
+  }
+  return loss;
+}
+
+void Trainer::log_step(double loss, double grad_norm, double lr) {
+  const double interval_s = seconds_since(interval_start_);
+  const double tok_per_s = interval_s > 0 ? double(interval_steps_ * config_.tokens_per_step()) / interval_s : 0.0;
+  interval_start_ = Clock::now();
+  interval_steps_ = 0;
+  if (!is_root()) return;
+  const double step_s = tok_per_s > 0 ? double(config_.tokens_per_step()) / tok_per_s : 0.0;
+  const double eta_s = step_s * double(total_steps_ - step_);
+  std::string mfu = "n/a";
+  if (peak_tflops_ > 0 && tok_per_s > 0) {
+    char text[16];
+    std::snprintf(text, sizeof(text), "%.1f%%",
+                  100.0 * flops_per_token_ * tok_per_s / (peak_tflops_ * 1e12 * comm_.world_size()));
+    mfu = text;
+  }
+  const size_t memory = backend_.device() == Device::CUDA ? backend_.peak_memory_bytes() : peak_rss_bytes();
+  progress_.clear();
+  spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | MFU {} | mem {} | eta {}", step_,
+               std::to_string(total_steps_).size(), total_steps_, loss, lr, grad_norm, format_count(tok_per_s), mfu,
+               format_bytes(double(memory)), format_duration(eta_s));
+  metrics_.append({{"step", step_},
+                   {"tokens", tokens_},
+                   {"loss", loss},
+                   {"lr", lr},
+                   {"grad_norm", grad_norm},
+                   {"tok_per_s", tok_per_s},
+                   {"elapsed_s", elapsed_s_}});
+}
+
+void Trainer::run_evaluation() {
+  if (!eval_windows_) return;
+  EvalResult r = evaluate(*model_, *eval_windows_, comm_, config_.eval.max_tokens);
+  if (!is_root()) return;
+  progress_.clear();
+  spdlog::info("eval  step {} | val_loss {:.4f} | val_ppl {:.2f} | {} tokens in {:.1f}s", step_, r.loss(),
+               r.perplexity(), format_count(double(r.tokens)), r.seconds);
+  metrics_.append({{"step", step_},
+                   {"tokens", tokens_},
+                   {"val_loss", r.loss()},
+                   {"val_ppl", r.perplexity()},
+                   {"val_tokens", r.tokens},
+                   {"elapsed_s", elapsed_s_}});
+}
+
+void Trainer::run(const std::string& resume) {
+  std::string resume_from;
+  if (resume == "auto") resume_from = find_resume_checkpoint(config_.checkpoint_dir());
+  else if (resume != "never") resume_from = resolve_checkpoint_path(resume);
+  // Every rank must restore the same checkpoint: rank 0 decides.
+  resume_from = comm_.broadcast_string(resume_from, 0);
+  if (resume_from.empty()) start_fresh();
+  else restore(resume_from);
+  write_run_config();
+
+  if (is_root()) {
+    spdlog::info("gum_train {}: {} on {} x {} | {} parameters | {} steps x {} tokens | optimizer {} | update {}",
+                 GUM_VERSION, config_.source, comm_.world_size(), backend_.name(),
+                 format_count(double(config_.model.num_parameters())), total_steps_,
+                 format_count(double(config_.tokens_per_step())), optimizer_->name(),
+                 fused_ ? "fused per layer in backward" : "after backward");
+    spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
+                 config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);
+    spdlog::info("\n{}", format_memory_plan(measure_memory_plan(*model_, *optimizer_, config_.training.seq_len)));
+    spdlog::info("metrics: {} | checkpoints: {}", config_.metrics_path(), config_.checkpoint_dir());
+    if (!eval_windows_) spdlog::info("no validation shards in {}: evaluation is off", config_.data.shard_dir);
+  }
+
+  if (step_ == 0 && config_.eval.at_start) run_evaluation();
+  const int64_t kill_after = fault_kill_step();
+  interval_start_ = Clock::now();
+  while (step_ < total_steps_) {
+    const auto step_start = Clock::now();
+    const double lr = config_.optimizer.lr * lr_multiplier(config_.schedule, step_, total_steps_);
+    const double loss = train_step();
+    ++step_;
+    ++interval_steps_;
+    tokens_ += config_.tokens_per_step();
+    elapsed_s_ += seconds_since(step_start);
+
+    const bool last = step_ == total_steps_;
+    if (step_ % config_.logging.every_steps == 0 || last || step_ == 1) log_step(loss, grad_norm_, lr);
+    else if (is_root())
+      progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
+    if ((config_.eval.every_steps > 0 && step_ % config_.eval.every_steps == 0) || (last && config_.eval.at_end))
+      run_evaluation();
+    if ((config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0) ||
+        (last && config_.checkpoint.at_end))
+      save_checkpoint_now();
+    if (step_ == kill_after) std::raise(SIGKILL);
+  }
+  progress_.clear();
+  if (is_root()) spdlog::info("done: {} steps, {} tokens in {}", step_, format_count(double(tokens_)),
+                              format_duration(elapsed_s_));
+}
+
+}  // namespace
+
+int run_training(const TrainConfig& config, const std::string& resume) {
+  Runtime runtime = make_runtime(config);
+  auto body = [&] {
+    Trainer trainer(config, runtime);
+    trainer.run(resume);
+    return 0;
+  };
+  // Alone, an error reaches main (one line, exit code); with several ranks it must end them all.
+  if (runtime.comm->world_size() == 1) return body();
+  return run_or_abort(*runtime.comm, body);
+}
+
+}  // namespace gum

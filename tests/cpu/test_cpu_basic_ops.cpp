@@ -1,4 +1,6 @@
 // CPU backend: memory, elementwise ops, reductions, GEMM, SVD/QR properties, Philox normals, AdamW.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -228,4 +230,38 @@ TEST_CASE("adamw_update and adam_direction match a hand-computed step") {
   }
   args.step = 0;
   REQUIRE_THROWS_AS(backend->adamw_update(P.tensor, G.tensor, M.tensor, V.tensor, args), Error);
+}
+
+// The reductions and parameter-gradient ops split work so that results never depend on the
+// number of OpenMP threads (bitwise-identical resume on another machine's core count).
+TEST_CASE("reductions and gradient accumulations are bitwise independent of the thread count") {
+  auto backend = make_backend("cpu");
+  const int64_t N = 257, C = 200, V = 11;
+  std::vector<int32_t> ids(N);
+  for (int64_t n = 0; n < N; ++n) ids[n] = int32_t((n * 5) % V);
+  DeviceBuffer tokens(*backend, DType::I32, Shape{N}), dout(*backend, DType::F32, Shape{N, C}),
+      x(*backend, DType::F32, Shape{N, C}), w(*backend, DType::F32, Shape{C}), rstd(*backend, DType::F32, Shape{N}),
+      y(*backend, DType::F32, Shape{N, C});
+  tokens.upload(ids);
+  dout.upload(random_vector(N * C, 61));
+  x.upload(random_vector(N * C, 62));
+  w.upload(random_vector(C, 63));
+  backend->rmsnorm_forward(y.tensor, rstd.tensor, x.tensor, w.tensor, 1e-6f);
+  auto run = [&](int threads) {
+    omp_set_num_threads(threads);
+    DeviceBuffer dtable(*backend, DType::F32, Shape{V, C}), dx(*backend, DType::F32, Shape{N, C}),
+        dw(*backend, DType::F32, Shape{C});
+    backend->embedding_backward(dtable.tensor, dout.tensor, tokens.tensor);
+    backend->rmsnorm_backward(dx.tensor, dw.tensor, dout.tensor, x.tensor, w.tensor, rstd.tensor);
+    std::vector<float> out = dtable.download();
+    for (float v : dx.download()) out.push_back(v);
+    for (float v : dw.download()) out.push_back(v);
+    out.push_back(float(backend->sum(dout.tensor)));
+    out.push_back(float(backend->sum_squares(dout.tensor)));
+    return out;
+  };
+  const int default_threads = omp_get_max_threads();
+  const auto one = run(1), three = run(3);
+  omp_set_num_threads(default_threads);
+  REQUIRE(one == three);
 }

@@ -3,8 +3,8 @@
 // contents, the op runs on each, and the results are compared by normalised L2 error
 // ||gpu - cpu|| / ||cpu|| (the error measure of ggml's test-backend-ops).
 #include <catch2/catch.hpp>
-
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,9 +18,9 @@
 namespace gum::cuda_test {
 
 // First statement of every test: the binary also runs (and must skip) on machines without a GPU.
-#define GUM_REQUIRE_GPU()                                           \
-  do {                                                              \
-    if (!::gum::cuda_available()) GUM_SKIP_TEST("no usable GPU");   \
+#define GUM_REQUIRE_GPU()                                         \
+  do {                                                            \
+    if (!::gum::cuda_available()) GUM_SKIP_TEST("no usable GPU"); \
   } while (0)
 
 constexpr double kF32Tolerance = 1e-5;
@@ -51,7 +51,21 @@ inline std::vector<float> rounded_to(DType dtype, std::vector<float> v) {
 
 class BackendPair {
  public:
-  BackendPair() : cpu_(make_backend("cpu")), gpu_(make_backend("cuda")) {}
+  // cuda_attention: the GUM_CUDA_ATTENTION mode ("gemm" or "flash") the GPU backend is built with.
+  explicit BackendPair(const char* cuda_attention = "gemm")
+      : cpu_(make_backend("cpu")), gpu_(make_cuda_backend(cuda_attention)) {}
+
+  static std::unique_ptr<Backend> make_cuda_backend(const char* attention) {
+    const char* previous = std::getenv("GUM_CUDA_ATTENTION");
+    const std::string saved = previous ? previous : "";
+    setenv("GUM_CUDA_ATTENTION", attention, 1);
+    auto backend = make_backend("cuda");
+    if (previous)
+      setenv("GUM_CUDA_ATTENTION", saved.c_str(), 1);
+    else
+      unsetenv("GUM_CUDA_ATTENTION");
+    return backend;
+  }
   ~BackendPair() {
     for (auto& [backend, ptr] : owned_) backend->release(ptr);
   }
@@ -145,8 +159,7 @@ inline double relative_error(const std::vector<float>& expected, const std::vect
 inline void expect_close(const std::vector<float>& expected, const std::vector<float>& actual, double tolerance,
                          const std::string& what) {
   const double error = relative_error(expected, actual);
-  INFO(what << ": relative L2 error " << error << " (tolerance " << tolerance << ", " << expected.size()
-            << " values)");
+  INFO(what << ": relative L2 error " << error << " (tolerance " << tolerance << ", " << expected.size() << " values)");
   CHECK(error <= tolerance);
 }
 

@@ -30,55 +30,57 @@ std::vector<float> host_values(Backend& backend, const Tensor& t) { return Backe
 
 }  // namespace
 
-TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gradient") {
+TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gradient (gemm and flash attention)") {
   GUM_REQUIRE_GPU();
-  for (bool variant : {false, true}) {
-    INFO((variant ? "attention biases, tied embeddings, packed documents" : "plain, untied, no doc_start"));
-    const LlamaConfig config = small_config(variant);
-    const int batch = 3, seq_len = 24;
-    auto cpu = make_backend("cpu");
-    auto gpu = make_backend("cuda");
-    LlamaModel cpu_model(config, *cpu, batch, seq_len);
-    LlamaModel gpu_model(config, *gpu, batch, seq_len);
-    cpu_model.init_weights(7);
-    // Bit-identical weights (device logf/sinf may differ from glibc's by an ulp in init_weights).
-    const auto weights = host_values(*cpu, cpu_model.params().all());
-    gpu->copy_from_host(gpu_model.params().all(), weights.data());
-    cpu_model.zero_grads();
-    gpu_model.zero_grads();
+  for (const char* attention : {"gemm", "flash"})
+    for (bool variant : {false, true}) {
+      INFO((variant ? "attention biases, tied embeddings, packed documents" : "plain, untied, no doc_start")
+           << "; GUM_CUDA_ATTENTION=" << attention);
+      const LlamaConfig config = small_config(variant);
+      const int batch = 3, seq_len = 24;
+      auto cpu = make_backend("cpu");
+      auto gpu = BackendPair::make_cuda_backend(attention);
+      LlamaModel cpu_model(config, *cpu, batch, seq_len);
+      LlamaModel gpu_model(config, *gpu, batch, seq_len);
+      cpu_model.init_weights(7);
+      // Bit-identical weights (device logf/sinf may differ from glibc's by an ulp in init_weights).
+      const auto weights = host_values(*cpu, cpu_model.params().all());
+      gpu->copy_from_host(gpu_model.params().all(), weights.data());
+      cpu_model.zero_grads();
+      gpu_model.zero_grads();
 
-    std::vector<int32_t> tokens, targets, doc_start;
-    std::mt19937_64 rng(11);
-    for (int i = 0; i < batch * seq_len; ++i) {
-      const int t = i % seq_len;
-      tokens.push_back(int32_t(rng() % config.vocab_size));
-      targets.push_back(i % 13 == 5 ? -1 : int32_t(rng() % config.vocab_size));  // some ignored
-      doc_start.push_back(t >= 10 ? 10 : 0);
-    }
-    TokenBatch tb;
-    tb.tokens = tokens.data();
-    tb.targets = targets.data();
-    tb.doc_start = variant ? doc_start.data() : nullptr;
-    tb.batch = batch;
+      std::vector<int32_t> tokens, targets, doc_start;
+      std::mt19937_64 rng(11);
+      for (int i = 0; i < batch * seq_len; ++i) {
+        const int t = i % seq_len;
+        tokens.push_back(int32_t(rng() % config.vocab_size));
+        targets.push_back(i % 13 == 5 ? -1 : int32_t(rng() % config.vocab_size));  // some ignored
+        doc_start.push_back(t >= 10 ? 10 : 0);
+      }
+      TokenBatch tb;
+      tb.tokens = tokens.data();
+      tb.targets = targets.data();
+      tb.doc_start = variant ? doc_start.data() : nullptr;
+      tb.batch = batch;
 
-    // Two micro-batches: gradients accumulate on both backends.
-    for (int micro = 0; micro < 2; ++micro) {
-      const double cpu_loss = cpu_model.forward(tb);
-      const double gpu_loss = gpu_model.forward(tb);
-      REQUIRE(std::fabs(cpu_loss - gpu_loss) <= 1e-5 * std::fabs(cpu_loss));
-      expect_close(host_values(*cpu, cpu_model.logits()), host_values(*gpu, gpu_model.logits()), kF32Tolerance,
-                   "logits");
-      std::vector<int> cpu_order, gpu_order;
-      cpu_model.backward(1.0f / 60.0f, [&](int layer) { cpu_order.push_back(layer); });
-      gpu_model.backward(1.0f / 60.0f, [&](int layer) { gpu_order.push_back(layer); });
-      REQUIRE(cpu_order == gpu_order);
+      // Two micro-batches: gradients accumulate on both backends.
+      for (int micro = 0; micro < 2; ++micro) {
+        const double cpu_loss = cpu_model.forward(tb);
+        const double gpu_loss = gpu_model.forward(tb);
+        REQUIRE(std::fabs(cpu_loss - gpu_loss) <= 1e-5 * std::fabs(cpu_loss));
+        expect_close(host_values(*cpu, cpu_model.logits()), host_values(*gpu, gpu_model.logits()), kF32Tolerance,
+                     "logits");
+        std::vector<int> cpu_order, gpu_order;
+        cpu_model.backward(1.0f / 60.0f, [&](int layer) { cpu_order.push_back(layer); });
+        gpu_model.backward(1.0f / 60.0f, [&](int layer) { gpu_order.push_back(layer); });
+        REQUIRE(cpu_order == gpu_order);
+      }
+      for (size_t i = 0; i < cpu_model.specs().size(); ++i) {
+        const std::string& name = cpu_model.specs()[i].name;
+        const auto expected = host_values(*cpu, cpu_model.grads().view(i));
+        const auto actual = host_values(*gpu, gpu_model.grads().view(i));
+        // Gradients pass through every layer's GEMMs and reductions in another order: allow 1e-4.
+        expect_close(expected, actual, 1e-4, "gradient of " + name);
+      }
     }
-    for (size_t i = 0; i < cpu_model.specs().size(); ++i) {
-      const std::string& name = cpu_model.specs()[i].name;
-      const auto expected = host_values(*cpu, cpu_model.grads().view(i));
-      const auto actual = host_values(*gpu, gpu_model.grads().view(i));
-      // Gradients pass through every layer's GEMMs and reductions in another order: allow 1e-4.
-      expect_close(expected, actual, 1e-4, "gradient of " + name);
-    }
-  }
 }

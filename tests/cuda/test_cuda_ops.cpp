@@ -54,8 +54,8 @@ TEST_CASE("gemm matches the CPU for every transpose combination, alpha and beta"
       Pair c = pair.random(Shape{M, N}, 12);
       pair.cpu().gemm(trans_a, trans_b, 0.7f, a.cpu, b.cpu, 0.3f, c.cpu);
       pair.gpu().gemm(trans_a, trans_b, 0.7f, a.gpu, b.gpu, 0.3f, c.gpu);
-      expect_close(pair, c, kF32Tolerance, std::string("gemm trans_a=") + (trans_a ? "1" : "0") +
-                                               " trans_b=" + (trans_b ? "1" : "0"));
+      expect_close(pair, c, kF32Tolerance,
+                   std::string("gemm trans_a=") + (trans_a ? "1" : "0") + " trans_b=" + (trans_b ? "1" : "0"));
     }
   }
   Pair a = pair.random(Shape{4, 5}, 13), b = pair.random(Shape{6, 4}, 14), c = pair.zeros(Shape{4, 4});

@@ -66,8 +66,8 @@ TEST_CASE("rmsnorm forward and backward match the CPU") {
   expect_close(pair, out, kF32Tolerance, "out");
 
   Pair dout = pair.random(Shape{N, C}, 112);
-  Pair dx = pair.random(Shape{N, C}, 113);      // accumulates into an existing residual gradient
-  Pair dweight = pair.random(Shape{C}, 114);    // accumulates
+  Pair dx = pair.random(Shape{N, C}, 113);    // accumulates into an existing residual gradient
+  Pair dweight = pair.random(Shape{C}, 114);  // accumulates
   pair.cpu().rmsnorm_backward(dx.cpu, dweight.cpu, dout.cpu, x.cpu, weight.cpu, rstd.cpu);
   pair.gpu().rmsnorm_backward(dx.gpu, dweight.gpu, dout.gpu, x.gpu, weight.gpu, rstd.gpu);
   expect_close(pair, dx, kF32Tolerance, "dx");
@@ -145,49 +145,58 @@ TEST_CASE("rope forward and backward match the CPU, backward inverts forward") {
   expect_close(original, pair.gpu_values(qkv), 1e-6, "rope_backward(rope_forward(x)) = x");
 }
 
-TEST_CASE("attention forward and backward match the CPU (GQA, MHA, packed documents)") {
+TEST_CASE("attention forward and backward match the CPU (GQA, MHA, packed documents, gemm and flash kernels)") {
   GUM_REQUIRE_GPU();
-  BackendPair pair;
-  struct Case {
-    int B, T, H, KV, D;
-    bool packed;
-  };
-  for (const Case& c : {Case{2, 37, 4, 2, 16, false}, Case{2, 37, 4, 2, 16, true}, Case{1, 70, 3, 3, 8, false},
-                        Case{3, 20, 8, 1, 32, true}}) {
-    AttentionShape s;
-    s.batch = c.B;
-    s.seq_len = c.T;
-    s.n_head = c.H;
-    s.n_kv_head = c.KV;
-    s.head_dim = c.D;
-    const int64_t N = int64_t(c.B) * c.T;
-    INFO("B=" << c.B << " T=" << c.T << " H=" << c.H << " KV=" << c.KV << " D=" << c.D << " packed=" << c.packed);
-    Pair qkv = pair.random(Shape{N, s.qkv_width()}, 150 + c.T, 1.0);
-    // Packed documents: boundaries at t = 0, 7, 19 (and every 11th position for the third case).
-    std::vector<int32_t> starts(static_cast<size_t>(N));
-    for (int b = 0; b < c.B; ++b) {
-      int start = 0;
-      for (int t = 0; t < c.T; ++t) {
-        if (t == 7 || t == 19 || (c.T == 20 && t % 11 == 0)) start = t;
-        starts[size_t(b) * c.T + t] = c.packed ? start : 0;
+  for (const char* mode : {"gemm", "flash"}) {
+    BackendPair pair(mode);
+    const bool flash = std::string(mode) == "flash";
+    struct Case {
+      int B, T, H, KV, D;
+      bool packed;
+    };
+    for (const Case& c : {Case{2, 37, 4, 2, 16, false}, Case{2, 37, 4, 2, 16, true}, Case{1, 70, 3, 3, 8, false},
+                          Case{3, 20, 8, 1, 32, true}}) {
+      AttentionShape s;
+      s.batch = c.B;
+      s.seq_len = c.T;
+      s.n_head = c.H;
+      s.n_kv_head = c.KV;
+      s.head_dim = c.D;
+      const int64_t N = int64_t(c.B) * c.T;
+      INFO("mode=" << mode << " B=" << c.B << " T=" << c.T << " H=" << c.H << " KV=" << c.KV << " D=" << c.D
+                   << " packed=" << c.packed);
+      Pair qkv = pair.random(Shape{N, s.qkv_width()}, 150 + c.T, 1.0);
+      // Packed documents: boundaries at t = 0, 7, 19 (and every 11th position for the third case).
+      std::vector<int32_t> starts(static_cast<size_t>(N));
+      for (int b = 0; b < c.B; ++b) {
+        int start = 0;
+        for (int t = 0; t < c.T; ++t) {
+          if (t == 7 || t == 19 || (c.T == 20 && t % 11 == 0)) start = t;
+          starts[size_t(b) * c.T + t] = c.packed ? start : 0;
+        }
       }
-    }
-    Pair doc_start = pair.ints(Shape{N}, starts);
-    Pair out = pair.zeros(Shape{N, int64_t(c.H) * c.D});
-    Pair aux = pair.zeros(Shape{int64_t(pair.gpu().attention_aux_elems(s))});
-    REQUIRE(pair.gpu().attention_aux_elems(s) == pair.cpu().attention_aux_elems(s));
-    pair.cpu().attention_forward(out.cpu, aux.cpu, qkv.cpu, c.packed ? &doc_start.cpu : nullptr, s);
-    pair.gpu().attention_forward(out.gpu, aux.gpu, qkv.gpu, c.packed ? &doc_start.gpu : nullptr, s);
-    expect_close(pair, out, kF32Tolerance, "out");
-    expect_close(pair, aux, kF32Tolerance, "probabilities");
+      Pair doc_start = pair.ints(Shape{N}, starts);
+      Pair out = pair.zeros(Shape{N, int64_t(c.H) * c.D});
+      Pair aux = pair.zeros(Shape{int64_t(pair.gpu().attention_aux_elems(s))});
+      // gemm keeps the probabilities like the CPU; flash only a log-sum-exp per query row.
+      const size_t cpu_aux = pair.cpu().attention_aux_elems(s);
+      REQUIRE(pair.gpu().attention_aux_elems(s) == (flash ? size_t(N) * c.H : cpu_aux));
+      Tensor cpu_aux_tensor = pair.allocate(pair.cpu(), Shape{int64_t(cpu_aux)}, DType::F32);
+      pair.cpu().attention_forward(out.cpu, cpu_aux_tensor, qkv.cpu, c.packed ? &doc_start.cpu : nullptr, s);
+      pair.gpu().attention_forward(out.gpu, aux.gpu, qkv.gpu, c.packed ? &doc_start.gpu : nullptr, s);
+      expect_close(pair, out, kF32Tolerance, "out");
+      if (!flash)
+        expect_close(BackendPair::download(pair.cpu(), cpu_aux_tensor), pair.gpu_values(aux), kF32Tolerance,
+                     "probabilities");
 
-    Pair dout = pair.random(Shape{N, int64_t(c.H) * c.D}, 160 + c.T);
-    Pair dqkv = pair.random(Shape{N, s.qkv_width()}, 161);  // overwritten, not accumulated
-    pair.cpu().attention_backward(dqkv.cpu, dout.cpu, out.cpu, aux.cpu, qkv.cpu, c.packed ? &doc_start.cpu : nullptr,
-                                  s);
-    pair.gpu().attention_backward(dqkv.gpu, dout.gpu, out.gpu, aux.gpu, qkv.gpu, c.packed ? &doc_start.gpu : nullptr,
-                                  s);
-    expect_close(pair, dqkv, kF32Tolerance, "dqkv");
+      Pair dout = pair.random(Shape{N, int64_t(c.H) * c.D}, 160 + c.T);
+      Pair dqkv = pair.random(Shape{N, s.qkv_width()}, 161);  // overwritten, not accumulated
+      pair.cpu().attention_backward(dqkv.cpu, dout.cpu, out.cpu, cpu_aux_tensor, qkv.cpu,
+                                    c.packed ? &doc_start.cpu : nullptr, s);
+      pair.gpu().attention_backward(dqkv.gpu, dout.gpu, out.gpu, aux.gpu, qkv.gpu, c.packed ? &doc_start.gpu : nullptr,
+                                    s);
+      expect_close(pair, dqkv, kF32Tolerance, "dqkv");
+    }
   }
 }
 

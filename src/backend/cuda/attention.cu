@@ -75,6 +75,174 @@ __global__ void causal_softmax_backward_kernel(float* dprobs, const float* probs
   for (int s = lane; s < T; s += 32) d[s] = (s >= start && s <= t) ? p[s] * (d[s] - weighted) : 0.0f;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Flash-style attention (Dao et al. 2022, "FlashAttention", Alg. 1 and 2, without the tiling):
+// one warp per query row streams over its keys with the online softmax, so only the row's
+// log-sum-exp is stored (aux [B, H, T]) and nothing of size T x T exists. A lane holds head
+// elements d = lane + 32 i (i < kMaxPerLane, D <= 256). fp32 SIMT arithmetic, no tensor cores:
+// the memory-lean path, selected with GUM_CUDA_ATTENTION=flash.
+
+constexpr int kMaxPerLane = 8;
+
+struct FlashDims {
+  int B, H, KV, T, D;
+  float scale;
+  __host__ __device__ int64_t width() const { return int64_t(H + 2 * KV) * D; }
+};
+
+__device__ __forceinline__ float warp_dot(const float (&a)[kMaxPerLane], const float* b, int D, int lane) {
+  float dot = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) dot += a[i] * b[d];
+  }
+  return warp_sum(dot);
+}
+
+__device__ __forceinline__ void load_row(float (&dst)[kMaxPerLane], const float* src, int D, int lane) {
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    dst[i] = d < D ? src[d] : 0.0f;
+  }
+}
+
+__global__ void flash_forward_kernel(float* out, float* lse, const float* qkv, const int32_t* doc_start, FlashDims s,
+                                     int* status) {
+  const int64_t rows = int64_t(s.B) * s.H * s.T;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const int t = static_cast<int>(row % s.T), h = static_cast<int>((row / s.T) % s.H);
+  const int64_t b = row / s.T / s.H;
+  const int kv = h / (s.H / s.KV);
+  const int64_t W = s.width();
+  const int start = window_start(doc_start, b, s.T, t, status);
+  float q[kMaxPerLane], acc[kMaxPerLane];
+  load_row(q, qkv + (b * s.T + t) * W + int64_t(h) * s.D, s.D, lane);
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) acc[i] = 0.0f;
+  float running_max = -INFINITY, running_sum = 0.0f;
+  for (int u = start; u <= t; ++u) {
+    const float* key_row = qkv + (b * s.T + u) * W;
+    const float score = warp_dot(q, key_row + int64_t(s.H + kv) * s.D, s.D, lane) * s.scale;
+    const float new_max = fmaxf(running_max, score);
+    const float correction = expf(running_max - new_max);  // 0 for the first key
+    const float p = expf(score - new_max);
+    running_sum = running_sum * correction + p;
+    const float* value = key_row + int64_t(s.H + s.KV + kv) * s.D;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < s.D) acc[i] = acc[i] * correction + p * value[d];
+    }
+    running_max = new_max;
+  }
+  const float inv_sum = 1.0f / running_sum;
+  float* o = out + (b * s.T + t) * int64_t(s.H) * s.D + int64_t(h) * s.D;
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < s.D) o[d] = acc[i] * inv_sum;
+  }
+  if (lane == 0) lse[row] = running_max + logf(running_sum);
+}
+
+// dQ, one warp per query row (b, h, t): P = exp(score - lse) recomputed, dS = P (dP - delta)
+// with delta = dO . O (= sum_u P dP); delta is also saved for the dK/dV kernel.
+__global__ void flash_backward_dq_kernel(float* dqkv, float* delta_out, const float* dout, const float* out,
+                                         const float* lse, const float* qkv, const int32_t* doc_start, FlashDims s) {
+  const int64_t rows = int64_t(s.B) * s.H * s.T;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const int t = static_cast<int>(row % s.T), h = static_cast<int>((row / s.T) % s.H);
+  const int64_t b = row / s.T / s.H;
+  const int kv = h / (s.H / s.KV);
+  const int64_t W = s.width(), token = b * s.T + t;
+  int start = doc_start ? doc_start[token] : 0;  // validated (and reported) by the forward pass
+  start = start < 0 ? 0 : (start > t ? t : start);
+  float q[kMaxPerLane], go[kMaxPerLane], dq[kMaxPerLane];
+  load_row(q, qkv + token * W + int64_t(h) * s.D, s.D, lane);
+  load_row(go, dout + token * int64_t(s.H) * s.D + int64_t(h) * s.D, s.D, lane);
+  const float delta = warp_dot(go, out + token * int64_t(s.H) * s.D + int64_t(h) * s.D, s.D, lane);
+  if (lane == 0) delta_out[row] = delta;
+  const float row_lse = lse[row];
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) dq[i] = 0.0f;
+  for (int u = start; u <= t; ++u) {
+    const float* key_row = qkv + (b * s.T + u) * W;
+    const float* key = key_row + int64_t(s.H + kv) * s.D;
+    const float p = expf(warp_dot(q, key, s.D, lane) * s.scale - row_lse);
+    const float dp = warp_dot(go, key_row + int64_t(s.H + s.KV + kv) * s.D, s.D, lane);
+    const float ds = p * (dp - delta);
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < s.D) dq[i] += ds * key[d];
+    }
+  }
+  float* dq_row = dqkv + token * W + int64_t(h) * s.D;
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < s.D) dq_row[d] = dq[i] * s.scale;
+  }
+}
+
+// dK and dV, one warp per key row (b, kv, u): it alone sums over the queries t >= u whose window
+// contains u, of every query head sharing this kv head, in a fixed order (no atomics).
+__global__ void flash_backward_dkv_kernel(float* dqkv, const float* dout, const float* lse, const float* delta,
+                                          const float* qkv, const int32_t* doc_start, FlashDims s) {
+  const int64_t rows = int64_t(s.B) * s.KV * s.T;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const int u = static_cast<int>(row % s.T), kv = static_cast<int>((row / s.T) % s.KV);
+  const int64_t b = row / s.T / s.KV;
+  const int group = s.H / s.KV;
+  const int64_t W = s.width(), key_token = b * s.T + u;
+  float k[kMaxPerLane], v[kMaxPerLane], dk[kMaxPerLane], dv[kMaxPerLane];
+  load_row(k, qkv + key_token * W + int64_t(s.H + kv) * s.D, s.D, lane);
+  load_row(v, qkv + key_token * W + int64_t(s.H + s.KV + kv) * s.D, s.D, lane);
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) dk[i] = dv[i] = 0.0f;
+  for (int g = 0; g < group; ++g) {
+    const int h = kv * group + g;
+    for (int t = u; t < s.T; ++t) {
+      const int64_t token = b * s.T + t;
+      int start = doc_start ? doc_start[token] : 0;
+      start = start < 0 ? 0 : (start > t ? t : start);
+      if (start > u) continue;  // key u lies before query t's document
+      const int64_t stat = (b * s.H + h) * s.T + t;
+      const float* q = qkv + token * W + int64_t(h) * s.D;
+      const float* go = dout + token * int64_t(s.H) * s.D + int64_t(h) * s.D;
+      const float p = expf(warp_dot(k, q, s.D, lane) * s.scale - lse[stat]);
+      const float dp = warp_dot(v, go, s.D, lane);
+      const float ds = p * (dp - delta[stat]);
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < s.D) {
+          dv[i] += p * go[d];
+          dk[i] += ds * q[d];
+        }
+      }
+    }
+  }
+  float* dk_row = dqkv + key_token * W + int64_t(s.H + kv) * s.D;
+  float* dv_row = dqkv + key_token * W + int64_t(s.H + s.KV + kv) * s.D;
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < s.D) {
+      dk_row[d] = dk[i] * s.scale;
+      dv_row[d] = dv[i];
+    }
+  }
+}
+
 unsigned row_blocks(int64_t rows) {
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   if (blocks > 0x7fffffff) runtime_error("attention: ", rows, " softmax rows exceed the grid limit");
@@ -83,11 +251,11 @@ unsigned row_blocks(int64_t rows) {
 
 }  // namespace
 
-void launch_fill_batch_pointers(const float** out, const BatchPointerSpecs& specs, int64_t items,
-                                int heads_per_batch, cudaStream_t stream) {
+void launch_fill_batch_pointers(const float** out, const BatchPointerSpecs& specs, int64_t items, int heads_per_batch,
+                                cudaStream_t stream) {
   if (items <= 0 || specs.count <= 0) return;
   fill_batch_pointers_kernel<<<grid_for(items * specs.count), kThreads, 0, stream>>>(out, specs, items,
-                                                                                   heads_per_batch);
+                                                                                     heads_per_batch);
   GUM_CUDA_CHECK_LAUNCH("fill_batch_pointers_kernel");
 }
 
@@ -99,13 +267,36 @@ void launch_causal_softmax(float* probs, const int32_t* doc_start, int B, int H,
   GUM_CUDA_CHECK_LAUNCH("causal_softmax_kernel");
 }
 
-void launch_causal_softmax_backward(float* dprobs, const float* probs, const int32_t* doc_start, int B, int H,
-                                    int KV, int T, int g, cudaStream_t stream) {
+void launch_causal_softmax_backward(float* dprobs, const float* probs, const int32_t* doc_start, int B, int H, int KV,
+                                    int T, int g, cudaStream_t stream) {
   const int64_t rows = int64_t(B) * KV * T;
   if (rows <= 0) return;
-  causal_softmax_backward_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(dprobs, probs, doc_start, B, H, KV, T,
-                                                                           g);
+  causal_softmax_backward_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(dprobs, probs, doc_start, B, H, KV, T, g);
   GUM_CUDA_CHECK_LAUNCH("causal_softmax_backward_kernel");
+}
+
+static FlashDims flash_dims(int B, int H, int KV, int T, int D) {
+  if (D > 32 * kMaxPerLane) runtime_error("flash attention: head_dim ", D, " exceeds ", 32 * kMaxPerLane);
+  return FlashDims{B, H, KV, T, D, static_cast<float>(1.0 / std::sqrt(double(D)))};
+}
+
+void launch_flash_attention_forward(float* out, float* lse, const float* qkv, const int32_t* doc_start, int B, int H,
+                                    int KV, int T, int D, int* status, cudaStream_t stream) {
+  const FlashDims dims = flash_dims(B, H, KV, T, D);
+  flash_forward_kernel<<<row_blocks(int64_t(B) * H * T), kThreads, 0, stream>>>(out, lse, qkv, doc_start, dims, status);
+  GUM_CUDA_CHECK_LAUNCH("flash_forward_kernel");
+}
+
+void launch_flash_attention_backward(float* dqkv, float* delta, const float* dout, const float* out, const float* lse,
+                                     const float* qkv, const int32_t* doc_start, int B, int H, int KV, int T, int D,
+                                     cudaStream_t stream) {
+  const FlashDims dims = flash_dims(B, H, KV, T, D);
+  flash_backward_dq_kernel<<<row_blocks(int64_t(B) * H * T), kThreads, 0, stream>>>(dqkv, delta, dout, out, lse, qkv,
+                                                                                    doc_start, dims);
+  GUM_CUDA_CHECK_LAUNCH("flash_backward_dq_kernel");
+  flash_backward_dkv_kernel<<<row_blocks(int64_t(B) * KV * T), kThreads, 0, stream>>>(dqkv, dout, lse, delta, qkv,
+                                                                                      doc_start, dims);
+  GUM_CUDA_CHECK_LAUNCH("flash_backward_dkv_kernel");
 }
 
 }  // namespace gum::cuda

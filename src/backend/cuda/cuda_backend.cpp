@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "gum/core/error.h"
@@ -17,7 +18,7 @@ namespace gum {
 int cuda_runtime_device_count() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error so later calls start clean
+    cudaGetLastError();  // reset the runtime's last-error state so later calls start clean
     return 0;
   }
   return count;
@@ -76,6 +77,13 @@ CudaBackend::CudaBackend(int device_index) : device_index_(device_index) {
   const int count = cuda_runtime_device_count();
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");
+  if (const char* mode = std::getenv("GUM_CUDA_ATTENTION")) {
+    const std::string value = mode;
+    if (value == "flash")
+      flash_attention_ = true;
+    else if (value != "gemm" && !value.empty())
+      usage_error("GUM_CUDA_ATTENTION='", value, "' is not an attention implementation (valid: gemm, flash)");
+  }
   GUM_CUDA_CHECK(cudaSetDevice(device_index));
   GUM_CUDA_CHECK(cudaStreamCreate(&stream_));
   GUM_CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -111,8 +119,8 @@ void* CudaBackend::device_malloc(size_t bytes, const char* what) {
     size_t free_bytes = 0, total_bytes = 0;
     cudaMemGetInfo(&free_bytes, &total_bytes);
     runtime_error("cuda backend: cudaMalloc of ", bytes, " bytes for ", what, " failed (", cudaGetErrorString(status),
-                  "); this backend holds ", current_bytes_, " bytes, the device has ", free_bytes, " of ",
-                  total_bytes, " bytes free");
+                  "); this backend holds ", current_bytes_, " bytes, the device has ", free_bytes, " of ", total_bytes,
+                  " bytes free");
   }
   std::lock_guard<std::mutex> lock(mutex_);
   allocations_[ptr] = rounded;
@@ -229,8 +237,8 @@ void CudaBackend::scale(Tensor x, float s) { launch_scale(float_ptr(x, "scale", 
 double CudaBackend::reduce(const Tensor& x, bool squares, const char* op) {
   launch_sum(reduce_buffer_ + kReducePartials, reduce_buffer_, float_ptr(x, op, "x"), x.numel(), squares, stream_);
   double result = 0.0;
-  GUM_CUDA_CHECK(cudaMemcpyAsync(&result, reduce_buffer_ + kReducePartials, sizeof(double), cudaMemcpyDeviceToHost,
-                                 stream_));
+  GUM_CUDA_CHECK(
+      cudaMemcpyAsync(&result, reduce_buffer_ + kReducePartials, sizeof(double), cudaMemcpyDeviceToHost, stream_));
   synchronize();
   return result;
 }
@@ -268,8 +276,8 @@ void CudaBackend::rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, cons
                          N, C, eps, stream_);
 }
 
-void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x,
-                                   const Tensor& weight, const Tensor& rstd) {
+void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                   const Tensor& rstd) {
   const char* op = "rmsnorm_backward";
   const int64_t N = x.rows(), C = x.cols();
   require_numel(dx, N * C, op, "dx");
@@ -295,16 +303,15 @@ void CudaBackend::rope(Tensor qkv, const Tensor& positions, const Tensor& cos_si
   require_f32(cos_sin, op, "cos_sin");
   const int64_t max_positions = cos_sin.numel() / s.head_dim;  // [P, D/2, 2]
   require_numel(cos_sin, max_positions * s.head_dim, op, "cos_sin");
-  launch_rope(float_ptr(qkv, op, "qkv"), i32_ptr(positions, op, "positions"), cos_sin.f32(), max_positions, N,
-              s.n_head, s.n_kv_head, s.head_dim, inverse, status_, stream_);
+  launch_rope(float_ptr(qkv, op, "qkv"), i32_ptr(positions, op, "positions"), cos_sin.f32(), max_positions, N, s.n_head,
+              s.n_kv_head, s.head_dim, inverse, status_, stream_);
 }
 
 void CudaBackend::rope_forward(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) {
   rope(qkv, positions, cos_sin, s, false, "rope_forward");
 }
 
-void CudaBackend::rope_backward(Tensor dqkv, const Tensor& positions, const Tensor& cos_sin,
-                                const AttentionShape& s) {
+void CudaBackend::rope_backward(Tensor dqkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) {
   rope(dqkv, positions, cos_sin, s, true, "rope_backward");
 }
 
@@ -347,8 +354,8 @@ void CudaBackend::cross_entropy_backward(Tensor dlogits, const Tensor& logits, c
 // ---------------------------------------------------------------------------------------------
 // Optimizer ops.
 
-void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args,
-                       bool write_direction, const char* op) {
+void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args, bool write_direction,
+                       const char* op) {
   const int64_t n = out.numel();
   require_numel(grad, n, op, "grad");
   require_f32(m, op, "m");
@@ -365,8 +372,8 @@ void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const
   p.lr = args.lr;
   p.weight_decay = args.weight_decay;
   p.update_scale = args.update_scale;
-  launch_adam(float_ptr(out, op, write_direction ? "direction" : "param"), float_ptr(grad, op, "grad"), m.f32(), v.f32(),
-              n, p, write_direction, stream_);
+  launch_adam(float_ptr(out, op, write_direction ? "direction" : "param"), float_ptr(grad, op, "grad"), m.f32(),
+              v.f32(), n, p, write_direction, stream_);
 }
 
 void CudaBackend::adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) {

@@ -8,6 +8,8 @@
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
 // accumulation. Attention, SVD, QR and the optimizer moments are F32 only.
+//
+// Environment: GUM_CUDA_ATTENTION = gemm (default) | flash picks the attention kernels.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
@@ -44,8 +46,7 @@ class CudaBackend final : public Backend {
   size_t peak_memory_bytes() const override;
 
   // ---- dense linear algebra (cuda_linalg.cpp) ----
-  void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,
-            Tensor c) override;
+  void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override;
   void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override;
   void qr_orthonormal(Tensor q, const Tensor& a) override;
   void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) override;
@@ -101,16 +102,19 @@ class CudaBackend final : public Backend {
                      DType a_type, int64_t lda, const void* b, DType b_type, int64_t ldb, float beta, void* c,
                      DType c_type, int64_t ldc, const char* op);
   // The same over `count` F32 matrices whose addresses are in device pointer arrays.
-  void gemm_batched_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                        const float* const* a, int64_t lda, const float* const* b, int64_t ldb, float beta,
-                        const float* const* c, int64_t ldc, int64_t count, const char* op);
+  void gemm_batched_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* const* a,
+                        int64_t lda, const float* const* b, int64_t ldb, float beta, const float* const* c, int64_t ldc,
+                        int64_t count, const char* op);
 
   int device_index_ = 0;
+  // GUM_CUDA_ATTENTION=flash: flash-style kernels, aux = log-sum-exp [B, H, T]; otherwise
+  // ("gemm", the default) batched cuBLAS GEMMs with the probabilities [B, H, T, T] in aux.
+  bool flash_attention_ = false;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
-  int* status_ = nullptr;             // device status word (kernels.h StatusBits)
-  double* reduce_buffer_ = nullptr;   // kReducePartials partials + 1 result
+  int* status_ = nullptr;            // device status word (kernels.h StatusBits)
+  double* reduce_buffer_ = nullptr;  // kReducePartials partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
 

@@ -14,15 +14,15 @@ namespace gum::cuda {
 
 }  // namespace gum::cuda
 
-#define GUM_CUDA_CHECK(call)                                                                    \
-  do {                                                                                          \
-    cudaError_t gum_status_ = (call);                                                           \
+#define GUM_CUDA_CHECK(call)                                                                        \
+  do {                                                                                              \
+    cudaError_t gum_status_ = (call);                                                               \
     if (gum_status_ != cudaSuccess) ::gum::cuda::fail_cuda(gum_status_, #call, __FILE__, __LINE__); \
   } while (0)
 
 // After a kernel launch: launch-configuration errors surface here, naming the kernel.
-#define GUM_CUDA_CHECK_LAUNCH(kernel_name)                                                      \
-  do {                                                                                          \
-    cudaError_t gum_status_ = cudaGetLastError();                                               \
+#define GUM_CUDA_CHECK_LAUNCH(kernel_name)                                                                             \
+  do {                                                                                                                 \
+    cudaError_t gum_status_ = cudaGetLastError();                                                                      \
     if (gum_status_ != cudaSuccess) ::gum::cuda::fail_cuda(gum_status_, "launch of " kernel_name, __FILE__, __LINE__); \
   } while (0)

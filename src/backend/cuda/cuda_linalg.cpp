@@ -15,9 +15,12 @@ namespace {
 
 cudaDataType_t cuda_type(DType t, const char* op) {
   switch (t) {
-    case DType::F32: return CUDA_R_32F;
-    case DType::BF16: return CUDA_R_16BF;
-    default: runtime_error(op, ": GEMM operands must be F32 or BF16, got ", dtype_name(t));
+    case DType::F32:
+      return CUDA_R_32F;
+    case DType::BF16:
+      return CUDA_R_16BF;
+    default:
+      runtime_error(op, ": GEMM operands must be F32 or BF16, got ", dtype_name(t));
   }
 }
 
@@ -46,9 +49,9 @@ void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Ten
 // ---------------------------------------------------------------------------------------------
 // GEMM.
 
-void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                                const void* a, DType a_type, int64_t lda, const void* b, DType b_type, int64_t ldb,
-                                float beta, void* c, DType c_type, int64_t ldc, const char* op) {
+void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* a,
+                                DType a_type, int64_t lda, const void* b, DType b_type, int64_t ldb, float beta,
+                                void* c, DType c_type, int64_t ldc, const char* op) {
   if (a_type != b_type)
     runtime_error(op, ": A is ", dtype_name(a_type), " but B is ", dtype_name(b_type), " (both F32 or both BF16)");
   if (a_type == DType::F32 && c_type != DType::F32)
@@ -76,9 +79,9 @@ void CudaBackend::gemm_batched_f32(bool trans_a, bool trans_b, int64_t M, int64_
                                    const float* const* c, int64_t ldc, int64_t count, const char* op) {
   GUM_CUBLAS_CHECK(cublasGemmBatchedEx(
       cublas_, op_of(trans_b), op_of(trans_a), checked_int(N, op, "N"), checked_int(M, op, "M"),
-      checked_int(K, op, "K"), &alpha, reinterpret_cast<const void* const*>(b), CUDA_R_32F,
-      checked_int(ldb, op, "ldb"), reinterpret_cast<const void* const*>(a), CUDA_R_32F, checked_int(lda, op, "lda"),
-      &beta, reinterpret_cast<void* const*>(const_cast<float* const*>(c)), CUDA_R_32F, checked_int(ldc, op, "ldc"),
+      checked_int(K, op, "K"), &alpha, reinterpret_cast<const void* const*>(b), CUDA_R_32F, checked_int(ldb, op, "ldb"),
+      reinterpret_cast<const void* const*>(a), CUDA_R_32F, checked_int(lda, op, "lda"), &beta,
+      reinterpret_cast<void* const*>(const_cast<float* const*>(c)), CUDA_R_32F, checked_int(ldc, op, "ldc"),
       checked_int(count, op, "batch count"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -107,8 +110,8 @@ void CudaBackend::linear_forward(Tensor out, const Tensor& x, const Tensor& weig
   const int64_t N = x.rows(), I = x.cols(), O = weight.rows();
   if (weight.cols() != I) runtime_error(op, ": weight ", weight.shape.str(), " does not take inputs of width ", I);
   require_numel(out, N * O, op, "out");
-  gemm_rowmajor(false, true, N, O, I, 1.0f, x.data, x.dtype, I, weight.data, weight.dtype, I, 0.0f, out.data,
-                out.dtype, O, op);
+  gemm_rowmajor(false, true, N, O, I, 1.0f, x.data, x.dtype, I, weight.data, weight.dtype, I, 0.0f, out.data, out.dtype,
+                O, op);
   if (bias) {
     require_f32(*bias, op, "bias");
     require_numel(*bias, O, op, "bias");
@@ -146,9 +149,12 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dweight, Tensor* dbias, cons
 // Attention: S = scale Q K^T per (batch, head) by one batched GEMM over the full T x T, the
 // masked softmax kernel turns S into P in place (aux), O = P V by a second batched GEMM.
 // Grouped-query heads share K/V through the pointer tables (query head h reads kv head h / G).
+// With GUM_CUDA_ATTENTION=flash the flash-style kernels of attention.cu run instead and aux
+// holds only each query row's log-sum-exp.
 
 size_t CudaBackend::attention_aux_elems(const AttentionShape& s) const {
-  return static_cast<size_t>(s.batch) * s.n_head * s.seq_len * s.seq_len;
+  const size_t rows = static_cast<size_t>(s.batch) * s.n_head * s.seq_len;
+  return flash_attention_ ? rows : rows * s.seq_len;
 }
 
 void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
@@ -162,16 +168,22 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
   require_numel(out, B * T * H * D, op, "out");
   if (aux.numel() < int64_t(attention_aux_elems(s)))
     runtime_error(op, ": aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
+  const int32_t* doc = doc_start ? doc_start->ptr<int32_t>() : nullptr;
+  if (flash_attention_) {
+    launch_flash_attention_forward(out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H), int(KV), int(T), int(D),
+                                   status_, stream_);
+    return;
+  }
   const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
   const float* q = qkv.f32();
   const int64_t items = B * H;
 
   BatchPointerSpecs specs;
-  specs.spec[0] = {q, T * W, D, 1, 1, 0};                     // Q of head h
-  specs.spec[1] = {q + H * D, T * W, D, int(G), 1, 0};        // K of kv head h / G
-  specs.spec[2] = {aux.f32(), H * T * T, T * T, 1, 1, 0};     // S / P of (b, h)
-  specs.spec[3] = {q + (H + KV) * D, T * W, D, int(G), 1, 0}; // V of kv head h / G
-  specs.spec[4] = {out.f32(), T * H * D, D, 1, 1, 0};         // O of head h
+  specs.spec[0] = {q, T * W, D, 1, 1, 0};                      // Q of head h
+  specs.spec[1] = {q + H * D, T * W, D, int(G), 1, 0};         // K of kv head h / G
+  specs.spec[2] = {aux.f32(), H * T * T, T * T, 1, 1, 0};      // S / P of (b, h)
+  specs.spec[3] = {q + (H + KV) * D, T * W, D, int(G), 1, 0};  // V of kv head h / G
+  specs.spec[4] = {out.f32(), T * H * D, D, 1, 1, 0};          // O of head h
   specs.count = 5;
   auto** pointers = static_cast<const float**>(workspace(specs.count * items * sizeof(float*)));
   launch_fill_batch_pointers(pointers, specs, items, int(H), stream_);
@@ -182,8 +194,7 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
   const float* const* O = pointers + 4 * items;
 
   gemm_batched_f32(false, true, T, T, D, scale, Q, W, Kp, W, 0.0f, P, T, items, op);
-  launch_causal_softmax(aux.f32(), doc_start ? doc_start->ptr<int32_t>() : nullptr, int(B), int(H), int(T), status_,
-                        stream_);
+  launch_causal_softmax(aux.f32(), doc, int(B), int(H), int(T), status_, stream_);
   gemm_batched_f32(false, false, T, D, T, 1.0f, P, T, Vp, W, 0.0f, O, H * D, items, op);
 }
 
@@ -203,6 +214,15 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
   require_numel(dout, B * T * H * D, op, "dout");
   if (aux.numel() < int64_t(attention_aux_elems(s)))
     runtime_error(op, ": aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
+  const int32_t* doc = doc_start ? doc_start->ptr<int32_t>() : nullptr;
+  if (flash_attention_) {
+    require_f32(out, op, "out");
+    require_numel(out, B * T * H * D, op, "out");
+    float* delta = static_cast<float*>(workspace(size_t(B * H * T) * sizeof(float)));
+    launch_flash_attention_backward(dqkv.f32(), delta, dout.f32(), out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H),
+                                    int(KV), int(T), int(D), stream_);
+    return;
+  }
   const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
   const int64_t items = B * KV;
   constexpr int kSpecs = 9;
@@ -243,8 +263,7 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
 
     gemm_batched_f32(true, false, T, D, T, 1.0f, P, T, dO, H * D, 1.0f, dV, W, items, op);
     gemm_batched_f32(false, true, T, T, D, 1.0f, dO, H * D, Vp, W, 0.0f, dS, T, items, op);
-    launch_causal_softmax_backward(dprobs, aux.f32(), doc_start ? doc_start->ptr<int32_t>() : nullptr, int(B), int(H),
-                                   int(KV), int(T), g, stream_);
+    launch_causal_softmax_backward(dprobs, aux.f32(), doc, int(B), int(H), int(KV), int(T), g, stream_);
     gemm_batched_f32(false, false, T, D, T, scale, dS, T, Kp, W, 0.0f, dQ, W, items, op);
     gemm_batched_f32(true, false, T, D, T, scale, dS, T, Q, W, 1.0f, dK, W, items, op);
   }
@@ -286,16 +305,16 @@ void CudaBackend::svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) {
   if (wide) {
     // Column-major A^T [n, m]: U' [n, m] lands in vt's memory, V'^T [m, m] in u's.
     GUM_CUDA_CHECK(cudaMemcpyAsync(matrix, a.data, a.nbytes(), cudaMemcpyDeviceToDevice, stream_));
-    GUM_CUSOLVER_CHECK(cusolverDnSgesvd(cusolver_, 'S', 'S', rows, cols, matrix, rows, s.f32(), vt.f32(), rows,
-                                        u.f32(), cols, work, lwork, nullptr, info));
+    GUM_CUSOLVER_CHECK(cusolverDnSgesvd(cusolver_, 'S', 'S', rows, cols, matrix, rows, s.f32(), vt.f32(), rows, u.f32(),
+                                        cols, work, lwork, nullptr, info));
   } else {
     float* left = WorkspaceLayout::at<float>(base, left_at);
     float* right = WorkspaceLayout::at<float>(base, right_at);
     launch_transpose(matrix, a.f32(), m, n, nullptr, stream_);  // column-major A [m, n]
-    GUM_CUSOLVER_CHECK(cusolverDnSgesvd(cusolver_, 'S', 'S', rows, cols, matrix, rows, s.f32(), left, rows, right,
-                                        cols, work, lwork, nullptr, info));
-    launch_transpose(u.f32(), left, n, m, nullptr, stream_);   // column-major U [m, n] -> row-major
-    launch_transpose(vt.f32(), right, n, n, nullptr, stream_); // column-major Vt [n, n] -> row-major
+    GUM_CUSOLVER_CHECK(cusolverDnSgesvd(cusolver_, 'S', 'S', rows, cols, matrix, rows, s.f32(), left, rows, right, cols,
+                                        work, lwork, nullptr, info));
+    launch_transpose(u.f32(), left, n, m, nullptr, stream_);    // column-major U [m, n] -> row-major
+    launch_transpose(vt.f32(), right, n, n, nullptr, stream_);  // column-major Vt [n, n] -> row-major
   }
   int host_info = 0;
   GUM_CUDA_CHECK(cudaMemcpyAsync(&host_info, info, sizeof(int), cudaMemcpyDeviceToHost, stream_));
@@ -314,7 +333,8 @@ void CudaBackend::qr_orthonormal(Tensor q, const Tensor& a) {
   require_f32(q, op, "Q");
   const int64_t m = a.rows(), k = a.cols();
   if (m < k) runtime_error(op, ": A ", a.shape.str(), " must have at least as many rows as columns");
-  if (q.rows() != m || q.cols() != k) runtime_error(op, ": Q ", q.shape.str(), " must have the shape of A ", a.shape.str());
+  if (q.rows() != m || q.cols() != k)
+    runtime_error(op, ": Q ", q.shape.str(), " must have the shape of A ", a.shape.str());
   if (k == 0) return;
   if (!std::isfinite(sum_squares(a))) runtime_error(op, ": A ", a.shape.str(), " contains NaN or Inf");
   const int rows = checked_int(m, op, "rows"), cols = checked_int(k, op, "cols");
@@ -349,7 +369,8 @@ void CudaBackend::qr_orthonormal(Tensor q, const Tensor& a) {
   int host_info = 0;
   GUM_CUDA_CHECK(cudaMemcpyAsync(&host_info, info, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   synchronize();
-  if (host_info != 0) runtime_error(op, ": cuSOLVER geqrf/orgqr of a [", m, ", ", k, "] matrix failed (info ", host_info, ")");
+  if (host_info != 0)
+    runtime_error(op, ": cuSOLVER geqrf/orgqr of a [", m, ", ", k, "] matrix failed (info ", host_info, ")");
 }
 
 }  // namespace gum::cuda

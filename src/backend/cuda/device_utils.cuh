@@ -22,7 +22,7 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(blocks);
 }
 
-#define GUM_GRID_STRIDE_LOOP(i, n)                                                                   \
+#define GUM_GRID_STRIDE_LOOP(i, n) \
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 // Same rounding as gum::f32_to_bf16 (round to nearest even, NaN stays NaN): the CPU and the GPU

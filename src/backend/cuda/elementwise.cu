@@ -10,9 +10,7 @@ namespace gum::cuda {
 
 namespace {
 
-__global__ void fill_kernel(FloatPtr dst, int64_t n, float value) {
-  GUM_GRID_STRIDE_LOOP(i, n) store(dst, i, value);
-}
+__global__ void fill_kernel(FloatPtr dst, int64_t n, float value) { GUM_GRID_STRIDE_LOOP(i, n) store(dst, i, value); }
 
 __global__ void convert_kernel(FloatPtr dst, FloatPtr src, int64_t n) {
   GUM_GRID_STRIDE_LOOP(i, n) store(dst, i, load(src, i));
@@ -27,9 +25,7 @@ __global__ void axpby_kernel(FloatPtr y, float a, FloatPtr x, float b, int64_t n
   GUM_GRID_STRIDE_LOOP(i, n) store(y, i, a * load(x, i) + b * load(y, i));
 }
 
-__global__ void scale_kernel(FloatPtr x, float s, int64_t n) {
-  GUM_GRID_STRIDE_LOOP(i, n) store(x, i, load(x, i) * s);
-}
+__global__ void scale_kernel(FloatPtr x, float s, int64_t n) { GUM_GRID_STRIDE_LOOP(i, n) store(x, i, load(x, i) * s); }
 
 // Element i takes Philox stream element i (include/gum/core/philox.h), as on the CPU.
 // __fmul_rn/__fadd_rn keep nvcc from fusing mean + std * z into an FMA the CPU does not do.
@@ -179,7 +175,11 @@ __global__ void svd_sign_kernel(float* u, float* vt, int64_t m, int64_t k, int64
     }
     __syncthreads();
   }
-  if (u[best_index[0] * k + j] >= 0.0f) return;  // uniform across the block
+  // Decide once, then flip: a thread must not read the deciding entry after another flipped it.
+  __shared__ bool flip;
+  if (threadIdx.x == 0) flip = u[best_index[0] * k + j] < 0.0f;
+  __syncthreads();
+  if (!flip) return;  // uniform across the block
   for (int64_t i = threadIdx.x; i < m; i += blockDim.x) u[i * k + j] = -u[i * k + j];
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) vt[j * n + i] = -vt[j * n + i];
 }
@@ -231,8 +231,8 @@ void launch_sum(double* result, double* partials, FloatPtr x, int64_t n, bool sq
   GUM_CUDA_CHECK_LAUNCH("sum_finish_kernel");
 }
 
-void launch_adam(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, const AdamParams& p,
-                 bool write_direction, cudaStream_t stream) {
+void launch_adam(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, const AdamParams& p, bool write_direction,
+                 cudaStream_t stream) {
   if (n <= 0) return;
   adam_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, grad, m, v, n, p, write_direction);
   GUM_CUDA_CHECK_LAUNCH("adam_kernel");

@@ -22,10 +22,10 @@ struct FloatPtr {
 // so they set a bit (and write NaN or skip the element) and the backend raises the error at
 // its next synchronisation.
 enum StatusBits : int {
-  kStatusTokenOutOfRange = 1,      // embedding token id outside [0, vocab)
-  kStatusTargetOutOfRange = 2,     // cross-entropy target >= vocab
-  kStatusPositionOutOfRange = 4,   // RoPE position outside [0, max_positions)
-  kStatusDocStartOutOfRange = 8,   // attention doc_start outside [0, t]
+  kStatusTokenOutOfRange = 1,     // embedding token id outside [0, vocab)
+  kStatusTargetOutOfRange = 2,    // cross-entropy target >= vocab
+  kStatusPositionOutOfRange = 4,  // RoPE position outside [0, max_positions)
+  kStatusDocStartOutOfRange = 8,  // attention doc_start outside [0, t]
 };
 
 // ---- elementwise.cu ----
@@ -49,8 +49,8 @@ struct AdamParams {
   double lr, weight_decay, update_scale;
 };
 // write_direction: out = mhat / (sqrt(vhat) + eps); else out (the parameter) is updated in place.
-void launch_adam(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, const AdamParams& p,
-                 bool write_direction, cudaStream_t stream);
+void launch_adam(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, const AdamParams& p, bool write_direction,
+                 cudaStream_t stream);
 
 // out[r, c] += bias[c] for a [rows, cols] matrix.
 void launch_add_bias_rows(FloatPtr out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
@@ -71,15 +71,15 @@ void launch_svd_sign_normalise(float* u, float* vt, int64_t m, int64_t k, int64_
 // ---- transformer.cu ----
 void launch_embedding_forward(FloatPtr out, const int32_t* tokens, FloatPtr table, int64_t N, int64_t C, int64_t V,
                               int* status, cudaStream_t stream);
-void launch_embedding_backward(FloatPtr dtable, FloatPtr dout, const int32_t* tokens, int64_t N, int64_t C,
-                               int64_t V, int* status, cudaStream_t stream);
+void launch_embedding_backward(FloatPtr dtable, FloatPtr dout, const int32_t* tokens, int64_t N, int64_t C, int64_t V,
+                               int* status, cudaStream_t stream);
 void launch_rmsnorm_forward(FloatPtr out, float* rstd, FloatPtr x, FloatPtr weight, int64_t N, int64_t C, float eps,
                             cudaStream_t stream);
 // dx += ... only (dweight goes through launch_column_reduce with b = x and row_scale = rstd).
-void launch_rmsnorm_backward_dx(FloatPtr dx, FloatPtr dout, FloatPtr x, FloatPtr weight, const float* rstd,
-                                int64_t N, int64_t C, cudaStream_t stream);
-void launch_rope(FloatPtr qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions, int64_t N,
-                 int H, int KV, int D, bool inverse, int* status, cudaStream_t stream);
+void launch_rmsnorm_backward_dx(FloatPtr dx, FloatPtr dout, FloatPtr x, FloatPtr weight, const float* rstd, int64_t N,
+                                int64_t C, cudaStream_t stream);
+void launch_rope(FloatPtr qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions, int64_t N, int H,
+                 int KV, int D, bool inverse, int* status, cudaStream_t stream);
 void launch_swiglu_forward(FloatPtr out, FloatPtr gate_up, int64_t N, int64_t F, cudaStream_t stream);
 void launch_swiglu_backward(FloatPtr dgate_up, FloatPtr dout, FloatPtr gate_up, int64_t N, int64_t F,
                             cudaStream_t stream);
@@ -103,8 +103,8 @@ struct BatchPointerSpecs {
   int count = 0;
 };
 // out[s * items + i] = pointer of item i under spec s.
-void launch_fill_batch_pointers(const float** out, const BatchPointerSpecs& specs, int64_t items,
-                                int heads_per_batch, cudaStream_t stream);
+void launch_fill_batch_pointers(const float** out, const BatchPointerSpecs& specs, int64_t items, int heads_per_batch,
+                                cudaStream_t stream);
 // In place on scores [B, H, T, T] (already scaled): row (b, h, t) becomes the softmax over
 // keys [start, t] and 0 elsewhere, start = doc_start[b*T + t] (or 0).
 void launch_causal_softmax(float* probs, const int32_t* doc_start, int B, int H, int T, int* status,
@@ -112,7 +112,16 @@ void launch_causal_softmax(float* probs, const int32_t* doc_start, int B, int H,
 // Softmax backward for the query heads h = kv * group + g (one group member g at a time):
 // dprobs [B, KV, T, T] (the item order of the batched GEMMs) becomes
 // dS = P * (dP - sum_s P dP) inside the window and 0 outside; P read from probs [B, H, T, T].
-void launch_causal_softmax_backward(float* dprobs, const float* probs, const int32_t* doc_start, int B, int H,
-                                    int KV, int T, int g, cudaStream_t stream);
+void launch_causal_softmax_backward(float* dprobs, const float* probs, const int32_t* doc_start, int B, int H, int KV,
+                                    int T, int g, cudaStream_t stream);
+
+// Flash-style attention (one warp per query row, online softmax): out [N, H*D] and
+// lse [B, H, T] = log-sum-exp of each query row's scaled scores.
+void launch_flash_attention_forward(float* out, float* lse, const float* qkv, const int32_t* doc_start, int B, int H,
+                                    int KV, int T, int D, int* status, cudaStream_t stream);
+// Writes every element of dqkv (no memset needed); delta is [B, H, T] scratch (dO . O per row).
+void launch_flash_attention_backward(float* dqkv, float* delta, const float* dout, const float* out, const float* lse,
+                                     const float* qkv, const int32_t* doc_start, int B, int H, int KV, int T, int D,
+                                     cudaStream_t stream);
 
 }  // namespace gum::cuda

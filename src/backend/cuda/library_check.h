@@ -18,15 +18,14 @@ namespace gum::cuda {
 
 }  // namespace gum::cuda
 
-#define GUM_CUBLAS_CHECK(call)                                                                      \
-  do {                                                                                              \
-    cublasStatus_t gum_status_ = (call);                                                            \
+#define GUM_CUBLAS_CHECK(call)                                                                                  \
+  do {                                                                                                          \
+    cublasStatus_t gum_status_ = (call);                                                                        \
     if (gum_status_ != CUBLAS_STATUS_SUCCESS) ::gum::cuda::fail_cublas(gum_status_, #call, __FILE__, __LINE__); \
   } while (0)
 
-#define GUM_CUSOLVER_CHECK(call)                                                                        \
-  do {                                                                                                  \
-    cusolverStatus_t gum_status_ = (call);                                                              \
+#define GUM_CUSOLVER_CHECK(call)                                                                                    \
+  do {                                                                                                              \
+    cusolverStatus_t gum_status_ = (call);                                                                          \
     if (gum_status_ != CUSOLVER_STATUS_SUCCESS) ::gum::cuda::fail_cusolver(gum_status_, #call, __FILE__, __LINE__); \
   } while (0)
-

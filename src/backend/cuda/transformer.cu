@@ -33,8 +33,8 @@ __global__ void embedding_forward_kernel(FloatPtr out, const int32_t* tokens, Fl
 constexpr int kEmbeddingRowsPerBlock = 64;
 constexpr int kEmbeddingListCapacity = 2048;  // >= kThreads, so one chunk always fits after a flush
 
-__device__ void embedding_flush(FloatPtr dtable, FloatPtr dout, const int32_t* list_position,
-                                const int32_t* list_token, int count, int64_t C) {
+__device__ void embedding_flush(FloatPtr dtable, FloatPtr dout, const int32_t* list_position, const int32_t* list_token,
+                                int count, int64_t C) {
   for (int e = 0; e < count; ++e) {
     const int64_t row = list_token[e], n = list_position[e];
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
@@ -88,8 +88,7 @@ __global__ void embedding_backward_kernel(FloatPtr dtable, FloatPtr dout, const 
 // RMSNorm (Zhang & Sennrich 2019): y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). One block
 // per row; the mean square is accumulated in double like the CPU reference.
 
-__global__ void rmsnorm_forward_kernel(FloatPtr out, float* rstd, FloatPtr x, FloatPtr weight, int64_t C,
-                                       float eps) {
+__global__ void rmsnorm_forward_kernel(FloatPtr out, float* rstd, FloatPtr x, FloatPtr weight, int64_t C, float eps) {
   __shared__ double scratch[32];
   const int64_t base = int64_t(blockIdx.x) * C;
   double ms = 0.0;
@@ -243,8 +242,8 @@ void launch_embedding_forward(FloatPtr out, const int32_t* tokens, FloatPtr tabl
   GUM_CUDA_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
-void launch_embedding_backward(FloatPtr dtable, FloatPtr dout, const int32_t* tokens, int64_t N, int64_t C,
-                               int64_t V, int* status, cudaStream_t stream) {
+void launch_embedding_backward(FloatPtr dtable, FloatPtr dout, const int32_t* tokens, int64_t N, int64_t C, int64_t V,
+                               int* status, cudaStream_t stream) {
   if (N <= 0 || C <= 0 || V <= 0) return;
   if (N > 0x7fffffff) runtime_error("embedding_backward: ", N, " tokens exceed the kernel's 32-bit positions");
   const unsigned blocks = static_cast<unsigned>((V + kEmbeddingRowsPerBlock - 1) / kEmbeddingRowsPerBlock);
@@ -259,15 +258,15 @@ void launch_rmsnorm_forward(FloatPtr out, float* rstd, FloatPtr x, FloatPtr weig
   GUM_CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
 
-void launch_rmsnorm_backward_dx(FloatPtr dx, FloatPtr dout, FloatPtr x, FloatPtr weight, const float* rstd,
-                                int64_t N, int64_t C, cudaStream_t stream) {
+void launch_rmsnorm_backward_dx(FloatPtr dx, FloatPtr dout, FloatPtr x, FloatPtr weight, const float* rstd, int64_t N,
+                                int64_t C, cudaStream_t stream) {
   if (N <= 0) return;
   rmsnorm_backward_dx_kernel<<<row_grid(N, "rmsnorm_backward"), kThreads, 0, stream>>>(dx, dout, x, weight, rstd, C);
   GUM_CUDA_CHECK_LAUNCH("rmsnorm_backward_dx_kernel");
 }
 
-void launch_rope(FloatPtr qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions, int64_t N,
-                 int H, int KV, int D, bool inverse, int* status, cudaStream_t stream) {
+void launch_rope(FloatPtr qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions, int64_t N, int H,
+                 int KV, int D, bool inverse, int* status, cudaStream_t stream) {
   const int64_t work = N * (H + KV) * (D / 2);
   if (work <= 0) return;
   rope_kernel<<<grid_for(work), kThreads, 0, stream>>>(qkv, positions, cos_sin, max_positions, N, H, KV, D, inverse,

@@ -1,0 +1,93 @@
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "gum/backend/arena.h"
+#include "gum/optim/newton_schulz.h"
+#include "optim_test_util.h"
+
+using namespace gum;
+using namespace gum::test;
+
+namespace {
+
+// A = U diag(sigma) Vᵀ with orthonormal U [m, k], V [n, k] from QR of Gaussians.
+void build_with_spectrum(Backend& backend, Tensor a, Tensor u, Tensor v, const std::vector<float>& sigma,
+                         ScratchPad& pad) {
+  const int64_t m = a.dim(0), n = a.dim(1), k = static_cast<int64_t>(sigma.size());
+  Tensor gu = pad.take(Shape{m, k}), gv = pad.take(Shape{n, k});
+  backend.fill_normal(gu, 7, 1, 0, 1);
+  backend.fill_normal(gv, 7, 2, 0, 1);
+  backend.qr_orthonormal(u, gu);
+  backend.qr_orthonormal(v, gv);
+  auto host_u = to_host(backend, u);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < k; ++j) host_u[i * k + j] *= sigma[j];
+  Tensor us = pad.take(Shape{m, k});
+  from_host(backend, us, host_u);
+  backend.gemm(false, true, 1.0f, us, v, 0.0f, a);
+}
+
+}  // namespace
+
+TEST_CASE("NS5 maps normalised singular values >= 3e-3 into about [0.68, 1.21]", "[optim][muon]") {
+  auto backend = make_backend("cpu");
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{48, 64}, {64, 48}}) {
+    const int64_t k = std::min(m, n);
+    Arena arena(*backend, DType::F32,
+                {{"a", Shape{m, n}}, {"out", Shape{m, n}}, {"u", Shape{m, k}}, {"v", Shape{n, k}},
+                 {"diag", Shape{k, k}}, {"ut_out", Shape{k, n}},
+                 {"work", Shape{static_cast<int64_t>(newton_schulz_workspace_elems(m, n) + 4 * m * n)}}});
+    ScratchPad pad(arena.view("work"));
+    // Singular values log-spaced over [1e-4, 1]; the Frobenius normalisation inside NS5 divides
+    // them by ‖σ‖₂, which we account for below.
+    std::vector<float> sigma(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) sigma[j] = std::pow(10.0f, -4.0f * j / (k - 1));
+    build_with_spectrum(*backend, arena.view("a"), arena.view("u"), arena.view("v"), sigma, pad);
+    ScratchPad ns_pad(arena.view("work").flat_slice(4 * m * n, Shape{(int64_t)newton_schulz_workspace_elems(m, n)}));
+    newton_schulz(*backend, arena.view("out"), arena.view("a"), 5, ns_pad);
+    // NS5 is an odd matrix polynomial: out = U f(Σ) Vᵀ, so diag(Uᵀ out V) = f(σ).
+    backend->gemm(true, false, 1.0f, arena.view("u"), arena.view("out"), 0.0f, arena.view("ut_out"));
+    backend->gemm(false, false, 1.0f, arena.view("ut_out"), arena.view("v"), 0.0f, arena.view("diag"));
+    auto diag = to_host(*backend, arena.view("diag"));
+    double frob = 0;
+    for (float s : sigma) frob += double(s) * s;
+    frob = std::sqrt(frob);
+    int checked = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const double normalised = sigma[j] / frob;
+      const double f = diag[j * k + j];
+      INFO("m=" << m << " n=" << n << " sigma/|A|_F=" << normalised << " -> " << f);
+      if (normalised >= 3e-3) {
+        CHECK(f >= 0.68);
+        CHECK(f <= 1.21);
+        ++checked;
+      } else {
+        CHECK(f >= 0.0);
+        CHECK(f < 1.21);
+      }
+    }
+    CHECK(checked > k / 2);
+  }
+}
+
+TEST_CASE("NS5 of a transposed input is the transposed output", "[optim][muon]") {
+  auto backend = make_backend("cpu");
+  const int64_t m = 20, n = 36;
+  Arena arena(*backend, DType::F32,
+              {{"a", Shape{m, n}}, {"at", Shape{n, m}}, {"o", Shape{m, n}}, {"ot", Shape{n, m}},
+               {"eye", Shape{m, m}}, {"work", Shape{(int64_t)newton_schulz_workspace_elems(m, n)}}});
+  backend->fill_normal(arena.view("a"), 3, 4, 0, 1);
+  std::vector<float> eye(m * m, 0.0f);
+  for (int64_t i = 0; i < m; ++i) eye[i * m + i] = 1;
+  from_host(*backend, arena.view("eye"), eye);
+  backend->gemm(true, false, 1.0f, arena.view("a"), arena.view("eye"), 0.0f, arena.view("at"));  // Aᵀ I
+  ScratchPad pad(arena.view("work"));
+  newton_schulz(*backend, arena.view("o"), arena.view("a"), 5, pad);
+  pad.reset();
+  newton_schulz(*backend, arena.view("ot"), arena.view("at"), 5, pad);
+  auto o = to_host(*backend, arena.view("o")), ot = to_host(*backend, arena.view("ot"));
+  double max_diff = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) max_diff = std::max(max_diff, (double)std::abs(o[i * n + j] - ot[j * m + i]));
+  CHECK(max_diff < 1e-5);
+}

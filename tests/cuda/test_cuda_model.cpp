@@ -1,8 +1,10 @@
-// A whole LlamaModel forward and backward on the CUDA backend against the CPU backend: same
-// weights (copied bit for bit), same batch; loss, logits and every gradient compared.
+// A whole training step of LlamaModel on the CUDA backend against the CPU backend: same weights
+// (copied bit for bit), same batch; loss, logits, every gradient, the parameters after an AdamW
+// update and the next loss compared.
 #include <string>
 
 #include "cuda_test_util.h"
+#include "gum/backend/arena.h"
 #include "gum/model/llama.h"
 
 using namespace gum;
@@ -82,5 +84,23 @@ TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gra
         // Gradients pass through every layer's GEMMs and reductions in another order: allow 1e-4.
         expect_close(expected, actual, 1e-4, "gradient of " + name);
       }
+
+      // Complete the training step: one AdamW update of every parameter on each backend, from
+      // the backend's own gradients, in moment arenas laid out like the parameters.
+      std::vector<NamedShape> layout;
+      for (const auto& spec : cpu_model.specs()) layout.push_back({spec.name, spec.shape});
+      Arena cpu_m(*cpu, DType::F32, layout), cpu_v(*cpu, DType::F32, layout);
+      Arena gpu_m(*gpu, DType::F32, layout), gpu_v(*gpu, DType::F32, layout);
+      AdamWArgs args;
+      args.lr = 1e-3f;
+      args.weight_decay = 0.1f;
+      for (size_t i = 0; i < cpu_model.specs().size(); ++i) {
+        cpu->adamw_update(cpu_model.params().view(i), cpu_model.grads().view(i), cpu_m.view(i), cpu_v.view(i), args);
+        gpu->adamw_update(gpu_model.params().view(i), gpu_model.grads().view(i), gpu_m.view(i), gpu_v.view(i), args);
+      }
+      expect_close(host_values(*cpu, cpu_model.params().all()), host_values(*gpu, gpu_model.params().all()), 1e-5,
+                   "parameters after one AdamW step");
+      const double cpu_loss = cpu_model.forward(tb), gpu_loss = gpu_model.forward(tb);
+      REQUIRE(std::fabs(cpu_loss - gpu_loss) <= 1e-5 * std::fabs(cpu_loss));
     }
 }

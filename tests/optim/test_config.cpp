@@ -1,0 +1,94 @@
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "gum/core/error.h"
+#include "gum/optim/optimizer_config_json.h"
+#include "optim_test_util.h"
+
+using namespace gum;
+using namespace gum::test;
+using nlohmann::json;
+
+TEST_CASE("optimizer config round-trips through JSON", "[optim][config]") {
+  OptimizerConfig c;
+  c.name = "gum";
+  c.lr = 0.02f;
+  c.rank = 64;
+  c.projector = "randomized";
+  c.sample_unit = "matrix";
+  c.muon_scale = "match_adamw";
+  c.nesterov = false;
+  const OptimizerConfig back = optimizer_config_from_json(to_json(c), "test");
+  CHECK(to_json(back) == to_json(c));
+  CHECK(back.lr == 0.02f);
+  CHECK(back.sample_unit == "matrix");
+  // Integers are accepted for numbers; absent keys keep the defaults.
+  const OptimizerConfig partial = optimizer_config_from_json(json{{"lr", 1}, {"name", "muon"}}, "test");
+  CHECK(partial.lr == 1.0f);
+  CHECK(partial.update_proj_gap == 200);
+}
+
+TEST_CASE("optimizer config errors name the key and suggest the closest", "[optim][config]") {
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"rnak", 4}}, "run.json"),
+                    Catch::Contains("run.json") && Catch::Contains("optimizer.rnak") &&
+                        Catch::Contains("did you mean 'optimizer.rank'"));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"projector", "svdd"}}, "c"),
+                    Catch::Contains("optimizer.projector") && Catch::Contains("did you mean \"svd\""));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"sample_unit", "block"}}, "c"),
+                    Catch::Contains("optimizer.sample_unit") && Catch::Contains("\"layer\", \"matrix\""));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"muon_scale", "adamw"}}, "c"),
+                    Catch::Contains("optimizer.muon_scale"));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"rank", "big"}}, "c"),
+                    Catch::Contains("optimizer.rank") && Catch::Contains("integer"));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"beta2", 1.5}}, "c"), Catch::Contains("optimizer.beta2"));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"full_rank_layers", 0}}, "c"),
+                    Catch::Contains("optimizer.full_rank_layers"));
+  try {
+    optimizer_config_from_json(json{{"update_proj_gap", 0}}, "c");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Usage);
+  }
+}
+
+TEST_CASE("make_optimizer validates against the parameters", "[optim][config]") {
+  auto backend = make_backend("cpu");
+  auto table = make_param_table(*backend, toy_model(), 1);
+  OptimizerConfig c;
+  c.name = "galore_adamw";
+  c.rank = 17;  // the smallest matrix is 16 x 16
+  CHECK_THROWS_WITH(build(*backend, *table, c, 0),
+                    Catch::Contains("optimizer.rank = 17") && Catch::Contains("min(m, n) = 16"));
+  c.name = "gum";
+  c.rank = 4;
+  c.full_rank_layers = 3;  // N_L = 3 layers: q = 1
+  CHECK_THROWS_WITH(build(*backend, *table, c, 0),
+                    Catch::Contains("full_rank_layers") && Catch::Contains("(0, 1)") && Catch::Contains("3 blocks"));
+  c.full_rank_layers = 5;  // gamma > N_L
+  CHECK_THROWS_WITH(build(*backend, *table, c, 0), Catch::Contains("full_rank_layers = 5"));
+  c.sample_unit = "matrix";  // 6 matrices: gamma = 5 is fine
+  CHECK_NOTHROW(build(*backend, *table, c, 0));
+  c.name = "plumage";
+  c.projector = "randomized";
+  CHECK_THROWS_WITH(build(*backend, *table, c, 0), Catch::Contains("plumage"));
+  c.name = "adamx";
+  CHECK_THROWS_WITH(build(*backend, *table, c, 0),
+                    Catch::Contains("unknown optimizer 'adamx'") && Catch::Contains("did you mean 'adamw'"));
+}
+
+TEST_CASE("the registry lists the built-ins and accepts new optimizers", "[optim][config]") {
+  auto names = optimizer_names();
+  for (const char* expected : {"adamw", "muon", "galore_adamw", "gum", "plumage", "stiefel", "galore_muon"})
+    CHECK(std::find(names.begin(), names.end(), expected) != names.end());
+  register_optimizer("adamw_alias", [](const OptimizerContext& ctx) {
+    OptimizerContext copy = ctx;
+    copy.config.name = "adamw";
+    return make_optimizer("adamw", copy);
+  });
+  auto backend = make_backend("cpu");
+  auto table = make_param_table(*backend, toy_model(), 1);
+  OptimizerConfig c;
+  c.name = "adamw_alias";
+  auto opt = build(*backend, *table, c, 0);
+  CHECK(opt->name() == "adamw");
+}

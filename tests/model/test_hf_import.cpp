@@ -1,14 +1,21 @@
 // Hugging Face import: config.json translation (Llama, Mistral, Qwen2, GaLore's old names) and
 // weight loading (single file, sharded index, F16/BF16 conversion, strict name/shape checks).
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/skip.h"
+#include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
+#include "gum/io/hf_export.h"
 #include "gum/io/safetensors.h"
 #include "gum/model/hf_import.h"
+#include "gum/model/llama.h"
 #include "gum/model/params.h"
 
 using namespace gum;
@@ -77,6 +84,126 @@ HostTensor convert(const HostTensor& t, DType dtype) {
     std::memcpy(out.bytes.data() + 2 * i, &h, 2);
   }
   return out;
+}
+
+// ---- round trip with transformers ----
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+
+CommandResult run_command(const std::string& command) {
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) r.output.append(buffer, n);
+  int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// The venv's python with transformers (created on first use); skips the test when PyPI is unreachable.
+std::string transformers_python() {
+  const std::string venv = std::string(GUM_BINARY_DIR) + "/hf_venv";
+  CommandResult r = run_command(std::string("GUM_SYSTEM_PYTHON=") + GUM_SYSTEM_PYTHON + " bash " + GUM_SOURCE_DIR +
+                                "/tests/reference/setup_hf_venv.sh " + venv);
+  if (r.exit_code == 3) GUM_SKIP_TEST("cannot install transformers==4.46.3 from PyPI (offline?)");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  return venv + "/bin/python";
+}
+
+std::string roundtrip_script() { return std::string(GUM_SOURCE_DIR) + "/tests/reference/hf_roundtrip.py"; }
+
+void copy_weights_into(LlamaModel& model, const TensorMap& weights) {
+  for (const ParamSpec& spec : model.specs())
+    model.backend().copy_from_host(model.params().view(spec.name), weights.at(spec.name).bytes.data());
+}
+
+TensorMap weights_of(LlamaModel& model) {
+  TensorMap out;
+  for (const ParamSpec& spec : model.specs()) {
+    HostTensor host(DType::F32, spec.shape);
+    model.backend().copy_to_host(host.bytes.data(), model.params().view(spec.name));
+    out[spec.name] = std::move(host);
+  }
+  return out;
+}
+
+// Logits [B * T, V] of our model for B rows of T tokens.
+std::vector<float> gum_logits(LlamaModel& model, const std::vector<int32_t>& tokens, int batch) {
+  TokenBatch b;
+  b.tokens = tokens.data();
+  b.batch = batch;
+  model.forward(b);
+  const int64_t rows = int64_t(batch) * model.seq_len();
+  std::vector<float> logits(static_cast<size_t>(rows * model.config().vocab_size));
+  model.backend().copy_to_host(logits.data(), model.logits().row_slice(0, rows));
+  return logits;
+}
+
+// max |ours - reference| / max |reference|.
+double relative_error(const std::vector<float>& ours, const std::vector<float>& reference) {
+  REQUIRE(ours.size() == reference.size());
+  double max_error = 0, max_reference = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    max_error = std::max(max_error, std::abs(double(ours[i]) - double(reference[i])));
+    max_reference = std::max(max_reference, std::abs(double(reference[i])));
+  }
+  return max_error / max_reference;
+}
+
+// Writes what `gum_train export` writes (config.json from llama_config_to_hf_json, model.safetensors)
+// plus gum_logits.safetensors for hf_roundtrip.py check.
+void export_with_logits(const fs::path& dir, LlamaModel& model, const std::vector<int32_t>& tokens, int batch) {
+  HfFolder folder;
+  folder.config = llama_config_to_hf_json(model.config());
+  folder.generation_config = {{"_from_model_config", true}};
+  folder.weights = weights_of(model);
+  write_hf_folder(dir.string(), folder);
+  std::vector<int64_t> ids(tokens.begin(), tokens.end());
+  HostTensor input_ids(DType::I64, Shape{batch, model.seq_len()});
+  std::memcpy(input_ids.bytes.data(), ids.data(), ids.size() * 8);
+  TensorMap out;
+  out["input_ids"] = std::move(input_ids);
+  out["logits"] = HostTensor::from_f32(Shape{batch, model.seq_len(), model.config().vocab_size},
+                                       gum_logits(model, tokens, batch));
+  write_safetensors((dir / "gum_logits.safetensors").string(), out);
+}
+
+struct Reference {
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;
+  int batch = 0, seq_len = 0;
+};
+
+Reference read_reference(const fs::path& dir) {
+  TensorMap ref = read_safetensors((dir / "reference.safetensors").string());
+  const HostTensor& ids = ref.at("input_ids");
+  REQUIRE(ids.dtype == DType::I64);
+  Reference r;
+  r.batch = static_cast<int>(ids.shape[0]);
+  r.seq_len = static_cast<int>(ids.shape[1]);
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    int64_t id;
+    std::memcpy(&id, ids.bytes.data() + 8 * i, 8);
+    r.tokens.push_back(static_cast<int32_t>(id));
+  }
+  r.logits = ref.at("logits").to_f32();
+  return r;
+}
+
+const std::vector<std::string> kTransformersVariants = {"llama_gqa", "llama_bias_llama3_rope", "llama_linear_rope",
+                                                        "mistral", "qwen2"};
+
+fs::path make_transformers_models(const std::string& python, const std::string& name) {
+  fs::path root = fresh_dir(name);
+  CommandResult made = run_command(python + " " + roundtrip_script() + " make " + root.string());
+  INFO(made.output);
+  REQUIRE(made.exit_code == 0);
+  return root;
 }
 
 }  // namespace
@@ -346,4 +473,79 @@ TEST_CASE("load_hf_model: missing tensor, wrong shape, unexpected tensor, missin
   integer["model.norm.weight"] = HostTensor(DType::I32, Shape{16});
   write_safetensors((dir / "model.safetensors").string(), integer);
   CHECK_THROWS_WITH(load_hf_model(dir.string()), Contains("model.norm.weight") && Contains("I32"));
+}
+
+TEST_CASE("transformers-made Llama, Mistral and Qwen2 models give the same logits here", "[hf_import][transformers]") {
+  const std::string python = transformers_python();
+  const fs::path root = make_transformers_models(python, "roundtrip_import");
+  auto backend = make_backend("cpu");
+  for (const std::string& variant : kTransformersVariants) {
+    INFO(variant);
+    HfModel hf = load_hf_model((root / variant).string());
+    Reference ref = read_reference(root / variant);
+    LlamaModel model(hf.config, *backend, ref.batch, ref.seq_len);
+    copy_weights_into(model, hf.weights);
+    double error = relative_error(gum_logits(model, ref.tokens, ref.batch), ref.logits);
+    std::printf("%s: relative logits error %.3g\n", variant.c_str(), error);
+    CHECK(error <= 1e-4);
+  }
+}
+
+TEST_CASE("gum_train exports load in transformers with the same logits, and re-export is bit-exact",
+          "[hf_import][transformers]") {
+  const std::string python = transformers_python();
+  const fs::path root = make_transformers_models(python, "roundtrip_export");
+  auto backend = make_backend("cpu");
+  std::vector<std::string> folders;
+
+  // (b) Models initialised by gum_train: untied with biases and llama3 rope; tied without biases.
+  for (bool tied : {false, true}) {
+    LlamaConfig c = tiny_config(tied, !tied);
+    c.hidden_size = 32;
+    c.intermediate_size = 40;
+    c.initializer_range = 0.2;
+    if (!tied) {
+      c.rope_scaling.type = "llama3";
+      c.rope_scaling.factor = 4;
+      c.rope_scaling.original_max_position_embeddings = 16;
+    }
+    LlamaModel model(c, *backend, 2, 12);
+    model.init_weights(tied ? 21 : 22);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 24; ++i) tokens.push_back((i * 7 + 3) % c.vocab_size);
+    fs::path dir = root / (tied ? "gum_tied" : "gum_untied_bias_llama3");
+    export_with_logits(dir, model, tokens, 2);
+    folders.push_back(dir.string());
+  }
+
+  // (c) import -> export reproduces every tensor bit for bit (fp32). Qwen2 is left out: its q/k/v-only
+  // biases have no LlamaForCausalLM config (attention_bias covers o_proj too).
+  for (const std::string& variant : kTransformersVariants) {
+    if (variant == "qwen2") continue;
+    INFO(variant);
+    HfModel hf = load_hf_model((root / variant).string());
+    Reference ref = read_reference(root / variant);
+    LlamaModel model(hf.config, *backend, ref.batch, ref.seq_len);
+    copy_weights_into(model, hf.weights);
+    fs::path dir = root / ("reexport_" + variant);
+    export_with_logits(dir, model, ref.tokens, ref.batch);
+    folders.push_back(dir.string());
+    TensorMap original = read_safetensors((root / variant / "model.safetensors").string());
+    TensorMap exported = read_safetensors((dir / "model.safetensors").string());
+    REQUIRE(exported.size() == original.size());
+    for (const auto& [name, tensor] : original) {
+      INFO(name);
+      REQUIRE(exported.count(name) == 1);
+      CHECK(exported.at(name).dtype == DType::F32);
+      CHECK(exported.at(name).shape == tensor.shape);
+      CHECK(exported.at(name).bytes == tensor.bytes);
+    }
+  }
+
+  std::string command = python + " " + roundtrip_script() + " check";
+  for (const auto& f : folders) command += " " + f;
+  CommandResult checked = run_command(command);
+  std::printf("%s", checked.output.c_str());
+  INFO(checked.output);
+  CHECK(checked.exit_code == 0);
 }

@@ -153,8 +153,8 @@ void read_text_file(const std::string& path, const CorpusOptions& options, LineR
   if (!stopped) sink.deliver(trim_trailing_newlines(document));
 }
 
-void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusOptions& options,
-                     LineReader& reader, DocumentSink& sink, CorpusFileStats& stats) {
+void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusOptions& options, LineReader& reader,
+                     DocumentSink& sink, CorpusFileStats& stats) {
   constexpr uint64_t kWarningsPerFile = 3;
   auto bad_line = [&](uint64_t line_number, const std::string& why) {
     if (!options.skip_bad_lines)
@@ -205,8 +205,7 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
 CorpusFormat resolve_corpus_format(CorpusFormat format, const std::string& path) {
   if (format != CorpusFormat::Auto) return format;
   if (ends_with(path, ".json.gz")) return CorpusFormat::C4;
-  if (ends_with(path, ".jsonl") || ends_with(path, ".json") || ends_with(path, ".jsonl.gz"))
-    return CorpusFormat::Jsonl;
+  if (ends_with(path, ".jsonl") || ends_with(path, ".json") || ends_with(path, ".jsonl.gz")) return CorpusFormat::Jsonl;
   return CorpusFormat::Text;
 }
 
@@ -220,10 +219,14 @@ CorpusFormat corpus_format_from_name(const std::string& name, const std::string&
 
 const char* corpus_format_name(CorpusFormat format) {
   switch (format) {
-    case CorpusFormat::Auto: return "auto";
-    case CorpusFormat::C4: return "c4";
-    case CorpusFormat::Jsonl: return "jsonl";
-    case CorpusFormat::Text: return "text";
+    case CorpusFormat::Auto:
+      return "auto";
+    case CorpusFormat::C4:
+      return "c4";
+    case CorpusFormat::Jsonl:
+      return "jsonl";
+    case CorpusFormat::Text:
+      return "text";
   }
   return "?";
 }
@@ -242,8 +245,10 @@ CorpusFileStats read_corpus_file(const std::string& path, const CorpusOptions& o
   DocumentSink sink(on_document, stats);
   LineReader reader(path);
   CorpusFormat format = resolve_corpus_format(options.format, path);
-  if (format == CorpusFormat::Text) read_text_file(path, options, reader, sink, stats);
-  else read_jsonl_file(path, format, options, reader, sink, stats);
+  if (format == CorpusFormat::Text)
+    read_text_file(path, options, reader, sink, stats);
+  else
+    read_jsonl_file(path, format, options, reader, sink, stats);
   return stats;
 }
 

@@ -15,8 +15,8 @@ std::string absolute_path(const std::string& path) {
 }
 
 // A glob pattern or a list of them.
-std::vector<std::string> read_patterns(const nlohmann::json& section, const std::string& key, const std::string& context,
-                                       std::vector<std::string> fallback) {
+std::vector<std::string> read_patterns(const nlohmann::json& section, const std::string& key,
+                                       const std::string& context, std::vector<std::string> fallback) {
   auto it = section.find(key);
   if (it == section.end() || it->is_null()) return fallback;
   std::vector<std::string> patterns;
@@ -38,10 +38,20 @@ std::vector<std::string> read_patterns(const nlohmann::json& section, const std:
 }  // namespace
 
 DataConfig data_config_from_json(const nlohmann::json& section, const std::string& context) {
-  static const std::vector<std::string> kKeys = {
-      "train_files", "valid_files", "format", "text_field", "text_split", "skip_bad_lines", "tokenizer",
-      "tokenizer_vocab_size", "tokenizer_model_type", "character_coverage", "tokenizer_train_sentences",
-      "shard_dir", "shuffle", "seed"};
+  static const std::vector<std::string> kKeys = {"train_files",
+                                                 "valid_files",
+                                                 "format",
+                                                 "text_field",
+                                                 "text_split",
+                                                 "skip_bad_lines",
+                                                 "tokenizer",
+                                                 "tokenizer_vocab_size",
+                                                 "tokenizer_model_type",
+                                                 "character_coverage",
+                                                 "tokenizer_train_sentences",
+                                                 "shard_dir",
+                                                 "shuffle",
+                                                 "seed"};
   DataConfig config;
   const nlohmann::json empty = nlohmann::json::object();
   const nlohmann::json& s = section.is_null() ? empty : section;
@@ -50,9 +60,9 @@ DataConfig data_config_from_json(const nlohmann::json& section, const std::strin
   // The embedded corpus is the default; a user corpus has no validation split unless named.
   const bool default_corpus = !s.contains("train_files") || s["train_files"].is_null();
   config.train_files = read_patterns(s, "train_files", context, {"data/corpus/c4-train.*.json.gz"});
-  config.valid_files = read_patterns(s, "valid_files", context,
-                                     default_corpus ? std::vector<std::string>{"data/corpus/c4-validation.*.json.gz"}
-                                                    : std::vector<std::string>{});
+  config.valid_files = read_patterns(
+      s, "valid_files", context,
+      default_corpus ? std::vector<std::string>{"data/corpus/c4-validation.*.json.gz"} : std::vector<std::string>{});
   for (auto& p : config.train_files) p = absolute_path(p);
   for (auto& p : config.valid_files) p = absolute_path(p);
 

@@ -21,8 +21,9 @@ void TokenStream::copy(uint64_t begin, uint64_t count, int32_t* out) const {
   GUM_CHECK(begin <= total_tokens_ && count <= total_tokens_ - begin, "tokens [", begin, ", ", begin + count,
             ") of a stream of ", total_tokens_);
   // The shard holding `begin`: the last one starting at or before it (empty shards are skipped).
-  size_t shard = static_cast<size_t>(std::upper_bound(shard_starts_.begin(), shard_starts_.end(), begin) -
-                                     shard_starts_.begin()) - 1;
+  size_t shard =
+      static_cast<size_t>(std::upper_bound(shard_starts_.begin(), shard_starts_.end(), begin) - shard_starts_.begin()) -
+      1;
   while (count > 0) {
     const uint64_t local = begin - shard_starts_[shard];
     const uint64_t available = shards_[shard].token_count() - local;
@@ -71,8 +72,9 @@ TokenLoader::TokenLoader(const std::vector<std::string>& shard_paths, int seq_le
   const uint64_t tokens = stream_.size();
   windows_per_epoch_ = tokens > 0 ? (tokens - 1) / static_cast<uint64_t>(seq_len) : 0;
   if (windows_per_epoch_ == 0)
-    runtime_error("data loader: the training shards hold ", tokens, " tokens, fewer than one window of seq_len + 1 = ",
-                  seq_len + 1, " (first shard ", shard_paths.front(), ")");
+    runtime_error("data loader: the training shards hold ", tokens,
+                  " tokens, fewer than one window of seq_len + 1 = ", seq_len + 1, " (first shard ",
+                  shard_paths.front(), ")");
   window_buffer_.resize(static_cast<size_t>(seq_len) + 1);
 }
 
@@ -85,7 +87,8 @@ void TokenLoader::next_batch(int global_batch, int rank, int world_size, int32_t
   if (world_size < 1 || rank < 0 || rank >= world_size)
     usage_error("data loader: rank ", rank, " of world size ", world_size);
   if (global_batch < 1 || global_batch % world_size != 0)
-    usage_error("data loader: global batch ", global_batch, " is not a positive multiple of the world size ", world_size);
+    usage_error("data loader: global batch ", global_batch, " is not a positive multiple of the world size ",
+                world_size);
   const uint64_t rows_per_rank = static_cast<uint64_t>(global_batch / world_size);
   const uint64_t first_row = static_cast<uint64_t>(rank) * rows_per_rank;
   const size_t seq = static_cast<size_t>(seq_len_);

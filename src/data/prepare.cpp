@@ -175,8 +175,8 @@ class Progress {
 
 // Tokenizes a batch of documents in parallel (SentencePiece encoding is read-only, thread-safe)
 // and appends them in order, each followed by EOS.
-void flush_batch(const Tokenizer& tokenizer, std::vector<std::string>& batch, ShardWriter& writer,
-                 FileResult& result, Progress& progress) {
+void flush_batch(const Tokenizer& tokenizer, std::vector<std::string>& batch, ShardWriter& writer, FileResult& result,
+                 Progress& progress) {
   std::vector<std::vector<int32_t>> encoded(batch.size());
   std::string first_error;
 #pragma omp parallel for schedule(dynamic, 16)
@@ -233,7 +233,8 @@ bool shard_is_current(const nlohmann::json& entry, const nlohmann::json& identit
   if (!entry.contains("corpus") || entry["corpus"] != corpus) return false;
   try {
     ShardInfo info = read_shard_info(shard_path);
-    return info.tokenizer_fingerprint == tokenizer.fingerprint() && entry.value("tokens", uint64_t{0}) == info.token_count;
+    return info.tokenizer_fingerprint == tokenizer.fingerprint() &&
+           entry.value("tokens", uint64_t{0}) == info.token_count;
   } catch (const Error&) {
     return false;
   }

@@ -106,14 +106,16 @@ void ShardWriter::append_document(const int32_t* tokens, size_t count) {
   for (size_t i = 0; i < count; ++i) {
     const int32_t id = tokens[i];
     if (id < 0 || static_cast<uint64_t>(id) >= info_.vocab_size)
-      runtime_error("shard ", path_, ": token id ", id, " in document ", info_.document_count, " is outside the vocabulary of ",
-                    info_.vocab_size);
+      runtime_error("shard ", path_, ": token id ", id, " in document ", info_.document_count,
+                    " is outside the vocabulary of ", info_.vocab_size);
     if (info_.token_bytes == 2) {
       const uint16_t narrow = static_cast<uint16_t>(id);
-      buffer_.insert(buffer_.end(), reinterpret_cast<const uint8_t*>(&narrow), reinterpret_cast<const uint8_t*>(&narrow) + 2);
+      buffer_.insert(buffer_.end(), reinterpret_cast<const uint8_t*>(&narrow),
+                     reinterpret_cast<const uint8_t*>(&narrow) + 2);
     } else {
       const uint32_t wide = static_cast<uint32_t>(id);
-      buffer_.insert(buffer_.end(), reinterpret_cast<const uint8_t*>(&wide), reinterpret_cast<const uint8_t*>(&wide) + 4);
+      buffer_.insert(buffer_.end(), reinterpret_cast<const uint8_t*>(&wide),
+                     reinterpret_cast<const uint8_t*>(&wide) + 4);
     }
   }
   info_.token_count += count;
@@ -195,7 +197,10 @@ TokenShard::~TokenShard() {
 }
 
 TokenShard::TokenShard(TokenShard&& other) noexcept
-    : path_(std::move(other.path_)), info_(other.info_), mapping_(other.mapping_), mapping_bytes_(other.mapping_bytes_) {
+    : path_(std::move(other.path_)),
+      info_(other.info_),
+      mapping_(other.mapping_),
+      mapping_bytes_(other.mapping_bytes_) {
   other.mapping_ = nullptr;
   other.mapping_bytes_ = 0;
 }

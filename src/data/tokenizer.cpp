@@ -35,7 +35,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::vector<int> as_int(ids.begin(), ids.end());
   for (int id : as_int)
     if (id < 0 || id >= processor_->GetPieceSize())
-      runtime_error("tokenizer ", path_, ": cannot decode id ", id, " (vocabulary size ", processor_->GetPieceSize(), ")");
+      runtime_error("tokenizer ", path_, ": cannot decode id ", id, " (vocabulary size ", processor_->GetPieceSize(),
+                    ")");
   std::string text;
   const auto status = processor_->Decode(as_int, &text);
   if (!status.ok()) runtime_error("tokenizer ", path_, ": decode failed: ", status.ToString());
@@ -78,8 +79,7 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
                      const std::string& output_model_path) {
   check_tokenizer_model_type(options.model_type, "tokenizer training");
   if (sentences.empty()) runtime_error("tokenizer training for ", output_model_path, ": no training text");
-  if (options.vocab_size < 8)
-    usage_error("tokenizer training: vocab_size ", options.vocab_size, " is too small");
+  if (options.vocab_size < 8) usage_error("tokenizer training: vocab_size ", options.vocab_size, " is too small");
   if (!(options.character_coverage > 0.0 && options.character_coverage <= 1.0))
     usage_error("tokenizer training: character_coverage ", options.character_coverage, " must be in (0, 1]");
   int threads = options.num_threads > 0 ? options.num_threads : static_cast<int>(std::thread::hardware_concurrency());
@@ -103,8 +103,8 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
   std::string serialized;
   const auto status = sentencepiece::SentencePieceTrainer::Train(args, &iterator, &serialized);
   if (!status.ok())
-    runtime_error("tokenizer training for ", output_model_path, " failed: ", status.ToString(),
-                  " (", sentences.size(), " sentences, vocab_size ", options.vocab_size, ")");
+    runtime_error("tokenizer training for ", output_model_path, " failed: ", status.ToString(), " (", sentences.size(),
+                  " sentences, vocab_size ", options.vocab_size, ")");
 
   sentencepiece::SentencePieceProcessor trained;
   if (!trained.LoadFromSerializedProto(serialized).ok())

@@ -130,9 +130,9 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
     runtime_error("safetensors ", path, ": ", where, ": data_offsets [", entry.data_begin, ", ", entry.data_end,
                   "] end before begin");
   if (entry.data_end - entry.data_begin != static_cast<uint64_t>(bytes))
-    runtime_error("safetensors ", path, ": ", where, ": shape ", entry.shape.str(), " of ",
-                  dtype_name(entry.dtype), " needs ", static_cast<uint64_t>(bytes), " bytes but data_offsets [",
-                  entry.data_begin, ", ", entry.data_end, "] hold ", entry.data_end - entry.data_begin);
+    runtime_error("safetensors ", path, ": ", where, ": shape ", entry.shape.str(), " of ", dtype_name(entry.dtype),
+                  " needs ", static_cast<uint64_t>(bytes), " bytes but data_offsets [", entry.data_begin, ", ",
+                  entry.data_end, "] hold ", entry.data_end - entry.data_begin);
   return entry;
 }
 
@@ -148,16 +148,15 @@ void check_offsets_tile_data(const std::string& path, const SafetensorsHeader& h
   const SafetensorsEntry* previous = nullptr;
   for (const SafetensorsEntry* e : order) {
     if (e->data_end > header.data_section_bytes)
-      runtime_error("safetensors ", path, ": tensor '", e->name, "': data_offsets [", e->data_begin, ", ",
-                    e->data_end, "] out of range: the data section holds ", header.data_section_bytes,
-                    " bytes (file truncated?)");
+      runtime_error("safetensors ", path, ": tensor '", e->name, "': data_offsets [", e->data_begin, ", ", e->data_end,
+                    "] out of range: the data section holds ", header.data_section_bytes, " bytes (file truncated?)");
     if (e->data_begin < expected_begin)
-      runtime_error("safetensors ", path, ": tensor '", e->name, "': data_offsets [", e->data_begin, ", ",
-                    e->data_end, "] overlap tensor '", previous->name, "' which ends at ", expected_begin);
+      runtime_error("safetensors ", path, ": tensor '", e->name, "': data_offsets [", e->data_begin, ", ", e->data_end,
+                    "] overlap tensor '", previous->name, "' which ends at ", expected_begin);
     if (e->data_begin > expected_begin)
       runtime_error("safetensors ", path, ": tensor '", e->name, "': gap in the data section: begins at ",
-                    e->data_begin, " but the previous tensor", previous ? " '" + previous->name + "'" : "",
-                    " ends at ", expected_begin);
+                    e->data_begin, " but the previous tensor", previous ? " '" + previous->name + "'" : "", " ends at ",
+                    expected_begin);
     expected_begin = e->data_end;
     previous = e;
   }

@@ -45,11 +45,13 @@ inline void write_gzip(const std::filesystem::path& path, const std::string& byt
 // Deterministic English-like sentences from a small word list.
 inline std::string generated_sentence(gum::PhiloxStream& rng) {
   static const std::vector<std::string> words = {
-      "the", "a", "model", "learns", "from", "data", "and", "every", "token", "is", "predicted", "by", "its",
-      "past", "we", "train", "small", "language", "models", "with", "memory", "efficient", "optimizers",
-      "gradient", "projection", "low", "rank", "subspace", "updates", "sample", "layers", "randomly", "while",
-      "others", "stay", "frozen", "this", "keeps", "state", "tiny", "but", "quality", "high", "people", "write",
-      "text", "about", "rivers", "mountains", "cities", "music", "history", "science", "in", "of", "to", "on"};
+      "the",      "a",         "model",  "learns",    "from",       "data",     "and",        "every",   "token",
+      "is",       "predicted", "by",     "its",       "past",       "we",       "train",      "small",   "language",
+      "models",   "with",      "memory", "efficient", "optimizers", "gradient", "projection", "low",     "rank",
+      "subspace", "updates",   "sample", "layers",    "randomly",   "while",    "others",     "stay",    "frozen",
+      "this",     "keeps",     "state",  "tiny",      "but",        "quality",  "high",       "people",  "write",
+      "text",     "about",     "rivers", "mountains", "cities",     "music",    "history",    "science", "in",
+      "of",       "to",        "on"};
   std::string sentence;
   const uint64_t length = 5 + rng.next_below(10);
   for (uint64_t i = 0; i < length; ++i) {

@@ -169,7 +169,8 @@ TEST_CASE("broken gzip is always an error") {
 
   const std::string corrupt = (dir / "corrupt.json.gz").string();
   std::string damaged = gz;
-  for (size_t i = damaged.size() / 3; i < damaged.size() / 3 + 64; ++i) damaged[i] = static_cast<char>(damaged[i] ^ 0x5a);
+  for (size_t i = damaged.size() / 3; i < damaged.size() / 3 + 64; ++i)
+    damaged[i] = static_cast<char>(damaged[i] ^ 0x5a);
   write_text(corrupt, damaged);
   CHECK_THAT(error_of(corrupt, CorpusOptions{}), Catch::Contains("corrupt.json.gz"));
 

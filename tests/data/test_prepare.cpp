@@ -20,7 +20,8 @@ std::vector<std::string> write_c4_file(const std::filesystem::path& path, int do
   std::string jsonl;
   for (int i = 0; i < documents; ++i) {
     texts.push_back(gum_test::generated_document(rng, 1 + static_cast<int>(rng.next_below(6))));
-    jsonl += nlohmann::json{{"text", texts.back()}, {"timestamp", "2019-01-01T00:00:00Z"},
+    jsonl += nlohmann::json{{"text", texts.back()},
+                            {"timestamp", "2019-01-01T00:00:00Z"},
                             {"url", "https://example.org/" + std::to_string(i)}}
                  .dump() +
              "\n";

@@ -61,7 +61,8 @@ TEST_CASE("shard round trip with 16- and 32-bit tokens") {
       ShardWriter writer(path, vocab, kFingerprint);
       for (int doc = 0; doc < 50; ++doc) {
         std::vector<int32_t> tokens;
-        for (int i = 0; i < doc * 37 + 1; ++i) tokens.push_back(static_cast<int32_t>((doc * 7919 + i * 104729) % vocab));
+        for (int i = 0; i < doc * 37 + 1; ++i)
+          tokens.push_back(static_cast<int32_t>((doc * 7919 + i * 104729) % vocab));
         writer.append_document(tokens.data(), tokens.size());
         all.insert(all.end(), tokens.begin(), tokens.end());
       }

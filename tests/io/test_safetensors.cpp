@@ -182,8 +182,7 @@ TEST_CASE("safetensors reader refuses malformed files") {
   SECTION("missing and unknown fields") {
     std::string path = write_raw("nooffsets.safetensors", R"({"w":{"dtype":"F32","shape":[2]}})", 8);
     CHECK_THAT(read_error(path), Catch::Contains("tensor 'w'") && Catch::Contains("data_offsets"));
-    path = write_raw("extra.safetensors",
-                     R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"stride":[1]}})", 8);
+    path = write_raw("extra.safetensors", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"stride":[1]}})", 8);
     CHECK_THAT(read_error(path), Catch::Contains("unknown field 'stride'"));
   }
   SECTION("end before begin") {

@@ -47,7 +47,7 @@ struct TokenizerTrainOptions {
   int vocab_size = 32000;
   std::string model_type = "unigram";  // unigram | bpe | char | word
   double character_coverage = 0.9995;
-  int num_threads = 0;                 // 0: all hardware threads
+  int num_threads = 0;  // 0: all hardware threads
 };
 
 // Trains a model on `sentences` (each one line of text) and writes it to `output_model_path`

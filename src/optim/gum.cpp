@@ -53,9 +53,9 @@ class Gum final : public LowRankOptimizer {
     num_blocks_ = config_.sample_unit == "matrix" ? matrices : static_cast<int>(layers.size());
     full_rank_count_ = unbiased_ ? config_.full_rank_layers : 0;
     if (unbiased_ && (full_rank_count_ <= 0 || full_rank_count_ >= num_blocks_))
-      usage_error("optimizer.full_rank_layers = ", full_rank_count_, " gives q = gamma/N_L outside (0, 1) with N_L = ",
-                  num_blocks_, " blocks (sample_unit '", config_.sample_unit, "'): need 0 < full_rank_layers < ",
-                  num_blocks_);
+      usage_error("optimizer.full_rank_layers = ", full_rank_count_,
+                  " gives q = gamma/N_L outside (0, 1) with N_L = ", num_blocks_, " blocks (sample_unit '",
+                  config_.sample_unit, "'): need 0 < full_rank_layers < ", num_blocks_);
     q_ = unbiased_ ? static_cast<double>(full_rank_count_) / num_blocks_ : 0.0;
 
     // Full-rank momenta live in a pool of γ slots, each as large as the largest block.
@@ -172,7 +172,8 @@ class Gum final : public LowRankOptimizer {
     period_start_ = get_i64(in, "gum.period_start", 1)[0];
     auto blocks = get_i64(in, "gum.full_rank_blocks", period_start_ > 0 ? full_rank_count_ : -1);
     for (int64_t b : blocks)
-      if (b < 0 || b >= num_blocks_) runtime_error("optimizer state: gum.full_rank_blocks has block ", b, " of ", num_blocks_);
+      if (b < 0 || b >= num_blocks_)
+        runtime_error("optimizer state: gum.full_rank_blocks has block ", b, " of ", num_blocks_);
     assign_slots(blocks);
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!params_[i].is_matrix() || slot_of_block_[block_of_param_[i]] < 0) continue;
@@ -234,8 +235,6 @@ class Gum final : public LowRankOptimizer {
 }  // namespace
 
 std::unique_ptr<Optimizer> make_gum(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); }
-std::unique_ptr<Optimizer> make_galore_muon(const OptimizerContext& ctx) {
-  return std::make_unique<Gum>(ctx, false);
-}
+std::unique_ptr<Optimizer> make_galore_muon(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, false); }
 
 }  // namespace gum

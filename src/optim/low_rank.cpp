@@ -27,8 +27,8 @@ Tensor ScratchPad::take(Shape shape) {
   return view;
 }
 
-void project(Backend& backend, const LowRankShape& s, Tensor out, const Tensor& projector, const Tensor& g,
-             float alpha, float beta) {
+void project(Backend& backend, const LowRankShape& s, Tensor out, const Tensor& projector, const Tensor& g, float alpha,
+             float beta) {
   if (s.side == ProjectionSide::Left)
     backend.gemm(true, false, alpha, projector, g, beta, out);  // Pᵀ G
   else

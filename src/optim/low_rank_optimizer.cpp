@@ -43,8 +43,8 @@ void LowRankOptimizer::top_r_projector(size_t index, Tensor fresh, ScratchPad& p
   const LowRankShape& s = shapes_[index];
   const Tensor& g = params_[index].grad;
   if (config_.projector == "randomized") {
-    randomized_projector(backend_, s, g, config_.oversampling, config_.power_iterations, seed_,
-                         refresh_stream(index), identity_prefix_, fresh, pad);
+    randomized_projector(backend_, s, g, config_.oversampling, config_.power_iterations, seed_, refresh_stream(index),
+                         identity_prefix_, fresh, pad);
   } else {
     GradientSvd svd = gradient_svd(backend_, s, g, pad);
     projector_from_svd(backend_, s, svd, identity_prefix_.row_slice(0, s.small_dim()), fresh);

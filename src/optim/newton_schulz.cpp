@@ -31,7 +31,7 @@ void newton_schulz(Backend& backend, Tensor out, const Tensor& in, int steps, Sc
     if (tall)
       backend.gemm(true, false, 1.0f, x, x, 0.0f, gram);  // A = Xᵀ X
     else
-      backend.gemm(false, true, 1.0f, x, x, 0.0f, gram);  // A = X Xᵀ
+      backend.gemm(false, true, 1.0f, x, x, 0.0f, gram);                 // A = X Xᵀ
     backend.gemm(false, false, kNewtonSchulzC, gram, gram, 0.0f, poly);  // B = c A A
     backend.axpby(poly, kNewtonSchulzB, gram, 1.0f);                     //   + b A
     backend.copy(x_next, x);

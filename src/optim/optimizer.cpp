@@ -26,10 +26,14 @@ std::vector<size_t> Optimizer::layer_params(int layer) const {
 
 static std::string format_bytes(size_t bytes) {
   char text[32];
-  if (bytes >= (1ull << 30)) std::snprintf(text, sizeof(text), "%.2f GiB", bytes / double(1ull << 30));
-  else if (bytes >= (1ull << 20)) std::snprintf(text, sizeof(text), "%.2f MiB", bytes / double(1ull << 20));
-  else if (bytes >= (1ull << 10)) std::snprintf(text, sizeof(text), "%.2f KiB", bytes / double(1ull << 10));
-  else std::snprintf(text, sizeof(text), "%zu B", bytes);
+  if (bytes >= (1ull << 30))
+    std::snprintf(text, sizeof(text), "%.2f GiB", bytes / double(1ull << 30));
+  else if (bytes >= (1ull << 20))
+    std::snprintf(text, sizeof(text), "%.2f MiB", bytes / double(1ull << 20));
+  else if (bytes >= (1ull << 10))
+    std::snprintf(text, sizeof(text), "%.2f KiB", bytes / double(1ull << 10));
+  else
+    std::snprintf(text, sizeof(text), "%zu B", bytes);
   return text;
 }
 
@@ -54,8 +58,7 @@ std::string optimizer_memory_table(const Optimizer& optimizer) {
   char line[160];
   std::snprintf(line, sizeof(line), "optimizer %s: state memory by parameter group\n", optimizer.name().c_str());
   out << line;
-  std::snprintf(line, sizeof(line), "  %-12s %8s %14s %14s %8s\n", "group", "tensors", "params", "state",
-                "state/p");
+  std::snprintf(line, sizeof(line), "  %-12s %8s %14s %14s %8s\n", "group", "tensors", "params", "state", "state/p");
   out << line;
   auto print_row = [&](const std::string& name, const Row& row) {
     const double ratio = row.param_bytes ? double(row.state_bytes) / double(row.param_bytes) : 0.0;

@@ -54,8 +54,8 @@ void ArenaOptimizer::load_state(const TensorMap& in) {
     auto it = in.find(name);
     if (it == in.end()) runtime_error("optimizer '", this->name(), "' state: missing tensor '", name, "'");
     if (it->second.dtype != DType::F32 || !(it->second.shape == state_.view(entry).shape))
-      runtime_error("optimizer '", this->name(), "' state: tensor '", name, "' is ", dtype_name(it->second.dtype),
-                    " ", it->second.shape.str(), ", expected F32 ", state_.view(entry).shape.str());
+      runtime_error("optimizer '", this->name(), "' state: tensor '", name, "' is ", dtype_name(it->second.dtype), " ",
+                    it->second.shape.str(), ", expected F32 ", state_.view(entry).shape.str());
   }
   for (size_t entry = 0; entry < state_.count(); ++entry)
     backend_.copy_from_host(state_.view(entry), in.at(state_.name(entry)).bytes.data());
@@ -106,9 +106,8 @@ std::vector<int64_t> get_i64(const TensorMap& in, const std::string& name, int64
   if (it == in.end()) runtime_error("optimizer state: missing tensor '", name, "'");
   if (it->second.dtype != DType::I64 || it->second.shape.rank != 1 ||
       (expected_count >= 0 && it->second.shape[0] != expected_count))
-    runtime_error("optimizer state: tensor '", name, "' is ", dtype_name(it->second.dtype), " ",
-                  it->second.shape.str(), ", expected I64 [", expected_count < 0 ? "n" : std::to_string(expected_count),
-                  "]");
+    runtime_error("optimizer state: tensor '", name, "' is ", dtype_name(it->second.dtype), " ", it->second.shape.str(),
+                  ", expected I64 [", expected_count < 0 ? "n" : std::to_string(expected_count), "]");
   std::vector<int64_t> values(static_cast<size_t>(it->second.shape[0]));
   if (!values.empty()) std::memcpy(values.data(), it->second.bytes.data(), values.size() * 8);
   return values;

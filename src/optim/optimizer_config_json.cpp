@@ -8,14 +8,30 @@
 namespace gum {
 
 std::vector<std::string> optimizer_config_keys() {
-  return {"name",       "lr",        "weight_decay",    "beta1",           "beta2",       "eps",
-          "adamw_lr",   "momentum",  "nesterov",        "ns_steps",        "muon_scale",  "rank",
-          "update_proj_gap", "scale", "projector",      "power_iterations", "oversampling", "full_rank_layers",
-          "sample_unit", "shard_states"};
+  return {"name",
+          "lr",
+          "weight_decay",
+          "beta1",
+          "beta2",
+          "eps",
+          "adamw_lr",
+          "momentum",
+          "nesterov",
+          "ns_steps",
+          "muon_scale",
+          "rank",
+          "update_proj_gap",
+          "scale",
+          "projector",
+          "power_iterations",
+          "oversampling",
+          "full_rank_layers",
+          "sample_unit",
+          "shard_states"};
 }
 
-static void require_one_of(const std::string& value, const std::vector<std::string>& valid,
-                           const std::string& context, const std::string& key) {
+static void require_one_of(const std::string& value, const std::vector<std::string>& valid, const std::string& context,
+                           const std::string& key) {
   if (std::find(valid.begin(), valid.end(), value) != valid.end()) return;
   std::string list;
   for (const auto& v : valid) list += (list.empty() ? "\"" : ", \"") + v + "\"";

@@ -39,8 +39,8 @@ std::unique_ptr<ParamTable> make_param_table(Backend& backend, const std::vector
   int max_layer = -1;
   for (size_t i = 0; i < descs.size(); ++i) {
     const auto& d = descs[i];
-    table->params.push_back(OptimParam{d.name, table->values.view(i), table->grads.view(i), d.kind, d.layer,
-                                       d.weight_decay});
+    table->params.push_back(
+        OptimParam{d.name, table->values.view(i), table->grads.view(i), d.kind, d.layer, d.weight_decay});
     if (d.kind == ParamKind::Matrix) max_layer = std::max(max_layer, d.layer);
     backend.fill_normal(table->values.view(i), seed, 1000 + i, d.kind == ParamKind::Norm ? 1.0f : 0.0f, 0.5f);
   }

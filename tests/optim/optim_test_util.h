@@ -35,8 +35,7 @@ std::vector<float> concat_all(Backend& backend, const std::vector<OptimParam>& p
 // Gradients of step `step`: standard normals from Philox (seed, stream = step).
 void fill_gradients(Backend& backend, const std::vector<OptimParam>& params, uint64_t seed, int64_t step);
 
-std::unique_ptr<Optimizer> build(Backend& backend, ParamTable& table, const OptimizerConfig& config,
-                                 uint64_t seed);
+std::unique_ptr<Optimizer> build(Backend& backend, ParamTable& table, const OptimizerConfig& config, uint64_t seed);
 
 // True when GUM_SYSTEM_PYTHON can import torch.
 bool reference_available();

@@ -15,14 +15,13 @@ namespace {
 std::vector<ParamDesc> four_blocks(Shape shape) {
   std::vector<ParamDesc> d;
   for (int layer = 0; layer < 4; ++layer)
-    d.push_back({"model.layers." + std::to_string(layer) + ".self_attn.q_proj.weight", shape, ParamKind::Matrix,
-                 layer, false});
+    d.push_back(
+        {"model.layers." + std::to_string(layer) + ".self_attn.q_proj.weight", shape, ParamKind::Matrix, layer, false});
   return d;
 }
 
 // The direction GUM fed to NS5 at this step, lifted to [m, n]: P R (low-rank, left side) or R (full-rank).
-std::vector<float> lifted_direction(const TensorMap& state, const std::string& name, int64_t m, int64_t n,
-                                    int64_t r) {
+std::vector<float> lifted_direction(const TensorMap& state, const std::string& name, int64_t m, int64_t n, int64_t r) {
   auto full = state.find(name + ".momentum_full");
   if (full != state.end()) return full->second.to_f32();
   const auto p = state.at(name + ".projector").to_f32();  // [m, r] (m < n: left side)
@@ -44,7 +43,7 @@ std::vector<double> mean_direction_errors(const std::string& optimizer, const st
   OptimizerConfig c;
   c.name = optimizer;
   c.rank = static_cast<int>(r);
-  c.update_proj_gap = 1;  // every step is a new period: a fresh draw, momentum reset
+  c.update_proj_gap = 1;   // every step is a new period: a fresh draw, momentum reset
   c.full_rank_layers = 1;  // q = 1/4
   auto opt = build(*backend, *table, c, seed);
   fill_gradients(*backend, table->params, 17, 1);  // a fixed G
@@ -95,7 +94,7 @@ TEST_CASE("GUM's pre-orthogonalisation direction is unbiased (error ~ 1/sqrt(dra
   const auto errors = rms_errors("gum", 6);
   std::printf("gum mean-direction error: %g %g %g\n", errors[0], errors[1], errors[2]);
   INFO("relative error of the mean direction after 32/128/512 draws: " << errors[0] << " " << errors[1] << " "
-                                                                           << errors[2]);
+                                                                       << errors[2]);
   // 1/sqrt(draws): sixteen times the draws, a quarter of the error (slack for the finite
   // number of seeds; a single long run reaches 0.009 after 8192 draws).
   CHECK(errors[1] < errors[0]);
@@ -178,6 +177,6 @@ TEST_CASE("linear-regression counterexample: GaLore + Muon stalls, GUM converges
   INFO("final/initial loss: muon " << muon << ", gum " << gum << ", galore_muon " << galore_muon);
   CHECK(galore_muon > 0.5);  // stalls: the error outside u is never touched
   CHECK(muon < 0.05);
-  CHECK(gum < 1.5 * muon);   // converges to the full-Muon level
+  CHECK(gum < 1.5 * muon);  // converges to the full-Muon level
   CHECK(gum < galore_muon * 0.1);
 }

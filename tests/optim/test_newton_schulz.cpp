@@ -34,8 +34,12 @@ TEST_CASE("NS5 maps normalised singular values >= 3e-3 into about [0.68, 1.21]",
   for (auto [m, n] : {std::pair<int64_t, int64_t>{48, 64}, {64, 48}}) {
     const int64_t k = std::min(m, n);
     Arena arena(*backend, DType::F32,
-                {{"a", Shape{m, n}}, {"out", Shape{m, n}}, {"u", Shape{m, k}}, {"v", Shape{n, k}},
-                 {"diag", Shape{k, k}}, {"ut_out", Shape{k, n}},
+                {{"a", Shape{m, n}},
+                 {"out", Shape{m, n}},
+                 {"u", Shape{m, k}},
+                 {"v", Shape{n, k}},
+                 {"diag", Shape{k, k}},
+                 {"ut_out", Shape{k, n}},
                  {"work", Shape{static_cast<int64_t>(newton_schulz_workspace_elems(m, n) + 4 * m * n)}}});
     ScratchPad pad(arena.view("work"));
     // Singular values log-spaced over [1e-4, 1]; the Frobenius normalisation inside NS5 divides
@@ -74,8 +78,12 @@ TEST_CASE("NS5 of a transposed input is the transposed output", "[optim][muon]")
   auto backend = make_backend("cpu");
   const int64_t m = 20, n = 36;
   Arena arena(*backend, DType::F32,
-              {{"a", Shape{m, n}}, {"at", Shape{n, m}}, {"o", Shape{m, n}}, {"ot", Shape{n, m}},
-               {"eye", Shape{m, m}}, {"work", Shape{(int64_t)newton_schulz_workspace_elems(m, n)}}});
+              {{"a", Shape{m, n}},
+               {"at", Shape{n, m}},
+               {"o", Shape{m, n}},
+               {"ot", Shape{n, m}},
+               {"eye", Shape{m, m}},
+               {"work", Shape{(int64_t)newton_schulz_workspace_elems(m, n)}}});
   backend->fill_normal(arena.view("a"), 3, 4, 0, 1);
   std::vector<float> eye(m * m, 0.0f);
   for (int64_t i = 0; i < m; ++i) eye[i * m + i] = 1;

@@ -98,7 +98,9 @@ TEST_CASE("plumage matches the reference", "[optim][reference]") { one_and_fifty
 
 TEST_CASE("stiefel matches the reference", "[optim][reference]") { one_and_fifty("stiefel", base_config("stiefel")); }
 
-TEST_CASE("gum (layer blocks) matches the reference", "[optim][reference]") { one_and_fifty("gum", base_config("gum")); }
+TEST_CASE("gum (layer blocks) matches the reference", "[optim][reference]") {
+  one_and_fifty("gum", base_config("gum"));
+}
 
 TEST_CASE("gum (matrix blocks, randomized projector) matches the reference", "[optim][reference]") {
   auto c = base_config("gum");

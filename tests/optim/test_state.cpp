@@ -140,8 +140,8 @@ TEST_CASE("load_state names a missing or mis-shaped tensor and changes nothing",
 
   TensorMap missing = good;
   missing.erase("model.layers.1.mlp.down_proj.weight.projector");
-  CHECK_THROWS_WITH(opt->load_state(missing), Catch::Contains("model.layers.1.mlp.down_proj.weight.projector") &&
-                                                  Catch::Contains("missing"));
+  CHECK_THROWS_WITH(opt->load_state(missing),
+                    Catch::Contains("model.layers.1.mlp.down_proj.weight.projector") && Catch::Contains("missing"));
   TensorMap wrong = good;
   wrong["model.layers.0.self_attn.q_proj.weight.exp_avg"] = HostTensor(DType::F32, Shape{3, 3});
   CHECK_THROWS_WITH(opt->load_state(wrong),

@@ -28,9 +28,9 @@ struct OptimParam {
 };
 
 struct StepInfo {
-  int64_t step = 1;  // 1-based optimizer step
-  float lr = 0;      // main learning rate after the schedule
-  float lr_ratio = 1; // schedule multiplier (lr / peak lr): applied to adamw_lr for the other params
+  int64_t step = 1;    // 1-based optimizer step
+  float lr = 0;        // main learning rate after the schedule
+  float lr_ratio = 1;  // schedule multiplier (lr / peak lr): applied to adamw_lr for the other params
 };
 
 class Optimizer {
@@ -72,7 +72,7 @@ struct OptimizerContext {
   std::vector<OptimParam> params;
   int num_layers = 0;  // transformer blocks
   OptimizerConfig config;
-  uint64_t seed = 0;   // shared by all ranks: GUM's sampling draws identical decisions everywhere
+  uint64_t seed = 0;  // shared by all ranks: GUM's sampling draws identical decisions everywhere
 };
 
 using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>;

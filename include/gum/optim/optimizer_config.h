@@ -20,10 +20,10 @@ struct OptimizerConfig {
   // GaLore family
   int rank = 128;
   int update_proj_gap = 200;
-  float scale = 0.25f;                // GaLore's alpha
-  std::string projector = "svd";      // "svd" | "randomized"
-  int power_iterations = 1;           // randomized range finder
-  int oversampling = 8;               // randomized range finder
+  float scale = 0.25f;            // GaLore's alpha
+  std::string projector = "svd";  // "svd" | "randomized"
+  int power_iterations = 1;       // randomized range finder
+  int oversampling = 8;           // randomized range finder
   // GUM
   int full_rank_layers = 2;           // gamma: blocks per period with a full-rank step
   std::string sample_unit = "layer";  // "layer" | "matrix"

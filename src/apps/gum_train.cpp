@@ -11,6 +11,7 @@
 
 #include "gum/core/error.h"
 #include "gum/train/commands.h"
+#include "gum/train/sample.h"
 
 namespace {
 
@@ -32,6 +33,9 @@ Usage:
       Write a Hugging Face folder (config.json, model.safetensors, tokenizer.model, ...).
   gum_train plan CONFIG.json
       Memory (weights, gradients, optimizer state, activations) and FLOPs, without training.
+  gum_train sample (--checkpoint DIR | --hf DIR) --prompt TEXT [--max-new-tokens N]
+                   [--temperature T] [--top-p P] [--seed S] [--tokenizer FILE] [--backend B]
+      Generate text from a checkpoint or a Hugging Face folder (greedy when T is 0).
   gum_train --help | --version
 
 Options:
@@ -42,6 +46,14 @@ Options:
   --data GLOB         eval: token shards (*.bin) to evaluate instead of the prepared validation split
   --max-tokens N      eval: stop after about N predicted tokens (0 = all)
   --out DIR           export: the folder to write
+  --hf DIR            sample: a Hugging Face model folder (Llama, Mistral, Qwen2; safetensors)
+  --prompt TEXT       sample: the text to continue
+  --max-new-tokens N  sample: tokens to generate (default 64; stops early at EOS)
+  --temperature T     sample: 0 = greedy (default), else softmax temperature
+  --top-p P           sample: nucleus sampling mass in (0, 1] (default 1)
+  --seed S            sample: Philox seed (default 1234)
+  --tokenizer FILE    sample: a SentencePiece .model instead of the source's
+  --backend B         sample: cpu | cuda | auto (default auto)
   -h, --help          this text
   --version           the version
 
@@ -50,7 +62,7 @@ Exit codes: 0 success, 1 runtime failure (bad data, NaN loss, I/O), 2 usage or c
 Config sections: model, data, optimizer, schedule, training, eval, checkpoint, logging (see README.md).
 )";
 
-const std::vector<std::string> kVerbs = {"train", "eval", "prepare", "export", "plan"};
+const std::vector<std::string> kVerbs = {"train", "eval", "prepare", "export", "plan", "sample"};
 
 int run(int argc, char** argv) {
   std::string verb = "train";
@@ -71,6 +83,14 @@ int run(int argc, char** argv) {
       "data", "", cxxopts::value<std::string>()->default_value(""))(
       "max-tokens", "", cxxopts::value<int64_t>()->default_value("0"))(
       "out", "", cxxopts::value<std::string>()->default_value(""))(
+      "hf", "", cxxopts::value<std::string>()->default_value(""))(
+      "prompt", "", cxxopts::value<std::string>()->default_value(""))(
+      "max-new-tokens", "", cxxopts::value<int>()->default_value("64"))(
+      "temperature", "", cxxopts::value<double>()->default_value("0"))(
+      "top-p", "", cxxopts::value<double>()->default_value("1"))(
+      "seed", "", cxxopts::value<uint64_t>()->default_value("1234"))(
+      "tokenizer", "", cxxopts::value<std::string>()->default_value(""))(
+      "backend", "", cxxopts::value<std::string>()->default_value("auto"))(
       "positional", "", cxxopts::value<std::vector<std::string>>());
   options.parse_positional({"positional"});
   cxxopts::ParseResult parsed;
@@ -97,6 +117,21 @@ int run(int argc, char** argv) {
   if (verb == "export") {
     if (!positional.empty()) gum::usage_error("export takes no CONFIG: gum_train export --checkpoint DIR --out DIR");
     return gum::command_export(checkpoint, parsed["out"].as<std::string>());
+  }
+  if (verb == "sample") {
+    if (!positional.empty()) gum::usage_error("sample takes no CONFIG: gum_train sample --checkpoint DIR --prompt TEXT");
+    gum::SampleSource source;
+    source.checkpoint = checkpoint;
+    source.hf_dir = parsed["hf"].as<std::string>();
+    source.tokenizer = parsed["tokenizer"].as<std::string>();
+    source.backend = parsed["backend"].as<std::string>();
+    gum::SampleOptions sample;
+    sample.prompt = parsed["prompt"].as<std::string>();
+    sample.max_new_tokens = parsed["max-new-tokens"].as<int>();
+    sample.temperature = parsed["temperature"].as<double>();
+    sample.top_p = parsed["top-p"].as<double>();
+    sample.seed = parsed["seed"].as<uint64_t>();
+    return gum::command_sample(source, sample);
   }
   if (positional.size() != 1)
     gum::usage_error(positional.empty() ? "missing CONFIG.json" : "expected one CONFIG.json, got " +

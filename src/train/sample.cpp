@@ -4,10 +4,19 @@
 #include <cmath>
 #include <numeric>
 
+#include <cstdio>
+
 #include "gum/core/error.h"
+#include "gum/core/logging.h"
 #include "gum/core/philox.h"
+#include "gum/data/prepare.h"
 #include "gum/data/tokenizer.h"
+#include "gum/io/checkpoint.h"
+#include "gum/io/safetensors.h"
+#include "gum/model/hf_import.h"
 #include "gum/model/llama.h"
+#include "gum/train/config.h"
+#include "gum/train/runtime.h"
 
 namespace gum {
 
@@ -56,6 +65,7 @@ std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>
   if (context.empty()) usage_error("sample: the prompt encodes to no tokens (and there is no BOS to start from)");
   const int T = model.seq_len();
   const int V = model.config().vocab_size;
+  const int candidates = options.vocab_limit > 0 ? std::min(V, options.vocab_limit) : V;
   std::vector<int32_t> all = context, generated, window(static_cast<size_t>(T), 0);
   std::vector<float> row(static_cast<size_t>(V));
   std::vector<uint16_t> row_bf16;
@@ -80,7 +90,7 @@ std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>
     }
     // One uniform per step whether or not it is used, so a seed's stream never depends on temperature.
     const double uniform = rng.next_uniform();
-    const int32_t next = choose_next_token(row.data(), V, options.temperature, options.top_p, uniform);
+    const int32_t next = choose_next_token(row.data(), candidates, options.temperature, options.top_p, uniform);
     generated.push_back(next);
     all.push_back(next);
     if (on_token) on_token(next);
@@ -98,7 +108,9 @@ std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const Sam
   const size_t text_begin = prompt.size();
   for (int32_t id : tokenizer.encode(options.prompt)) prompt.push_back(id);
 
-  std::vector<int32_t> generated = sample_tokens(model, prompt, options, tokenizer.eos_id());
+  SampleOptions limited = options;
+  limited.vocab_limit = tokenizer.vocab_size();
+  std::vector<int32_t> generated = sample_tokens(model, prompt, limited, tokenizer.eos_id());
   if (!generated.empty() && generated.back() == tokenizer.eos_id() && options.stop_at_eos) generated.pop_back();
   // SentencePiece renders a word's leading space from its first piece: decode prompt and continuation
   // together and cut the prompt off, so the continuation keeps the space that separates it.
@@ -109,6 +121,51 @@ std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const Sam
   const std::string all_decoded = tokenizer.decode(joined);
   if (all_decoded.compare(0, prompt_decoded.size(), prompt_decoded) == 0) return all_decoded.substr(prompt_decoded.size());
   return tokenizer.decode(generated);
+}
+
+int command_sample(const SampleSource& source, const SampleOptions& options) {
+  setup_logging();
+  validate_sample_options(options);
+  if (source.checkpoint.empty() == source.hf_dir.empty())
+    usage_error("sample needs exactly one of --checkpoint DIR or --hf DIR");
+  LlamaConfig config;
+  TensorMap weights;
+  std::string tokenizer_file = source.tokenizer, origin;
+  if (!source.checkpoint.empty()) {
+    const std::string step_dir = resolve_checkpoint_path(source.checkpoint);
+    verify_checkpoint(step_dir);
+    const nlohmann::json state = read_checkpoint_trainer_state(step_dir);
+    if (!state.contains("config")) runtime_error(step_dir, "/trainer.json: no 'config' (not a gum_train checkpoint?)");
+    const TrainConfig train = train_config_from_json(state["config"], step_dir + "/trainer.json");
+    config = train.model;
+    weights = read_safetensors(step_dir + "/model.safetensors");
+    if (tokenizer_file.empty()) tokenizer_file = tokenizer_path(train.data);
+    origin = step_dir + "/model.safetensors";
+  } else {
+    HfModel hf = load_hf_model(source.hf_dir);
+    config = hf.config;
+    weights = std::move(hf.weights);
+    if (tokenizer_file.empty()) tokenizer_file = hf.tokenizer_path;
+    if (tokenizer_file.empty())
+      usage_error(source.hf_dir, ": no tokenizer.model (only SentencePiece tokenizers are supported): pass --tokenizer FILE");
+    origin = source.hf_dir;
+  }
+  Tokenizer tokenizer(tokenizer_file);
+
+  // Full recompute per token costs the whole window: make it no longer than this generation needs.
+  const int64_t prompt_tokens = int64_t(tokenizer.encode(options.prompt).size()) + 1;
+  const int window =
+      static_cast<int>(std::clamp<int64_t>(prompt_tokens + options.max_new_tokens, 1, config.max_position_embeddings));
+  auto backend = make_backend(source.backend);
+  LlamaModel model(config, *backend, 1, window);
+  load_model_weights(model, weights, origin);
+  weights.clear();
+  spdlog::info("sampling from {} on {} ({} parameters, window {} tokens, temperature {}, top_p {}, seed {})", origin,
+               backend->name(), config.num_parameters(), window, options.temperature, options.top_p, options.seed);
+  const std::string continuation = sample_text(model, tokenizer, options);
+  std::printf("%s%s\n", options.prompt.c_str(), continuation.c_str());
+  std::fflush(stdout);
+  return 0;
 }
 
 }  // namespace gum

@@ -114,6 +114,12 @@ TEST_CASE("greedy generation equals argmax decoding by hand, through a sliding w
   no_stop.stop_at_eos = false;
   CHECK(sample_tokens(model, prompt, no_stop, out[0]) == out);
   CHECK_THROWS_WITH(sample_tokens(model, {}, greedy, -1), Contains("no tokens"));
+
+  // A tokenizer smaller than the model's vocabulary: ids it cannot decode are never chosen.
+  SampleOptions limited = narrow;
+  limited.top_p = 1.0;
+  limited.vocab_limit = 5;
+  for (int32_t t : sample_tokens(model, prompt, limited, -1)) CHECK(t < 5);
 }
 
 TEST_CASE("temperature sampling is reproducible per seed", "[sample]") {

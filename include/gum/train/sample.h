@@ -21,6 +21,9 @@ struct SampleOptions {
   uint64_t seed = 1234;      // Philox key: the same seed gives the same text
   bool add_bos = true;       // start the prompt with BOS when the tokenizer has one
   bool stop_at_eos = true;
+  // > 0: only ids below it are generated (sample_text sets the tokenizer's size: a model's
+  // vocabulary may have rows the tokenizer never produces, which it could not decode).
+  int32_t vocab_limit = 0;
 };
 
 // Usage error naming the option for values out of range (max_new_tokens < 0, temperature < 0,
@@ -41,5 +44,19 @@ std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>
 // Encodes the prompt (with BOS when add_bos and the tokenizer has one), generates and returns the
 // continuation's text (the prompt excluded, EOS not rendered).
 std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const SampleOptions& options);
+
+// Where `gum_train sample` takes the model from: exactly one of a checkpoint (a step folder or a
+// checkpoint folder; its config and tokenizer come from trainer.json) or a Hugging Face folder
+// (config.json, safetensors weights, tokenizer.model).
+struct SampleSource {
+  std::string checkpoint;
+  std::string hf_dir;
+  std::string tokenizer;         // overrides the source's tokenizer.model
+  std::string backend = "auto";  // cpu | cuda | auto
+};
+
+// gum_train sample (--checkpoint DIR | --hf DIR) --prompt TEXT [...]: prints the prompt and its
+// continuation. The model's window is the prompt plus max_new_tokens, at most max_position_embeddings.
+int command_sample(const SampleSource& source, const SampleOptions& options);
 
 }  // namespace gum

@@ -200,23 +200,26 @@ ChatTemplate ChatTemplate::default_template() {
 
 SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& context, const std::string& path) {
   reject_unknown_keys(j,
-                      {"files", "format", "prompt_field", "completion_field", "chat_template", "add_bos", "add_eos",
+                      {"files", "valid_files", "format", "prompt_field", "completion_field", "chat_template", "add_bos", "add_eos",
                        "layout", "truncation", "shuffle", "seed"},
                       context, path);
   SftConfig c;
-  if (j.contains("files")) {
-    const auto& files = j["files"];
-    if (files.is_string()) {
-      c.files.push_back(files.get<std::string>());
-    } else if (files.is_array()) {
-      for (const auto& f : files) {
-        if (!f.is_string()) usage_error(context, ": key '", path, ".files' must hold strings, got ", f.dump());
-        c.files.push_back(f.get<std::string>());
+  auto read_globs = [&](const char* key, std::vector<std::string>& out) {
+    if (!j.contains(key)) return;
+    const auto& value = j[key];
+    if (value.is_string()) {
+      out.push_back(value.get<std::string>());
+    } else if (value.is_array()) {
+      for (const auto& f : value) {
+        if (!f.is_string()) usage_error(context, ": key '", path, ".", key, "' must hold strings, got ", f.dump());
+        out.push_back(f.get<std::string>());
       }
-    } else {
-      usage_error(context, ": key '", path, ".files' must be a glob pattern or a list of them");
+    } else if (!value.is_null()) {
+      usage_error(context, ": key '", path, ".", key, "' must be a glob pattern or a list of them");
     }
-  }
+  };
+  read_globs("files", c.files);
+  read_globs("valid_files", c.valid_files);
   std::string name = format_name(c.format);
   read_key(j, "format", name, context, path);
   c.format = enum_from_name(name, kFormats, context, path + ".format");
@@ -240,6 +243,7 @@ nlohmann::json to_json(const SftConfig& c) {
   nlohmann::json roles = nlohmann::json::object();
   for (const auto& [name, role] : c.chat_template.roles) roles[name] = {{"prefix", role.prefix}, {"suffix", role.suffix}};
   return {{"files", c.files},
+          {"valid_files", c.valid_files},
           {"format", format_name(c.format)},
           {"prompt_field", c.prompt_field},
           {"completion_field", c.completion_field},
@@ -306,11 +310,13 @@ static int32_t choose_pad_token(const TextEncoder& encoder) {
   return 0;
 }
 
-SftDataset::SftDataset(const SftConfig& config, const TextEncoder& encoder, int seq_len)
+SftDataset::SftDataset(const SftConfig& config, const TextEncoder& encoder, int seq_len, bool validation)
     : config_(config), seq_len_(seq_len), pad_token_(choose_pad_token(encoder)) {
   if (seq_len < 1) usage_error("SFT data: seq_len must be positive, got ", seq_len);
-  if (config.files.empty()) usage_error("SFT data: data.sft.files is empty");
-  const std::vector<std::string> files = expand_globs(config.files, "data.sft.files");
+  const std::string key = validation ? "data.sft.valid_files" : "data.sft.files";
+  const std::vector<std::string>& patterns = validation ? config.valid_files : config.files;
+  if (patterns.empty()) usage_error("SFT data: ", key, " is empty");
+  const std::vector<std::string> files = expand_globs(patterns, key);
   stats_.files = files.size();
   std::string text;
   for (const std::string& path : files) {

@@ -346,6 +346,11 @@ TEST_CASE("files: JSONL and gzip read in order; malformed lines name file and li
   CHECK(data.example(2).tokens == std::vector<int32_t>{7, 8, 9});
   CHECK(data.example(0).tokens.size() == 1 + 4 + 1);
   SftLoader(data).log_summary();
+  config.valid_files = {(dir / "b.jsonl.gz").string()};
+  SftDataset valid(config, byte_encoder(), 64, true);
+  CHECK(valid.size() == 1);
+  config.valid_files.clear();
+  CHECK_THROWS_WITH(SftDataset(config, byte_encoder(), 64, true), Contains("data.sft.valid_files"));
 
   write_lines(dir / "bad.jsonl", {R"({"prompt": "p", "completion": "c"})", R"({"prompt": "p", "completion": "c")"});
   config.files = {(dir / "bad.jsonl").string()};
@@ -360,8 +365,10 @@ TEST_CASE("files: JSONL and gzip read in order; malformed lines name file and li
 
 TEST_CASE("config: defaults, round trip through JSON, unknown keys and bad values", "[sft]") {
   SftConfig c = sft_config_from_json(nlohmann::json::parse(R"({"files": "data/sft/*.jsonl", "layout": "pad",
+      "valid_files": ["v1.jsonl", "v2.jsonl"],
       "truncation": "drop", "seed": 9, "shuffle": false, "format": "messages"})"), "cfg.json");
   CHECK(c.files == std::vector<std::string>{"data/sft/*.jsonl"});
+  CHECK(c.valid_files == std::vector<std::string>{"v1.jsonl", "v2.jsonl"});
   CHECK(c.layout == SftLayout::Pad);
   CHECK(c.truncation == SftTruncation::Drop);
   CHECK(c.format == SftFormat::Messages);

@@ -62,7 +62,8 @@ enum class SftTruncation {
 };
 
 struct SftConfig {
-  std::vector<std::string> files;  // JSONL glob patterns (.gz accepted)
+  std::vector<std::string> files;        // JSONL glob patterns (.gz accepted)
+  std::vector<std::string> valid_files;  // held-out examples for evaluation (same formats); may be empty
   SftFormat format = SftFormat::Auto;  // Auto: decided per line from its keys
   std::string prompt_field = "prompt";
   std::string completion_field = "completion";
@@ -75,7 +76,7 @@ struct SftConfig {
   uint64_t seed = 1234;
 };
 
-// The section (e.g. "data.sft") of a config: {"files", "format", "prompt_field", "completion_field",
+// The section (e.g. "data.sft") of a config: {"files", "valid_files", "format", "prompt_field", "completion_field",
 // "chat_template": {"roles": {ROLE: {"prefix", "suffix"}}, "trained_roles": [...]}, "add_bos",
 // "add_eos", "layout", "truncation", "shuffle", "seed"}. Unknown keys and bad values are usage
 // errors naming context and `path`.key.
@@ -116,7 +117,9 @@ struct SftStats {
 // Every example of the configured files, tokenized, truncated and in memory.
 class SftDataset {
  public:
-  SftDataset(const SftConfig& config, const TextEncoder& encoder, int seq_len);
+  // Reads config.files, or config.valid_files when `validation` (evaluation: the same rendering,
+  // masking and truncation, so the validation loss measures what training optimises).
+  SftDataset(const SftConfig& config, const TextEncoder& encoder, int seq_len, bool validation = false);
   // From examples already in memory (tests, programmatic use); truncation and stats as above.
   SftDataset(std::vector<SftExample> examples, const SftConfig& config, const TextEncoder& encoder, int seq_len);
 

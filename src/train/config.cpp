@@ -286,6 +286,7 @@ void apply_config_override(nlohmann::json& j, const nlohmann::json& schema, cons
 }
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (!std::filesystem::is_regular_file(path)) usage_error(path, ": config file not found");
   nlohmann::json j = read_json_file(path);
   // The default run folder is named after the config file: runs/llama_tiny for llama_tiny.json.
   if (j.is_object() && !(j.contains("logging") && j["logging"].contains("run_dir"))) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -83,6 +84,9 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : pat
       if (record["step"].get<int64_t>() <= keep_through_step) kept.push_back(line);
     }
   }
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   file_ = std::fopen(path.c_str(), "w");
   if (!file_) runtime_error(path, ": cannot create metrics file");
   for (const auto& line : kept) std::fprintf(file_, "%s\n", line.c_str());

@@ -1,0 +1,111 @@
+// Config parsing: sections, defaults, --set overrides with type checks, errors with the key
+// path, the closest valid key and exit code 2.
+#include <catch2/catch.hpp>
+
+#include "gum/core/error.h"
+#include "gum/train/config.h"
+#include "train_test_util.h"
+
+using namespace gum;
+using namespace gum_test;
+
+namespace {
+std::string config_with(const std::string& name, const nlohmann::json& patch) {
+  const std::string dir = fresh_test_dir(name);
+  return write_config(dir, micro_config(dir + "/run", patch));
+}
+}  // namespace
+
+TEST_CASE("config reads every section and the resolved form reads back identically") {
+  const std::string dir = fresh_test_dir("config_roundtrip");
+  TrainConfig c = load_train_config(write_config(dir, micro_config(dir + "/run")));
+  CHECK(c.model.hidden_size == 32);
+  CHECK(c.model.kv_heads() == 2);
+  CHECK(c.training.seq_len == 16);
+  CHECK(c.training.batch_size == 4);
+  CHECK(c.optimizer.name == "adamw");
+  CHECK(c.optimizer.lr == Approx(0.01));
+  CHECK(c.schedule.warmup_steps == 3);
+  CHECK(c.checkpoint.every_steps == 10);
+  CHECK(c.total_steps() == 20);
+  CHECK(c.checkpoint_dir() == dir + "/run/checkpoints");
+
+  nlohmann::json resolved = train_config_to_json(c);
+  TrainConfig again = train_config_from_json(resolved, "resolved");
+  CHECK(train_config_to_json(again) == resolved);
+}
+
+TEST_CASE("max_tokens sets the number of steps") {
+  const std::string dir = fresh_test_dir("config_max_tokens");
+  TrainConfig c = load_train_config(
+      write_config(dir, micro_config(dir + "/run", {{"training", {{"max_steps", 0}, {"max_tokens", 1000}}}})));
+  CHECK(c.tokens_per_step() == 64);
+  CHECK(c.total_steps() == 16);  // ceil(1000 / 64)
+}
+
+TEST_CASE("--set overrides keys with type checking") {
+  const std::string path = config_with("config_set", {});
+  TrainConfig c = load_train_config(
+      path, {"optimizer.lr=3e-3", "training.backend=cpu", "model.num_hidden_layers=3", "schedule.type=\"wsd\""});
+  CHECK(c.optimizer.lr == Approx(3e-3));
+  CHECK(c.model.num_hidden_layers == 3);
+  CHECK(c.schedule.type == "wsd");
+  // An integer where a number is expected is fine; a string is not.
+  CHECK(load_train_config(path, {"training.grad_clip=2"}).training.grad_clip == 2.0);
+  REQUIRE_THROWS_WITH(load_train_config(path, {"training.seq_len=abc"}),
+                      Catch::Contains("training.seq_len") && Catch::Contains("must be an integer"));
+  REQUIRE_THROWS_WITH(load_train_config(path, {"training.max_stpes=5"}),
+                      Catch::Contains("unknown key 'training.max_stpes'") &&
+                          Catch::Contains("did you mean 'training.max_steps'"));
+  REQUIRE_THROWS_WITH(load_train_config(path, {"trainig.seed=5"}), Catch::Contains("did you mean 'training'"));
+  REQUIRE_THROWS_WITH(load_train_config(path, {"training.seed"}), Catch::Contains("expected KEY=VALUE"));
+  try {
+    load_train_config(path, {"training.seq_len=abc"});
+  } catch (const Error& e) {
+    CHECK(e.exit_code() == 2);
+  }
+}
+
+TEST_CASE("config errors name the key and the closest valid key") {
+  std::string path = config_with("config_unknown", {{"training", {{"max_stpes", 5}}}});
+  REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("unknown key 'training.max_stpes'") &&
+                                                   Catch::Contains("did you mean 'training.max_steps'"));
+  path = config_with("config_unknown_section", {{"optimiser", {{"lr", 1}}}});
+  REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("'optimiser'") && Catch::Contains("'optimizer'"));
+  path = config_with("config_wrong_type", {{"training", {{"seq_len", "long"}}}});
+  REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("training.seq_len") && Catch::Contains("integer"));
+  path = config_with("config_bad_value", {{"training", {{"backend", "tpu"}}}});
+  REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("training.backend"));
+  path = config_with("config_bad_batch", {{"training", {{"seq_len", 128}}}});
+  REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("max_position_embeddings"));
+}
+
+TEST_CASE("gum_train exits with code 2 and one line for config errors") {
+  std::string path = config_with("cli_unknown_key", {{"training", {{"max_stpes", 5}}}});
+  CommandResult r = run_gum_train(path);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("did you mean 'training.max_steps'") != std::string::npos);
+
+  path = config_with("cli_wrong_type", {{"training", {{"batch_size", 2.5}}}});
+  r = run_gum_train(path);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("training.batch_size") != std::string::npos);
+
+  path = config_with("cli_bad_set", {});
+  r = run_gum_train(path + " --set training.seq_len=abc");
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("training.seq_len") != std::string::npos);
+  r = run_gum_train(path + " --set optimizer.lrr=1");
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("did you mean 'optimizer.lr'") != std::string::npos);
+
+  r = run_gum_train("/nonexistent/config.json");
+  CHECK(r.exit_code == 2);
+  r = run_gum_train(path + " --no-such-flag");
+  CHECK(r.exit_code == 2);
+  r = run_gum_train("--help");
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("gum_train CONFIG.json") != std::string::npos);
+  r = run_gum_train("--version");
+  CHECK(r.exit_code == 0);
+}

@@ -1,0 +1,35 @@
+// A NaN/Inf loss or gradient stops the run with a message naming the step, exit code 1, and
+// the last good checkpoint stays intact.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <regex>
+
+#include "gum/io/checkpoint.h"
+#include "train_test_util.h"
+
+namespace fs = std::filesystem;
+using namespace gum_test;
+
+TEST_CASE("a NaN or Inf loss stops training and keeps the last good checkpoint") {
+  prepared_micro_data();
+  const std::string dir = fresh_test_dir("nan_stop");
+  // lr 1e30 makes the weights overflow after the first update.
+  const std::string config = write_config(
+      dir, micro_config(dir + "/run", {{"optimizer", {{"lr", 1e30}}},
+                                       {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
+                                       {"checkpoint", {{"every_steps", 1}}}}));
+  CommandResult r = run_gum_train(config + " --resume never");
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  std::smatch m;
+  REQUIRE(std::regex_search(r.output, m, std::regex("step ([0-9]+): (loss is (NaN|Inf)|gradient of (\\S+) is NaN or Inf)")));
+  const int failed_step = std::stoi(m[1]);
+  CHECK(failed_step >= 2);
+  CHECK(failed_step < 20);
+  CHECK(r.output.find("last good checkpoint") != std::string::npos);
+
+  const std::string last_good = gum::find_resume_checkpoint(dir + "/run/checkpoints");
+  CHECK(fs::path(last_good).filename() == gum::checkpoint_folder_name(failed_step - 1));
+  CHECK_NOTHROW(gum::verify_checkpoint(last_good));
+  CHECK_FALSE(fs::exists(dir + "/run/checkpoints/" + gum::checkpoint_folder_name(failed_step)));
+}

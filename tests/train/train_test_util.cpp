@@ -1,0 +1,161 @@
+#include "train_test_util.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace gum_test {
+
+std::string gum_train_binary() {
+  const std::string path = std::string(GUM_BINARY_DIR) + "/bin/gum_train";
+  if (!fs::exists(path)) FAIL("gum_train executable not built: " << path);
+  return path;
+}
+
+CommandResult run_command(const std::string& command_line) {
+  CommandResult result;
+  std::FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  size_t got;
+  while ((got = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, got);
+  int status = pclose(pipe);
+  if (WIFEXITED(status)) {
+    result.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    result.signal = WTERMSIG(status);
+  }
+  // /bin/sh reports a child killed by signal N as exit status 128 + N.
+  if (result.exit_code > 128 && result.exit_code < 128 + 64) {
+    result.signal = result.exit_code - 128;
+    result.exit_code = -1;
+  }
+  return result;
+}
+
+CommandResult run_gum_train(const std::string& arguments, const std::string& environment) {
+  return run_command(environment + (environment.empty() ? "" : " ") + gum_train_binary() + " " + arguments);
+}
+
+std::string fresh_test_dir(const std::string& name) {
+  const std::string dir = std::string(GUM_BINARY_DIR) + "/test_tmp/train_" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+namespace {
+
+std::string data_root() { return std::string(GUM_BINARY_DIR) + "/test_tmp/train_micro_data"; }
+
+// Deterministic English-like sentences from a small vocabulary (a linear congruential
+// generator), enough for a 256-piece tokenizer and a few hundred training windows.
+void write_corpus(const std::string& path, int documents, uint32_t seed) {
+  static const char* words[] = {"the",   "cat",   "sat",   "on",    "a",      "mat",    "and",   "dog",
+                                "ran",   "to",    "house", "with",  "red",    "door",   "while", "birds",
+                                "sang",  "in",    "green", "trees", "under",  "blue",   "sky",   "every",
+                                "day",   "people", "walk", "along", "river",  "quiet",  "town",  "morning"};
+  std::ofstream out(path);
+  uint32_t state = seed;
+  auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return state >> 8;
+  };
+  for (int d = 0; d < documents; ++d) {
+    std::string text;
+    int sentences = 2 + next() % 4;
+    for (int s = 0; s < sentences; ++s) {
+      int length = 4 + next() % 8;
+      for (int w = 0; w < length; ++w) {
+        text += words[next() % (sizeof(words) / sizeof(words[0]))];
+        text += w + 1 < length ? " " : ". ";
+      }
+    }
+    out << nlohmann::json({{"text", text}}).dump() << "\n";
+  }
+}
+
+nlohmann::json base_data_section() {
+  return {{"train_files", data_root() + "/corpus/train.jsonl"},
+          {"valid_files", data_root() + "/corpus/valid.jsonl"},
+          {"tokenizer_vocab_size", 128},
+          {"tokenizer_model_type", "bpe"},
+          {"shard_dir", data_root() + "/shards"}};
+}
+
+}  // namespace
+
+std::string prepared_micro_data() {
+  const std::string root = data_root();
+  fs::create_directories(root);
+  // One process prepares; the others wait on the lock and then find the shards done.
+  int lock = ::open((root + "/.lock").c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(lock >= 0);
+  ::flock(lock, LOCK_EX);
+  const std::string done = root + "/.prepared";
+  if (!fs::exists(done)) {
+    fs::create_directories(root + "/corpus");
+    write_corpus(root + "/corpus/train.jsonl", 600, 12345);
+    write_corpus(root + "/corpus/valid.jsonl", 40, 777);
+    nlohmann::json config = micro_config(root + "/prepare_run");
+    const std::string path = write_config(root, config);
+    CommandResult r = run_gum_train("prepare " + path);
+    if (r.exit_code != 0) {
+      ::flock(lock, LOCK_UN);
+      ::close(lock);
+      FAIL("gum_train prepare failed:\n" << r.output);
+    }
+    std::ofstream(done) << "ok\n";
+  }
+  ::flock(lock, LOCK_UN);
+  ::close(lock);
+  return root + "/shards";
+}
+
+nlohmann::json micro_config(const std::string& run_dir, const nlohmann::json& patch) {
+  nlohmann::json config = {
+      {"model",
+       {{"hidden_size", 32},
+        {"intermediate_size", 64},
+        {"num_hidden_layers", 2},
+        {"num_attention_heads", 4},
+        {"num_key_value_heads", 2},
+        {"vocab_size", 128},
+        {"max_position_embeddings", 64}}},
+      {"data", base_data_section()},
+      {"optimizer", {{"name", "adamw"}, {"lr", 0.01}, {"beta2", 0.95}}},
+      {"schedule", {{"type", "cosine"}, {"warmup_steps", 3}, {"min_lr_ratio", 0.1}}},
+      {"training",
+       {{"backend", "cpu"}, {"seed", 7}, {"seq_len", 16}, {"batch_size", 4}, {"max_steps", 20}, {"grad_clip", 1.0},
+        {"threads", 1}}},
+      {"eval", {{"every_steps", 0}, {"at_end", false}, {"max_tokens", 0}}},
+      {"checkpoint", {{"every_steps", 10}, {"keep_last", 0}}},
+      {"logging", {{"every_steps", 1}, {"run_dir", run_dir}}}};
+  config.merge_patch(patch);
+  return config;
+}
+
+std::string write_config(const std::string& dir, const nlohmann::json& config) {
+  fs::create_directories(dir);
+  const std::string path = dir + "/config.json";
+  std::ofstream(path) << config.dump(2) << "\n";
+  return path;
+}
+
+}  // namespace gum_test

@@ -1,0 +1,42 @@
+#pragma once
+// Helpers for the trainer tests: a micro corpus and tokenizer prepared once (under a file lock,
+// since CTest runs test cases as parallel processes), micro-model configs, and running the
+// gum_train executable as a subprocess.
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace gum_test {
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;      // the signal that ended it, 0 when it exited
+  std::string output;  // stdout and stderr together
+};
+
+// The gum_train executable of this build (fails the test when it is missing).
+std::string gum_train_binary();
+
+// Runs a shell command line, capturing stdout and stderr.
+CommandResult run_command(const std::string& command_line);
+
+// Runs gum_train with `arguments` (already shell-quoted where needed).
+CommandResult run_gum_train(const std::string& arguments, const std::string& environment = "");
+
+// A folder under the build tree for one test, emptied.
+std::string fresh_test_dir(const std::string& name);
+
+// The shared micro corpus, tokenizer and shards (made on first use). Returns the shard folder.
+std::string prepared_micro_data();
+
+// A micro-model config (about 30k parameters, seq_len 16, batch 4, 20 steps, cpu, checkpoint
+// every 10 steps, metrics every step) using the shared data, with run_dir = `run_dir`;
+// `patch` is merged over it (JSON merge patch).
+nlohmann::json micro_config(const std::string& run_dir, const nlohmann::json& patch = nlohmann::json::object());
+
+// Writes `config` to DIR/config.json and returns the path.
+std::string write_config(const std::string& dir, const nlohmann::json& config);
+
+std::string read_file(const std::string& path);
+
+}  // namespace gum_test

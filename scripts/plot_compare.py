@@ -1,0 +1,234 @@
+#!/usr/bin/python3
+"""Summarises the runs of scripts/compare_optimizers.sh: one table and one loss-curve figure.
+
+Usage: /usr/bin/python3 scripts/plot_compare.py --runs WORK/runs --out OUT_DIR
+                                               --order adamw,muon,... [--meta meta.json]
+
+Each run folder RUNS/NAME holds what gum_train wrote (metrics.jsonl, checkpoints/) plus what the
+comparison script added: train.log (the console output) and overrides.txt (its --set lines).
+Writes OUT_DIR/results.json, OUT_DIR/results.md and OUT_DIR/loss_curves.png.
+
+Numbers and where they come from:
+  final val loss / ppl  the last eval record of metrics.jsonl (the eval at the end of the run)
+  train loss            mean of the last 5 logged training losses (one logged step is noisy)
+  tokens/s              tokens / elapsed_s of the last training record; elapsed_s counts the
+                        training steps only, not evaluation or checkpoint writing
+  optimizer state       exact: the tensor bytes of the final checkpoint's optimizer.safetensors
+                        (every byte the optimizer keeps between steps); the trainer's start-up
+                        memory plan (rounded) is kept next to it as a cross-check
+"""
+import argparse
+import json
+import math
+import os
+import re
+import struct
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on the build machines
+import matplotlib.pyplot as plt
+
+
+def fail(message):
+    sys.exit(f"plot_compare.py: {message}")
+
+
+def read_metrics(path):
+    if not os.path.isfile(path):
+        fail(f"{path}: missing (did the run start?)")
+    train, evals = [], []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                fail(f"{path}:{number}: not JSON ({e})")
+            if "val_loss" in record:
+                evals.append(record)
+            elif "loss" in record:
+                train.append(record)
+    if not train:
+        fail(f"{path}: no training records")
+    return train, evals
+
+
+def safetensors_tensor_bytes(path):
+    """Sum of the tensors' byte ranges, from the header (8-byte little-endian length + JSON)."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            fail(f"{path}: truncated safetensors header")
+        (header_len,) = struct.unpack("<Q", raw)
+        header = json.loads(f.read(header_len))
+    total = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        total += end - begin
+    return total
+
+
+def final_checkpoint(run_dir):
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    latest = os.path.join(checkpoints, "latest")
+    if not os.path.isfile(latest):
+        fail(f"{latest}: missing (the comparison saves a checkpoint at the end of every run)")
+    with open(latest) as f:
+        return os.path.join(checkpoints, f.read().strip())
+
+
+PLAN_STATE = re.compile(r"optimizer state\s+([0-9.]+ [KMGT]?i?B)")
+PLAN_WEIGHTS = re.compile(r"weights \(f32\)\s+([0-9.]+ [KMGT]?i?B)")
+
+
+def memory_plan_entries(log_path):
+    """The rounded 'optimizer state' and 'weights' rows of the trainer's start-up memory plan."""
+    if not os.path.isfile(log_path):
+        return None, None
+    with open(log_path, errors="replace") as f:
+        text = f.read()
+    state, weights = PLAN_STATE.search(text), PLAN_WEIGHTS.search(text)
+    return (state.group(1) if state else None), (weights.group(1) if weights else None)
+
+
+def summarise(name, run_dir):
+    train, evals = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    if not evals:
+        fail(f"{run_dir}/metrics.jsonl: no eval record (eval.at_end must be on)")
+    last_train, last_eval = train[-1], evals[-1]
+    if last_eval["step"] != last_train["step"]:
+        fail(f"{run_dir}: last eval at step {last_eval['step']} but training ended at step {last_train['step']}")
+    tail = [r["loss"] for r in train[-5:]]
+    checkpoint = final_checkpoint(run_dir)
+    state_bytes = safetensors_tensor_bytes(os.path.join(checkpoint, "optimizer.safetensors"))
+    weight_bytes = safetensors_tensor_bytes(os.path.join(checkpoint, "model.safetensors"))
+    plan_state, plan_weights = memory_plan_entries(os.path.join(run_dir, "train.log"))
+    overrides = []
+    overrides_path = os.path.join(run_dir, "overrides.txt")
+    if os.path.isfile(overrides_path):
+        with open(overrides_path) as f:
+            overrides = [line.strip() for line in f if line.strip()]
+    return {
+        "name": name,
+        "run_dir": run_dir,
+        "overrides": overrides,
+        "steps": last_train["step"],
+        "tokens": last_train["tokens"],
+        "final_val_loss": last_eval["val_loss"],
+        "final_val_ppl": last_eval["val_ppl"],
+        "val_tokens": last_eval["val_tokens"],
+        "final_train_loss_last5": sum(tail) / len(tail),
+        "train_seconds": last_train["elapsed_s"],
+        "tokens_per_s": last_train["tokens"] / last_train["elapsed_s"] if last_train["elapsed_s"] > 0 else None,
+        "optimizer_state_bytes": state_bytes,
+        "weight_bytes": weight_bytes,
+        "memory_plan_optimizer_state": plan_state,
+        "memory_plan_weights": plan_weights,
+        "curve": {
+            "train": [[r["tokens"], r["loss"]] for r in train],
+            "val": [[r["tokens"], r["val_loss"]] for r in evals],
+        },
+    }
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+
+
+def markdown_table(runs, meta):
+    adamw = next((r for r in runs if r["name"] == "adamw"), None)
+    lines = []
+    if meta:
+        lines.append(f"# Optimizer comparison: {meta.get('title', '')}".rstrip(": "))
+        lines.append("")
+        for key in ("command", "commit", "date", "machine", "model", "data", "budget", "load_note"):
+            if key in meta:
+                lines.append(f"- **{key}**: {meta[key]}")
+        lines.append("")
+    lines.append("| optimizer | final val loss | val ppl | train loss (last 5 logs) | tokens/s | optimizer state | state / AdamW's | settings (`--set`) |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        ratio = f"{r['optimizer_state_bytes'] / adamw['optimizer_state_bytes']:.2f}" if adamw else "n/a"
+        settings = " ".join(f"`{o.replace('optimizer.', '')}`" for o in r["overrides"] if o.startswith("optimizer."))
+        lines.append(
+            f"| {r['name']} | {r['final_val_loss']:.4f} | {r['final_val_ppl']:.2f} | {r['final_train_loss_last5']:.4f} "
+            f"| {r['tokens_per_s']:.0f} | {r['optimizer_state_bytes']:,} B ({human_bytes(r['optimizer_state_bytes'])}) "
+            f"| {ratio} | {settings} |")
+    lines.append("")
+    ranked = sorted(runs, key=lambda r: r["final_val_loss"])
+    lines.append("Ranking by final validation loss (lower is better): " +
+                 " < ".join(f"{r['name']} ({r['final_val_loss']:.4f})" for r in ranked))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(runs, path, title):
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 5))
+    for r in runs:
+        tokens = [t / 1e6 for t, _ in r["curve"]["train"]]
+        losses = [l for _, l in r["curve"]["train"]]
+        # An exponential moving average keeps the curves readable; logged steps are single batches.
+        smoothed, ema = [], None
+        for l in losses:
+            ema = l if ema is None else 0.7 * ema + 0.3 * l
+            smoothed.append(ema)
+        (line,) = ax_train.plot(tokens, smoothed, label=r["name"], linewidth=1.4)
+        val = r["curve"]["val"]
+        ax_val.plot([t / 1e6 for t, _ in val], [l for _, l in val], marker="o", markersize=3,
+                    color=line.get_color(), label=r["name"], linewidth=1.4)
+    all_val = [l for r in runs for _, l in r["curve"]["val"][1:]] or [l for r in runs for _, l in r["curve"]["val"]]
+    all_train = [l for r in runs for _, l in r["curve"]["train"][len(r["curve"]["train"]) // 5:]]
+    for ax, name, values in ((ax_train, "training loss (EMA 0.7 of logged steps)", all_train),
+                             (ax_val, "validation loss", all_val)):
+        ax.set_xlabel("training tokens (millions)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        if values and all(math.isfinite(v) for v in values):
+            low, high = min(values), max(values)
+            pad = 0.05 * (high - low + 1e-6)
+            ax.set_ylim(low - pad, high + pad)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, help="folder holding one run folder per optimizer")
+    parser.add_argument("--out", required=True, help="where results.json, results.md, loss_curves.png go")
+    parser.add_argument("--order", required=True, help="comma-separated run names, in table order")
+    parser.add_argument("--meta", help="JSON object with command, commit, machine, ... for the table's header")
+    args = parser.parse_args()
+
+    meta = {}
+    if args.meta:
+        with open(args.meta) as f:
+            meta = json.load(f)
+    runs = [summarise(name, os.path.join(args.runs, name)) for name in args.order.split(",") if name]
+    if not runs:
+        fail("--order names no run")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"meta": meta, "runs": runs}, f, indent=1)
+        f.write("\n")
+    table = markdown_table(runs, meta)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    steps, tokens = runs[0]["steps"], runs[0]["tokens"]
+    title = f"{meta.get('title', 'optimizer comparison')}: {steps} steps, {tokens / 1e6:.2f}M tokens per run"
+    plot(runs, os.path.join(args.out, "loss_curves.png"), title)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

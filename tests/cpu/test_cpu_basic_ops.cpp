@@ -232,7 +232,7 @@ TEST_CASE("adamw_update and adam_direction match a hand-computed step") {
   REQUIRE_THROWS_AS(backend->adamw_update(P.tensor, G.tensor, M.tensor, V.tensor, args), Error);
 }
 
-// The reductions and parameter-gradient ops split work so that results never depend on the
+// The reductions, parameter-gradient ops and attention split work so that results never depend on the
 // number of OpenMP threads (bitwise-identical resume on another machine's core count).
 TEST_CASE("reductions and gradient accumulations are bitwise independent of the thread count") {
   auto backend = make_backend("cpu");
@@ -260,8 +260,42 @@ TEST_CASE("reductions and gradient accumulations are bitwise independent of the 
     out.push_back(float(backend->sum_squares(dout.tensor)));
     return out;
   };
+  // Attention (per-head GEMM tasks, packed documents) and cross-entropy, forward and backward.
+  const AttentionShape shape{3, 70, 4, 2, 8};
+  const int64_t rows = int64_t(shape.batch) * shape.seq_len, width = shape.qkv_width();
+  std::vector<int32_t> starts(rows), labels(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = r % shape.seq_len;
+    starts[r] = int32_t(t >= 50 ? 50 : t >= 7 ? 7 : 0);
+    labels[r] = r % 9 == 0 ? -1 : int32_t((r * 13) % 37);
+  }
+  DeviceBuffer qkv(*backend, DType::F32, Shape{rows, width}), att_dout(*backend, DType::F32, Shape{rows, 32}),
+      doc_start(*backend, DType::I32, Shape{rows}), logits(*backend, DType::F32, Shape{rows, 37}),
+      targets(*backend, DType::I32, Shape{rows});
+  qkv.upload(random_vector(rows * width, 64));
+  att_dout.upload(random_vector(rows * 32, 65));
+  doc_start.upload(starts);
+  logits.upload(random_vector(rows * 37, 66, 3.0));
+  targets.upload(labels);
+  auto run_attention_and_loss = [&](int threads) {
+    omp_set_num_threads(threads);
+    DeviceBuffer out(*backend, DType::F32, Shape{rows, 32}), dqkv(*backend, DType::F32, Shape{rows, width}),
+        aux(*backend, DType::F32, Shape{int64_t(backend->attention_aux_elems(shape))}),
+        losses(*backend, DType::F32, Shape{rows}), dlogits(*backend, DType::F32, Shape{rows, 37});
+    backend->attention_forward(out.tensor, aux.tensor, qkv.tensor, &doc_start.tensor, shape);
+    backend->attention_backward(dqkv.tensor, att_dout.tensor, out.tensor, aux.tensor, qkv.tensor, &doc_start.tensor,
+                                shape);
+    backend->cross_entropy_forward(losses.tensor, logits.tensor, targets.tensor);
+    backend->cross_entropy_backward(dlogits.tensor, logits.tensor, targets.tensor, 0.5f);
+    std::vector<float> result = out.download();
+    for (const DeviceBuffer* b : {&dqkv, &losses, &dlogits})
+      for (float v : b->download()) result.push_back(v);
+    return result;
+  };
   const int default_threads = omp_get_max_threads();
   const auto one = run(1), three = run(3);
+  const auto attention_one = run_attention_and_loss(1), attention_three = run_attention_and_loss(3);
   omp_set_num_threads(default_threads);
   REQUIRE(one == three);
+  REQUIRE(attention_one == attention_three);
 }

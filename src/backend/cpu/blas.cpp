@@ -18,18 +18,36 @@ inline int ld(bool transposed, int64_t rows_op, int64_t cols_op) {
 }
 }  // namespace
 
-void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
-                   const float* b, float beta, float* c) {
+void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
+                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (M == 0 || N == 0) return;
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
-              int(K), alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, int(N));
+              int(K), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
+                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
+              int(K), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
+                   const float* b, float beta, float* c) {
+  gemm_strided(trans_a, trans_b, M, N, K, alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, N);
 }
 
 void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
                    const double* b, double beta, double* c) {
-  if (M == 0 || N == 0) return;
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
-              int(K), alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, int(N));
+  gemm_strided(trans_a, trans_b, M, N, K, alpha, a, ld(trans_a, M, K), b, ld(trans_b, K, N), beta, c, N);
+}
+
+BlasSingleThreaded::BlasSingleThreaded() : saved_threads_(openblas_get_num_threads()) {
+  if (saved_threads_ != 1) openblas_set_num_threads(1);
+}
+
+BlasSingleThreaded::~BlasSingleThreaded() {
+  if (saved_threads_ != 1) openblas_set_num_threads(saved_threads_);
 }
 
 void svd_thin(float* u, float* s, float* vt, const float* a, int64_t m, int64_t n) {

@@ -5,18 +5,30 @@
 // Parallel loops only split work whose outputs are disjoint, so results never depend on
 // the number of threads (no racy or order-dependent accumulation).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 // OpenMP when the including target builds with it (the backend); serial otherwise (tests that
 // run the double instantiations).
+// GUM_SIMD asks for a vectorised inner loop (reductions in it keep a fixed lane order, so results
+// still do not depend on the thread count).
 #ifdef _OPENMP
 #define GUM_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define GUM_PARALLEL_FOR_2D _Pragma("omp parallel for collapse(2) schedule(static)")
+#define GUM_PARALLEL_FOR_SIMD _Pragma("omp parallel for simd schedule(static)")
+#define GUM_SIMD _Pragma("omp simd")
+#define GUM_SIMD_SUM(var) _Pragma(GUM_STRINGIFY(omp simd reduction(+ : var)))
+#define GUM_SIMD_MAX(var) _Pragma(GUM_STRINGIFY(omp simd reduction(max : var)))
+#define GUM_STRINGIFY(x) #x
 #else
 #define GUM_PARALLEL_FOR
 #define GUM_PARALLEL_FOR_2D
+#define GUM_PARALLEL_FOR_SIMD
+#define GUM_SIMD
+#define GUM_SIMD_SUM(var)
+#define GUM_SIMD_MAX(var)
 #endif
 
 namespace gum::cpu {
@@ -27,6 +39,52 @@ void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    const float* b, float beta, float* c);
 void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
                    const double* b, double beta, double* c);
+
+// Row-major GEMM on strided sub-matrices (leading dimensions lda, ldb, ldc in elements), e.g. one
+// head's columns inside the fused qkv rows.
+void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
+                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
+                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+
+// While alive, BLAS calls run on the calling thread only: for GEMMs issued from inside our own
+// OpenMP loops, where BLAS's own thread pool would oversubscribe the cores (OpenBLAS's pthread
+// build does not notice that it is called from a parallel region).
+class BlasSingleThreaded {
+ public:
+  BlasSingleThreaded();
+  ~BlasSingleThreaded();
+  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
+  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
+
+ private:
+  int saved_threads_;
+};
+
+// exp that vectorises: Cephes' expf scheme (Moshier 1992), exp(x) = 2^n exp(r) with n = round(x / ln 2),
+// r = x - n ln 2 split in two constants for accuracy, and a degree-6 polynomial for exp(r) on
+// [-ln2/2, ln2/2]; within 2 ulp of expf. Plain arithmetic only, so `omp simd` loops vectorise it
+// (libm's expf would stay scalar without -ffast-math; the backend builds with -fno-trapping-math so
+// the clamps vectorise). Relative error below 1e-7 on [-87, 88]. NaN propagates; the argument is
+// clamped to [-87.3, 88.3] (2^n stays a normal float): callers pass x - max <= 0, where 1e-38 in
+// place of a denormal is added to at least 1.
+inline float vector_exp(float x) {
+  float clamped = x < -87.3f ? -87.3f : x;  // ternaries on values (not std::min/max on references)
+  clamped = clamped > 88.3f ? 88.3f : clamped;  // become vector min/max; NaN passes through both
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
+  const float shifted = clamped * 1.44269504088896341f + shifter;
+  const float n = shifted - shifter;
+  const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
+  const float r2 = r * r;
+  const float poly =
+      ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+         1.6666665459e-1f) * r + 5.0000001201e-1f) * r2 + r) + 1.0f;
+  // 2^n built in the exponent field from n's integer bits (no float-to-int conversion of NaN).
+  const uint32_t two_n_bits = (std::bit_cast<uint32_t>(shifted) - std::bit_cast<uint32_t>(shifter) + 127u) << 23;
+  return poly * std::bit_cast<float>(two_n_bits);
+}
+// The double instantiations (finite-difference tests) keep libm's exp.
+inline double vector_exp(double x) { return std::exp(x); }
 
 // Work split in fixed-size blocks whose partial results are combined in block order: the same
 // bits on 1 or 64 threads.
@@ -97,10 +155,12 @@ void rmsnorm_forward(T* out, R* rstd, const T* x, const T* weight, int64_t N, in
   for (int64_t n = 0; n < N; ++n) {
     const T* xr = x + n * C;
     double ms = 0.0;
+    GUM_SIMD_SUM(ms)
     for (int64_t c = 0; c < C; ++c) ms += double(xr[c]) * double(xr[c]);
     const T r = static_cast<T>(1.0 / std::sqrt(ms / double(C) + eps));
     rstd[n] = static_cast<R>(r);
     T* yr = out + n * C;
+    GUM_SIMD
     for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r * weight[c];
   }
 }
@@ -116,9 +176,11 @@ void rmsnorm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* wei
     const T* gr = dout + n * C;
     const double r = double(rstd[n]);
     double dot = 0.0;
+    GUM_SIMD_SUM(dot)
     for (int64_t c = 0; c < C; ++c) dot += double(gr[c]) * double(weight[c]) * double(xr[c]);
     const double coef = r * r * r * dot / double(C);
     T* dxr = dx + n * C;
+    GUM_SIMD
     for (int64_t c = 0; c < C; ++c)
       dxr[c] += static_cast<T>(r * double(gr[c]) * double(weight[c]) - coef * double(xr[c]));
   }
@@ -129,6 +191,7 @@ void rmsnorm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* wei
     const int64_t c0 = b * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
     for (int64_t n = 0; n < N; ++n) {
       const T r = static_cast<T>(rstd[n]);
+      GUM_SIMD
       for (int64_t c = c0; c < c1; ++c) dweight[c] += dout[n * C + c] * x[n * C + c] * r;
     }
   }
@@ -207,95 +270,122 @@ inline int64_t attention_window_start(const int32_t* doc_start, int64_t row) {
   return doc_start ? int64_t(doc_start[row]) : 0;
 }
 
+// Attention runs per (batch, head) on [T, T] score matrices with BLAS GEMMs, in blocks of query
+// rows: block [t0, t1) only needs keys [u0, t1), u0 = the earliest window start in the block, so
+// the causal upper triangle is mostly skipped. Each task calls single-threaded BLAS (tasks are the
+// parallelism), so the result is the same on any number of threads.
+constexpr int64_t kAttentionRowBlock = 64;
+
+// The first key any query row in [t0, t1) may see.
+inline int64_t attention_block_start(const int32_t* doc_start, int64_t row0, int64_t rows) {
+  if (!doc_start) return 0;
+  int64_t start = doc_start[row0];
+  for (int64_t i = 1; i < rows; ++i) start = std::min<int64_t>(start, doc_start[row0 + i]);
+  return start;
+}
+
+// Row t of the score matrix becomes softmax over its window [start, t]; every other entry of the
+// row is set to 0 (backward multiplies whole rows by it).
+template <typename T>
+void masked_softmax_row(T* p, int64_t T_len, int64_t start, int64_t t) {
+  std::fill(p, p + start, T(0));
+  std::fill(p + t + 1, p + T_len, T(0));
+  T max_score = p[start];
+  GUM_SIMD_MAX(max_score)
+  for (int64_t u = start; u <= t; ++u) max_score = p[u] > max_score ? p[u] : max_score;
+  T denom = 0;
+  GUM_SIMD_SUM(denom)
+  for (int64_t u = start; u <= t; ++u) {
+    p[u] = vector_exp(p[u] - max_score);
+    denom += p[u];
+  }
+  const T inv = T(1) / denom;
+  GUM_SIMD
+  for (int64_t u = start; u <= t; ++u) p[u] *= inv;
+}
+
 template <typename T>
 void attention_forward(T* out, T* probs, const T* qkv, const int32_t* doc_start, const AttentionDims& s) {
-  const int64_t W = s.width(), group = s.H / s.KV;
+  const int64_t W = s.width(), HD = s.H * s.D, group = s.H / s.KV;
   const T scale = static_cast<T>(1.0 / std::sqrt(double(s.D)));
+  BlasSingleThreaded single_threaded_blas;
   GUM_PARALLEL_FOR_2D
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t h = 0; h < s.H; ++h) {
       const int64_t kv = h / group;
-      for (int64_t t = 0; t < s.T; ++t) {
-        const int64_t row = b * s.T + t;
-        const T* q = qkv + row * W + h * s.D;
-        T* p = probs + ((b * s.H + h) * s.T + t) * s.T;
-        std::fill(p, p + s.T, T(0));
-        const int64_t start = attention_window_start(doc_start, row);
-        T max_score = -INFINITY;
-        for (int64_t u = start; u <= t; ++u) {
-          const T* k = qkv + (b * s.T + u) * W + (s.H + kv) * s.D;
-          T dot = 0;
-          for (int64_t d = 0; d < s.D; ++d) dot += q[d] * k[d];
-          p[u] = dot * scale;
-          max_score = std::max(max_score, p[u]);
-        }
-        T denom = 0;
-        for (int64_t u = start; u <= t; ++u) {
-          p[u] = std::exp(p[u] - max_score);
-          denom += p[u];
-        }
-        const T inv = T(1) / denom;
-        T* o = out + row * (s.H * s.D) + h * s.D;
-        std::fill(o, o + s.D, T(0));
-        for (int64_t u = start; u <= t; ++u) {
-          p[u] *= inv;
-          const T* v = qkv + (b * s.T + u) * W + (s.H + s.KV + kv) * s.D;
-          for (int64_t d = 0; d < s.D; ++d) o[d] += p[u] * v[d];
-        }
+      const T* q = qkv + b * s.T * W + h * s.D;
+      const T* k = qkv + b * s.T * W + (s.H + kv) * s.D;
+      const T* v = qkv + b * s.T * W + (s.H + s.KV + kv) * s.D;
+      const int32_t* starts = doc_start ? doc_start + b * s.T : nullptr;
+      T* p = probs + (b * s.H + h) * s.T * s.T;
+      for (int64_t t0 = 0; t0 < s.T; t0 += kAttentionRowBlock) {
+        const int64_t rows = std::min(kAttentionRowBlock, s.T - t0), t1 = t0 + rows;
+        const int64_t u0 = attention_block_start(starts, t0, rows);
+        // S = Q K^T / sqrt(D) for rows [t0, t1), keys [u0, t1).
+        gemm_strided(false, true, rows, t1 - u0, s.D, scale, q + t0 * W, W, k + u0 * W, W, T(0), p + t0 * s.T + u0,
+                     s.T);
+        for (int64_t t = t0; t < t1; ++t) masked_softmax_row(p + t * s.T, s.T, attention_window_start(starts, t), t);
+        // O = P V.
+        gemm_strided(false, false, rows, s.D, t1 - u0, T(1), p + t0 * s.T + u0, s.T, v + u0 * W, W, T(0),
+                     out + (b * s.T + t0) * HD + h * s.D, HD);
       }
     }
   }
 }
 
 // dqkv is overwritten. Parallel over (batch, kv head): each task owns the dk/dv of its kv head
-// and the dq of the query heads that read it, so no two threads write the same element.
+// and the dq of the query heads that read it, so no two threads write the same element. With
+// dP = dO V^T, the softmax backward dS = P * (dP - rowsum(P * dP)) / sqrt(D); then dQ = dS K,
+// dK += dS^T Q and dV += P^T dO, summed over the query heads of the group in head order.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* probs, const T* qkv, const int32_t* doc_start,
                         const AttentionDims& s) {
-  const int64_t W = s.width(), group = s.H / s.KV;
+  const int64_t W = s.width(), HD = s.H * s.D, group = s.H / s.KV;
   const T scale = static_cast<T>(1.0 / std::sqrt(double(s.D)));
+  BlasSingleThreaded single_threaded_blas;
   GUM_PARALLEL_FOR_2D
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t kv = 0; kv < s.KV; ++kv) {
-      std::vector<T> dscore(static_cast<size_t>(s.T));
-      for (int64_t t = 0; t < s.T; ++t) {
-        T* row = dqkv + (b * s.T + t) * W;
-        std::fill(row + (s.H + kv) * s.D, row + (s.H + kv + 1) * s.D, T(0));
-        std::fill(row + (s.H + s.KV + kv) * s.D, row + (s.H + s.KV + kv + 1) * s.D, T(0));
-        for (int64_t h = kv * group; h < (kv + 1) * group; ++h) std::fill(row + h * s.D, row + (h + 1) * s.D, T(0));
-      }
+      std::vector<T> dscore(static_cast<size_t>(s.T * s.T));  // dP, then dS, of one head
+      T* ds = dscore.data();
+      const int32_t* starts = doc_start ? doc_start + b * s.T : nullptr;
+      const T* k = qkv + b * s.T * W + (s.H + kv) * s.D;
+      const T* v = qkv + b * s.T * W + (s.H + s.KV + kv) * s.D;
+      T* dk = dqkv + b * s.T * W + (s.H + kv) * s.D;
+      T* dv = dqkv + b * s.T * W + (s.H + s.KV + kv) * s.D;
       for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
-        for (int64_t t = 0; t < s.T; ++t) {
-          const int64_t row = b * s.T + t;
-          const int64_t start = attention_window_start(doc_start, row);
-          const T* p = probs + ((b * s.H + h) * s.T + t) * s.T;
-          const T* go = dout + row * (s.H * s.D) + h * s.D;
-          const T* q = qkv + row * W + h * s.D;
-          T* dq = dqkv + row * W + h * s.D;
-          // dP[u] = dout_t . v_u; dV_u += P[u] dout_t; dS = P (dP - sum_u P dP) (softmax backward).
-          T weighted = 0;
-          for (int64_t u = start; u <= t; ++u) {
-            const int64_t urow = b * s.T + u;
-            const T* v = qkv + urow * W + (s.H + s.KV + kv) * s.D;
-            T* dv = dqkv + urow * W + (s.H + s.KV + kv) * s.D;
-            T dp = 0;
-            for (int64_t d = 0; d < s.D; ++d) {
-              dp += go[d] * v[d];
-              dv[d] += p[u] * go[d];
-            }
-            dscore[u] = dp;
-            weighted += p[u] * dp;
+        const T* p = probs + (b * s.H + h) * s.T * s.T;
+        const T* q = qkv + b * s.T * W + h * s.D;
+        const T* go = dout + b * s.T * HD + h * s.D;
+        T* dq = dqkv + b * s.T * W + h * s.D;
+        const T beta = h == kv * group ? T(0) : T(1);  // the group's first head overwrites dk/dv
+        for (int64_t t0 = 0; t0 < s.T; t0 += kAttentionRowBlock) {
+          const int64_t rows = std::min(kAttentionRowBlock, s.T - t0), t1 = t0 + rows;
+          const int64_t u0 = attention_block_start(starts, t0, rows);
+          gemm_strided(false, true, rows, t1 - u0, s.D, T(1), go + t0 * HD, HD, v + u0 * W, W, T(0),
+                       ds + t0 * s.T + u0, s.T);  // dP
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t start = attention_window_start(starts, t);
+            const T* prow = p + t * s.T;
+            T* row = ds + t * s.T;
+            T weighted = 0;
+            GUM_SIMD_SUM(weighted)
+            for (int64_t u = start; u <= t; ++u) weighted += prow[u] * row[u];
+            std::fill(row, row + start, T(0));
+            std::fill(row + t + 1, row + s.T, T(0));
+            GUM_SIMD
+            for (int64_t u = start; u <= t; ++u) row[u] = prow[u] * (row[u] - weighted) * scale;
           }
-          for (int64_t u = start; u <= t; ++u) {
-            const int64_t urow = b * s.T + u;
-            const T ds = p[u] * (dscore[u] - weighted) * scale;
-            const T* k = qkv + urow * W + (s.H + kv) * s.D;
-            T* dk = dqkv + urow * W + (s.H + kv) * s.D;
-            for (int64_t d = 0; d < s.D; ++d) {
-              dq[d] += ds * k[d];
-              dk[d] += ds * q[d];
-            }
-          }
+          gemm_strided(false, false, rows, s.D, t1 - u0, T(1), ds + t0 * s.T + u0, s.T, k + u0 * W, W, T(0),
+                       dq + t0 * W, W);  // dQ
+        }
+        // dK and dV by blocks of key rows [u0, u1): only queries t >= u0 can see them.
+        for (int64_t u0 = 0; u0 < s.T; u0 += kAttentionRowBlock) {
+          const int64_t keys = std::min(kAttentionRowBlock, s.T - u0), queries = s.T - u0;
+          gemm_strided(true, false, keys, s.D, queries, T(1), ds + u0 * s.T + u0, s.T, q + u0 * W, W, beta,
+                       dk + u0 * W, W);
+          gemm_strided(true, false, keys, s.D, queries, T(1), p + u0 * s.T + u0, s.T, go + u0 * HD, HD, beta,
+                       dv + u0 * W, W);
         }
       }
     }
@@ -306,15 +396,19 @@ void attention_backward(T* dqkv, const T* dout, const T* probs, const T* qkv, co
 // SwiGLU (Shazeer 2020): out = silu(gate) * up, silu(g) = g * sigmoid(g).
 
 template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + vector_exp(-x));
+}
+
+template <typename T>
 void swiglu_forward(T* out, const T* gate_up, int64_t N, int64_t F) {
   GUM_PARALLEL_FOR
   for (int64_t n = 0; n < N; ++n) {
     const T* gate = gate_up + n * 2 * F;
     const T* up = gate + F;
-    for (int64_t f = 0; f < F; ++f) {
-      const T sig = T(1) / (T(1) + std::exp(-gate[f]));
-      out[n * F + f] = gate[f] * sig * up[f];
-    }
+    T* o = out + n * F;
+    GUM_SIMD
+    for (int64_t f = 0; f < F; ++f) o[f] = gate[f] * sigmoid(gate[f]) * up[f];
   }
 }
 
@@ -325,19 +419,29 @@ void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, int64_t N, in
   for (int64_t n = 0; n < N; ++n) {
     const T* gate = gate_up + n * 2 * F;
     const T* up = gate + F;
+    const T* go = dout + n * F;
     T* dgate = dgate_up + n * 2 * F;
     T* dup = dgate + F;
+    GUM_SIMD
     for (int64_t f = 0; f < F; ++f) {
-      const T g = gate[f], u = up[f], go = dout[n * F + f];
-      const T sig = T(1) / (T(1) + std::exp(-g));
-      dgate[f] = go * u * sig * (T(1) + g * (T(1) - sig));
-      dup[f] = go * g * sig;
+      const T g = gate[f], sig = sigmoid(g);
+      dgate[f] = go[f] * up[f] * sig * (T(1) + g * (T(1) - sig));
+      dup[f] = go[f] * g * sig;
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cross-entropy over the vocabulary, ignoring rows with target < 0.
+// Cross-entropy over the vocabulary, ignoring rows with target < 0. One row's log-sum-exp takes
+// two vectorised passes (max, then the sum of exp(x - max) accumulated in double per lane).
+
+template <typename T>
+T row_max(const T* row, int64_t V) {
+  T max_logit = row[0];
+  GUM_SIMD_MAX(max_logit)
+  for (int64_t i = 0; i < V; ++i) max_logit = row[i] > max_logit ? row[i] : max_logit;
+  return max_logit;
+}
 
 template <typename T>
 void cross_entropy_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V) {
@@ -348,14 +452,16 @@ void cross_entropy_forward(T* losses, const T* logits, const int32_t* targets, i
       continue;
     }
     const T* row = logits + n * V;
-    const double max_logit = double(*std::max_element(row, row + V));
+    const T max_logit = row_max(row, V);
     double denom = 0.0;
-    for (int64_t i = 0; i < V; ++i) denom += std::exp(double(row[i]) - max_logit);
-    losses[n] = static_cast<T>(std::log(denom) + max_logit - double(row[targets[n]]));
+    GUM_SIMD_SUM(denom)
+    for (int64_t i = 0; i < V; ++i) denom += double(vector_exp(row[i] - max_logit));
+    losses[n] = static_cast<T>(std::log(denom) + double(max_logit) - double(row[targets[n]]));
   }
 }
 
-// dlogits may alias logits: each element is read before it is written.
+// dlogits may alias logits: the max pass reads the row before anything is written, and the exp
+// pass reads each element just before it writes it.
 template <typename T>
 void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets, int64_t N, int64_t V, double scale) {
   GUM_PARALLEL_FOR
@@ -366,14 +472,17 @@ void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets,
       std::fill(drow, drow + V, T(0));
       continue;
     }
-    const double max_logit = double(*std::max_element(row, row + V));
+    const T max_logit = row_max(row, V);
     double denom = 0.0;
-    for (int64_t i = 0; i < V; ++i) denom += std::exp(double(row[i]) - max_logit);
-    const double inv = 1.0 / denom;
+    GUM_SIMD_SUM(denom)
     for (int64_t i = 0; i < V; ++i) {
-      const double prob = std::exp(double(row[i]) - max_logit) * inv;
-      drow[i] = static_cast<T>(scale * (prob - (i == targets[n] ? 1.0 : 0.0)));
+      drow[i] = vector_exp(row[i] - max_logit);
+      denom += double(drow[i]);
     }
+    const T factor = static_cast<T>(scale / denom);
+    GUM_SIMD
+    for (int64_t i = 0; i < V; ++i) drow[i] *= factor;
+    drow[targets[n]] -= static_cast<T>(scale);
   }
 }
 
@@ -400,14 +509,14 @@ inline T adam_moments_step(T g, T& m, T& v, const AdamCoefficients& k) {
 
 template <typename T>
 void adam_direction(T* direction, const T* grad, T* m, T* v, int64_t n, const AdamCoefficients& k) {
-  GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR_SIMD
   for (int64_t i = 0; i < n; ++i) direction[i] = adam_moments_step(grad[i], m[i], v[i], k);
 }
 
 template <typename T>
 void adamw_update(T* param, const T* grad, T* m, T* v, int64_t n, const AdamCoefficients& k, double lr,
                   double weight_decay, double update_scale) {
-  GUM_PARALLEL_FOR
+  GUM_PARALLEL_FOR_SIMD
   for (int64_t i = 0; i < n; ++i) {
     const T direction = adam_moments_step(grad[i], m[i], v[i], k);
     param[i] = static_cast<T>(param[i] - lr * (update_scale * direction + weight_decay * param[i]));

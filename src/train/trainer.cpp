@@ -257,7 +257,7 @@ void Trainer::stop_on_non_finite(const std::string& what) const {
   runtime_error("step ", step_ + 1, ": ", what, "; stopping. ",
                 last_checkpoint_.empty() ? std::string("No checkpoint was written yet.")
                                          : "The last good checkpoint is " + last_checkpoint_ + ".",
-                " Lower optimizer.lr or enable training.grad_clip.");
+                " Try a lower optimizer.lr, a longer warmup or training.grad_clip.");
 }
 
 void Trainer::reduce_gradients(const std::vector<size_t>& indices) {
@@ -287,8 +287,21 @@ void Trainer::clip_gradients(double norm) {
 
 double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets) const {
   const double loss = comm_.all_reduce_host(local_loss_sum, ReduceOp::Sum) / static_cast<double>(global_valid_targets);
-  if (!std::isfinite(loss)) stop_on_non_finite("loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf"));
-  return loss;
+  if (std::isfinite(loss)) return loss;
+  // Name where it starts: the first non-finite weight, else the first non-finite gradient.
+  std::string where = "every weight and gradient is finite (the overflow is in the activations)";
+  for (const auto& p : optimizer_->params())
+    if (!std::isfinite(backend_.sum_squares(p.param))) {
+      where = "first non-finite weight: " + p.name;
+      break;
+    }
+  if (where.rfind("first", 0) != 0)
+    for (const auto& p : optimizer_->params())
+      if (!std::isfinite(backend_.sum_squares(p.grad))) {
+        where = "first non-finite gradient: " + p.name;
+        break;
+      }
+  stop_on_non_finite("loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " (" + where + ")");
 }
 
 void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum) {

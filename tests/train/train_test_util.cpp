@@ -147,7 +147,7 @@ nlohmann::json micro_config(const std::string& run_dir, const nlohmann::json& pa
       {"eval", {{"every_steps", 0}, {"at_end", false}, {"max_tokens", 0}}},
       {"checkpoint", {{"every_steps", 10}, {"keep_last", 0}}},
       {"logging", {{"every_steps", 1}, {"run_dir", run_dir}}}};
-  config.merge_patch(patch);
+  if (patch.is_object()) config.merge_patch(patch);
   return config;
 }
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole path on one CPU machine in a few minutes: dependencies, build, the embedded C4-format
+# corpus, a tokenizer and token shards, the perplexity of the untrained llama_tiny, training on
+# the CPU, and the perplexity after. Output: runs/llama_tiny/ (metrics.jsonl, checkpoints,
+# loss.png). Re-running continues from the newest checkpoint; pass --fresh to start over.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+build="${GUM_BUILD_DIR:-$root/build}"
+config=configs/llama_tiny.json
+resume=auto
+[ "${1:-}" = "--fresh" ] && resume=never
+
+"$root/scripts/install_deps.sh"
+"$root/scripts/build.sh"
+"$root/scripts/make_corpus.sh"
+gum_train="$build/bin/gum_train"
+
+echo "== tokenizer and shards"
+"$gum_train" prepare "$config"
+
+# The last line of `gum_train eval` is {"tokens": N, "loss": x, "perplexity": y}.
+perplexity_of() { tail -n 1 | /usr/bin/python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'; }
+eval_tokens=65536
+
+echo "== untrained model"
+before=$("$gum_train" eval "$config" --max-tokens "$eval_tokens" | tee /dev/stderr | perplexity_of)
+
+echo "== training llama_tiny on the CPU"
+"$gum_train" "$config" --resume "$resume"
+
+echo "== trained model"
+after=$("$gum_train" eval "$config" --checkpoint runs/llama_tiny/checkpoints --max-tokens "$eval_tokens" |
+        tee /dev/stderr | perplexity_of)
+
+/usr/bin/python3 "$root/scripts/plot_metrics.py" runs/llama_tiny -o runs/llama_tiny/loss.png || true
+echo
+echo "validation perplexity ($eval_tokens tokens): before training $before, after training $after"
+echo "metrics: runs/llama_tiny/metrics.jsonl  plot: runs/llama_tiny/loss.png  checkpoints: runs/llama_tiny/checkpoints"
+echo "export to Hugging Face: $gum_train export --checkpoint runs/llama_tiny/checkpoints --out runs/llama_tiny/hf"

@@ -30,9 +30,9 @@ double device_peak_tflops(const std::string& backend_name, double configured_pea
 }
 
 std::string format_count(double value) {
-  const char* suffix[] = {"", "k", "M", "G", "T"};
+  const char* suffix[] = {"", "k", "M", "G", "T", "P", "E"};
   int i = 0;
-  while (std::fabs(value) >= 1000.0 && i < 4) {
+  while (std::fabs(value) >= 1000.0 && i < 6) {
     value /= 1000.0;
     ++i;
   }

@@ -125,6 +125,8 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       progress_(runtime.comm->is_root() && stdout_is_terminal()) {
   if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
     usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
+  if (config.training.precision == "bf16")
+    spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
   if (config.training.fused_update && !fused_)
     spdlog::warn("training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
                  "updating after backward instead");

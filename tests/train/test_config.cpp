@@ -43,7 +43,7 @@ TEST_CASE("max_tokens sets the number of steps") {
   CHECK(c.total_steps() == 16);  // ceil(1000 / 64)
 }
 
-TEST_CASE("--set overrides keys with type checking") {
+TEST_CASE("overrides from --set are type checked") {
   const std::string path = config_with("config_set", {});
   TrainConfig c = load_train_config(
       path, {"optimizer.lr=3e-3", "training.backend=cpu", "model.num_hidden_layers=3", "schedule.type=\"wsd\""});

@@ -21,7 +21,7 @@ echo "== tokenizer and shards"
 
 # The last line of `gum_train eval` is {"tokens": N, "loss": x, "perplexity": y}.
 perplexity_of() { tail -n 1 | /usr/bin/python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'; }
-eval_tokens=65536
+eval_tokens=32768
 
 echo "== untrained model"
 before=$("$gum_train" eval "$config" --max-tokens "$eval_tokens" | tee /dev/stderr | perplexity_of)

@@ -16,6 +16,8 @@ Numbers and where they come from:
   optimizer state       exact: the tensor bytes of the final checkpoint's optimizer.safetensors
                         (every byte the optimizer keeps between steps); the trainer's start-up
                         memory plan (rounded) is kept next to it as a cross-check
+  matrix state          the part of it that belongs to the transformer matrices (moments,
+                        momenta, projectors); embedding, head and norms get AdamW in every run
 """
 import argparse
 import json
@@ -57,8 +59,9 @@ def read_metrics(path):
     return train, evals
 
 
-def safetensors_tensor_bytes(path):
-    """Sum of the tensors' byte ranges, from the header (8-byte little-endian length + JSON)."""
+def safetensors_tensor_bytes(path, name_filter=lambda name: True):
+    """Sum of the byte ranges of the tensors whose name passes name_filter, read from the header
+    (8-byte little-endian length, then JSON)."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -67,11 +70,17 @@ def safetensors_tensor_bytes(path):
         header = json.loads(f.read(header_len))
     total = 0
     for name, entry in header.items():
-        if name == "__metadata__":
+        if name == "__metadata__" or not name_filter(name):
             continue
         begin, end = entry["data_offsets"]
         total += end - begin
     return total
+
+
+def is_matrix_state(name):
+    """State of the 28 transformer matrices (q/k/v/o/gate/up/down), the part the optimizers
+    differ in: model.layers.N.self_attn.q_proj.weight.exp_avg, ....momentum, ....projector."""
+    return name.startswith("model.layers.") and "_proj.weight." in name
 
 
 def final_checkpoint(run_dir):
@@ -107,6 +116,7 @@ def summarise(name, run_dir):
     tail = [r["loss"] for r in train[-5:]]
     checkpoint = final_checkpoint(run_dir)
     state_bytes = safetensors_tensor_bytes(os.path.join(checkpoint, "optimizer.safetensors"))
+    matrix_state_bytes = safetensors_tensor_bytes(os.path.join(checkpoint, "optimizer.safetensors"), is_matrix_state)
     weight_bytes = safetensors_tensor_bytes(os.path.join(checkpoint, "model.safetensors"))
     plan_state, plan_weights = memory_plan_entries(os.path.join(run_dir, "train.log"))
     overrides = []
@@ -127,6 +137,7 @@ def summarise(name, run_dir):
         "train_seconds": last_train["elapsed_s"],
         "tokens_per_s": last_train["tokens"] / last_train["elapsed_s"] if last_train["elapsed_s"] > 0 else None,
         "optimizer_state_bytes": state_bytes,
+        "matrix_state_bytes": matrix_state_bytes,
         "weight_bytes": weight_bytes,
         "memory_plan_optimizer_state": plan_state,
         "memory_plan_weights": plan_weights,
@@ -154,15 +165,18 @@ def markdown_table(runs, meta):
             if key in meta:
                 lines.append(f"- **{key}**: {meta[key]}")
         lines.append("")
-    lines.append("| optimizer | final val loss | val ppl | train loss (last 5 logs) | tokens/s | optimizer state | state / AdamW's | settings (`--set`) |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append(f"- **run length**: {runs[0]['steps']} steps, {runs[0]['tokens']:,} training tokens per optimizer")
+    lines.append("")
+    lines.append("| optimizer | final val loss | val ppl | train loss (mean of last 5 logs) | tokens/s "
+                 "| optimizer state | matrix state | matrix state / AdamW's | settings (`--set optimizer.*`) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
-        ratio = f"{r['optimizer_state_bytes'] / adamw['optimizer_state_bytes']:.2f}" if adamw else "n/a"
+        ratio = f"{r['matrix_state_bytes'] / adamw['matrix_state_bytes']:.2f}" if adamw else "n/a"
         settings = " ".join(f"`{o.replace('optimizer.', '')}`" for o in r["overrides"] if o.startswith("optimizer."))
         lines.append(
             f"| {r['name']} | {r['final_val_loss']:.4f} | {r['final_val_ppl']:.2f} | {r['final_train_loss_last5']:.4f} "
             f"| {r['tokens_per_s']:.0f} | {r['optimizer_state_bytes']:,} B ({human_bytes(r['optimizer_state_bytes'])}) "
-            f"| {ratio} | {settings} |")
+            f"| {r['matrix_state_bytes']:,} B ({human_bytes(r['matrix_state_bytes'])}) | {ratio} | {settings} |")
     lines.append("")
     ranked = sorted(runs, key=lambda r: r["final_val_loss"])
     lines.append("Ranking by final validation loss (lower is better): " +
@@ -173,30 +187,45 @@ def markdown_table(runs, meta):
 
 def plot(runs, path, title):
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 5))
+    colors = {}
     for r in runs:
         tokens = [t / 1e6 for t, _ in r["curve"]["train"]]
-        losses = [l for _, l in r["curve"]["train"]]
-        # An exponential moving average keeps the curves readable; logged steps are single batches.
+        # An exponential moving average keeps the curves readable: each logged loss is one batch.
         smoothed, ema = [], None
-        for l in losses:
-            ema = l if ema is None else 0.7 * ema + 0.3 * l
+        for _, loss in r["curve"]["train"]:
+            ema = loss if ema is None else 0.7 * ema + 0.3 * loss
             smoothed.append(ema)
         (line,) = ax_train.plot(tokens, smoothed, label=r["name"], linewidth=1.4)
-        val = r["curve"]["val"]
-        ax_val.plot([t / 1e6 for t, _ in val], [l for _, l in val], marker="o", markersize=3,
-                    color=line.get_color(), label=r["name"], linewidth=1.4)
-    all_val = [l for r in runs for _, l in r["curve"]["val"][1:]] or [l for r in runs for _, l in r["curve"]["val"]]
-    all_train = [l for r in runs for _, l in r["curve"]["train"][len(r["curve"]["train"]) // 5:]]
-    for ax, name, values in ((ax_train, "training loss (EMA 0.7 of logged steps)", all_train),
-                             (ax_val, "validation loss", all_val)):
-        ax.set_xlabel("training tokens (millions)")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        if values and all(math.isfinite(v) for v in values):
-            low, high = min(values), max(values)
-            pad = 0.05 * (high - low + 1e-6)
-            ax.set_ylim(low - pad, high + pad)
-        ax.legend()
+        colors[r["name"]] = line.get_color()
+    # The first fifth of training (loss falling from ln(vocab)) would flatten the part that differs.
+    tail = [l for r in runs for _, l in r["curve"]["train"][len(r["curve"]["train"]) // 5:]]
+    if tail and all(math.isfinite(v) for v in tail):
+        ax_train.set_ylim(min(tail) - 0.05, max(tail) + 0.05)
+    ax_train.set_xlabel("training tokens (millions)")
+    ax_train.set_ylabel("training loss (EMA, weight 0.3 per logged step)")
+    ax_train.grid(alpha=0.3)
+    ax_train.legend()
+
+    if all(len(r["curve"]["val"]) == 1 for r in runs):
+        # Only the final evaluation: one bar per optimizer, best on top.
+        ranked = sorted(runs, key=lambda r: r["final_val_loss"], reverse=True)
+        values = [r["final_val_loss"] for r in ranked]
+        bars = ax_val.barh([r["name"] for r in ranked], values, color=[colors[r["name"]] for r in ranked])
+        for bar, value in zip(bars, values):
+            ax_val.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.4f}", va="center", fontsize=9)
+        spread = max(values) - min(values)
+        ax_val.set_xlim(min(values) - max(0.5 * spread, 0.02), max(values) + max(0.35 * spread, 0.02))
+        ax_val.set_xlabel(f"final validation loss ({runs[0]['val_tokens']:,} tokens)")
+        ax_val.grid(alpha=0.3, axis="x")
+    else:
+        for r in runs:
+            val = r["curve"]["val"]
+            ax_val.plot([t / 1e6 for t, _ in val], [l for _, l in val], marker="o", markersize=3,
+                        color=colors[r["name"]], label=r["name"], linewidth=1.4)
+        ax_val.set_xlabel("training tokens (millions)")
+        ax_val.set_ylabel("validation loss")
+        ax_val.grid(alpha=0.3)
+        ax_val.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -10,7 +10,7 @@
 #
 # Usage: scripts/compare_optimizers.sh [OUT_DIR] [options]
 #   OUT_DIR                 default bench/results/cpu_compare
-#   --steps N               optimizer steps per run (default: the base config's, 250)
+#   --steps N               optimizer steps per run (default: the base config's, 200)
 #   --optimizers A,B,...    default adamw,muon,galore_adamw,galore_muon,gum,plumage,stiefel
 #   --config FILE           base config (default configs/compare_tiny.json)
 #   --work-dir DIR          runs and shards go here (default runs/compare_optimizers)
@@ -35,7 +35,7 @@
 # - galore_adamw, plumage, stiefel: GaLore's lr 0.01 and scale alpha 0.25 (Zhao et al. use them
 #   for every size below 7B), rank 32 and update_proj_gap 50. Rank 32 is a quarter of the hidden
 #   size, the ratio of the paper's 60M model (rank 128, hidden 512); the gap is scaled down from
-#   200 (of 10K steps) so that a 250-step run still refreshes its projectors 5 times.
+#   200 (of 10K steps) so that a 200-step run still refreshes its projectors 4 times.
 # - gum: Muon's lr 0.02 and momentum, rank 32, period K = update_proj_gap = 50, gamma = 1 of the
 #   4 layers takes a full-rank step each period (q = 1/4, the paper's 2 of 8 layers for 60M).
 # - galore_muon: GUM without the full-rank blocks (q = 0), the biased GaLore + Muon baseline the
@@ -122,6 +122,12 @@ common_sets=(--set training.threads="$threads" --set eval.every_steps="$eval_eve
 [[ -n "$steps" ]] && common_sets+=(--set training.max_steps="$steps")
 for assignment in "${extra_sets[@]}"; do common_sets+=(--set "$assignment"); done
 
+# The commit the runs start from; the binary should be built from it (rebuild before a run
+# that will be committed), and uncommitted source changes are flagged.
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git status --porcelain -- src include CMakeLists.txt scripts/compare_optimizers.sh "$base_config" 2>/dev/null)" ]]; then
+  commit="$commit (with uncommitted changes in src/, include/ or the comparison's files)"
+fi
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 for name in "${optimizer_list[@]}"; do
@@ -146,10 +152,6 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Resolved base config and the facts needed to reproduce or judge the numbers.
 cp "$config" "$out_dir/config.json"
-commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git status --porcelain -- src include scripts/compare_optimizers.sh "$base_config" 2>/dev/null)" ]]; then
-  commit="$commit (with uncommitted changes in src/, include/ or the comparison's files)"
-fi
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 machine="$cpu, $(nproc) cores, $(uname -sr)"
 steps_used="$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"]["max_steps"])' "$config")"
@@ -159,6 +161,7 @@ steps_used="$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))[
   echo "commit: $commit"
   echo "started: $started, finished: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "machine: $machine"
+  echo "binary: $binary ($("$binary" --version 2>&1 | head -n 1), built $(date -u -r "$binary" +%Y-%m-%dT%H:%M:%SZ))"
   echo "load average (1, 5, 15 min) before: $load_before, after: $load_after"
 } > "$out_dir/command.txt"
 

@@ -45,15 +45,24 @@ Options parse_options(int argc, char** argv) {
   };
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--model") o.model = value(i);
-    else if (arg == "--batch") o.batch = std::stoi(value(i));
-    else if (arg == "--seq-len") o.seq_len = std::stoi(value(i));
-    else if (arg == "--threads") o.threads = std::stoi(value(i));
-    else if (arg == "--warmup") o.warmup = std::stoi(value(i));
-    else if (arg == "--repeats") o.repeats = std::stoi(value(i));
-    else if (arg == "--step-repeats") o.step_repeats = std::stoi(value(i));
-    else if (arg == "--json") o.json_path = value(i);
-    else if (arg == "--only") o.only = value(i);
+    if (arg == "--model")
+      o.model = value(i);
+    else if (arg == "--batch")
+      o.batch = std::stoi(value(i));
+    else if (arg == "--seq-len")
+      o.seq_len = std::stoi(value(i));
+    else if (arg == "--threads")
+      o.threads = std::stoi(value(i));
+    else if (arg == "--warmup")
+      o.warmup = std::stoi(value(i));
+    else if (arg == "--repeats")
+      o.repeats = std::stoi(value(i));
+    else if (arg == "--step-repeats")
+      o.step_repeats = std::stoi(value(i));
+    else if (arg == "--json")
+      o.json_path = value(i);
+    else if (arg == "--only")
+      o.only = value(i);
     else if (arg == "--help" || arg == "-h") {
       std::printf(
           "gum_bench_cpu_ops [--model PRESET] [--batch B] [--seq-len T] [--threads N] [--warmup W]\n"
@@ -69,8 +78,7 @@ Options parse_options(int argc, char** argv) {
 }
 
 // `setup` runs untimed before every call of `body`.
-double median_ms(const std::function<void()>& body, int warmup, int repeats,
-                 const std::function<void()>& setup = {}) {
+double median_ms(const std::function<void()>& body, int warmup, int repeats, const std::function<void()>& setup = {}) {
   for (int i = 0; i < warmup; ++i) {
     if (setup) setup();
     body();
@@ -103,7 +111,9 @@ struct Bench {
   nlohmann::json rows = nlohmann::json::array();
   uint64_t next_stream = 0;
 
-  bool wanted(const std::string& name) const { return options.only.empty() || name.find(options.only) != std::string::npos; }
+  bool wanted(const std::string& name) const {
+    return options.only.empty() || name.find(options.only) != std::string::npos;
+  }
 
   void record(const std::string& op, const std::string& pass, double ms) {
     std::printf("%-18s %-9s %10.3f ms\n", op.c_str(), pass.c_str(), ms);
@@ -235,7 +245,8 @@ void bench_model(Bench& b, const LlamaConfig& c) {
     });
   }
   if (!b.wanted("model")) return;
-  b.time("model", "forward", [&] { model.forward(batch); }, b.options.step_repeats);
+  b.time(
+      "model", "forward", [&] { model.forward(batch); }, b.options.step_repeats);
   // Backward alone: each timed call follows an untimed forward (backward consumes the logits).
   b.record("model", "backward",
            median_ms([&] { model.backward(loss_scale); }, b.options.warmup, b.options.step_repeats,

@@ -199,3 +199,19 @@ TEST_CASE("swiglu and cross-entropy float ops equal the double kernels") {
   IntInput bad(*backend, t);
   REQUIRE_THROWS_AS(backend->cross_entropy_forward(losses.tensor, logits.t(), bad.t()), Error);
 }
+
+TEST_CASE("vector_exp is within 1.5e-7 of exp over the float range and propagates NaN") {
+  double worst = 0;
+  for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
+    const double exact = std::exp(double(x));
+    worst = std::max(worst, std::fabs(double(k::vector_exp(x)) - exact) / exact);
+  }
+  INFO("worst relative error " << worst);
+  REQUIRE(worst < 1.5e-7);
+  REQUIRE(k::vector_exp(0.0f) == 1.0f);
+  REQUIRE(std::isnan(k::vector_exp(NAN)));
+  // Far below the range the result is a tiny normal number, never negative or NaN.
+  REQUIRE(k::vector_exp(-1000.0f) >= 0.0f);
+  REQUIRE(k::vector_exp(-1000.0f) < 1e-37f);
+  REQUIRE(k::vector_exp(-INFINITY) < 1e-37f);
+}

@@ -42,8 +42,8 @@ void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 
 // Row-major GEMM on strided sub-matrices (leading dimensions lda, ldb, ldc in elements), e.g. one
 // head's columns inside the fused qkv rows.
-void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
-                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 void gemm_strided(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
                   int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
 
@@ -63,25 +63,30 @@ class BlasSingleThreaded {
 
 // exp that vectorises: Cephes' expf scheme (Moshier 1992), exp(x) = 2^n exp(r) with n = round(x / ln 2),
 // r = x - n ln 2 split in two constants for accuracy, and a degree-6 polynomial for exp(r) on
-// [-ln2/2, ln2/2]; within 2 ulp of expf. Plain arithmetic only, so `omp simd` loops vectorise it
+// [-ln2/2, ln2/2]. Plain arithmetic only, so `omp simd` loops vectorise it
 // (libm's expf would stay scalar without -ffast-math; the backend builds with -fno-trapping-math so
 // the clamps vectorise). Relative error below 1e-7 on [-87, 88]. NaN propagates; the argument is
 // clamped to [-87.3, 88.3] (2^n stays a normal float): callers pass x - max <= 0, where 1e-38 in
 // place of a denormal is added to at least 1.
 inline float vector_exp(float x) {
-  float clamped = x < -87.3f ? -87.3f : x;  // ternaries on values (not std::min/max on references)
-  clamped = clamped > 88.3f ? 88.3f : clamped;  // become vector min/max; NaN passes through both
+  // Ternaries on values (not std::min/max on references) become vector min/max; NaN passes both.
+  float clamped = x < -87.3f ? -87.3f : x;
+  clamped = clamped > 88.3f ? 88.3f : clamped;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
   const float shifted = clamped * 1.44269504088896341f + shifter;
   const float n = shifted - shifter;
   const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
   const float r2 = r * r;
-  const float poly =
-      ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
-         1.6666665459e-1f) * r + 5.0000001201e-1f) * r2 + r) + 1.0f;
+  float poly = 1.9875691500e-4f;  // Horner form of Cephes' coefficients
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  const float exp_r = (poly * r2 + r) + 1.0f;
   // 2^n built in the exponent field from n's integer bits (no float-to-int conversion of NaN).
   const uint32_t two_n_bits = (std::bit_cast<uint32_t>(shifted) - std::bit_cast<uint32_t>(shifter) + 127u) << 23;
-  return poly * std::bit_cast<float>(two_n_bits);
+  return exp_r * std::bit_cast<float>(two_n_bits);
 }
 // The double instantiations (finite-difference tests) keep libm's exp.
 inline double vector_exp(double x) { return std::exp(x); }
@@ -362,8 +367,8 @@ void attention_backward(T* dqkv, const T* dout, const T* probs, const T* qkv, co
         for (int64_t t0 = 0; t0 < s.T; t0 += kAttentionRowBlock) {
           const int64_t rows = std::min(kAttentionRowBlock, s.T - t0), t1 = t0 + rows;
           const int64_t u0 = attention_block_start(starts, t0, rows);
-          gemm_strided(false, true, rows, t1 - u0, s.D, T(1), go + t0 * HD, HD, v + u0 * W, W, T(0),
-                       ds + t0 * s.T + u0, s.T);  // dP
+          gemm_strided(false, true, rows, t1 - u0, s.D, T(1), go + t0 * HD, HD, v + u0 * W, W, T(0), ds + t0 * s.T + u0,
+                       s.T);  // dP
           for (int64_t t = t0; t < t1; ++t) {
             const int64_t start = attention_window_start(starts, t);
             const T* prow = p + t * s.T;
@@ -382,8 +387,8 @@ void attention_backward(T* dqkv, const T* dout, const T* probs, const T* qkv, co
         // dK and dV by blocks of key rows [u0, u1): only queries t >= u0 can see them.
         for (int64_t u0 = 0; u0 < s.T; u0 += kAttentionRowBlock) {
           const int64_t keys = std::min(kAttentionRowBlock, s.T - u0), queries = s.T - u0;
-          gemm_strided(true, false, keys, s.D, queries, T(1), ds + u0 * s.T + u0, s.T, q + u0 * W, W, beta,
-                       dk + u0 * W, W);
+          gemm_strided(true, false, keys, s.D, queries, T(1), ds + u0 * s.T + u0, s.T, q + u0 * W, W, beta, dk + u0 * W,
+                       W);
           gemm_strided(true, false, keys, s.D, queries, T(1), p + u0 * s.T + u0, s.T, go + u0 * HD, HD, beta,
                        dv + u0 * W, W);
         }

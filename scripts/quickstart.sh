@@ -23,17 +23,21 @@ echo "== tokenizer and shards"
 perplexity_of() { tail -n 1 | /usr/bin/python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'; }
 eval_tokens=32768
 
+run_dir=runs/llama_tiny
+mkdir -p "$run_dir"
 echo "== untrained model"
-before=$("$gum_train" eval "$config" --max-tokens "$eval_tokens" | tee /dev/stderr | perplexity_of)
+"$gum_train" eval "$config" --max-tokens "$eval_tokens" | tee "$run_dir/eval_before.txt"
+before=$(perplexity_of < "$run_dir/eval_before.txt")
 
 echo "== training llama_tiny on the CPU"
 "$gum_train" "$config" --resume "$resume"
 
 echo "== trained model"
-after=$("$gum_train" eval "$config" --checkpoint runs/llama_tiny/checkpoints --max-tokens "$eval_tokens" |
-        tee /dev/stderr | perplexity_of)
+"$gum_train" eval "$config" --checkpoint "$run_dir/checkpoints" --max-tokens "$eval_tokens" |
+  tee "$run_dir/eval_after.txt"
+after=$(perplexity_of < "$run_dir/eval_after.txt")
 
-/usr/bin/python3 "$root/scripts/plot_metrics.py" runs/llama_tiny -o runs/llama_tiny/loss.png || true
+/usr/bin/python3 "$root/scripts/plot_metrics.py" "$run_dir" -o "$run_dir/loss.png" || true
 echo
 echo "validation perplexity ($eval_tokens tokens): before training $before, after training $after"
 echo "metrics: runs/llama_tiny/metrics.jsonl  plot: runs/llama_tiny/loss.png  checkpoints: runs/llama_tiny/checkpoints"

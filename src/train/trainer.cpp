@@ -74,6 +74,9 @@ class Trainer {
   void start_fresh();
   void restore(const std::string& step_dir);
   void write_run_config() const;
+  void restore_or_start(const std::string& resume);
+  void log_startup() const;
+  void after_step(double loss, double lr);
 
   double train_step();
   int64_t load_micro_batches();
@@ -107,8 +110,9 @@ class Trainer {
   int64_t tokens_ = 0;
   double elapsed_s_ = 0;  // training time of all sessions of this run (resumes add up)
   double grad_norm_ = 0;
-  // Throughput since the last log line.
-  Clock::time_point interval_start_;
+  // Throughput since the last log line: training steps only (evaluations and checkpoint
+  // saves in between do not count against tokens/s).
+  double interval_s_ = 0;
   int64_t interval_steps_ = 0;
   double peak_tflops_ = 0;
   double flops_per_token_ = 0;
@@ -362,9 +366,8 @@ double Trainer::train_step() {
 }
 
 void Trainer::log_step(double loss, double grad_norm, double lr) {
-  const double interval_s = seconds_since(interval_start_);
-  const double tok_per_s = interval_s > 0 ? double(interval_steps_ * config_.tokens_per_step()) / interval_s : 0.0;
-  interval_start_ = Clock::now();
+  const double tok_per_s = interval_s_ > 0 ? double(interval_steps_ * config_.tokens_per_step()) / interval_s_ : 0.0;
+  interval_s_ = 0;
   interval_steps_ = 0;
   if (!is_root()) return;
   const double step_s = tok_per_s > 0 ? double(config_.tokens_per_step()) / tok_per_s : 0.0;
@@ -405,7 +408,7 @@ void Trainer::run_evaluation() {
                    {"elapsed_s", elapsed_s_}});
 }
 
-void Trainer::run(const std::string& resume) {
+void Trainer::restore_or_start(const std::string& resume) {
   std::string resume_from;
   if (resume == "auto") resume_from = find_resume_checkpoint(config_.checkpoint_dir());
   else if (resume != "never") resume_from = resolve_checkpoint_path(resume);
@@ -414,46 +417,52 @@ void Trainer::run(const std::string& resume) {
   if (resume_from.empty()) start_fresh();
   else restore(resume_from);
   write_run_config();
+}
 
-  if (is_root()) {
-    spdlog::info("gum_train {}: {} on {} x {} | {} parameters | {} steps x {} tokens | optimizer {} | update {}",
-                 GUM_VERSION, config_.source, comm_.world_size(), backend_.name(),
-                 format_count(double(config_.model.num_parameters())), total_steps_,
-                 format_count(double(config_.tokens_per_step())), optimizer_->name(),
-                 fused_ ? "fused per layer in backward" : "after backward");
-    spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
-                 config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);
-    spdlog::info("\n{}", format_memory_plan(measure_memory_plan(*model_, *optimizer_, config_.training.seq_len)));
-    spdlog::info("metrics: {} | checkpoints: {}", config_.metrics_path(), config_.checkpoint_dir());
-    if (!eval_windows_) spdlog::info("no validation shards in {}: evaluation is off", config_.data.shard_dir);
-  }
+void Trainer::log_startup() const {
+  if (!is_root()) return;
+  spdlog::info("gum_train {}: {} on {} x {} | {} parameters | {} steps x {} tokens | optimizer {} | update {}",
+               GUM_VERSION, config_.source, comm_.world_size(), backend_.name(),
+               format_count(double(config_.model.num_parameters())), total_steps_,
+               format_count(double(config_.tokens_per_step())), optimizer_->name(),
+               fused_ ? "fused per layer in backward" : "after backward");
+  spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
+               config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);
+  spdlog::info("\n{}", format_memory_plan(measure_memory_plan(*model_, *optimizer_, config_.training.seq_len)));
+  spdlog::info("metrics: {} | checkpoints: {}", config_.metrics_path(), config_.checkpoint_dir());
+  if (!eval_windows_) spdlog::info("no validation shards in {}: evaluation is off", config_.data.shard_dir);
+}
 
+void Trainer::after_step(double loss, double lr) {
+  const bool last = step_ == total_steps_;
+  auto due = [&](int64_t every) { return every > 0 && step_ % every == 0; };
+  if (due(config_.logging.every_steps) || last || step_ == 1) log_step(loss, grad_norm_, lr);
+  else if (is_root()) progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
+  if (due(config_.eval.every_steps) || (last && config_.eval.at_end)) run_evaluation();
+  if (due(config_.checkpoint.every_steps) || (last && config_.checkpoint.at_end)) save_checkpoint_now();
+}
+
+void Trainer::run(const std::string& resume) {
+  restore_or_start(resume);
+  log_startup();
   if (step_ == 0 && config_.eval.at_start) run_evaluation();
   const int64_t kill_after = fault_kill_step();
-  interval_start_ = Clock::now();
   while (step_ < total_steps_) {
-    const auto step_start = Clock::now();
+    const auto start = Clock::now();
     const double lr = config_.optimizer.lr * lr_multiplier(config_.schedule, step_, total_steps_);
     const double loss = train_step();
+    const double step_s = seconds_since(start);
     ++step_;
-    ++interval_steps_;
     tokens_ += config_.tokens_per_step();
-    elapsed_s_ += seconds_since(step_start);
-
-    const bool last = step_ == total_steps_;
-    if (step_ % config_.logging.every_steps == 0 || last || step_ == 1) log_step(loss, grad_norm_, lr);
-    else if (is_root())
-      progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
-    if ((config_.eval.every_steps > 0 && step_ % config_.eval.every_steps == 0) || (last && config_.eval.at_end))
-      run_evaluation();
-    if ((config_.checkpoint.every_steps > 0 && step_ % config_.checkpoint.every_steps == 0) ||
-        (last && config_.checkpoint.at_end))
-      save_checkpoint_now();
+    elapsed_s_ += step_s;
+    interval_s_ += step_s;
+    ++interval_steps_;
+    after_step(loss, lr);
     if (step_ == kill_after) std::raise(SIGKILL);
   }
   progress_.clear();
-  if (is_root()) spdlog::info("done: {} steps, {} tokens in {}", step_, format_count(double(tokens_)),
-                              format_duration(elapsed_s_));
+  if (is_root())
+    spdlog::info("done: {} steps, {} tokens in {}", step_, format_count(double(tokens_)), format_duration(elapsed_s_));
 }
 
 }  // namespace

@@ -1,0 +1,59 @@
+// Metrics: the JSONL log keeps a consistent trajectory across a resume, the FLOP count follows
+// 6N + attention, and the console formats read as intended.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "gum/model/config.h"
+#include "gum/train/metrics.h"
+#include "train_test_util.h"
+
+using namespace gum;
+using namespace gum_test;
+
+TEST_CASE("metrics log keeps the lines up to the resumed step and drops a torn last line") {
+  const std::string dir = fresh_test_dir("metrics_log");
+  const std::string path = dir + "/metrics.jsonl";
+  {
+    MetricsLog log(path, -1);
+    for (int step = 1; step <= 6; ++step) log.append({{"step", step}, {"loss", 1.0 / step}});
+  }
+  std::ofstream(path, std::ios::app) << "{\"step\": 7, \"lo";  // cut short by a crash
+  {
+    MetricsLog resumed(path, 4);
+    resumed.append({{"step", 5}, {"loss", 0.5}});
+  }
+  std::istringstream in(read_file(path));
+  std::vector<int> steps;
+  std::string line;
+  while (std::getline(in, line)) steps.push_back(nlohmann::json::parse(line)["step"].get<int>());
+  CHECK(steps == std::vector<int>{1, 2, 3, 4, 5});
+  // A fresh run starts an empty file.
+  { MetricsLog fresh(path, -1); }
+  CHECK(read_file(path).empty());
+}
+
+TEST_CASE("training FLOPs per token are 6N plus attention") {
+  LlamaConfig c = llama_preset("llama_60m");
+  const double embedding = double(c.vocab_size) * c.hidden_size;
+  const double expected = 6.0 * (double(c.num_parameters()) - embedding) + 12.0 * 8 * 256 * 512;
+  CHECK(training_flops_per_token(c, 256) == Approx(expected));
+  CHECK(forward_flops_per_token(c, 256) == Approx(expected / 3));
+  c.tie_word_embeddings = true;  // the shared table is still the LM head's matmul
+  CHECK(training_flops_per_token(c, 256) == Approx(6.0 * double(c.num_parameters()) + 12.0 * 8 * 256 * 512));
+}
+
+TEST_CASE("console formats") {
+  CHECK(format_count(950) == "950");
+  CHECK(format_count(1234) == "1.23k");
+  CHECK(format_count(6.74e9) == "6.74G");
+  CHECK(format_bytes(512) == "512 B");
+  CHECK(format_bytes(1536) == "1.5 KiB");
+  CHECK(format_bytes(3.0 * (1ull << 30)) == "3.0 GiB");
+  CHECK(format_duration(42) == "42s");
+  CHECK(format_duration(185) == "3m05s");
+  CHECK(format_duration(7800) == "2h10m");
+  CHECK(device_peak_tflops("cpu", 0) == 0);
+  CHECK(device_peak_tflops("cuda", 0) == 989.0);
+  CHECK(device_peak_tflops("cpu", 1.5) == 1.5);
+}

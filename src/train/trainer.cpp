@@ -126,7 +126,8 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       layout_(make_batch_layout(config.training, runtime.comm->world_size(), config.source)),
       total_steps_(config.total_steps()),
       fused_(config.training.fused_update && config.training.grad_clip == 0),
-      progress_(runtime.comm->is_root() && stdout_is_terminal()) {
+      // mpirun gives ranks a pseudo-terminal: no redrawn bar in a job's interleaved output.
+      progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
   if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
     usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
   if (config.training.precision == "bf16")

@@ -130,6 +130,9 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
   if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
     usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
+  if (config.optimizer.shard_states)
+    usage_error(config.source, ": optimizer.shard_states is not supported by the trainer yet (every rank keeps the ",
+                "whole optimizer state); set it to false");
   if (config.training.precision == "bf16")
     spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
   if (config.training.fused_update && !fused_)

@@ -47,11 +47,11 @@ uint32_t crc32_update(uint32_t crc, const uint8_t* data, size_t n) {
   const auto& t = crc32_tables();
   crc = ~crc;
   while (n >= 8) {
-    uint32_t lo = crc ^ (uint32_t(data[0]) | uint32_t(data[1]) << 8 | uint32_t(data[2]) << 16 |
-                         uint32_t(data[3]) << 24);
+    uint32_t lo =
+        crc ^ (uint32_t(data[0]) | uint32_t(data[1]) << 8 | uint32_t(data[2]) << 16 | uint32_t(data[3]) << 24);
     uint32_t hi = uint32_t(data[4]) | uint32_t(data[5]) << 8 | uint32_t(data[6]) << 16 | uint32_t(data[7]) << 24;
-    crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
-          t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+    crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^ t[3][hi & 0xff] ^
+          t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
     data += 8;
     n -= 8;
   }
@@ -210,7 +210,8 @@ std::string save_checkpoint(const std::string& ckpt_dir, int64_t step, const Che
 void verify_checkpoint(const std::string& step_dir) {
   auto entries = read_manifest(step_dir);
   for (const char* required : {kModelFile, kOptimizerFile, kTrainerFile}) {
-    bool listed = std::any_of(entries.begin(), entries.end(), [&](const ManifestEntry& e) { return e.file == required; });
+    bool listed =
+        std::any_of(entries.begin(), entries.end(), [&](const ManifestEntry& e) { return e.file == required; });
     if (!listed) runtime_error(step_dir, "/", kManifestFile, ": does not list ", required);
   }
   for (const auto& e : entries) {

@@ -75,7 +75,8 @@ EvalConfig eval_from_json(const nlohmann::json& j, const std::string& context) {
   read_key(j, "max_tokens", e.max_tokens, context, p);
   read_key(j, "at_start", e.at_start, context, p);
   read_key(j, "at_end", e.at_end, context, p);
-  if (e.every_steps < 0 || e.max_tokens < 0) usage_error(context, ": eval.every_steps and eval.max_tokens must be >= 0");
+  if (e.every_steps < 0 || e.max_tokens < 0)
+    usage_error(context, ": eval.every_steps and eval.max_tokens must be >= 0");
   return e;
 }
 
@@ -274,7 +275,8 @@ void apply_config_override(nlohmann::json& j, const nlohmann::json& schema, cons
     value = text;  // not JSON: a bare string such as --set training.backend=cpu
   }
   if (!override_type_matches(*node, value))
-    usage_error("--set ", assignment, ": key '", key, "' must be ", json_type_description(*node), ", got ", value.dump());
+    usage_error("--set ", assignment, ": key '", key, "' must be ", json_type_description(*node), ", got ",
+                value.dump());
 
   nlohmann::json* target = &j;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {

@@ -16,8 +16,8 @@ double training_flops_per_token(const LlamaConfig& c, int seq_len) {
   const double embedding = double(c.vocab_size) * c.hidden_size;
   // With tied embeddings the table is also the LM head, so its matmul stays counted.
   const double matmul_params = double(c.num_parameters()) - (c.tie_word_embeddings ? 0.0 : embedding);
-  const double attention = 12.0 * c.num_hidden_layers * double(seq_len) * c.num_attention_heads *
-                           c.attention_head_dim();
+  const double attention =
+      12.0 * c.num_hidden_layers * double(seq_len) * c.num_attention_heads * c.attention_head_dim();
   return 6.0 * matmul_params + attention;
 }
 
@@ -57,9 +57,12 @@ std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   long s = std::lround(seconds);
   char text[32];
-  if (s < 60) std::snprintf(text, sizeof(text), "%lds", s);
-  else if (s < 3600) std::snprintf(text, sizeof(text), "%ldm%02lds", s / 60, s % 60);
-  else std::snprintf(text, sizeof(text), "%ldh%02ldm", s / 3600, (s % 3600) / 60);
+  if (s < 60)
+    std::snprintf(text, sizeof(text), "%lds", s);
+  else if (s < 3600)
+    std::snprintf(text, sizeof(text), "%ldm%02lds", s / 60, s % 60);
+  else
+    std::snprintf(text, sizeof(text), "%ldh%02ldm", s / 3600, (s % 3600) / 60);
   return text;
 }
 

@@ -151,8 +151,8 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
   const int rows_per_rank = config.training.batch_size / world_size;
   const int micro_batch = config.training.micro_batch_size > 0 ? config.training.micro_batch_size : rows_per_rank;
   // The target backend only answers attention_aux_elems; without a GPU the CPU stands in.
-  std::unique_ptr<Backend> target = make_backend(
-      config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend);
+  std::unique_ptr<Backend> target =
+      make_backend(config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend);
   PlanningBackend planning(*target);
   LlamaModel model(config.model, planning, micro_batch, config.training.seq_len);
   OptimizerContext ctx;
@@ -168,9 +168,9 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
               config.training.seq_len, static_cast<long long>(config.total_steps()),
               format_count(double(config.total_steps()) * config.tokens_per_step()).c_str());
   std::printf("%s", format_memory_plan(plan).c_str());
-  std::printf("  training FLOPs for the whole run: %s\n",
-              format_count(plan.training_flops_per_token * double(config.total_steps()) * config.tokens_per_step())
-                  .c_str());
+  std::printf(
+      "  training FLOPs for the whole run: %s\n",
+      format_count(plan.training_flops_per_token * double(config.total_steps()) * config.tokens_per_step()).c_str());
   return plan;
 }
 

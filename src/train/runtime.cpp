@@ -24,8 +24,7 @@ Runtime make_runtime(const TrainConfig& config) {
   setup_logging(r.launch.rank, r.launch.world_size, config.logging.verbose);
   int threads = config.training.threads;
   // Several ranks on one host would each start a thread per core: share the cores instead.
-  if (threads == 0 && r.launch.local_size > 1)
-    threads = std::max(1, omp_get_num_procs() / r.launch.local_size);
+  if (threads == 0 && r.launch.local_size > 1) threads = std::max(1, omp_get_num_procs() / r.launch.local_size);
   set_cpu_threads(threads);
   int device = 0;
   if (config.training.backend != "cpu" && cuda_available())
@@ -76,8 +75,8 @@ void load_model_weights(LlamaModel& model, const TensorMap& weights, const std::
   }
   if (weights.size() != model.specs().size()) {
     for (const auto& [name, tensor] : weights) {
-      bool known = std::any_of(model.specs().begin(), model.specs().end(),
-                               [&](const ParamSpec& s) { return s.name == name; });
+      bool known =
+          std::any_of(model.specs().begin(), model.specs().end(), [&](const ParamSpec& s) { return s.name == name; });
       if (!known) runtime_error(source, ": tensor '", name, "' is not part of this model (a different config?)");
     }
   }

@@ -1,8 +1,8 @@
 #include "gum/train/trainer.h"
 
-#include <csignal>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -136,8 +136,9 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   if (config.training.precision == "bf16")
     spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
   if (config.training.fused_update && !fused_)
-    spdlog::warn("training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
-                 "updating after backward instead");
+    spdlog::warn(
+        "training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
+        "updating after backward instead");
 
   model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len);
   OptimizerContext ctx;
@@ -414,12 +415,16 @@ void Trainer::run_evaluation() {
 
 void Trainer::restore_or_start(const std::string& resume) {
   std::string resume_from;
-  if (resume == "auto") resume_from = find_resume_checkpoint(config_.checkpoint_dir());
-  else if (resume != "never") resume_from = resolve_checkpoint_path(resume);
+  if (resume == "auto")
+    resume_from = find_resume_checkpoint(config_.checkpoint_dir());
+  else if (resume != "never")
+    resume_from = resolve_checkpoint_path(resume);
   // Every rank must restore the same checkpoint: rank 0 decides.
   resume_from = comm_.broadcast_string(resume_from, 0);
-  if (resume_from.empty()) start_fresh();
-  else restore(resume_from);
+  if (resume_from.empty())
+    start_fresh();
+  else
+    restore(resume_from);
   write_run_config();
 }
 
@@ -440,8 +445,10 @@ void Trainer::log_startup() const {
 void Trainer::after_step(double loss, double lr) {
   const bool last = step_ == total_steps_;
   auto due = [&](int64_t every) { return every > 0 && step_ % every == 0; };
-  if (due(config_.logging.every_steps) || last || step_ == 1) log_step(loss, grad_norm_, lr);
-  else if (is_root()) progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
+  if (due(config_.logging.every_steps) || last || step_ == 1)
+    log_step(loss, grad_norm_, lr);
+  else if (is_root())
+    progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
   if (due(config_.eval.every_steps) || (last && config_.eval.at_end)) run_evaluation();
   if (due(config_.checkpoint.every_steps) || (last && config_.checkpoint.at_end)) save_checkpoint_now();
 }

@@ -91,7 +91,8 @@ TEST_CASE("a truncated file or a missing manifest fails verification with the fi
   std::string dir = fresh_dir("truncated");
   std::string step_dir = save_checkpoint(dir, 5, sample_contents(1.0f, 5), 0);
   fs::resize_file(step_dir + "/optimizer.safetensors", 16);
-  REQUIRE_THROWS_WITH(verify_checkpoint(step_dir), Catch::Contains("optimizer.safetensors") && Catch::Contains("truncated"));
+  REQUIRE_THROWS_WITH(verify_checkpoint(step_dir),
+                      Catch::Contains("optimizer.safetensors") && Catch::Contains("truncated"));
   fs::remove(step_dir + "/MANIFEST");
   REQUIRE_THROWS_WITH(verify_checkpoint(step_dir), Catch::Contains("MANIFEST"));
   CHECK(find_resume_checkpoint(dir).empty());

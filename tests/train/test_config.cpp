@@ -54,9 +54,9 @@ TEST_CASE("overrides from --set are type checked") {
   CHECK(load_train_config(path, {"training.grad_clip=2"}).training.grad_clip == 2.0);
   REQUIRE_THROWS_WITH(load_train_config(path, {"training.seq_len=abc"}),
                       Catch::Contains("training.seq_len") && Catch::Contains("must be an integer"));
-  REQUIRE_THROWS_WITH(load_train_config(path, {"training.max_stpes=5"}),
-                      Catch::Contains("unknown key 'training.max_stpes'") &&
-                          Catch::Contains("did you mean 'training.max_steps'"));
+  REQUIRE_THROWS_WITH(
+      load_train_config(path, {"training.max_stpes=5"}),
+      Catch::Contains("unknown key 'training.max_stpes'") && Catch::Contains("did you mean 'training.max_steps'"));
   REQUIRE_THROWS_WITH(load_train_config(path, {"trainig.seed=5"}), Catch::Contains("did you mean 'training'"));
   REQUIRE_THROWS_WITH(load_train_config(path, {"training.seed"}), Catch::Contains("expected KEY=VALUE"));
   try {

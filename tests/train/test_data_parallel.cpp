@@ -30,8 +30,9 @@ TEST_CASE("two MPI ranks follow the single-process trajectory") {
 
   const std::string dp_dir = fresh_test_dir("dp_two_ranks");
   const std::string dp = write_config(dp_dir, micro_config(dp_dir + "/run", patch));
-  CommandResult r = run_command("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe " +
-                                gum_train_binary() + " " + dp + " --resume never");
+  CommandResult r =
+      run_command("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe " +
+                  gum_train_binary() + " " + dp + " --resume never");
   if (r.output.find("built without MPI") != std::string::npos) GUM_SKIP_TEST("gum_train built without MPI");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);

@@ -46,8 +46,8 @@ TEST_CASE("evaluation counts every validation token once for any batch size") {
 TEST_CASE("gum_train eval prints a JSON line with tokens, loss and perplexity") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("eval_cli");
-  const std::string config_path =
-      write_config(dir, micro_config(dir + "/run", {{"training", {{"max_steps", 4}}}, {"checkpoint", {{"every_steps", 0}}}}));
+  const std::string config_path = write_config(
+      dir, micro_config(dir + "/run", {{"training", {{"max_steps", 4}}}, {"checkpoint", {{"every_steps", 0}}}}));
   REQUIRE(run_gum_train(config_path + " --resume never").exit_code == 0);
 
   CommandResult r = run_gum_train("eval " + config_path + " --checkpoint " + dir + "/run/checkpoints");

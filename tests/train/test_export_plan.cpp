@@ -16,15 +16,15 @@ using namespace gum_test;
 TEST_CASE("export writes config, weights with lm_head, generation config and tokenizer") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("export");
-  const std::string config_path =
-      write_config(dir, micro_config(dir + "/run", {{"training", {{"max_steps", 2}}}, {"checkpoint", {{"every_steps", 0}}}}));
+  const std::string config_path = write_config(
+      dir, micro_config(dir + "/run", {{"training", {{"max_steps", 2}}}, {"checkpoint", {{"every_steps", 0}}}}));
   REQUIRE(run_gum_train(config_path + " --resume never").exit_code == 0);
   const std::string out = dir + "/hf";
   CommandResult r = run_gum_train("export --checkpoint " + dir + "/run/checkpoints --out " + out);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  for (const char* f : {"config.json", "model.safetensors", "generation_config.json", "tokenizer.model",
-                        "tokenizer_config.json"})
+  for (const char* f :
+       {"config.json", "model.safetensors", "generation_config.json", "tokenizer.model", "tokenizer_config.json"})
     CHECK(fs::exists(out + "/" + f));
 
   nlohmann::json hf = nlohmann::json::parse(read_file(out + "/config.json"));
@@ -36,7 +36,8 @@ TEST_CASE("export writes config, weights with lm_head, generation config and tok
   TensorMap saved = read_safetensors(dir + "/run/checkpoints/step_000002/model.safetensors");
   REQUIRE(exported.count("lm_head.weight") == 1);
   CHECK(exported.size() == saved.size());
-  CHECK(exported.at("model.layers.1.mlp.down_proj.weight").bytes == saved.at("model.layers.1.mlp.down_proj.weight").bytes);
+  CHECK(exported.at("model.layers.1.mlp.down_proj.weight").bytes ==
+        saved.at("model.layers.1.mlp.down_proj.weight").bytes);
   CHECK(read_file(out + "/tokenizer.model") == read_file(tokenizer_path(load_train_config(config_path).data)));
 
   r = run_gum_train("export --checkpoint " + dir + "/run/checkpoints");

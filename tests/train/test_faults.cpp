@@ -14,15 +14,16 @@ TEST_CASE("a NaN or Inf loss stops training and keeps the last good checkpoint")
   prepared_micro_data();
   const std::string dir = fresh_test_dir("nan_stop");
   // lr 1e30 makes the weights overflow after the first update.
-  const std::string config = write_config(
-      dir, micro_config(dir + "/run", {{"optimizer", {{"lr", 1e30}}},
-                                       {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
-                                       {"checkpoint", {{"every_steps", 1}}}}));
+  const std::string config =
+      write_config(dir, micro_config(dir + "/run", {{"optimizer", {{"lr", 1e30}}},
+                                                    {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
+                                                    {"checkpoint", {{"every_steps", 1}}}}));
   CommandResult r = run_gum_train(config + " --resume never");
   INFO(r.output);
   CHECK(r.exit_code == 1);
   std::smatch m;
-  REQUIRE(std::regex_search(r.output, m, std::regex("step ([0-9]+): (loss is (NaN|Inf)|gradient of (\\S+) is NaN or Inf)")));
+  REQUIRE(std::regex_search(r.output, m,
+                            std::regex("step ([0-9]+): (loss is (NaN|Inf)|gradient of (\\S+) is NaN or Inf)")));
   const int failed_step = std::stoi(m[1]);
   CHECK(failed_step >= 2);
   CHECK(failed_step < 20);

@@ -107,8 +107,8 @@ TEST_CASE("the fused per-layer update equals the update after backward") {
 
 TEST_CASE("gradient accumulation over micro-batches matches one full batch") {
   Run full = make_run("accum_full", {{"training", {{"max_steps", 4}}}, {"checkpoint", {{"every_steps", 0}}}});
-  Run micro = make_run("accum_micro", {{"training", {{"max_steps", 4}, {"micro_batch_size", 1}}},
-                                       {"checkpoint", {{"every_steps", 0}}}});
+  Run micro = make_run(
+      "accum_micro", {{"training", {{"max_steps", 4}, {"micro_batch_size", 1}}}, {"checkpoint", {{"every_steps", 0}}}});
   REQUIRE(run_gum_train(full.config + " --resume never").exit_code == 0);
   REQUIRE(run_gum_train(micro.config + " --resume never").exit_code == 0);
   std::istringstream a(read_file(full.run_dir + "/metrics.jsonl")), b(read_file(micro.run_dir + "/metrics.jsonl"));

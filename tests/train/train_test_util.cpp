@@ -67,10 +67,10 @@ std::string data_root() { return std::string(GUM_BINARY_DIR) + "/test_tmp/train_
 // Deterministic English-like sentences from a small vocabulary (a linear congruential
 // generator), enough for a 256-piece tokenizer and a few hundred training windows.
 void write_corpus(const std::string& path, int documents, uint32_t seed) {
-  static const char* words[] = {"the",   "cat",   "sat",   "on",    "a",      "mat",    "and",   "dog",
-                                "ran",   "to",    "house", "with",  "red",    "door",   "while", "birds",
-                                "sang",  "in",    "green", "trees", "under",  "blue",   "sky",   "every",
-                                "day",   "people", "walk", "along", "river",  "quiet",  "town",  "morning"};
+  static const char* words[] = {"the",  "cat",    "sat",   "on",    "a",     "mat",   "and",   "dog",
+                                "ran",  "to",     "house", "with",  "red",   "door",  "while", "birds",
+                                "sang", "in",     "green", "trees", "under", "blue",  "sky",   "every",
+                                "day",  "people", "walk",  "along", "river", "quiet", "town",  "morning"};
   std::ofstream out(path);
   uint32_t state = seed;
   auto next = [&] {
@@ -129,24 +129,28 @@ std::string prepared_micro_data() {
 }
 
 nlohmann::json micro_config(const std::string& run_dir, const nlohmann::json& patch) {
-  nlohmann::json config = {
-      {"model",
-       {{"hidden_size", 32},
-        {"intermediate_size", 64},
-        {"num_hidden_layers", 2},
-        {"num_attention_heads", 4},
-        {"num_key_value_heads", 2},
-        {"vocab_size", 128},
-        {"max_position_embeddings", 64}}},
-      {"data", base_data_section()},
-      {"optimizer", {{"name", "adamw"}, {"lr", 0.01}, {"beta2", 0.95}}},
-      {"schedule", {{"type", "cosine"}, {"warmup_steps", 3}, {"min_lr_ratio", 0.1}}},
-      {"training",
-       {{"backend", "cpu"}, {"seed", 7}, {"seq_len", 16}, {"batch_size", 4}, {"max_steps", 20}, {"grad_clip", 1.0},
-        {"threads", 1}}},
-      {"eval", {{"every_steps", 0}, {"at_end", false}, {"max_tokens", 0}}},
-      {"checkpoint", {{"every_steps", 10}, {"keep_last", 0}}},
-      {"logging", {{"every_steps", 1}, {"run_dir", run_dir}}}};
+  nlohmann::json config = {{"model",
+                            {{"hidden_size", 32},
+                             {"intermediate_size", 64},
+                             {"num_hidden_layers", 2},
+                             {"num_attention_heads", 4},
+                             {"num_key_value_heads", 2},
+                             {"vocab_size", 128},
+                             {"max_position_embeddings", 64}}},
+                           {"data", base_data_section()},
+                           {"optimizer", {{"name", "adamw"}, {"lr", 0.01}, {"beta2", 0.95}}},
+                           {"schedule", {{"type", "cosine"}, {"warmup_steps", 3}, {"min_lr_ratio", 0.1}}},
+                           {"training",
+                            {{"backend", "cpu"},
+                             {"seed", 7},
+                             {"seq_len", 16},
+                             {"batch_size", 4},
+                             {"max_steps", 20},
+                             {"grad_clip", 1.0},
+                             {"threads", 1}}},
+                           {"eval", {{"every_steps", 0}, {"at_end", false}, {"max_tokens", 0}}},
+                           {"checkpoint", {{"every_steps", 10}, {"keep_last", 0}}},
+                           {"logging", {{"every_steps", 1}, {"run_dir", run_dir}}}};
   if (patch.is_object()) config.merge_patch(patch);
   return config;
 }

@@ -2,9 +2,8 @@
 // Helpers for the trainer tests: a micro corpus and tokenizer prepared once (under a file lock,
 // since CTest runs test cases as parallel processes), micro-model configs, and running the
 // gum_train executable as a subprocess.
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace gum_test {
 

@@ -8,8 +8,7 @@
 namespace gum {
 
 // gum_train CONFIG [--set K=V ...] [--resume auto|never|DIR]
-int command_train(const std::string& config_path, const std::vector<std::string>& overrides,
-                  const std::string& resume);
+int command_train(const std::string& config_path, const std::vector<std::string>& overrides, const std::string& resume);
 
 // gum_train eval CONFIG [--checkpoint DIR] [--data GLOB] [--max-tokens N]: validation loss and
 // perplexity of a checkpoint (or, without one, of the initial model), a human line, then one

@@ -19,14 +19,14 @@ struct TrainingConfig {
   std::string backend = "auto";  // cpu | cuda | auto
   uint64_t seed = 1234;          // weights init, data order, optimizer sampling
   int seq_len = 256;
-  int batch_size = 32;           // global sequences per optimizer step (all ranks, all micro-batches)
-  int micro_batch_size = 0;      // sequences per rank per forward/backward; 0 = batch_size / world_size
-  int64_t max_steps = 0;         // optimizer steps; 0 = derive from max_tokens
-  int64_t max_tokens = 0;        // used when max_steps is 0
-  double grad_clip = 1.0;        // global-norm clipping; 0 = off
+  int batch_size = 32;             // global sequences per optimizer step (all ranks, all micro-batches)
+  int micro_batch_size = 0;        // sequences per rank per forward/backward; 0 = batch_size / world_size
+  int64_t max_steps = 0;           // optimizer steps; 0 = derive from max_tokens
+  int64_t max_tokens = 0;          // used when max_steps is 0
+  double grad_clip = 1.0;          // global-norm clipping; 0 = off
   std::string precision = "fp32";  // fp32 | bf16 (cuda only)
-  bool fused_update = false;     // per-layer update inside backward (only when grad_clip == 0)
-  int threads = 0;               // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+  bool fused_update = false;       // per-layer update inside backward (only when grad_clip == 0)
+  int threads = 0;                 // CPU threads for OpenMP/OpenBLAS; 0 = all cores
 };
 
 struct EvalConfig {
@@ -47,7 +47,7 @@ struct LoggingConfig {
   int64_t every_steps = 10;
   std::string run_dir;                         // "" = runs/CONFIG_NAME
   std::string metrics_file = "metrics.jsonl";  // relative to run_dir
-  double peak_tflops = 0;  // device peak for MFU; 0 = the backend's known figure (n/a on cpu)
+  double peak_tflops = 0;                      // device peak for MFU; 0 = the backend's known figure (n/a on cpu)
   bool verbose = false;
 };
 
@@ -61,8 +61,8 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   LoggingConfig logging;
 
-  std::string source;    // the config file (for messages)
-  nlohmann::json raw;    // the file's JSON after --set overrides
+  std::string source;  // the config file (for messages)
+  nlohmann::json raw;  // the file's JSON after --set overrides
 
   // Steps of the run: max_steps, or max_tokens / tokens per step rounded up.
   int64_t total_steps() const;

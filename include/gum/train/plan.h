@@ -24,7 +24,7 @@ struct MemoryPlan {
   int micro_batch = 0;
   int seq_len = 0;
   double training_flops_per_token = 0;
-  std::string optimizer_table;           // optimizer_memory_table
+  std::string optimizer_table;  // optimizer_memory_table
   size_t total_bytes() const {
     return weight_bytes + gradient_bytes + optimizer_state_bytes + optimizer_workspace_bytes + activation_bytes;
   }

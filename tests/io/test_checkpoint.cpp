@@ -106,3 +106,17 @@ TEST_CASE("file_crc32 matches the standard check value") {
   CHECK(file_crc32(dir + "/check.txt", &size) == 0xCBF43926u);  // the CRC-32 catalogue's check value
   CHECK(size == 9);
 }
+
+TEST_CASE("a save interrupted before its rename leaves only a temporary folder that resume ignores") {
+  std::string dir = fresh_dir("interrupted_save");
+  std::string good = save_checkpoint(dir, 10, sample_contents(1.0f, 10), 0);
+  // What a crash in the middle of save_checkpoint(20) leaves: the hidden temporary folder.
+  fs::create_directories(dir + "/.tmp_step_000020");
+  std::ofstream(dir + "/.tmp_step_000020/model.safetensors") << "partial";
+  CHECK(list_checkpoints(dir).size() == 1);
+  CHECK(find_resume_checkpoint(dir) == good);
+  // The next save of that step replaces the leftover.
+  std::string redone = save_checkpoint(dir, 20, sample_contents(2.0f, 20), 0);
+  CHECK_FALSE(fs::exists(dir + "/.tmp_step_000020"));
+  CHECK(find_resume_checkpoint(dir) == redone);
+}

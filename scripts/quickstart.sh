@@ -37,8 +37,17 @@ echo "== trained model"
   tee "$run_dir/eval_after.txt"
 after=$(perplexity_of < "$run_dir/eval_after.txt")
 
-/usr/bin/python3 "$root/scripts/plot_metrics.py" "$run_dir" -o "$run_dir/loss.png" || true
+echo "== Hugging Face export and a sample from the trained model"
+"$gum_train" export --checkpoint "$run_dir/checkpoints" --out "$run_dir/hf"
+"$gum_train" sample --checkpoint "$run_dir/checkpoints" --prompt "The meaning of" --max-new-tokens 32 \
+  --temperature 0.8 --top-p 0.9 --seed 7 | tee "$run_dir/sample.txt"
+
+if ! /usr/bin/python3 "$root/scripts/plot_metrics.py" "$run_dir" -o "$run_dir/loss.png"; then
+  echo "warning: the loss plot could not be drawn (python3-matplotlib missing?)" >&2
+fi
+# The bar to clear: the perplexity of token frequencies alone (a unigram model).
+unigram=$(/usr/bin/python3 "$root/scripts/unigram_baseline.py" data/shards |
+  /usr/bin/python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["unigram_perplexity"])')
 echo
-echo "validation perplexity ($eval_tokens tokens): before training $before, after training $after"
-echo "metrics: runs/llama_tiny/metrics.jsonl  plot: runs/llama_tiny/loss.png  checkpoints: runs/llama_tiny/checkpoints"
-echo "export to Hugging Face: $gum_train export --checkpoint runs/llama_tiny/checkpoints --out runs/llama_tiny/hf"
+echo "validation perplexity ($eval_tokens tokens): before training $before, after training $after (unigram baseline $unigram)"
+echo "metrics: $run_dir/metrics.jsonl  plot: $run_dir/loss.png  checkpoints: $run_dir/checkpoints  Hugging Face folder: $run_dir/hf"

@@ -43,8 +43,8 @@ const std::map<std::string, LlamaConfig>& presets() {
 const std::vector<std::string> kModelKeys = {
     "preset", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps",
-    "rope_theta", "rope_scaling", "tie_word_embeddings", "attention_bias", "initializer_range",
-    "bos_token_id", "eos_token_id", "pad_token_id"};
+    "rope_theta", "rope_scaling", "tie_word_embeddings", "attention_bias", "o_proj_bias",
+    "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id"};
 
 }  // namespace
 
@@ -145,6 +145,9 @@ LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& c
   read_key(j, "tie_word_embeddings", c.tie_word_embeddings, context, p);
   read_key(j, "attention_bias", c.attention_bias, context, p);
   c.o_proj_bias = c.attention_bias;  // Llama's attention_bias covers q, k, v and o
+  read_key(j, "o_proj_bias", c.o_proj_bias, context, p);  // false with attention_bias: Qwen2's layout
+  if (c.o_proj_bias && !c.attention_bias)
+    usage_error(context, ": model.o_proj_bias needs model.attention_bias (a bias on o_proj alone is not supported)");
   read_key(j, "initializer_range", c.initializer_range, context, p);
   read_key(j, "bos_token_id", c.bos_token_id, context, p);
   read_key(j, "eos_token_id", c.eos_token_id, context, p);
@@ -156,8 +159,18 @@ LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& c
 
 nlohmann::json llama_config_to_hf_json(const LlamaConfig& c) {
   nlohmann::json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
+  // q/k/v biases without an o_proj bias cannot be said in LlamaConfig (attention_bias covers all
+  // four): that is Qwen2's layout, whose config transformers reads as exactly this model.
+  const bool qwen2 = c.attention_bias && !c.o_proj_bias;
+  if (qwen2 && c.attention_head_dim() * c.num_attention_heads != c.hidden_size)
+    usage_error("export: a model with q/k/v biases but none on o_proj is written as Qwen2, whose config has no ",
+                "head_dim: head_dim (", c.attention_head_dim(), ") x num_attention_heads (", c.num_attention_heads,
+                ") must equal hidden_size (", c.hidden_size, ")");
+  if (qwen2 && !c.rope_scaling.type.empty())
+    usage_error("export: a Qwen2-layout model (q/k/v biases, no o_proj bias) with rope_scaling '",
+                c.rope_scaling.type, "' has no faithful transformers config");
+  j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = qwen2 ? "qwen2" : "llama";
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
   j["num_hidden_layers"] = c.num_hidden_layers;
@@ -168,9 +181,15 @@ nlohmann::json llama_config_to_hf_json(const LlamaConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["hidden_act"] = "silu";
-  j["attention_bias"] = c.attention_bias;
+  if (qwen2) {
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["max_window_layers"] = c.num_hidden_layers;
+  } else {
+    j["attention_bias"] = c.attention_bias;
+    j["mlp_bias"] = false;
+  }
   j["attention_dropout"] = 0.0;
-  j["mlp_bias"] = false;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["initializer_range"] = c.initializer_range;
   j["torch_dtype"] = "float32";

@@ -187,6 +187,7 @@ nlohmann::json model_section_to_json(const LlamaConfig& m) {
                       {"rope_theta", m.rope_theta},
                       {"tie_word_embeddings", m.tie_word_embeddings},
                       {"attention_bias", m.attention_bias},
+                      {"o_proj_bias", m.o_proj_bias},
                       {"initializer_range", m.initializer_range},
                       {"bos_token_id", m.bos_token_id},
                       {"eos_token_id", m.eos_token_id},

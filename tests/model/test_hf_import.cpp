@@ -11,6 +11,7 @@
 #include "common/skip.h"
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
+#include "gum/core/json_util.h"
 #include "gum/core/philox.h"
 #include "gum/io/hf_export.h"
 #include "gum/io/safetensors.h"
@@ -314,6 +315,24 @@ TEST_CASE("Qwen2: q/k/v biases and no o_proj bias", "[hf_import]") {
   }
   CHECK(has_q_bias);
   CHECK_FALSE(has_o_bias);
+  // Exported as Qwen2 (LlamaConfig's attention_bias would add an o_proj bias), and it reads back.
+  const nlohmann::json exported = llama_config_to_hf_json(c);
+  CHECK(exported["architectures"][0] == "Qwen2ForCausalLM");
+  CHECK(exported["model_type"] == "qwen2");
+  CHECK_FALSE(exported.contains("attention_bias"));
+  LlamaConfig back = hf_config_from_json(exported, "export/config.json");
+  CHECK(back.attention_bias);
+  CHECK_FALSE(back.o_proj_bias);
+  // Our own `model` section keeps o_proj_bias (checkpoints and resume rebuild the same tensors).
+  nlohmann::json section = {{"hidden_size", 64}, {"intermediate_size", 160}, {"num_hidden_layers", 2},
+                            {"num_attention_heads", 4}, {"vocab_size", 300}, {"max_position_embeddings", 64},
+                            {"attention_bias", true}, {"o_proj_bias", false}};
+  CHECK_FALSE(llama_config_from_json(section, "cfg.json").o_proj_bias);
+  section.erase("o_proj_bias");
+  CHECK(llama_config_from_json(section, "cfg.json").o_proj_bias);  // Llama's default: o too
+  section["attention_bias"] = false;
+  section["o_proj_bias"] = true;
+  CHECK_THROWS_WITH(llama_config_from_json(section, "cfg.json"), Contains("model.o_proj_bias"));
   j["use_sliding_window"] = true;
   CHECK_THROWS_WITH(hf_config_from_json(j, "qwen2/config.json"), Contains("use_sliding_window"));
 }
@@ -518,10 +537,9 @@ TEST_CASE("gum_train exports load in transformers with the same logits, and re-e
     folders.push_back(dir.string());
   }
 
-  // (c) import -> export reproduces every tensor bit for bit (fp32). Qwen2 is left out: its q/k/v-only
-  // biases have no LlamaForCausalLM config (attention_bias covers o_proj too).
+  // (c) import -> export reproduces every tensor bit for bit (fp32). Qwen2's q/k/v-only biases
+  // have no LlamaForCausalLM config (attention_bias covers o_proj too): it is written as Qwen2.
   for (const std::string& variant : kTransformersVariants) {
-    if (variant == "qwen2") continue;
     INFO(variant);
     HfModel hf = load_hf_model((root / variant).string());
     Reference ref = read_reference(root / variant);
@@ -530,6 +548,8 @@ TEST_CASE("gum_train exports load in transformers with the same logits, and re-e
     fs::path dir = root / ("reexport_" + variant);
     export_with_logits(dir, model, ref.tokens, ref.batch);
     folders.push_back(dir.string());
+    const nlohmann::json exported_config = read_json_file((dir / "config.json").string());
+    CHECK(exported_config["model_type"] == (variant == "qwen2" ? "qwen2" : "llama"));
     TensorMap original = read_safetensors((root / variant / "model.safetensors").string());
     TensorMap exported = read_safetensors((dir / "model.safetensors").string());
     REQUIRE(exported.size() == original.size());

@@ -5,6 +5,7 @@
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
 #include "gum/optim/optimizer_config_json.h"
+#include "gum/train/init_from.h"
 
 namespace gum {
 
@@ -139,6 +140,58 @@ bool override_type_matches(const nlohmann::json& schema_value, const nlohmann::j
   return schema_value.type() == value.type();
 }
 
+// The `model` section: a preset or fields, or init_from (init_from.h) whose folder gives the
+// config. Keys next to init_from must agree with the folder: they are there in resolved
+// configs, and a mismatch means the user expects a model the folder does not hold. When the
+// folder is gone (a finished run's resolved config, read by `export`), complete fields are
+// taken as written; the weights are only read when a fresh run starts.
+void model_from_json(const nlohmann::json& section, const std::string& context, TrainConfig& c) {
+  if (!section.is_object() || !section.contains("init_from")) {
+    c.model = llama_config_from_json(section, context);
+    return;
+  }
+  if (!section["init_from"].is_string())
+    usage_error(context, ": model.init_from must be a string (a Hugging Face folder or a checkpoint)");
+  c.init_from = std::filesystem::absolute(section["init_from"].get<std::string>()).lexically_normal().string();
+  nlohmann::json fields = section;
+  fields.erase("init_from");
+  if (fields.contains("preset"))
+    usage_error(context, ": model.preset and model.init_from exclude each other (init_from ", c.init_from,
+                " gives the model)");
+  if (!std::filesystem::exists(c.init_from) && fields.contains("hidden_size") && fields.contains("vocab_size")) {
+    c.model = llama_config_from_json(fields, context);
+    return;
+  }
+  const InitSource source = resolve_init_source(c.init_from, context);
+  c.model = source.config;
+  c.model.validate(source.dir);
+  const nlohmann::json from_folder = model_section_to_json(c.model);
+  for (const auto& item : fields.items()) {
+    auto it = from_folder.find(item.key());
+    if (it == from_folder.end())
+      usage_error(context, ": model.", item.key(), " is not a model field (with model.init_from only fields that ",
+                  "agree with ", source.dir, " may be given)");
+    if (*it != item.value())
+      usage_error(context, ": model.", item.key(), " is ", item.value().dump(), " but model.init_from ", source.dir,
+                  " has ", it->dump(), " (drop the key: the model's config comes from the folder)");
+  }
+}
+
+// The `data` section: DataConfig, plus data.sft (sft.h) which selects the SFT loader. A run
+// from model.init_from without data.tokenizer uses the folder's tokenizer.model.
+void data_from_json(const nlohmann::json& section, const std::string& context, TrainConfig& c) {
+  nlohmann::json shards_section = section;
+  if (section.is_object() && section.contains("sft")) {
+    shards_section.erase("sft");
+    c.sft = sft_config_from_json(section["sft"], context, "data.sft");
+  }
+  c.data = data_config_from_json(shards_section, context);
+  if (!c.init_from.empty() && c.data.tokenizer.empty() && std::filesystem::exists(c.init_from)) {
+    const InitSource source = resolve_init_source(c.init_from, context);
+    c.data.tokenizer = source.tokenizer;
+  }
+}
+
 }  // namespace
 
 int64_t TrainConfig::total_steps() const {
@@ -159,8 +212,8 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& c
   TrainConfig c;
   c.source = context;
   c.raw = j;
-  c.model = llama_config_from_json(j["model"], context);
-  c.data = data_config_from_json(section_or_empty(j, "data"), context);
+  model_from_json(j["model"], context, c);
+  data_from_json(section_or_empty(j, "data"), context, c);
   c.optimizer = optimizer_config_from_json(section_or_empty(j, "optimizer"), context);
   c.schedule = schedule_from_json(section_or_empty(j, "schedule"), context);
   c.training = training_from_json(section_or_empty(j, "training"), context);
@@ -207,7 +260,9 @@ nlohmann::json model_section_to_json(const LlamaConfig& m) {
 nlohmann::json train_config_to_json(const TrainConfig& c) {
   nlohmann::json j;
   j["model"] = model_section_to_json(c.model);
+  if (!c.init_from.empty()) j["model"]["init_from"] = c.init_from;
   j["data"] = to_json(c.data);
+  if (c.sft) j["data"]["sft"] = to_json(*c.sft);
   j["optimizer"] = to_json(c.optimizer);
   const auto& s = c.schedule;
   j["schedule"] = {{"type", s.type},
@@ -300,6 +355,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   if (overrides.empty()) return base;
   nlohmann::json schema = train_config_to_json(base);
   schema["model"]["preset"] = "";  // accepted by the model section though not part of the resolved form
+  if (!schema["model"].contains("init_from")) schema["model"]["init_from"] = "";
   for (const auto& assignment : overrides) apply_config_override(j, schema, assignment);
   return train_config_from_json(j, path + " (with --set)");
 }

@@ -17,7 +17,9 @@
 #include "gum/io/checkpoint.h"
 #include "gum/model/llama.h"
 #include "gum/optim/optimizer.h"
+#include "gum/train/batch_source.h"
 #include "gum/train/evaluate.h"
+#include "gum/train/init_from.h"
 #include "gum/train/metrics.h"
 #include "gum/train/plan.h"
 #include "gum/train/runtime.h"
@@ -100,12 +102,12 @@ class Trainer {
   bool fused_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<Optimizer> optimizer_;
-  std::unique_ptr<TokenLoader> loader_;
-  std::unique_ptr<EvalWindows> eval_windows_;
+  std::unique_ptr<BatchSource> data_;  // token shards or SFT examples (batch_source.h)
   MetricsLog metrics_;
   ProgressBar progress_;
 
   std::vector<int32_t> inputs_, targets_;  // this rank's rows of the global batch
+  std::vector<int32_t> positions_, doc_start_;  // their RoPE positions and attention starts (packed SFT rows)
   int64_t step_ = 0;
   int64_t tokens_ = 0;
   double elapsed_s_ = 0;  // training time of all sessions of this run (resumes add up)
@@ -152,27 +154,15 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
 
   inputs_.resize(size_t(layout_.rows_per_rank) * config.training.seq_len);
   targets_.resize(inputs_.size());
+  if (data_->packed()) {
+    positions_.resize(inputs_.size());
+    doc_start_.resize(inputs_.size());
+  }
   flops_per_token_ = training_flops_per_token(config.model, config.training.seq_len);
   peak_tflops_ = device_peak_tflops(backend_.name(), config.logging.peak_tflops);
 }
 
-void Trainer::open_data() {
-  const DataConfig& data = config_.data;
-  const std::string tokenizer = tokenizer_path(data);
-  if (!fs::exists(tokenizer))
-    usage_error(config_.source, ": tokenizer ", tokenizer, " not found: run `gum_train prepare ", config_.source,
-                "` first");
-  const uint64_t fingerprint = checksum64_file(tokenizer);
-  std::vector<std::string> train_shards = list_shards(data, "train");
-  const ShardInfo info = read_shard_info(train_shards.front());
-  if (info.vocab_size > static_cast<uint64_t>(config_.model.vocab_size))
-    usage_error(config_.source, ": model.vocab_size (", config_.model.vocab_size, ") is smaller than the tokenizer's ",
-                "vocabulary (", info.vocab_size, ", ", tokenizer, ")");
-  loader_ = std::make_unique<TokenLoader>(train_shards, config_.training.seq_len, data.seed, data.shuffle, fingerprint);
-  std::vector<std::string> valid_shards = list_shards(data, "valid");
-  if (!valid_shards.empty())
-    eval_windows_ = std::make_unique<EvalWindows>(valid_shards, config_.training.seq_len, fingerprint);
-}
+void Trainer::open_data() { data_ = open_batch_source(config_); }
 
 void Trainer::write_run_config() const {
   if (!is_root()) return;
@@ -183,7 +173,14 @@ void Trainer::write_run_config() const {
 }
 
 void Trainer::start_fresh() {
-  model_->init_weights(config_.training.seed);
+  if (config_.init_from.empty()) {
+    model_->init_weights(config_.training.seed);
+  } else {
+    // Fine-tuning: the weights of model.init_from (the config was checked against it when parsed).
+    const InitSource source = resolve_init_source(config_.init_from, config_.source);
+    load_model_weights(*model_, read_init_weights(source), source.dir);
+    spdlog::info("initial weights from {}", source.is_checkpoint ? source.step_dir : source.dir);
+  }
   if (is_root()) metrics_ = MetricsLog(config_.metrics_path(), -1);
 }
 
@@ -197,10 +194,7 @@ void Trainer::restore(const std::string& step_dir) {
   step_ = s.at("step").get<int64_t>();
   tokens_ = s.at("tokens").get<int64_t>();
   elapsed_s_ = s.value("elapsed_s", 0.0);
-  LoaderState loader_state;
-  loader_state.epoch = s.at("loader").at("epoch").get<uint64_t>();
-  loader_state.next_window = s.at("loader").at("next_window").get<uint64_t>();
-  loader_->restore(loader_state);
+  data_->restore(s.at("loader"), step_dir + "/trainer.json");
 
   // Settings that change the trajectory: allowed (a user may mean it), but said out loud.
   const nlohmann::json saved = s.at("config");
@@ -222,13 +216,12 @@ void Trainer::restore(const std::string& step_dir) {
 }
 
 nlohmann::json Trainer::trainer_state() const {
-  const LoaderState loader = loader_->state();
   return {{"format", kTrainerStateFormat},
           {"version", GUM_VERSION},
           {"step", step_},
           {"tokens", tokens_},
           {"elapsed_s", elapsed_s_},
-          {"loader", {{"epoch", loader.epoch}, {"next_window", loader.next_window}}},
+          {"loader", data_->state()},
           // Every random choice derives from these seeds through counter-based Philox streams
           // (weights: stream = parameter index; data order: (data seed, epoch)); generators
           // with a position (GUM's sampler) keep it in optimizer.safetensors.
@@ -256,8 +249,9 @@ int64_t Trainer::load_micro_batches() {
   const int global_micro = layout_.micro_batch * comm_.world_size();
   for (int m = 0; m < layout_.accumulation_steps; ++m) {
     const size_t offset = size_t(m) * layout_.micro_batch * T;
-    loader_->next_batch(global_micro, comm_.rank(), comm_.world_size(), inputs_.data() + offset,
-                        targets_.data() + offset);
+    data_->next_batch(global_micro, comm_.rank(), comm_.world_size(), inputs_.data() + offset,
+                      targets_.data() + offset, data_->packed() ? positions_.data() + offset : nullptr,
+                      data_->packed() ? doc_start_.data() + offset : nullptr);
   }
   int64_t valid = 0;
   for (int32_t t : targets_) valid += t >= 0 ? 1 : 0;
@@ -332,6 +326,10 @@ void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& inf
     TokenBatch batch;
     batch.tokens = inputs_.data() + offset;
     batch.targets = targets_.data() + offset;
+    if (data_->packed()) {
+      batch.positions = positions_.data() + offset;
+      batch.doc_start = doc_start_.data() + offset;
+    }
     batch.batch = layout_.micro_batch;
     local_loss_sum += model_->forward(batch);
     const bool last = m + 1 == layout_.accumulation_steps;
@@ -399,8 +397,8 @@ void Trainer::log_step(double loss, double grad_norm, double lr) {
 }
 
 void Trainer::run_evaluation() {
-  if (!eval_windows_) return;
-  EvalResult r = evaluate(*model_, *eval_windows_, comm_, config_.eval.max_tokens);
+  if (!data_->has_validation()) return;
+  EvalResult r = data_->evaluate(*model_, comm_, config_.eval.max_tokens);
   if (!is_root()) return;
   progress_.clear();
   spdlog::info("eval  step {} | val_loss {:.4f} | val_ppl {:.2f} | {} tokens in {:.1f}s", step_, r.loss(),
@@ -439,7 +437,7 @@ void Trainer::log_startup() const {
                config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);
   spdlog::info("\n{}", format_memory_plan(measure_memory_plan(*model_, *optimizer_, config_.training.seq_len)));
   spdlog::info("metrics: {} | checkpoints: {}", config_.metrics_path(), config_.checkpoint_dir());
-  if (!eval_windows_) spdlog::info("no validation shards in {}: evaluation is off", config_.data.shard_dir);
+  data_->log_summary();
 }
 
 void Trainer::after_step(double loss, double lr) {

@@ -5,10 +5,12 @@
 // closest valid key. `--set a.b=value` overrides any key before parsing.
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "gum/data/data_config.h"
+#include "gum/data/sft.h"
 #include "gum/model/config.h"
 #include "gum/optim/optimizer_config.h"
 #include "gum/train/schedule.h"
@@ -53,7 +55,12 @@ struct LoggingConfig {
 
 struct TrainConfig {
   LlamaConfig model;
+  // model.init_from: the Hugging Face folder or gum_train checkpoint whose config and weights the
+  // run starts from (init_from.h); "" = random initialisation.
+  std::string init_from;
   DataConfig data;
+  // data.sft: supervised fine-tuning examples (sft.h) instead of the token shards.
+  std::optional<SftConfig> sft;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   TrainingConfig training;

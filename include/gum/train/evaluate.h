@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "gum/data/loader.h"
+#include "gum/data/sft.h"
 #include "gum/dist/communicator.h"
 #include "gum/model/llama.h"
 
@@ -26,5 +27,11 @@ uint64_t eval_window_count(const EvalWindows& windows, int64_t max_tokens);
 // model.max_batch() (a short last batch, no padding rows). Loss sums and token counts are
 // summed over ranks, so every rank returns the same result.
 EvalResult evaluate(LlamaModel& model, const EvalWindows& windows, Communicator& comm, int64_t max_tokens);
+
+// SFT validation: the rows of one epoch over `valid` (build it with shuffle = false, so they
+// are the files' order), packed or padded as in training, loss only on trained tokens: the
+// masked loss that fine-tuning optimises. At most ceil(max_tokens / seq_len) rows (0 = all),
+// row i on rank i % world_size, batched as above.
+EvalResult evaluate(LlamaModel& model, const SftDataset& valid, Communicator& comm, int64_t max_tokens);
 
 }  // namespace gum

@@ -19,6 +19,8 @@
 #   --threads N             CPU threads (default 0: all cores)
 #   --binary PATH           gum_train (default $GUM_TRAIN, else build/bin/gum_train)
 #   --set KEY=VALUE         extra override applied to every run (repeatable)
+#   --commit SHA            the commit the binary was built from, for the record (default: the
+#                           checkout's HEAD, flagged when src/ or include/ has uncommitted changes)
 #
 # Hyperparameters (model llama_tiny: hidden 128, 4 layers, 4 heads / 2 KV heads, MLP 352,
 # vocab 4096; 1.79M parameters, of which 1.05M are the embedding and LM head):
@@ -54,6 +56,7 @@ eval_tokens=0
 threads=0
 binary="${GUM_TRAIN:-$root/build/bin/gum_train}"
 extra_sets=()
+binary_commit=""
 original_command="$0 $*"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -70,6 +73,7 @@ while [[ $# -gt 0 ]]; do
     --threads) need_value "$@"; threads="$2"; shift 2 ;;
     --binary) need_value "$@"; binary="$2"; shift 2 ;;
     --set) need_value "$@"; extra_sets+=("$2"); shift 2 ;;
+    --commit) need_value "$@"; binary_commit="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     -*) echo "compare_optimizers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *)
@@ -122,11 +126,15 @@ common_sets=(--set training.threads="$threads" --set eval.every_steps="$eval_eve
 [[ -n "$steps" ]] && common_sets+=(--set training.max_steps="$steps")
 for assignment in "${extra_sets[@]}"; do common_sets+=(--set "$assignment"); done
 
-# The commit the runs start from; the binary should be built from it (rebuild before a run
-# that will be committed), and uncommitted source changes are flagged.
-commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git status --porcelain -- src include CMakeLists.txt scripts/compare_optimizers.sh "$base_config" 2>/dev/null)" ]]; then
-  commit="$commit (with uncommitted changes in src/, include/ or the comparison's files)"
+# The commit the binary was built from: given, or the checkout's HEAD with uncommitted source
+# changes flagged (a binary built from a busy shared checkout may contain them).
+if [[ -n "$binary_commit" ]]; then
+  commit="$binary_commit (binary built from it; the scripts ran from checkout $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+else
+  commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  if [[ -n "$(git status --porcelain -- src include CMakeLists.txt 2>/dev/null)" ]]; then
+    commit="$commit (with uncommitted changes in src/ or include/)"
+  fi
 fi
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 
 #include "gum/core/error.h"
@@ -79,6 +80,120 @@ void broadcast_from_owners(Communicator& comm, const ShardPlan& plan, const std:
     runtime_error("broadcast_from_owners: the plan is for world size ", plan.world_size, " but the job has ",
                   comm.world_size(), " ranks");
   for (size_t i = 0; i < tensors.size(); ++i) comm.broadcast(tensors[i], plan.owner[i]);
+}
+
+void broadcast_from_owners(Communicator& comm, const ShardPlan& plan, const std::vector<Tensor>& tensors,
+                           const std::vector<size_t>& items) {
+  if (tensors.size() != plan.owner.size())
+    runtime_error("broadcast_from_owners: ", tensors.size(), " tensors for a plan of ", plan.owner.size(), " items");
+  for (size_t i : items) comm.broadcast(tensors.at(i), plan.owner.at(i));
+}
+
+namespace {
+
+// A plain length-prefixed encoding of a TensorMap for broadcast_bytes: for each tensor its
+// name, dtype, rank, dims and bytes (host byte order: both ends run the same binary).
+template <typename T>
+void put(std::vector<uint8_t>& out, const T& value) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&value);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+
+std::vector<uint8_t> encode_tensor_map(const TensorMap& map) {
+  std::vector<uint8_t> out;
+  put(out, static_cast<uint64_t>(map.size()));
+  for (const auto& [name, t] : map) {
+    put(out, static_cast<uint64_t>(name.size()));
+    out.insert(out.end(), name.begin(), name.end());
+    put(out, static_cast<int32_t>(t.dtype));
+    put(out, static_cast<int32_t>(t.shape.rank));
+    for (int d = 0; d < t.shape.rank; ++d) put(out, t.shape[d]);
+    put(out, static_cast<uint64_t>(t.bytes.size()));
+    out.insert(out.end(), t.bytes.begin(), t.bytes.end());
+  }
+  return out;
+}
+
+class ByteReader {
+ public:
+  explicit ByteReader(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
+  template <typename T>
+  T get() {
+    T value;
+    std::memcpy(&value, take(sizeof(T)), sizeof(T));
+    return value;
+  }
+  const uint8_t* take(size_t n) {
+    if (n > bytes_.size() - at_) runtime_error("gather_tensor_maps: truncated message (", bytes_.size(), " bytes)");
+    const uint8_t* p = bytes_.data() + at_;
+    at_ += n;
+    return p;
+  }
+
+ private:
+  const std::vector<uint8_t>& bytes_;
+  size_t at_ = 0;
+};
+
+TensorMap decode_tensor_map(const std::vector<uint8_t>& bytes) {
+  ByteReader in(bytes);
+  TensorMap map;
+  const uint64_t count = in.get<uint64_t>();
+  for (uint64_t k = 0; k < count; ++k) {
+    const uint64_t name_size = in.get<uint64_t>();
+    const auto* name = reinterpret_cast<const char*>(in.take(name_size));
+    HostTensor t;
+    t.dtype = static_cast<DType>(in.get<int32_t>());
+    t.shape.rank = in.get<int32_t>();
+    if (t.shape.rank < 0 || t.shape.rank > kMaxDims) runtime_error("gather_tensor_maps: bad rank ", t.shape.rank);
+    for (int d = 0; d < t.shape.rank; ++d) t.shape.dims[d] = in.get<int64_t>();
+    const uint64_t size = in.get<uint64_t>();
+    const uint8_t* data = in.take(size);
+    t.bytes.assign(data, data + size);
+    map[std::string(name, name_size)] = std::move(t);
+  }
+  return map;
+}
+
+}  // namespace
+
+std::vector<TensorMap> gather_tensor_maps(Communicator& comm, const TensorMap& mine, int root) {
+  std::vector<TensorMap> parts;
+  if (comm.rank() == root) parts.resize(static_cast<size_t>(comm.world_size()));
+  for (int sender = 0; sender < comm.world_size(); ++sender) {
+    if (sender == root) {
+      if (comm.rank() == root) parts[root] = mine;
+      continue;
+    }
+    std::vector<uint8_t> bytes;
+    if (comm.rank() == sender) bytes = encode_tensor_map(mine);
+    comm.broadcast_bytes(bytes, sender);
+    if (comm.rank() == root) parts[sender] = decode_tensor_map(bytes);
+  }
+  return parts;
+}
+
+TensorMap merge_sharded_parts(const std::vector<TensorMap>& parts) {
+  TensorMap merged;
+  for (size_t rank = 0; rank < parts.size(); ++rank) {
+    for (const auto& [name, t] : parts[rank]) {
+      auto it = merged.find(name);
+      if (it == merged.end()) {
+        merged[name] = t;
+        continue;
+      }
+      HostTensor& have = it->second;
+      if (have.dtype == t.dtype && have.shape == t.shape && have.bytes == t.bytes) continue;
+      if (have.dtype != DType::I64 || t.dtype != DType::I64 || !(have.shape == t.shape))
+        runtime_error("merging sharded optimizer state: tensor '", name, "' of rank ", rank,
+                      " differs from an earlier rank's (", dtype_name(t.dtype), " ", t.shape.str(), " vs ",
+                      dtype_name(have.dtype), " ", have.shape.str(), ")");
+      auto* into = reinterpret_cast<int64_t*>(have.bytes.data());
+      const auto* from = reinterpret_cast<const int64_t*>(t.bytes.data());
+      for (int64_t i = 0; i < t.shape.numel(); ++i) into[i] = std::max(into[i], from[i]);
+    }
+  }
+  return merged;
 }
 
 }  // namespace gum

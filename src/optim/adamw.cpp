@@ -10,11 +10,15 @@ namespace {
 class AdamW final : public ArenaOptimizer {
  public:
   explicit AdamW(const OptimizerContext& ctx) : ArenaOptimizer(ctx) {
-    for (size_t i = 0; i < params_.size(); ++i) declare_adamw_state(i);
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (owns(i)) declare_adamw_state(i);
     allocate(0);
   }
   std::string name() const override { return "adamw"; }
-  void update(size_t index) override { adamw_step(index, info_.lr); }
+  void update(size_t index) override {
+    require_owned(index);
+    adamw_step(index, info_.lr);
+  }
 };
 
 }  // namespace

@@ -37,6 +37,7 @@ class ProjectedAdam final : public LowRankOptimizer {
     size_t workspace = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
       const OptimParam& p = params_[i];
+      if (!owns(i)) continue;
       if (!p.is_matrix()) {
         declare_adamw_state(i);
         continue;
@@ -62,6 +63,7 @@ class ProjectedAdam final : public LowRankOptimizer {
   std::string name() const override { return name_; }
 
   void update(size_t index) override {
+    require_owned(index);
     const OptimParam& p = params_[index];
     if (!p.is_matrix()) {
       adamw_step(index, other_params_lr());

@@ -58,12 +58,14 @@ class Gum final : public LowRankOptimizer {
                   config_.sample_unit, "'): need 0 < full_rank_layers < ", num_blocks_);
     q_ = unbiased_ ? static_cast<double>(full_rank_count_) / num_blocks_ : 0.0;
 
-    // Full-rank momenta live in a pool of γ slots, each as large as the largest block.
+    // Full-rank momenta live in a pool of γ slots, each as large as the largest block (its
+    // matrices this rank owns, under sharded state).
     std::vector<int64_t> block_elems(static_cast<size_t>(num_blocks_), 0);
     offset_in_block_.assign(params_.size(), 0);
     size_t workspace = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
       const OptimParam& p = params_[i];
+      if (!owns(i)) continue;  // sharded: another rank keeps this matrix's state
       if (!p.is_matrix()) {
         declare_adamw_state(i);
         continue;
@@ -82,7 +84,7 @@ class Gum final : public LowRankOptimizer {
     }
     slot_elems_ = block_elems.empty() ? 0 : *std::max_element(block_elems.begin(), block_elems.end());
     allocate_low_rank(workspace);
-    if (full_rank_count_ > 0) {
+    if (full_rank_count_ > 0 && slot_elems_ > 0) {
       std::vector<NamedShape> slots;
       for (int j = 0; j < full_rank_count_; ++j)
         slots.push_back(NamedShape{"gum.full_rank_slot." + std::to_string(j), Shape{slot_elems_}});
@@ -101,6 +103,7 @@ class Gum final : public LowRankOptimizer {
   }
 
   void update(size_t index) override {
+    require_owned(index);
     const OptimParam& p = params_[index];
     if (!p.is_matrix()) {
       adamw_step(index, other_params_lr());
@@ -158,7 +161,7 @@ class Gum final : public LowRankOptimizer {
     put_i64(out, "gum.period_start", {period_start_});
     put_i64(out, "gum.full_rank_blocks", full_rank_blocks_);
     for (size_t i = 0; i < params_.size(); ++i) {
-      if (!params_[i].is_matrix() || slot_of_block_[block_of_param_[i]] < 0) continue;
+      if (!params_[i].is_matrix() || !owns(i) || slot_of_block_[block_of_param_[i]] < 0) continue;
       Tensor full = full_rank_momentum(i);
       HostTensor host(DType::F32, full.shape);
       backend_.copy_to_host(host.bytes.data(), full);
@@ -176,7 +179,7 @@ class Gum final : public LowRankOptimizer {
         runtime_error("optimizer state: gum.full_rank_blocks has block ", b, " of ", num_blocks_);
     assign_slots(blocks);
     for (size_t i = 0; i < params_.size(); ++i) {
-      if (!params_[i].is_matrix() || slot_of_block_[block_of_param_[i]] < 0) continue;
+      if (!params_[i].is_matrix() || !owns(i) || slot_of_block_[block_of_param_[i]] < 0) continue;
       const std::string name = params_[i].name + ".momentum_full";
       auto it = in.find(name);
       Tensor full = full_rank_momentum(i);

@@ -17,6 +17,7 @@ class Muon final : public ArenaOptimizer {
     size_t workspace = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
       const OptimParam& p = params_[i];
+      if (!owns(i)) continue;
       if (!p.is_matrix()) {
         declare_adamw_state(i);
         continue;
@@ -32,6 +33,7 @@ class Muon final : public ArenaOptimizer {
   std::string name() const override { return "muon"; }
 
   void update(size_t index) override {
+    require_owned(index);
     const OptimParam& p = params_[index];
     if (!p.is_matrix()) {
       adamw_step(index, other_params_lr());

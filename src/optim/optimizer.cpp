@@ -14,7 +14,8 @@ size_t Optimizer::total_state_bytes() const {
 
 void Optimizer::step(const StepInfo& info) {
   begin_step(info);
-  for (size_t i = 0; i < params_.size(); ++i) update(i);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (owns(i)) update(i);
 }
 
 std::vector<size_t> Optimizer::layer_params(int layer) const {

@@ -11,12 +11,16 @@ namespace gum {
 ArenaOptimizer::ArenaOptimizer(const OptimizerContext& ctx)
     : Optimizer(ctx.params), backend_(*ctx.backend), config_(ctx.config), seed_(ctx.seed) {
   GUM_CHECK(ctx.backend != nullptr, "optimizer without a backend");
+  if (!ctx.owned.empty() && ctx.owned.size() != params_.size())
+    usage_error("optimizer: ownership mask of ", ctx.owned.size(), " entries for ", params_.size(), " parameters");
+  owned_ = ctx.owned;
   layout_of_param_.resize(params_.size());
   adamw_slot_.assign(params_.size(), -1);
 }
 
 int ArenaOptimizer::declare_state(size_t index, const std::string& suffix, Shape shape) {
   GUM_CHECK(state_.count() == 0, "state declared after allocation");
+  GUM_CHECK(owns(index), "state declared for ", params_[index].name, ", which another rank owns");
   layout_of_param_[index].push_back(layout_.size());
   layout_.push_back(NamedShape{params_[index].name + "." + suffix, shape});
   return static_cast<int>(layout_of_param_[index].size()) - 1;
@@ -87,6 +91,12 @@ float ArenaOptimizer::other_params_lr() const {
 
 float ArenaOptimizer::decay_factor(size_t index, float lr) const {
   return params_[index].weight_decay ? 1.0f - lr * config_.weight_decay : 1.0f;
+}
+
+void ArenaOptimizer::require_owned(size_t index) const {
+  if (!owns(index))
+    runtime_error("optimizer '", name(), "': update of '", params_.at(index).name,
+                  "', whose state another rank owns (optimizer.shard_states)");
 }
 
 float muon_shape_scale(const std::string& mode, int64_t m, int64_t n) {

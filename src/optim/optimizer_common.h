@@ -23,8 +23,9 @@ class ArenaOptimizer : public Optimizer {
  protected:
   explicit ArenaOptimizer(const OptimizerContext& ctx);
 
-  // Declares state tensor `<param name>.<suffix>` for parameter `index`; returns its slot, the
-  // argument of state() once allocate() has run. Slots count per parameter from 0.
+  // Declares state tensor `<param name>.<suffix>` for parameter `index`, which this rank must
+  // own; returns its slot, the argument of state() once allocate() has run. Slots count per
+  // parameter from 0. Constructors skip the parameters other ranks own: no state, no workspace.
   int declare_state(size_t index, const std::string& suffix, Shape shape);
   // Allocates the declared state (zeroed) and a workspace of `workspace_elems` floats.
   void allocate(size_t workspace_elems);
@@ -44,6 +45,8 @@ class ArenaOptimizer : public Optimizer {
   float other_params_lr() const;
   // Decoupled weight decay factor for parameter `index`: W <- (1 - lr·λ) W (Loshchilov & Hutter).
   float decay_factor(size_t index, float lr) const;
+  // Throws naming the parameter when another rank owns it (sharded state): the start of update().
+  void require_owned(size_t index) const;
 
   Backend& backend_;
   OptimizerConfig config_;

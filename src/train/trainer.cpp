@@ -14,6 +14,7 @@
 #include "gum/data/checksum.h"
 #include "gum/data/loader.h"
 #include "gum/data/prepare.h"
+#include "gum/dist/sharding.h"
 #include "gum/io/checkpoint.h"
 #include "gum/model/llama.h"
 #include "gum/optim/optimizer.h"
@@ -58,6 +59,17 @@ BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std
   return b;
 }
 
+// Sharded optimizer state (ZeRO-1 by whole matrix, DESIGN §7): the owner of each parameter,
+// balancing the update work (Newton–Schulz or SVD of a block matrix, elementwise Adam of the
+// rest: embeddings, head, norms). Every rank
+// computes the same plan from the same parameter list.
+ShardPlan plan_optimizer_shards(const std::vector<OptimParam>& params, int world_size) {
+  std::vector<ShardItem> items;
+  for (const auto& p : params)
+    items.push_back({p.name, p.is_matrix() ? matrix_update_cost(p.param.shape) : numel_cost(p.param.shape)});
+  return plan_shards(items, world_size);
+}
+
 // Test hook for fault-injection tests: GUM_FAULT_KILL_AFTER_STEP=N makes the process SIGKILL
 // itself right after step N is complete (and checkpointed when due), as `kill -9` would.
 int64_t fault_kill_step() {
@@ -86,6 +98,10 @@ class Trainer {
   double reduce_loss(double local_loss_sum, int64_t global_valid_targets) const;
   double gradient_norm_checked(const std::vector<size_t>& indices) const;
   void reduce_gradients(const std::vector<size_t>& indices);
+  void update_params(const std::vector<size_t>& indices);
+  bool sharded() const { return shard_plan_.has_value(); }
+  TensorMap optimizer_state_for_checkpoint() const;
+  void log_state_per_rank() const;
   void clip_gradients(double norm);
   [[noreturn]] void stop_on_non_finite(const std::string& what) const;
 
@@ -102,6 +118,8 @@ class Trainer {
   bool fused_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::optional<ShardPlan> shard_plan_;  // set under optimizer.shard_states
+  std::vector<Tensor> param_tensors_;    // optimizer_->params()[i].param, for broadcasts
   std::unique_ptr<BatchSource> data_;  // token shards or SFT examples (batch_source.h)
   MetricsLog metrics_;
   ProgressBar progress_;
@@ -132,9 +150,6 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
   if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
     usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
-  if (config.optimizer.shard_states)
-    usage_error(config.source, ": optimizer.shard_states is not supported by the trainer yet (every rank keeps the ",
-                "whole optimizer state); set it to false");
   if (config.training.precision == "bf16")
     spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
   if (config.training.fused_update && !fused_)
@@ -149,7 +164,13 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   ctx.num_layers = config.model.num_hidden_layers;
   ctx.config = config.optimizer;
   ctx.seed = config.training.seed;
+  if (config.optimizer.shard_states) {
+    shard_plan_ = plan_optimizer_shards(ctx.params, comm_.world_size());
+    ctx.owned.resize(ctx.params.size());
+    for (size_t i = 0; i < ctx.params.size(); ++i) ctx.owned[i] = shard_plan_->owns(comm_.rank(), i);
+  }
   optimizer_ = make_optimizer(config.optimizer.name, ctx);
+  for (const auto& p : optimizer_->params()) param_tensors_.push_back(p.param);
   open_data();
 
   inputs_.resize(size_t(layout_.rows_per_rank) * config.training.seq_len);
@@ -190,6 +211,7 @@ void Trainer::restore(const std::string& step_dir) {
   if (s.value("format", "") != kTrainerStateFormat)
     runtime_error(step_dir, "/trainer.json: not a gum_train trainer state (format '", s.value("format", ""), "')");
   load_model_weights(*model_, c.model, step_dir + "/model.safetensors");
+  // The file holds the whole (unsharded) state; under sharding each rank takes its own part.
   optimizer_->load_state(c.optimizer);
   step_ = s.at("step").get<int64_t>();
   tokens_ = s.at("tokens").get<int64_t>();
@@ -231,10 +253,20 @@ nlohmann::json Trainer::trainer_state() const {
           {"config", train_config_to_json(config_)}};
 }
 
+// The whole optimizer state on rank 0 (other ranks: their part, unused): under sharding the
+// owners' parts are gathered and merged, so the file equals a single process's.
+TensorMap Trainer::optimizer_state_for_checkpoint() const {
+  TensorMap mine;
+  optimizer_->save_state(mine);
+  if (!sharded() || comm_.world_size() == 1) return mine;
+  std::vector<TensorMap> parts = gather_tensor_maps(comm_, mine, 0);
+  return is_root() ? merge_sharded_parts(parts) : TensorMap{};
+}
+
 void Trainer::save_checkpoint_now() {
   CheckpointContents c;
   c.model = model_weights_to_host(*model_);
-  optimizer_->save_state(c.optimizer);
+  c.optimizer = optimizer_state_for_checkpoint();
   c.trainer = trainer_state();
   if (is_root()) {
     const auto start = Clock::now();
@@ -270,6 +302,14 @@ void Trainer::reduce_gradients(const std::vector<size_t>& indices) {
   // Sum, not Avg: each rank's gradients are already scaled by 1 / (valid targets of the
   // global batch), so the sum is the mean over the global batch even with uneven counts.
   for (size_t i : indices) comm_.all_reduce(optimizer_->params()[i].grad, ReduceOp::Sum);
+}
+
+// Updates the parameters among `indices` this rank owns (all of them without sharding); under
+// sharding the owners then broadcast the new weights, so every rank holds the same model.
+void Trainer::update_params(const std::vector<size_t>& indices) {
+  for (size_t i : indices)
+    if (optimizer_->owns(i)) optimizer_->update(i);
+  if (sharded() && comm_.world_size() > 1) broadcast_from_owners(comm_, *shard_plan_, param_tensors_, indices);
 }
 
 double Trainer::gradient_norm_checked(const std::vector<size_t>& indices) const {
@@ -319,8 +359,11 @@ void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& inf
     std::vector<size_t> indices = optimizer_->layer_params(layer);
     reduce_gradients(indices);
     fused_sum_squares += gradient_norm_checked(indices);
-    for (size_t i : indices) optimizer_->update(i);
+    update_params(indices);
   };
+  // Otherwise each layer's gradients are all-reduced (one bucket per layer) as soon as the last
+  // micro-batch's backward completes them, while backward goes on with the layers below.
+  auto reduce_layer = [&](int layer) { reduce_gradients(optimizer_->layer_params(layer)); };
   for (int m = 0; m < layout_.accumulation_steps; ++m) {
     const size_t offset = size_t(m) * layout_.micro_batch * T;
     TokenBatch batch;
@@ -336,6 +379,8 @@ void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& inf
     if (fused_ && last) {
       optimizer_->begin_step(info);
       model_->backward(loss_scale, update_layer);
+    } else if (last) {
+      model_->backward(loss_scale, reduce_layer);
     } else {
       model_->backward(loss_scale);
     }
@@ -360,10 +405,10 @@ double Trainer::train_step() {
   if (!fused_) {
     std::vector<size_t> all(optimizer_->params().size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    reduce_gradients(all);
     grad_norm_ = std::sqrt(gradient_norm_checked(all));
     clip_gradients(grad_norm_);
-    optimizer_->step(info);
+    optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
+    update_params(all);
   }
   return loss;
 }
@@ -426,7 +471,23 @@ void Trainer::restore_or_start(const std::string& resume) {
   write_run_config();
 }
 
+// Optimizer state bytes of each rank (collective: every rank calls it), logged by rank 0.
+void Trainer::log_state_per_rank() const {
+  if (!sharded()) return;
+  const double mine = static_cast<double>(optimizer_->total_state_bytes());
+  std::string line;
+  for (int r = 0; r < comm_.world_size(); ++r) {
+    const double bytes = comm_.all_reduce_host(comm_.rank() == r ? mine : 0.0, ReduceOp::Sum);
+    line += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + " " + format_bytes(bytes);
+  }
+  if (!is_root()) return;
+  spdlog::info("optimizer.shard_states: each rank keeps the state of the matrices it owns (imbalance {:.2f})\n{}",
+               shard_plan_->imbalance(), shard_plan_->summary());
+  spdlog::info("optimizer state per rank: {}", line);
+}
+
 void Trainer::log_startup() const {
+  log_state_per_rank();
   if (!is_root()) return;
   spdlog::info("gum_train {}: {} on {} x {} | {} parameters | {} steps x {} tokens | optimizer {} | update {}",
                GUM_VERSION, config_.source, comm_.world_size(), backend_.name(),

@@ -52,5 +52,20 @@ double matrix_update_cost(const Shape& shape);
 // broadcast from owner[i]. tensors.size() must equal the plan's item count; all tensors live on
 // comm.device().
 void broadcast_from_owners(Communicator& comm, const ShardPlan& plan, const std::vector<Tensor>& tensors);
+// The same for some items only (a layer whose update is done): tensors[i] for each i in
+// `items`, in the given order, which every rank must pass identically.
+void broadcast_from_owners(Communicator& comm, const ShardPlan& plan, const std::vector<Tensor>& tensors,
+                           const std::vector<size_t>& items);
+
+// Checkpointing sharded state: every rank passes the host tensors it holds; `root` receives
+// all ranks' maps (index = rank), the others an empty vector. Goes through broadcast_bytes one
+// rank at a time, so every rank briefly holds one other rank's part.
+std::vector<TensorMap> gather_tensor_maps(Communicator& comm, const TensorMap& mine, int root);
+
+// One unsharded state from the ranks' parts: a tensor held by one rank is taken as is; one held
+// by several (counters, sampler positions, per-parameter flags) must be equal bytes, except an
+// I64 tensor of equal shape, combined element-wise by max (per-parameter flags such as
+// "has projector" that only the owner sets). Anything else throws naming the tensor.
+TensorMap merge_sharded_parts(const std::vector<TensorMap>& parts);
 
 }  // namespace gum

@@ -55,9 +55,11 @@ class Optimizer {
   virtual size_t workspace_bytes() const { return 0; }
 
   const std::vector<OptimParam>& params() const { return params_; }
-  // Sum of state_bytes over all parameters plus shared_state_bytes().
+  // Whether this rank keeps the state of parameter `index` and may update it.
+  bool owns(size_t index) const { return owned_.empty() || owned_.at(index) != 0; }
+  // Sum of state_bytes over all parameters plus shared_state_bytes(): this rank's state.
   size_t total_state_bytes() const;
-  // Convenience: begin_step then update every parameter.
+  // Convenience: begin_step then update every parameter this rank owns.
   void step(const StepInfo& info);
   // Indices of the parameters with this layer index.
   std::vector<size_t> layer_params(int layer) const;
@@ -65,6 +67,7 @@ class Optimizer {
  protected:
   explicit Optimizer(std::vector<OptimParam> params) : params_(std::move(params)) {}
   std::vector<OptimParam> params_;
+  std::vector<char> owned_;  // empty: every parameter is owned (see OptimizerContext::owned)
 };
 
 struct OptimizerContext {
@@ -73,6 +76,12 @@ struct OptimizerContext {
   int num_layers = 0;  // transformer blocks
   OptimizerConfig config;
   uint64_t seed = 0;  // shared by all ranks: GUM's sampling draws identical decisions everywhere
+  // Sharded state (optimizer.shard_states): owned[i] != 0 when this rank keeps the state of
+  // params[i] and runs its update. Empty means every parameter is owned (one process, or
+  // replicated state). State is allocated, saved and loaded only for owned parameters, and
+  // update() of a parameter owned by another rank is an error; begin_step still runs on every
+  // rank (GUM's sampler draws over all blocks).
+  std::vector<char> owned;
 };
 
 using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>;

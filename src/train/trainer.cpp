@@ -61,8 +61,7 @@ BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std
 
 // Sharded optimizer state (ZeRO-1 by whole matrix, DESIGN §7): the owner of each parameter,
 // balancing the update work (Newton–Schulz or SVD of a block matrix, elementwise Adam of the
-// rest: embeddings, head, norms). Every rank
-// computes the same plan from the same parameter list.
+// rest: embeddings, head, norms). Every rank computes the same plan from the same parameters.
 ShardPlan plan_optimizer_shards(const std::vector<OptimParam>& params, int world_size) {
   std::vector<ShardItem> items;
   for (const auto& p : params)
@@ -72,8 +71,11 @@ ShardPlan plan_optimizer_shards(const std::vector<OptimParam>& params, int world
 
 // Test hook for fault-injection tests: GUM_FAULT_KILL_AFTER_STEP=N makes the process SIGKILL
 // itself right after step N is complete (and checkpointed when due), as `kill -9` would.
-int64_t fault_kill_step() {
+// With GUM_FAULT_RANK=R set as well, only rank R does (one rank of a job dying).
+int64_t fault_kill_step(int rank) {
   const char* value = std::getenv("GUM_FAULT_KILL_AFTER_STEP");
+  const char* only_rank = std::getenv("GUM_FAULT_RANK");
+  if (only_rank && std::atoi(only_rank) != rank) return -1;
   return value ? std::atoll(value) : -1;
 }
 
@@ -516,7 +518,7 @@ void Trainer::run(const std::string& resume) {
   restore_or_start(resume);
   log_startup();
   if (step_ == 0 && config_.eval.at_start) run_evaluation();
-  const int64_t kill_after = fault_kill_step();
+  const int64_t kill_after = fault_kill_step(comm_.rank());
   while (step_ < total_steps_) {
     const auto start = Clock::now();
     const double lr = config_.optimizer.lr * lr_multiplier(config_.schedule, step_, total_steps_);

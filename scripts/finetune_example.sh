@@ -30,8 +30,10 @@ if [ ! -f "$base/config.json" ]; then
   "$gum_train" export --checkpoint runs/llama_tiny/checkpoints --out "$base"
 fi
 
-# A word of the validation set: the fine-tuned models never saw its definition.
-prompt="$(/usr/bin/python3 -c 'import json; print(json.loads(open("data/sft/gcide_define.valid.jsonl").readline())["prompt"], end="")')"
+# A word of the validation set: the fine-tuned models never saw its definition. ($(...) drops the
+# prompt's final newline, which the training prompts end with: it is put back.)
+prompt="$(/usr/bin/python3 -c 'import json; print(json.loads(open("data/sft/gcide_define.valid.jsonl").readline())["prompt"], end="")')"$'\n'
+
 # First and last val_loss of a run's metrics.
 val_losses() {
   /usr/bin/python3 - "$1/metrics.jsonl" <<'PY'

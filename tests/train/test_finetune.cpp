@@ -121,7 +121,7 @@ std::vector<nlohmann::json> metrics_lines(const std::string& run_dir, const char
 
 }  // namespace
 
-TEST_CASE("fine-tuning from a Hugging Face folder on SFT JSONL: masked loss falls, resume is exact") {
+TEST_CASE("fine-tuning from a Hugging Face folder on SFT JSONL lowers the masked loss and resumes exactly") {
   FinetuneRun straight = make_finetune_run("finetune_straight");
   CommandResult a = run_gum_train(straight.config + " --resume never");
   INFO(a.output);
@@ -184,7 +184,7 @@ TEST_CASE("fine-tuning from a Hugging Face folder on SFT JSONL: masked loss fall
         weights.at("model.layers.1.self_attn.k_proj.bias").bytes);
 }
 
-TEST_CASE("model.init_from: the folder gives the config; other keys must agree; errors name the folder") {
+TEST_CASE("model.init_from gives the config and other model keys must agree with it") {
   const std::string dir = fresh_test_dir("finetune_config");
   const std::string base = write_base_model(dir + "/base");
   write_sft_jsonl(dir + "/train.jsonl", 4, 0);

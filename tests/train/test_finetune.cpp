@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/skip.h"
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/io/checkpoint.h"
@@ -222,4 +223,35 @@ TEST_CASE("model.init_from gives the config and other model keys must agree with
   nlohmann::json bad_sft = j;
   bad_sft["data"]["sft"]["layot"] = "pad";
   CHECK_THROWS_WITH(train_config_from_json(bad_sft, "ft.json"), Contains("data.sft.layot"));
+}
+
+TEST_CASE("SFT fine-tuning on two MPI ranks follows the single-process trajectory") {
+  if (run_command("command -v mpirun").exit_code != 0) GUM_SKIP_TEST("mpirun not installed");
+  FinetuneRun single = make_finetune_run("finetune_dp_single");
+  FinetuneRun two = make_finetune_run("finetune_dp_two");
+  for (const FinetuneRun* run : {&single, &two}) {
+    nlohmann::json config = finetune_config(run->dir, run->base);
+    config["training"]["max_steps"] = 6;
+    config["eval"]["every_steps"] = 3;
+    config["checkpoint"]["every_steps"] = 0;
+    write_config(run->dir, config);
+  }
+  REQUIRE(run_gum_train(single.config + " --resume never").exit_code == 0);
+  CommandResult r =
+      run_command("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe " +
+                  gum_train_binary() + " " + two.config + " --resume never");
+  if (r.output.find("built without MPI") != std::string::npos) GUM_SKIP_TEST("gum_train built without MPI");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("on 2 x cpu") != std::string::npos);
+  // Each rank takes its rows of the same global batch; sums differ only in rounding order.
+  for (const char* key : {"loss", "val_loss"}) {
+    std::vector<nlohmann::json> a = metrics_lines(single.run_dir, key), b = metrics_lines(two.run_dir, key);
+    REQUIRE(a.size() == (std::string(key) == "loss" ? 6u : 3u));
+    REQUIRE(b.size() == a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      CHECK(b[i]["step"] == a[i]["step"]);
+      CHECK(b[i][key].get<double>() == Approx(a[i][key].get<double>()).epsilon(1e-5));
+    }
+  }
 }

@@ -35,7 +35,8 @@ class ShardSource : public BatchSource {
     const uint64_t fingerprint = checksum64_file(tokenizer);
     std::vector<std::string> train_shards = list_shards(data, "train");
     check_vocab(config, int64_t(read_shard_info(train_shards.front()).vocab_size), tokenizer);
-    loader_ = std::make_unique<TokenLoader>(train_shards, config.training.seq_len, data.seed, data.shuffle, fingerprint);
+    loader_ =
+        std::make_unique<TokenLoader>(train_shards, config.training.seq_len, data.seed, data.shuffle, fingerprint);
     std::vector<std::string> valid_shards = list_shards(data, "valid");
     if (!valid_shards.empty())
       eval_windows_ = std::make_unique<EvalWindows>(valid_shards, config.training.seq_len, fingerprint);

@@ -84,18 +84,18 @@ struct FinetuneRun {
 };
 
 nlohmann::json finetune_config(const std::string& dir, const std::string& base) {
-  return {{"model", {{"init_from", base}}},
-          {"data",
-           {{"shard_dir", dir + "/no_shards"},  // no tokenizer: pre-tokenized examples only
-            {"sft",
-             {{"files", dir + "/train.jsonl"}, {"valid_files", dir + "/valid.jsonl"}, {"layout", "pack"},
-              {"seed", 5}}}}},
-          {"optimizer", {{"name", "adamw"}, {"lr", 0.01}, {"weight_decay", 0.0}}},
-          {"schedule", {{"type", "cosine"}, {"warmup_steps", 2}}},
-          {"training", {{"backend", "cpu"}, {"seq_len", 32}, {"batch_size", 4}, {"max_steps", 20}, {"threads", 1}}},
-          {"eval", {{"every_steps", 10}, {"at_start", true}}},
-          {"checkpoint", {{"every_steps", 10}, {"keep_last", 0}}},
-          {"logging", {{"every_steps", 1}, {"run_dir", dir + "/run"}}}};
+  return {
+      {"model", {{"init_from", base}}},
+      {"data",
+       {{"shard_dir", dir + "/no_shards"},  // no tokenizer: pre-tokenized examples only
+        {"sft",
+         {{"files", dir + "/train.jsonl"}, {"valid_files", dir + "/valid.jsonl"}, {"layout", "pack"}, {"seed", 5}}}}},
+      {"optimizer", {{"name", "adamw"}, {"lr", 0.01}, {"weight_decay", 0.0}}},
+      {"schedule", {{"type", "cosine"}, {"warmup_steps", 2}}},
+      {"training", {{"backend", "cpu"}, {"seq_len", 32}, {"batch_size", 4}, {"max_steps", 20}, {"threads", 1}}},
+      {"eval", {{"every_steps", 10}, {"at_start", true}}},
+      {"checkpoint", {{"every_steps", 10}, {"keep_last", 0}}},
+      {"logging", {{"every_steps", 1}, {"run_dir", dir + "/run"}}}};
 }
 
 FinetuneRun make_finetune_run(const std::string& name) {

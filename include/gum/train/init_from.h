@@ -16,7 +16,7 @@ struct InitSource {
   bool is_checkpoint = false;  // a gum_train step folder (else a Hugging Face folder)
   std::string step_dir;        // the resolved step folder when is_checkpoint
   LlamaConfig config;
-  std::string tokenizer;       // DIR/tokenizer.model, or the checkpoint run's tokenizer; "" when none exists
+  std::string tokenizer;  // DIR/tokenizer.model, or the checkpoint run's tokenizer; "" when none exists
 };
 
 // Reads the folder's model config (not the weights). Errors name `context` (the config file),

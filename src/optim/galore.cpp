@@ -35,13 +35,7 @@ class ProjectedAdam final : public LowRankOptimizer {
   ProjectedAdam(const OptimizerContext& ctx, Estimator estimator, std::string name)
       : LowRankOptimizer(ctx), estimator_(estimator), name_(std::move(name)) {
     size_t workspace = 0;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const OptimParam& p = params_[i];
-      if (!owns(i)) continue;
-      if (!p.is_matrix()) {
-        declare_adamw_state(i);
-        continue;
-      }
+    for (size_t i : declare_adamw_for_non_matrices()) {
       const LowRankShape& s = shape(i);
       declare_state(i, "exp_avg", s.projected());
       declare_state(i, "exp_avg_sq", s.projected());
@@ -62,13 +56,9 @@ class ProjectedAdam final : public LowRankOptimizer {
 
   std::string name() const override { return name_; }
 
-  void update(size_t index) override {
-    require_owned(index);
+ protected:
+  void update_matrix(size_t index) override {
     const OptimParam& p = params_[index];
-    if (!p.is_matrix()) {
-      adamw_step(index, other_params_lr());
-      return;
-    }
     const LowRankShape& s = shape(index);
     ScratchPad& pad = scratch();
     const bool refresh_step = (info_.step - 1) % config_.update_proj_gap == 0;

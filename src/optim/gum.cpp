@@ -102,13 +102,9 @@ class Gum final : public LowRankOptimizer {
     if (period_start_ == 0 || (info.step - 1) % config_.update_proj_gap == 0) start_period(info.step);
   }
 
-  void update(size_t index) override {
-    require_owned(index);
+ protected:
+  void update_matrix(size_t index) override {
     const OptimParam& p = params_[index];
-    if (!p.is_matrix()) {
-      adamw_step(index, other_params_lr());
-      return;
-    }
     const LowRankShape& s = shape(index);
     ScratchPad& pad = scratch();
     const Tensor& momentum = state(index, 0);

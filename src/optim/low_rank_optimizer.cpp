@@ -7,7 +7,7 @@
 
 namespace gum {
 
-LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx) : ArenaOptimizer(ctx) {
+LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx) : MatrixOptimizer(ctx) {
   shapes_.resize(params_.size());
   has_projector_.assign(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i)

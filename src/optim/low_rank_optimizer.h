@@ -8,7 +8,7 @@
 
 namespace gum {
 
-class LowRankOptimizer : public ArenaOptimizer {
+class LowRankOptimizer : public MatrixOptimizer {
  protected:
   explicit LowRankOptimizer(const OptimizerContext& ctx);
 

@@ -11,17 +11,12 @@
 namespace gum {
 namespace {
 
-class Muon final : public ArenaOptimizer {
+class Muon final : public MatrixOptimizer {
  public:
-  explicit Muon(const OptimizerContext& ctx) : ArenaOptimizer(ctx) {
+  explicit Muon(const OptimizerContext& ctx) : MatrixOptimizer(ctx) {
     size_t workspace = 0;
-    for (size_t i = 0; i < params_.size(); ++i) {
+    for (size_t i : declare_adamw_for_non_matrices()) {
       const OptimParam& p = params_[i];
-      if (!owns(i)) continue;
-      if (!p.is_matrix()) {
-        declare_adamw_state(i);
-        continue;
-      }
       declare_state(i, "momentum_buffer", p.param.shape);
       const int64_t m = p.param.dim(0), n = p.param.dim(1);
       // Nesterov direction U and the orthogonalised O, then Newton-Schulz's own buffers.
@@ -32,13 +27,9 @@ class Muon final : public ArenaOptimizer {
 
   std::string name() const override { return "muon"; }
 
-  void update(size_t index) override {
-    require_owned(index);
+ protected:
+  void update_matrix(size_t index) override {
     const OptimParam& p = params_[index];
-    if (!p.is_matrix()) {
-      adamw_step(index, other_params_lr());
-      return;
-    }
     ScratchPad& pad = scratch();
     const Tensor& momentum = state(index, 0);
     const float mu = config_.momentum;

@@ -130,4 +130,24 @@ void fill_identity_prefix(Backend& backend, Tensor identity) {
   backend.copy_from_host(identity, host.data());
 }
 
+void MatrixOptimizer::update(size_t index) {
+  require_owned(index);
+  if (params_[index].is_matrix())
+    update_matrix(index);
+  else
+    adamw_step(index, other_params_lr());
+}
+
+std::vector<size_t> MatrixOptimizer::declare_adamw_for_non_matrices() {
+  std::vector<size_t> matrices;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!owns(i)) continue;
+    if (params_[i].is_matrix())
+      matrices.push_back(i);
+    else
+      declare_adamw_state(i);
+  }
+  return matrices;
+}
+
 }  // namespace gum

@@ -63,6 +63,20 @@ class ArenaOptimizer : public Optimizer {
   std::vector<int> adamw_slot_;
 };
 
+// Muon, GaLore and GUM give the 2-D block matrices their own rule and every other parameter
+// AdamW at other_params_lr() (docs/optimizers.md): this class makes that split once.
+class MatrixOptimizer : public ArenaOptimizer {
+ public:
+  void update(size_t index) final;
+
+ protected:
+  using ArenaOptimizer::ArenaOptimizer;
+  // Declares AdamW state for the owned non-matrix parameters; returns the owned matrices,
+  // whose state the constructor declares.
+  std::vector<size_t> declare_adamw_for_non_matrices();
+  virtual void update_matrix(size_t index) = 0;
+};
+
 // Muon's shape scale s for a [m, n] update: "original" sqrt(max(1, m/n)) (Keller Jordan 2024),
 // "match_adamw" 0.2·sqrt(max(m, n)) (Liu et al., "Muon is scalable for LLM training", 2025, eq. 4).
 float muon_shape_scale(const std::string& mode, int64_t m, int64_t n);

@@ -10,6 +10,7 @@
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
 #include "kernels.h"
+#include "../op_checks.h"
 
 namespace gum {
 
@@ -17,18 +18,14 @@ namespace {
 
 constexpr size_t kAlignment = 64;
 
+using op_checks::require_numel;
+
 void require_f32(const Tensor& t, const char* op, const char* what) {
-  if (t.dtype != DType::F32) runtime_error(op, ": ", what, " must be F32, got ", dtype_name(t.dtype));
-  if (t.device != Device::CPU) runtime_error(op, ": ", what, " is not a CPU tensor");
+  op_checks::require_dtype(t, DType::F32, Device::CPU, op, what);
 }
 
 void require_i32(const Tensor& t, const char* op, const char* what) {
-  if (t.dtype != DType::I32) runtime_error(op, ": ", what, " must be I32, got ", dtype_name(t.dtype));
-}
-
-void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what) {
-  if (t.numel() != expected)
-    runtime_error(op, ": ", what, " ", t.shape.str(), " has ", t.numel(), " elements, expected ", expected);
+  op_checks::require_dtype(t, DType::I32, Device::CPU, op, what);
 }
 
 void require_same_numel(const Tensor& a, const Tensor& b, const char* op, const char* what) {
@@ -49,15 +46,8 @@ cpu::AttentionDims attention_dims(const AttentionShape& s) {
 }
 
 void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, const char* op) {
-  if (s.batch <= 0 || s.seq_len <= 0 || s.n_head <= 0 || s.n_kv_head <= 0 || s.head_dim <= 0 ||
-      s.n_head % s.n_kv_head != 0)
-    runtime_error(op, ": invalid attention shape B=", s.batch, " T=", s.seq_len, " H=", s.n_head, " KV=", s.n_kv_head,
-                  " D=", s.head_dim);
-  require_f32(qkv, op, "qkv");
-  require_numel(qkv, int64_t(s.batch) * s.seq_len * s.qkv_width(), op, "qkv");
-  if (doc_start) {
-    require_i32(*doc_start, op, "doc_start");
-    require_numel(*doc_start, int64_t(s.batch) * s.seq_len, op, "doc_start");
+  op_checks::require_attention_args(s, qkv, doc_start, Device::CPU, op);
+  if (doc_start) {  // host memory: the CPU can check each value up front
     const int32_t* p = doc_start->ptr<int32_t>();
     for (int64_t row = 0; row < doc_start->numel(); ++row) {
       const int64_t t = row % s.seq_len;

@@ -10,6 +10,7 @@
 
 #include "gum/core/error.h"
 #include "library_check.h"
+#include "../op_checks.h"
 
 namespace gum {
 
@@ -34,24 +35,19 @@ namespace cuda {
 // Argument checks.
 
 void require_device(const Tensor& t, const char* op, const char* what) {
-  if (t.device != Device::CUDA)
-    runtime_error(op, ": ", what, " ", t.shape.str(), " is a ", device_name(t.device), " tensor, expected cuda");
-  if (t.numel() > 0 && !t.data) runtime_error(op, ": ", what, " ", t.shape.str(), " has no data");
+  op_checks::require_device(t, Device::CUDA, op, what);
 }
 
 void require_f32(const Tensor& t, const char* op, const char* what) {
-  require_device(t, op, what);
-  if (t.dtype != DType::F32) runtime_error(op, ": ", what, " must be F32, got ", dtype_name(t.dtype));
+  op_checks::require_dtype(t, DType::F32, Device::CUDA, op, what);
 }
 
 void require_i32(const Tensor& t, const char* op, const char* what) {
-  require_device(t, op, what);
-  if (t.dtype != DType::I32) runtime_error(op, ": ", what, " must be I32, got ", dtype_name(t.dtype));
+  op_checks::require_dtype(t, DType::I32, Device::CUDA, op, what);
 }
 
 void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what) {
-  if (t.numel() != expected)
-    runtime_error(op, ": ", what, " ", t.shape.str(), " has ", t.numel(), " elements, expected ", expected);
+  op_checks::require_numel(t, expected, op, what);
 }
 
 FloatPtr float_ptr(const Tensor& t, const char* op, const char* what) {

@@ -8,6 +8,7 @@
 #include "cuda_backend.h"
 #include "gum/core/error.h"
 #include "library_check.h"
+#include "../op_checks.h"
 
 namespace gum::cuda {
 
@@ -32,16 +33,7 @@ int checked_int(int64_t v, const char* op, const char* what) {
 cublasOperation_t op_of(bool transposed) { return transposed ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
 void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, const char* op) {
-  if (s.batch <= 0 || s.seq_len <= 0 || s.n_head <= 0 || s.n_kv_head <= 0 || s.head_dim <= 0 ||
-      s.n_head % s.n_kv_head != 0)
-    runtime_error(op, ": invalid attention shape B=", s.batch, " T=", s.seq_len, " H=", s.n_head, " KV=", s.n_kv_head,
-                  " D=", s.head_dim);
-  require_f32(qkv, op, "qkv");
-  require_numel(qkv, int64_t(s.batch) * s.seq_len * s.qkv_width(), op, "qkv");
-  if (doc_start) {
-    require_i32(*doc_start, op, "doc_start");
-    require_numel(*doc_start, int64_t(s.batch) * s.seq_len, op, "doc_start");
-  }
+  op_checks::require_attention_args(s, qkv, doc_start, Device::CUDA, op);
 }
 
 }  // namespace

@@ -1,0 +1,42 @@
+#pragma once
+// Argument checks every backend runs at the top of its ops (private to src/backend): each
+// throws a runtime error naming the op and the argument. One copy serves the CPU and CUDA
+// backends, so both reject the same inputs with the same words.
+#include "gum/backend/backend.h"
+#include "gum/core/error.h"
+
+namespace gum::op_checks {
+
+inline void require_device(const Tensor& t, Device device, const char* op, const char* what) {
+  if (t.device != device)
+    runtime_error(op, ": ", what, " ", t.shape.str(), " is a ", device_name(t.device), " tensor, expected ",
+                  device_name(device));
+  if (t.numel() > 0 && !t.data) runtime_error(op, ": ", what, " ", t.shape.str(), " has no data");
+}
+
+inline void require_dtype(const Tensor& t, DType dtype, Device device, const char* op, const char* what) {
+  require_device(t, device, op, what);
+  if (t.dtype != dtype) runtime_error(op, ": ", what, " must be ", dtype_name(dtype), ", got ", dtype_name(t.dtype));
+}
+
+inline void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what) {
+  if (t.numel() != expected)
+    runtime_error(op, ": ", what, " ", t.shape.str(), " has ", t.numel(), " elements, expected ", expected);
+}
+
+// The attention shape is consistent and qkv (F32) and doc_start (I32, optional) have its sizes.
+inline void require_attention_args(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, Device device,
+                                   const char* op) {
+  if (s.batch <= 0 || s.seq_len <= 0 || s.n_head <= 0 || s.n_kv_head <= 0 || s.head_dim <= 0 ||
+      s.n_head % s.n_kv_head != 0)
+    runtime_error(op, ": invalid attention shape B=", s.batch, " T=", s.seq_len, " H=", s.n_head, " KV=", s.n_kv_head,
+                  " D=", s.head_dim);
+  require_dtype(qkv, DType::F32, device, op, "qkv");
+  require_numel(qkv, int64_t(s.batch) * s.seq_len * s.qkv_width(), op, "qkv");
+  if (doc_start) {
+    require_dtype(*doc_start, DType::I32, device, op, "doc_start");
+    require_numel(*doc_start, int64_t(s.batch) * s.seq_len, op, "doc_start");
+  }
+}
+
+}  // namespace gum::op_checks

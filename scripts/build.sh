@@ -3,7 +3,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${GUM_BUILD_DIR:-$root/build}"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "$@" > "$build.configure.log" 2>&1 || {
-  cat "$build.configure.log"; exit 1; }
-grep -E "gum_train:" "$build.configure.log" || true
+mkdir -p "$build"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "$@" > "$build/configure.log" 2>&1 || {
+  cat "$build/configure.log"; exit 1; }
+grep -E "gum_train:" "$build/configure.log" || true
 cmake --build "$build" -j "$(nproc)"

@@ -18,7 +18,7 @@
 #   --eval-tokens N         tokens per evaluation (default 0: the whole validation split)
 #   --threads N             CPU threads (default 0: all cores)
 #   --binary PATH           gum_train (default $GUM_TRAIN, else build/bin/gum_train)
-#   --set KEY=VALUE         extra override applied to every run (repeatable)
+#   --set KEY=VALUE         override applied to every run, after the per-optimizer settings (repeatable)
 #   --commit SHA            the commit the binary was built from, for the record (default: the
 #                           checkout's HEAD, flagged when src/ or include/ has uncommitted changes)
 #
@@ -124,7 +124,6 @@ common_sets=(--set training.threads="$threads" --set eval.every_steps="$eval_eve
              --set eval.max_tokens="$eval_tokens" --set eval.at_end=true --set checkpoint.at_end=true
              --set checkpoint.every_steps=0)
 [[ -n "$steps" ]] && common_sets+=(--set training.max_steps="$steps")
-for assignment in "${extra_sets[@]}"; do common_sets+=(--set "$assignment"); done
 
 # The commit the binary was built from: given, or the checkout's HEAD with uncommitted source
 # changes flagged (a binary built from a busy shared checkout may contain them).
@@ -144,6 +143,8 @@ for name in "${optimizer_list[@]}"; do
   mkdir -p "$run_dir"
   sets=("${common_sets[@]}" --set logging.run_dir="$run_dir")
   for assignment in $(optimizer_overrides "$name"); do sets+=(--set "$assignment"); done
+  # The caller's --set lines come last so they can change an optimizer's own settings too.
+  for assignment in "${extra_sets[@]}"; do sets+=(--set "$assignment"); done
   printf '%s\n' "${sets[@]}" | grep -v '^--set$' > "$run_dir/overrides.txt"
   echo "== $name: $(tr '\n' ' ' < "$run_dir/overrides.txt")"
   run_start=$SECONDS

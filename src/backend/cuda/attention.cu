@@ -90,6 +90,24 @@ struct FlashDims {
   __host__ __device__ int64_t width() const { return int64_t(H + 2 * KV) * D; }
 };
 
+// The query row (b, h, t) a warp owns in the one-warp-per-row kernels, and its kv head;
+// false for the warps past the last row.
+struct QueryRow {
+  int64_t index;  // (b * H + h) * T + t: the row of lse and delta
+  int64_t b;
+  int h, t, kv;
+};
+__device__ __forceinline__ bool query_row_of_warp(const FlashDims& s, QueryRow& r) {
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= int64_t(s.B) * s.H * s.T) return false;
+  r.index = row;
+  r.t = static_cast<int>(row % s.T);
+  r.h = static_cast<int>((row / s.T) % s.H);
+  r.b = row / s.T / s.H;
+  r.kv = r.h / (s.H / s.KV);
+  return true;
+}
+
 __device__ __forceinline__ float warp_dot(const float (&a)[kMaxPerLane], const float* b, int D, int lane) {
   float dot = 0.0f;
 #pragma unroll
@@ -110,13 +128,11 @@ __device__ __forceinline__ void load_row(float (&dst)[kMaxPerLane], const float*
 
 __global__ void flash_forward_kernel(float* out, float* lse, const float* qkv, const int32_t* doc_start, FlashDims s,
                                      int* status) {
-  const int64_t rows = int64_t(s.B) * s.H * s.T;
-  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
-  if (row >= rows) return;
+  QueryRow q_row;
+  if (!query_row_of_warp(s, q_row)) return;
   const int lane = threadIdx.x & 31;
-  const int t = static_cast<int>(row % s.T), h = static_cast<int>((row / s.T) % s.H);
-  const int64_t b = row / s.T / s.H;
-  const int kv = h / (s.H / s.KV);
+  const int t = q_row.t, h = q_row.h, kv = q_row.kv;
+  const int64_t b = q_row.b, row = q_row.index;
   const int64_t W = s.width();
   const int start = window_start(doc_start, b, s.T, t, status);
   float q[kMaxPerLane], acc[kMaxPerLane];
@@ -153,13 +169,11 @@ __global__ void flash_forward_kernel(float* out, float* lse, const float* qkv, c
 // with delta = dO . O (= sum_u P dP); delta is also saved for the dK/dV kernel.
 __global__ void flash_backward_dq_kernel(float* dqkv, float* delta_out, const float* dout, const float* out,
                                          const float* lse, const float* qkv, const int32_t* doc_start, FlashDims s) {
-  const int64_t rows = int64_t(s.B) * s.H * s.T;
-  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
-  if (row >= rows) return;
+  QueryRow q_row;
+  if (!query_row_of_warp(s, q_row)) return;
   const int lane = threadIdx.x & 31;
-  const int t = static_cast<int>(row % s.T), h = static_cast<int>((row / s.T) % s.H);
-  const int64_t b = row / s.T / s.H;
-  const int kv = h / (s.H / s.KV);
+  const int t = q_row.t, h = q_row.h, kv = q_row.kv;
+  const int64_t b = q_row.b, row = q_row.index;
   const int64_t W = s.width(), token = b * s.T + t;
   int start = doc_start ? doc_start[token] : 0;  // validated (and reported) by the forward pass
   start = start < 0 ? 0 : (start > t ? t : start);

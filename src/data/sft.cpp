@@ -93,7 +93,11 @@ bool is_trained_role(const ChatTemplate& chat, const std::string& role) {
 // Rendered segments -> tokens; a trained segment is followed by EOS when add_eos.
 SftExample tokenize_segments(const std::vector<SftSegment>& segments, const SftConfig& config,
                              const TextEncoder& encoder, const std::string& where) {
-  if (!encoder.encode) runtime_error(where, ": a text example needs a tokenizer (data.tokenizer)");
+  if (!encoder.encode)
+    runtime_error(where,
+                  ": a text example needs a SentencePiece tokenizer (data.tokenizer, or tokenizer.model in the "
+                  "model.init_from folder; tokenizer.json is not supported): without one, write the examples "
+                  "pre-tokenized as {\"input_ids\": [...], \"labels\": [...]} (-100 = not trained on)");
   SftExample ex;
   auto push = [&](int32_t token, bool trained) {
     ex.tokens.push_back(token);

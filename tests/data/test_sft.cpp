@@ -183,7 +183,8 @@ TEST_CASE("pre-tokenized input: labels -100 are ignored, absent labels train eve
   ids_only.vocab_size = 10;
   CHECK_NOTHROW(sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [1, 2]})"), config, ids_only, "t:6"));
   CHECK_THROWS_WITH(sft_example_from_json({{"prompt", "a"}, {"completion", "b"}}, config, ids_only, "t:7"),
-                    Contains("t:7") && Contains("tokenizer"));
+                    Contains("t:7") && Contains("tokenizer.model") && Contains("pre-tokenized") &&
+                        Contains("input_ids"));
 }
 
 TEST_CASE("truncation keeps seq_len + 1 tokens or drops, and both are counted", "[sft]") {

@@ -66,7 +66,7 @@ std::vector<double> naive_cached_attention(ReferenceCache& cache, const std::vec
 
 }  // namespace
 
-TEST_CASE("cached_attention_forward equals a naive double reference (GQA, MHA, MQA; past_len 0 and > 0; n > 1)") {
+TEST_CASE("cached_attention_forward equals a naive double reference (GQA, MHA, MQA, past_len 0 and > 0, n > 1)") {
   auto backend = make_backend("cpu");
   struct Heads {
     int H, KV;

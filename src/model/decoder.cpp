@@ -23,7 +23,9 @@ Tensor first_rows(const Tensor& t, int64_t n) {
 }  // namespace
 
 LlamaDecoder::LlamaDecoder(LlamaModel& model, int capacity, int rows_per_step)
-    : model_(&model), capacity_(capacity), rows_per_step_(rows_per_step > 0 ? std::min(rows_per_step, capacity) : capacity) {
+    : model_(&model),
+      capacity_(capacity),
+      rows_per_step_(rows_per_step > 0 ? std::min(rows_per_step, capacity) : capacity) {
   const LlamaConfig& c = model.config();
   if (capacity <= 0 || capacity > c.max_position_embeddings)
     usage_error("decoder: KV cache capacity ", capacity, " must lie in [1, ", c.max_position_embeddings,
@@ -88,7 +90,8 @@ Tensor LlamaDecoder::append(const int32_t* tokens, int n) {
     const int R = std::min(rows_per_step_, n - done);
     const int past = length_;
     for (int i = 0; i < R; ++i) positions[i] = past + i;
-    const Tensor token_ids = first_rows(indices_.view("tokens"), R), position_ids = first_rows(indices_.view("positions"), R);
+    const Tensor token_ids = first_rows(indices_.view("tokens"), R),
+                 position_ids = first_rows(indices_.view("positions"), R);
     be.copy_from_host(token_ids, tokens + done);
     be.copy_from_host(position_ids, positions.data());
     const AttentionShape shape{1, R, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};

@@ -14,8 +14,8 @@
 #include "gum/data/tokenizer.h"
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
-#include "gum/model/hf_import.h"
 #include "gum/model/decoder.h"
+#include "gum/model/hf_import.h"
 #include "gum/model/llama.h"
 #include "gum/train/config.h"
 #include "gum/train/runtime.h"
@@ -164,10 +164,10 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
   load_model_weights(model, weights, origin);
   weights.clear();
   LlamaDecoder decoder(model, window, std::min(window, kPrefillRows));
-  spdlog::info("sampling from {} on {} ({} parameters, KV cache {} tokens = {:.1f} MiB, temperature {}, top_p {}, "
-               "seed {})",
-               origin, backend->name(), config.num_parameters(), window, double(decoder.cache_bytes()) / (1 << 20),
-               options.temperature, options.top_p, options.seed);
+  spdlog::info(
+      "sampling from {} on {} ({} parameters, KV cache {} tokens = {:.1f} MiB, temperature {}, top_p {}, seed {})",
+      origin, backend->name(), config.num_parameters(), window, double(decoder.cache_bytes()) / (1 << 20),
+      options.temperature, options.top_p, options.seed);
   const auto started = std::chrono::steady_clock::now();
   int64_t generated = 0;
   const std::string continuation = sample_text(decoder, tokenizer, options, [&](int32_t) { ++generated; });

@@ -111,7 +111,8 @@ TEST_CASE("a sequence fed through the cache in pieces gets the outputs of causal
   const AttentionShape full{2, 10, 4, 2, 16};
   const int64_t W = full.qkv_width(), HD = int64_t(full.n_head) * full.head_dim, T = full.seq_len;
   const std::vector<float> qkv_values = random_vector<float>(full.batch * T * W, 7);
-  DeviceBuffer qkv(*backend, DType::F32, Shape{full.batch * T, W}), out(*backend, DType::F32, Shape{full.batch * T, HD}),
+  DeviceBuffer qkv(*backend, DType::F32, Shape{full.batch * T, W}),
+      out(*backend, DType::F32, Shape{full.batch * T, HD}),
       aux(*backend, DType::F32, Shape{int64_t(backend->attention_aux_elems(full))});
   qkv.upload(qkv_values);
   backend->attention_forward(out.tensor, aux.tensor, qkv.tensor, nullptr, full);

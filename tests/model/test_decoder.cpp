@@ -62,7 +62,8 @@ std::vector<Variant> variants() {
 void init_model(LlamaModel& model, uint64_t seed) {
   model.init_weights(seed);
   for (size_t i = 0; i < model.specs().size(); ++i)
-    if (model.specs()[i].kind == ParamKind::Bias) model.backend().fill_normal(model.params().view(i), seed + 1, i, 0.0f, 0.2f);
+    if (model.specs()[i].kind == ParamKind::Bias)
+      model.backend().fill_normal(model.params().view(i), seed + 1, i, 0.0f, 0.2f);
 }
 
 std::vector<float> host_copy(Backend& be, const Tensor& t) {

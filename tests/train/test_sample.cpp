@@ -93,8 +93,7 @@ TEST_CASE("choose_next_token: argmax, nucleus and temperature by inverse CDF", "
   CHECK_THROWS_WITH(validate_sample_options(o), Contains("temperature"));
 }
 
-TEST_CASE("greedy generation with the KV cache equals the full-recompute loop, through a sliding window",
-          "[sample]") {
+TEST_CASE("greedy generation with the KV cache equals the full-recompute loop, through a sliding window", "[sample]") {
   auto backend = make_backend("cpu");
   LlamaModel model(tiny_config(50), *backend, 1, 8);
   model.init_weights(11);

@@ -310,8 +310,8 @@ __global__ void cached_attention_kernel(float* out, const float* kv_cache, const
   float q[kMaxPerLane];
   load_row(q, qkv + row * W + int64_t(h) * D, D, lane);
   const float* cache = kv_cache + b * capacity * kv_width;
-  const OnlineAttention r = attend_online(q, cache + int64_t(kv) * D, cache + int64_t(KV + kv) * D, kv_width, 0,
-                                          past + i, D, scale, lane);
+  const OnlineAttention r =
+      attend_online(q, cache + int64_t(kv) * D, cache + int64_t(KV + kv) * D, kv_width, 0, past + i, D, scale, lane);
   store_attention_row(out + row * int64_t(H) * D + int64_t(h) * D, r, D, lane);
 }
 
@@ -364,10 +364,10 @@ void launch_cached_attention_forward(float* out, float* kv_cache, const float* q
                                      int capacity, int H, int KV, int D, cudaStream_t stream) {
   const FlashDims dims = flash_dims("cached_attention_forward", B, H, KV, n, D);
   kv_cache_append_kernel<<<grid_for(int64_t(B) * n * 2 * KV * D), kThreads, 0, stream>>>(kv_cache, qkv, B, n, past_len,
-                                                                                        capacity, H, KV, D);
+                                                                                         capacity, H, KV, D);
   GUM_CUDA_CHECK_LAUNCH("kv_cache_append_kernel");
   cached_attention_kernel<<<row_blocks(int64_t(B) * n * H), kThreads, 0, stream>>>(out, kv_cache, qkv, B, n, past_len,
-                                                                                  capacity, H, KV, D, dims.scale);
+                                                                                   capacity, H, KV, D, dims.scale);
   GUM_CUDA_CHECK_LAUNCH("cached_attention_kernel");
 }
 

@@ -48,7 +48,8 @@ Options:
   --out DIR           export: the folder to write
   --hf DIR            sample: a Hugging Face model folder (Llama, Mistral, Qwen2; safetensors)
   --prompt TEXT       sample: the text to continue
-  --max-new-tokens N  sample: tokens to generate (default 64; stops early at EOS)
+  --max-new-tokens N  sample: tokens to generate (default 64; stops early at EOS); the KV cache
+                      holds prompt + N tokens, at most max_position_embeddings (then it slides)
   --temperature T     sample: 0 = greedy (default), else softmax temperature
   --top-p P           sample: nucleus sampling mass in (0, 1] (default 1)
   --seed S            sample: Philox seed (default 1234)

@@ -39,4 +39,24 @@ inline void require_attention_args(const AttentionShape& s, const Tensor& qkv, c
   }
 }
 
+// cached_attention_forward: qkv holds the n = s.seq_len new rows of each sequence, kv_cache is
+// [B, capacity, 2 * KV * D] F32 with room for them after past_len, out is [B * n, H * D] F32.
+// Returns the capacity.
+inline int64_t require_cached_attention_args(const AttentionShape& s, const Tensor& out, const Tensor& kv_cache,
+                                             const Tensor& qkv, int past_len, Device device, const char* op) {
+  require_attention_args(s, qkv, nullptr, device, op);
+  require_dtype(out, DType::F32, device, op, "out");
+  require_numel(out, int64_t(s.batch) * s.seq_len * s.n_head * s.head_dim, op, "out");
+  require_dtype(kv_cache, DType::F32, device, op, "kv_cache");
+  const int64_t kv_width = 2 * int64_t(s.n_kv_head) * s.head_dim;
+  if (kv_cache.shape.rank != 3 || kv_cache.dim(0) != s.batch || kv_cache.dim(2) != kv_width)
+    runtime_error(op, ": kv_cache ", kv_cache.shape.str(), " must be [", s.batch, ", capacity, ", kv_width,
+                  "] (batch, positions, k and v heads)");
+  const int64_t capacity = kv_cache.dim(1);
+  if (past_len < 0 || past_len + int64_t(s.seq_len) > capacity)
+    runtime_error(op, ": ", s.seq_len, " new rows after past_len ", past_len, " do not fit the kv_cache's ", capacity,
+                  " positions");
+  return capacity;
+}
+
 }  // namespace gum::op_checks

@@ -13,6 +13,7 @@
 #include <numbers>
 #include <string>
 
+#include "block_forward.h"
 #include "gum/core/error.h"
 
 namespace gum {
@@ -79,11 +80,6 @@ Tensor fused_view(const Arena& arena, const std::vector<std::string>& names, int
 }
 
 }  // namespace
-
-// Views of one block's parameters (or gradients), fused where one GEMM computes several.
-struct BlockTensors {
-  Tensor ln1, qkv_weight, qkv_bias, o_weight, o_bias, ln2, gate_up_weight, down_weight;
-};
 
 // Views of one block's saved activations, all with max_batch * seq_len rows.
 struct BlockActivations {
@@ -271,6 +267,32 @@ void LlamaModel::zero_grads() { backend_->fill(grads_.all(), 0.0f); }
 
 Tensor LlamaModel::logits() const { return rows(state_->logits, int64_t(state_->last_batch) * seq_len_); }
 
+const BlockTensors& LlamaModel::block_weights(int layer) const {
+  if (layer < 0 || layer >= config_.num_hidden_layers)
+    usage_error("model: layer ", layer, " is outside [0, ", config_.num_hidden_layers, ")");
+  return state_->block_params[layer];
+}
+const Tensor& LlamaModel::embedding_weight() const { return state_->embedding; }
+const Tensor& LlamaModel::final_norm_weight() const { return state_->final_norm; }
+const Tensor& LlamaModel::head_weight() const { return state_->head; }
+const Tensor& LlamaModel::rope_cos_sin() const { return state_->cos_sin; }
+
+void block_forward(Backend& be, const BlockTensors& w, const BlockBuffers& a, const Tensor& positions,
+                   const Tensor& cos_sin, const AttentionShape& shape, float eps, const AttendFn& attend) {
+  be.rmsnorm_forward(a.ln1, a.ln1_rstd, a.input, w.ln1, eps);
+  be.linear_forward(a.qkv, a.ln1, w.qkv_weight, optional(w.qkv_bias));
+  be.rope_forward(a.qkv, positions, cos_sin, shape);
+  attend(a.att, a.qkv);
+  be.linear_forward(a.scratch, a.att, w.o_weight, optional(w.o_bias));
+  be.add(a.mid, a.input, a.scratch);
+
+  be.rmsnorm_forward(a.ln2, a.ln2_rstd, a.mid, w.ln2, eps);
+  be.linear_forward(a.gate_up, a.ln2, w.gate_up_weight, nullptr);
+  be.swiglu_forward(a.act, a.gate_up);
+  be.linear_forward(a.scratch, a.act, w.down_weight, nullptr);
+  be.add(a.output, a.mid, a.scratch);
+}
+
 double LlamaModel::forward(const TokenBatch& batch) {
   Private& s = *state_;
   Backend& be = *backend_;
@@ -317,24 +339,21 @@ double LlamaModel::forward(const TokenBatch& batch) {
   be.embedding_forward(first_input, tokens, s.embedding);
   const Tensor scratch = rows(s.scratch, N);
   for (int l = 0; l < L; ++l) {
-    const BlockTensors& w = s.block_params[l];
     const BlockActivations& a = s.blocks[l];
-    const Tensor x = rows(a.input, N), ln1 = rows(a.ln1, N), qkv = rows(a.qkv, N), att = rows(a.att, N);
-    const Tensor mid = rows(a.mid, N), ln2 = rows(a.ln2, N), gate_up = rows(a.gate_up, N), act = rows(a.act, N);
-    const Tensor next = l + 1 < L ? rows(s.blocks[l + 1].input, N) : rows(s.residual_out, N);
-
-    be.rmsnorm_forward(ln1, rows(a.ln1_rstd, N), x, w.ln1, eps);
-    be.linear_forward(qkv, ln1, w.qkv_weight, optional(w.qkv_bias));
-    be.rope_forward(qkv, position_ids, s.cos_sin, shape);
-    be.attention_forward(att, a.att_aux, qkv, doc, shape);
-    be.linear_forward(scratch, att, w.o_weight, optional(w.o_bias));
-    be.add(mid, x, scratch);
-
-    be.rmsnorm_forward(ln2, rows(a.ln2_rstd, N), mid, w.ln2, eps);
-    be.linear_forward(gate_up, ln2, w.gate_up_weight, nullptr);
-    be.swiglu_forward(act, gate_up);
-    be.linear_forward(scratch, act, w.down_weight, nullptr);
-    be.add(next, mid, scratch);
+    const BlockBuffers buffers{rows(a.input, N),
+                               rows(a.ln1, N),
+                               rows(a.ln1_rstd, N),
+                               rows(a.qkv, N),
+                               rows(a.att, N),
+                               rows(a.mid, N),
+                               rows(a.ln2, N),
+                               rows(a.ln2_rstd, N),
+                               rows(a.gate_up, N),
+                               rows(a.act, N),
+                               scratch,
+                               l + 1 < L ? rows(s.blocks[l + 1].input, N) : rows(s.residual_out, N)};
+    block_forward(be, s.block_params[l], buffers, position_ids, s.cos_sin, shape, eps,
+                  [&](const Tensor& att, const Tensor& qkv) { be.attention_forward(att, a.att_aux, qkv, doc, shape); });
   }
   const Tensor lnf = rows(s.lnf, N), logits = rows(s.logits, N), losses = rows(s.losses, N);
   be.rmsnorm_forward(lnf, rows(s.lnf_rstd, N), rows(s.residual_out, N), s.final_norm, eps);

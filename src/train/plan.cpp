@@ -84,6 +84,9 @@ class PlanningBackend final : public Backend {
                           const AttentionShape&) override {
     refuse("attention_backward");
   }
+  void cached_attention_forward(Tensor, Tensor, const Tensor&, int, const AttentionShape&) override {
+    refuse("cached_attention_forward");
+  }
   void swiglu_forward(Tensor, const Tensor&) override { refuse("swiglu_forward"); }
   void swiglu_backward(Tensor, const Tensor&, const Tensor&) override { refuse("swiglu_backward"); }
   void cross_entropy_forward(Tensor, const Tensor&, const Tensor&) override { refuse("cross_entropy_forward"); }

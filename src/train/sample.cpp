@@ -1,6 +1,7 @@
 #include "gum/train/sample.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 
@@ -13,6 +14,7 @@
 #include "gum/data/tokenizer.h"
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
+#include "gum/model/decoder.h"
 #include "gum/model/hf_import.h"
 #include "gum/model/llama.h"
 #include "gum/train/config.h"
@@ -59,35 +61,31 @@ int32_t choose_next_token(const float* logits, int vocab_size, double temperatur
   return order[nucleus_size - 1];  // uniform rounding to the very top of the mass
 }
 
-std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>& context, const SampleOptions& options,
-                                   int32_t eos_id, const std::function<void(int32_t)>& on_token) {
+std::vector<int32_t> sample_tokens(LlamaDecoder& decoder, const std::vector<int32_t>& context,
+                                   const SampleOptions& options, int32_t eos_id,
+                                   const std::function<void(int32_t)>& on_token) {
   validate_sample_options(options);
   if (context.empty()) usage_error("sample: the prompt encodes to no tokens (and there is no BOS to start from)");
-  const int T = model.seq_len();
-  const int V = model.config().vocab_size;
+  const size_t window = static_cast<size_t>(decoder.capacity());
+  const size_t slide_keep = std::max<size_t>(1, window / 2);
+  const int V = decoder.model().config().vocab_size;
   const int candidates = options.vocab_limit > 0 ? std::min(V, options.vocab_limit) : V;
-  std::vector<int32_t> all = context, generated, window(static_cast<size_t>(T), 0);
+  std::vector<int32_t> all = context, generated;
   std::vector<float> row(static_cast<size_t>(V));
-  std::vector<uint16_t> row_bf16;
   PhiloxStream rng(options.seed, 0);
+  // The most recent `count` tokens, prefilled into the emptied cache at positions 0..count-1.
+  auto prefill_recent = [&](size_t count) {
+    return decoder.prefill(std::vector<int32_t>(all.end() - static_cast<std::ptrdiff_t>(count), all.end()));
+  };
+  Tensor logits;
   for (int step = 0; step < options.max_new_tokens; ++step) {
-    // The last T tokens at positions 0..W-1; what follows them (token 0) is never attended to by them.
-    const size_t W = std::min(all.size(), static_cast<size_t>(T));
-    std::copy(all.end() - static_cast<std::ptrdiff_t>(W), all.end(), window.begin());
-    std::fill(window.begin() + static_cast<std::ptrdiff_t>(W), window.end(), 0);
-    TokenBatch batch;
-    batch.tokens = window.data();
-    batch.batch = 1;
-    model.forward(batch);
-    const Tensor last = model.logits().row_slice(static_cast<int64_t>(W) - 1, static_cast<int64_t>(W));
-    if (last.dtype == DType::F32) {
-      model.backend().copy_to_host(row.data(), last);
-    } else {
-      GUM_CHECK(last.dtype == DType::BF16, "logits of dtype ", dtype_name(last.dtype));
-      row_bf16.resize(row.size());
-      model.backend().copy_to_host(row_bf16.data(), last);
-      for (size_t i = 0; i < row.size(); ++i) row[i] = bf16_to_f32(row_bf16[i]);
-    }
+    if (step == 0)
+      logits = prefill_recent(std::min(all.size(), window));
+    else if (static_cast<size_t>(decoder.length()) < window)
+      logits = decoder.decode(all.back());
+    else
+      logits = prefill_recent(slide_keep);  // the cache is full: slide (see sample.h)
+    decoder.model().backend().copy_to_host(row.data(), logits);
     // One uniform per step whether or not it is used, so a seed's stream never depends on temperature.
     const double uniform = rng.next_uniform();
     const int32_t next = choose_next_token(row.data(), candidates, options.temperature, options.top_p, uniform);
@@ -99,10 +97,12 @@ std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>
   return generated;
 }
 
-std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const SampleOptions& options) {
-  if (tokenizer.vocab_size() > model.config().vocab_size)
+std::string sample_text(LlamaDecoder& decoder, const Tokenizer& tokenizer, const SampleOptions& options,
+                        const std::function<void(int32_t)>& on_token) {
+  const int vocab_size = decoder.model().config().vocab_size;
+  if (tokenizer.vocab_size() > vocab_size)
     usage_error("sample: tokenizer ", tokenizer.path(), " has ", tokenizer.vocab_size(),
-                " pieces, more than the model's vocab_size ", model.config().vocab_size);
+                " pieces, more than the model's vocab_size ", vocab_size);
   std::vector<int32_t> prompt;
   if (options.add_bos && tokenizer.bos_id() >= 0) prompt.push_back(tokenizer.bos_id());
   const size_t text_begin = prompt.size();
@@ -110,7 +110,7 @@ std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const Sam
 
   SampleOptions limited = options;
   limited.vocab_limit = tokenizer.vocab_size();
-  std::vector<int32_t> generated = sample_tokens(model, prompt, limited, tokenizer.eos_id());
+  std::vector<int32_t> generated = sample_tokens(decoder, prompt, limited, tokenizer.eos_id(), on_token);
   if (!generated.empty() && generated.back() == tokenizer.eos_id() && options.stop_at_eos) generated.pop_back();
   // SentencePiece renders a word's leading space from its first piece: decode prompt and continuation
   // together and cut the prompt off, so the continuation keeps the space that separates it.
@@ -152,17 +152,28 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
   }
   Tokenizer tokenizer(tokenizer_file);
 
-  // Full recompute per token costs the whole window: make it no longer than this generation needs.
-  const int64_t prompt_tokens = int64_t(tokenizer.encode(options.prompt).size()) + 1;
+  // The cache holds the whole generation when max_position_embeddings allows (else sample_tokens
+  // slides); a long prompt is prefilled in chunks of at most kPrefillRows rows, which bounds the
+  // activation buffers.
+  constexpr int kPrefillRows = 512;
+  const int64_t prompt_tokens = int64_t(tokenizer.encode(options.prompt).size()) + 1;  // + BOS
   const int window =
       static_cast<int>(std::clamp<int64_t>(prompt_tokens + options.max_new_tokens, 1, config.max_position_embeddings));
   auto backend = make_backend(source.backend);
-  LlamaModel model(config, *backend, 1, window);
+  LlamaModel model(config, *backend, 1, 1);  // the decoder runs the forward: one row of training activations
   load_model_weights(model, weights, origin);
   weights.clear();
-  spdlog::info("sampling from {} on {} ({} parameters, window {} tokens, temperature {}, top_p {}, seed {})", origin,
-               backend->name(), config.num_parameters(), window, options.temperature, options.top_p, options.seed);
-  const std::string continuation = sample_text(model, tokenizer, options);
+  LlamaDecoder decoder(model, window, std::min(window, kPrefillRows));
+  spdlog::info(
+      "sampling from {} on {} ({} parameters, KV cache {} tokens = {:.1f} MiB, temperature {}, top_p {}, seed {})",
+      origin, backend->name(), config.num_parameters(), window, double(decoder.cache_bytes()) / (1 << 20),
+      options.temperature, options.top_p, options.seed);
+  const auto started = std::chrono::steady_clock::now();
+  int64_t generated = 0;
+  const std::string continuation = sample_text(decoder, tokenizer, options, [&](int32_t) { ++generated; });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  spdlog::info("generated {} tokens in {:.3f} s ({:.1f} tokens/s, prompt prefill included)", generated, seconds,
+               seconds > 0 ? double(generated) / seconds : 0.0);
   std::printf("%s%s\n", options.prompt.c_str(), continuation.c_str());
   std::fflush(stdout);
   return 0;

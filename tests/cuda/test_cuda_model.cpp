@@ -1,10 +1,12 @@
 // A whole training step of LlamaModel on the CUDA backend against the CPU backend: same weights
 // (copied bit for bit), same batch; loss, logits, every gradient, the parameters after an AdamW
-// update and the next loss compared.
+// update and the next loss compared. Then LlamaDecoder (KV-cache decoding) on both backends: the
+// logits after a prefill, after every decode step and after a chunked prefill.
 #include <string>
 
 #include "cuda_test_util.h"
 #include "gum/backend/arena.h"
+#include "gum/model/decoder.h"
 #include "gum/model/llama.h"
 
 using namespace gum;
@@ -103,4 +105,41 @@ TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gra
       const double cpu_loss = cpu_model.forward(tb), gpu_loss = gpu_model.forward(tb);
       REQUIRE(std::fabs(cpu_loss - gpu_loss) <= 1e-5 * std::fabs(cpu_loss));
     }
+}
+
+TEST_CASE("LlamaDecoder on CUDA matches the CPU decoder after prefill, each decode step and a chunked prefill") {
+  GUM_REQUIRE_GPU();
+  for (bool variant : {false, true}) {
+    INFO((variant ? "attention biases, tied embeddings, llama3 RoPE scaling" : "plain, untied"));
+    LlamaConfig config = small_config(variant);
+    if (variant) {
+      config.rope_scaling.type = "llama3";
+      config.rope_scaling.factor = 4.0;
+      config.rope_scaling.original_max_position_embeddings = 16;
+    }
+    auto cpu = make_backend("cpu");
+    auto gpu = make_backend("cuda");
+    LlamaModel cpu_model(config, *cpu, 1, 1), gpu_model(config, *gpu, 1, 1);
+    cpu_model.init_weights(17);
+    for (size_t i = 0; i < cpu_model.specs().size(); ++i)  // init_weights leaves biases 0
+      if (cpu_model.specs()[i].kind == ParamKind::Bias) cpu->fill_normal(cpu_model.params().view(i), 3, i, 0.0f, 0.1f);
+    const auto weights = host_values(*cpu, cpu_model.params().all());
+    gpu->copy_from_host(gpu_model.params().all(), weights.data());
+
+    const int capacity = 40;
+    std::mt19937_64 rng(5);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < capacity; ++i) tokens.push_back(int32_t(rng() % config.vocab_size));
+    LlamaDecoder cpu_decoder(cpu_model, capacity), gpu_decoder(gpu_model, capacity);
+    const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 13);
+    expect_close(host_values(*cpu, cpu_decoder.prefill(prompt)), host_values(*gpu, gpu_decoder.prefill(prompt)),
+                 kF32Tolerance, "logits after prefill");
+    for (int p = 13; p < capacity; ++p)
+      expect_close(host_values(*cpu, cpu_decoder.decode(tokens[p])), host_values(*gpu, gpu_decoder.decode(tokens[p])),
+                   kF32Tolerance, "logits after decoding position " + std::to_string(p));
+
+    LlamaDecoder gpu_chunked(gpu_model, capacity, 6);
+    expect_close(host_values(*cpu, cpu_decoder.prefill(tokens)), host_values(*gpu, gpu_chunked.prefill(tokens)),
+                 kF32Tolerance, "logits after a prefill in chunks of 6");
+  }
 }

@@ -200,6 +200,43 @@ TEST_CASE("attention forward and backward match the CPU (GQA, MHA, packed docume
   }
 }
 
+TEST_CASE("cached_attention_forward matches the CPU: prefill, decode steps and chunks (GQA, MHA, MQA)") {
+  GUM_REQUIRE_GPU();
+  BackendPair pair;
+  struct Case {
+    int B, H, KV, D, capacity;
+  };
+  // D = 80: a head that does not fill the last register column of the warp; D = 256: the largest.
+  for (const Case& c : {Case{2, 4, 2, 16, 40}, Case{1, 3, 3, 80, 33}, Case{3, 8, 1, 32, 21}, Case{1, 2, 1, 256, 9}}) {
+    INFO("B=" << c.B << " H=" << c.H << " KV=" << c.KV << " D=" << c.D << " capacity=" << c.capacity);
+    Pair cache = pair.zeros(Shape{c.B, c.capacity, 2 * int64_t(c.KV) * c.D});
+    int past = 0;
+    uint64_t seed = 300;
+    // A prefill, single-token decode steps, a chunk, then decode steps up to the full cache.
+    std::vector<int> pieces = {c.capacity / 3, 1, 1, c.capacity / 4};
+    for (int used = c.capacity / 3 + 2 + c.capacity / 4; used < c.capacity; ++used) pieces.push_back(1);
+    for (int n : pieces) {
+      INFO("past_len " << past << ", n " << n);
+      const AttentionShape s{c.B, n, c.H, c.KV, c.D};
+      const int64_t rows = int64_t(c.B) * n;
+      Pair qkv = pair.random(Shape{rows, s.qkv_width()}, ++seed);
+      Pair out = pair.random(Shape{rows, int64_t(c.H) * c.D}, ++seed);  // overwritten
+      pair.cpu().cached_attention_forward(out.cpu, cache.cpu, qkv.cpu, past, s);
+      pair.gpu().cached_attention_forward(out.gpu, cache.gpu, qkv.gpu, past, s);
+      expect_close(pair, out, kF32Tolerance, "out");
+      past += n;
+    }
+    REQUIRE(past == c.capacity);
+    // The appended keys and values are copies: bitwise equal.
+    CHECK(pair.cpu_values(cache) == pair.gpu_values(cache));
+  }
+  // The shared argument checks reject an overfull cache on the GPU too.
+  const AttentionShape s{1, 2, 4, 2, 8};
+  Pair qkv = pair.random(Shape{2, s.qkv_width()}, 1), out = pair.zeros(Shape{2, 32});
+  Pair cache = pair.zeros(Shape{1, 3, 32});
+  CHECK_THROWS_AS(pair.gpu().cached_attention_forward(out.gpu, cache.gpu, qkv.gpu, 2, s), Error);
+}
+
 TEST_CASE("swiglu forward and backward match the CPU") {
   GUM_REQUIRE_GPU();
   BackendPair pair;

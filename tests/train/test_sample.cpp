@@ -1,5 +1,6 @@
-// Sampling: the token choice rule (greedy, temperature, nucleus) and generation with a tiny model,
-// checked against argmax decoding computed by hand from the model's logits.
+// Sampling: the token choice rule (greedy, temperature, nucleus) and generation with a tiny model
+// through the KV-cache decoder, checked against the old full-recompute loop (every step a whole
+// LlamaModel::forward of the visible window) written out here.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/data/tokenizer.h"
+#include "gum/model/decoder.h"
 #include "gum/model/llama.h"
 #include "gum/train/sample.h"
 
@@ -28,21 +30,25 @@ LlamaConfig tiny_config(int vocab) {
   return c;
 }
 
-// Greedy decoding written out step by step from the model's logits.
-std::vector<int32_t> argmax_decode(LlamaModel& model, std::vector<int32_t> context, int steps) {
-  const int T = model.seq_len(), V = model.config().vocab_size;
+// Greedy decoding without a cache, step by step from the logits of LlamaModel::forward over the
+// visible window: the last min(context, W) tokens at first, one more per step until W, then the most
+// recent W/2 (sample.h's sliding policy), always at positions 0.. (W = the model's seq_len).
+std::vector<int32_t> full_recompute_greedy(LlamaModel& model, std::vector<int32_t> context, int steps) {
+  const size_t T = static_cast<size_t>(model.seq_len());
+  const int V = model.config().vocab_size;
   std::vector<int32_t> out;
+  size_t visible = std::min(context.size(), T);
   for (int s = 0; s < steps; ++s) {
-    const size_t W = std::min<size_t>(context.size(), T);
-    std::vector<int32_t> window(context.end() - W, context.end());
-    window.resize(T, 0);
+    if (s > 0) visible = visible < T ? visible + 1 : std::max<size_t>(1, T / 2);
+    std::vector<int32_t> window(context.end() - static_cast<std::ptrdiff_t>(visible), context.end());
+    window.resize(T, 0);  // causal: the padding after the window is never attended to
     TokenBatch batch;
     batch.tokens = window.data();
     batch.batch = 1;
     model.forward(batch);
-    std::vector<float> logits(static_cast<size_t>(T) * V);
-    model.backend().copy_to_host(logits.data(), model.logits().row_slice(0, T));
-    const float* row = logits.data() + (W - 1) * V;
+    std::vector<float> logits(T * V);
+    model.backend().copy_to_host(logits.data(), model.logits().row_slice(0, static_cast<int64_t>(T)));
+    const float* row = logits.data() + (visible - 1) * V;
     int32_t best = 0;
     for (int v = 1; v < V; ++v)
       if (row[v] > row[best]) best = v;
@@ -87,56 +93,76 @@ TEST_CASE("choose_next_token: argmax, nucleus and temperature by inverse CDF", "
   CHECK_THROWS_WITH(validate_sample_options(o), Contains("temperature"));
 }
 
-TEST_CASE("greedy generation equals argmax decoding by hand, through a sliding window", "[sample]") {
+TEST_CASE("greedy generation with the KV cache equals the full-recompute loop, through a sliding window", "[sample]") {
   auto backend = make_backend("cpu");
   LlamaModel model(tiny_config(50), *backend, 1, 8);
   model.init_weights(11);
+  LlamaDecoder decoder(model, 8);  // window 8: the model's seq_len
   const std::vector<int32_t> prompt = {3, 17, 42};
   SampleOptions greedy;
-  greedy.max_new_tokens = 12;  // 3 + 12 > seq_len 8: the window slides
+  greedy.max_new_tokens = 20;  // 3 + 20 > 8: the window slides (to 4 tokens) three times
   std::vector<int32_t> streamed;
-  std::vector<int32_t> out = sample_tokens(model, prompt, greedy, -1, [&](int32_t t) { streamed.push_back(t); });
-  REQUIRE(out.size() == 12);
-  CHECK(out == argmax_decode(model, prompt, 12));
+  std::vector<int32_t> out = sample_tokens(decoder, prompt, greedy, -1, [&](int32_t t) { streamed.push_back(t); });
+  REQUIRE(out.size() == 20);
+  CHECK(out == full_recompute_greedy(model, prompt, 20));
   CHECK(streamed == out);
-  CHECK(sample_tokens(model, prompt, greedy, -1) == out);  // deterministic
+  CHECK(sample_tokens(decoder, prompt, greedy, -1) == out);  // deterministic, the cache starts over
+
+  // A prompt longer than the window keeps its last 8 tokens, then slides.
+  const std::vector<int32_t> long_prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+  CHECK(sample_tokens(decoder, long_prompt, greedy, -1) == full_recompute_greedy(model, long_prompt, 20));
+  // A one-token window slides every step (to one token) and still works.
+  LlamaDecoder one(model, 1);
+  greedy.max_new_tokens = 5;
+  std::vector<int32_t> by_one = sample_tokens(one, prompt, greedy, -1);
+  std::vector<int32_t> expected_by_one;
+  for (int32_t last = prompt.back(); expected_by_one.size() < 5;) {  // each token seen alone at position 0
+    last = full_recompute_greedy(model, {last}, 1)[0];
+    expected_by_one.push_back(last);
+  }
+  CHECK(by_one == expected_by_one);
+  greedy.max_new_tokens = 20;
 
   // A vanishing nucleus is greedy even at temperature 1.
   SampleOptions narrow = greedy;
   narrow.temperature = 1.0;
   narrow.top_p = 1e-6;
-  CHECK(sample_tokens(model, prompt, narrow, -1) == out);
+  CHECK(sample_tokens(decoder, prompt, narrow, -1) == out);
 
   // EOS stops generation: make the first greedy token the EOS.
-  std::vector<int32_t> stopped = sample_tokens(model, prompt, greedy, out[0]);
+  std::vector<int32_t> stopped = sample_tokens(decoder, prompt, greedy, out[0]);
   CHECK(stopped == std::vector<int32_t>{out[0]});
   SampleOptions no_stop = greedy;
   no_stop.stop_at_eos = false;
-  CHECK(sample_tokens(model, prompt, no_stop, out[0]) == out);
-  CHECK_THROWS_WITH(sample_tokens(model, {}, greedy, -1), Contains("no tokens"));
+  CHECK(sample_tokens(decoder, prompt, no_stop, out[0]) == out);
+  CHECK_THROWS_WITH(sample_tokens(decoder, {}, greedy, -1), Contains("no tokens"));
+  SampleOptions none = greedy;
+  none.max_new_tokens = 0;
+  CHECK(sample_tokens(decoder, prompt, none, -1).empty());
 
   // A tokenizer smaller than the model's vocabulary: ids it cannot decode are never chosen.
   SampleOptions limited = narrow;
   limited.top_p = 1.0;
   limited.vocab_limit = 5;
-  for (int32_t t : sample_tokens(model, prompt, limited, -1)) CHECK(t < 5);
+  for (int32_t t : sample_tokens(decoder, prompt, limited, -1)) CHECK(t < 5);
 }
 
 TEST_CASE("temperature sampling is reproducible per seed", "[sample]") {
   auto backend = make_backend("cpu");
   LlamaModel model(tiny_config(50), *backend, 1, 16);
   model.init_weights(5);
+  LlamaDecoder decoder(model, 16);
   SampleOptions o;
   o.max_new_tokens = 10;
   o.temperature = 1.5;
   o.top_p = 0.95;
   o.seed = 1;
-  std::vector<int32_t> a = sample_tokens(model, {1, 2}, o, -1);
-  CHECK(sample_tokens(model, {1, 2}, o, -1) == a);
+  std::vector<int32_t> a = sample_tokens(decoder, {1, 2}, o, -1);
+  CHECK(sample_tokens(decoder, {1, 2}, o, -1) == a);
   std::vector<std::vector<int32_t>> others;
   for (uint64_t seed = 2; seed < 6; ++seed) {
     o.seed = seed;
-    others.push_back(sample_tokens(model, {1, 2}, o, -1));
+    others.push_back(sample_tokens(decoder, {1, 2}, o, -1));
   }
   // Four other seeds all reproducing the same ten tokens would mean the seed is ignored.
   CHECK(std::count(others.begin(), others.end(), a) < 4);
@@ -159,15 +185,16 @@ TEST_CASE("sample_text: prompt with BOS, continuation decoded without the prompt
   auto backend = make_backend("cpu");
   LlamaModel model(tiny_config(tokenizer.vocab_size()), *backend, 1, 16);
   model.init_weights(3);
+  LlamaDecoder decoder(model, 16);
   SampleOptions o;
   o.prompt = "the big dog";
   o.max_new_tokens = 6;
   o.stop_at_eos = false;
-  std::string text = sample_text(model, tokenizer, o);
+  std::string text = sample_text(decoder, tokenizer, o);
 
   std::vector<int32_t> prompt = {tokenizer.bos_id()};
   for (int32_t id : tokenizer.encode(o.prompt)) prompt.push_back(id);
-  std::vector<int32_t> expected = argmax_decode(model, prompt, 6);
+  std::vector<int32_t> expected = full_recompute_greedy(model, prompt, 6);
   std::vector<int32_t> joined = tokenizer.encode(o.prompt);
   joined.insert(joined.end(), expected.begin(), expected.end());
   CHECK(o.prompt + text == tokenizer.decode(joined));

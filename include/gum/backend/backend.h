@@ -114,6 +114,14 @@ class Backend {
   virtual void attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux,
                                   const Tensor& qkv, const Tensor* doc_start, const AttentionShape& s) = 0;
 
+  // Incremental decoding (forward only): s.seq_len = n new rows per sequence, qkv [B*n, (H + 2 KV) * D]
+  // after RoPE. kv_cache [B, capacity, 2 * KV * D]: row p of sequence b holds (k heads | v heads) of
+  // position p. The new k/v rows are written to cache rows [past_len, past_len + n), then new row i
+  // attends causally to cache rows [0, past_len + i] (same GQA mapping and scale as
+  // attention_forward); out [B*n, H*D]. Needs past_len + n <= capacity.
+  virtual void cached_attention_forward(Tensor out, Tensor kv_cache, const Tensor& qkv, int past_len,
+                                        const AttentionShape& s) = 0;
+
   // gate_up [N, 2F]: gate in columns [0,F), up in [F,2F); out [N,F] = silu(gate) * up.
   virtual void swiglu_forward(Tensor out, const Tensor& gate_up) = 0;
   virtual void swiglu_backward(Tensor dgate_up, const Tensor& dout, const Tensor& gate_up) = 0;  // overwrites

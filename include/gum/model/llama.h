@@ -24,6 +24,13 @@ struct TokenBatch {
   int batch = 0;                       // B <= max_batch
 };
 
+// Views of one block's parameters (or gradients), fused where one GEMM computes several:
+// qkv_weight [(H + 2 KV) * D, C] is q|k|v, gate_up_weight [2F, C] is gate|up; biases are empty
+// views when the config has none.
+struct BlockTensors {
+  Tensor ln1, qkv_weight, qkv_bias, o_weight, o_bias, ln2, gate_up_weight, down_weight;
+};
+
 class LlamaModel {
  public:
   LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len);
@@ -56,6 +63,14 @@ class LlamaModel {
 
   // Logits [B * T, V] of the last forward (before backward overwrites them with gradients).
   Tensor logits() const;
+
+  // Views of the parameters and of the RoPE table for code that runs the same weights another
+  // way (LlamaDecoder's incremental decoding).
+  const BlockTensors& block_weights(int layer) const;
+  const Tensor& embedding_weight() const;
+  const Tensor& final_norm_weight() const;
+  const Tensor& head_weight() const;   // the embedding when tied
+  const Tensor& rope_cos_sin() const;  // F32 [max_position_embeddings, D/2, 2]
   size_t activation_bytes() const { return acts_.bytes(); }
 
  private:

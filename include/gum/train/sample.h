@@ -1,8 +1,13 @@
 #pragma once
-// Text generation from a LlamaModel: greedy or temperature + nucleus (top-p) sampling with a
-// Philox stream, stopping at EOS. Each new token recomputes the whole context window with one
-// forward pass (no KV cache): simple and exact on CPU for demo sizes. A context longer than the
-// model's seq_len slides: only its last seq_len tokens are seen, at RoPE positions 0..seq_len-1.
+// Text generation from a LlamaModel through a LlamaDecoder (KV cache): greedy or temperature +
+// nucleus (top-p) sampling with a Philox stream, stopping at EOS. The prompt is prefilled once,
+// then each new token costs one decode step (one token's work against the cache).
+//
+// The window is the decoder's capacity W, at RoPE positions 0..W-1. When the cache is full and
+// another token is needed, the context slides: the most recent max(1, W/2) tokens are prefilled
+// again at positions 0.., and decoding goes on from there (one prefill per W/2 new tokens, instead
+// of one per token for a window that drops its oldest token every step). A prompt longer than W
+// keeps its last W tokens.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -10,7 +15,7 @@
 
 namespace gum {
 
-class LlamaModel;
+class LlamaDecoder;
 class Tokenizer;
 
 struct SampleOptions {
@@ -37,13 +42,16 @@ int32_t choose_next_token(const float* logits, int vocab_size, double temperatur
 
 // Generates up to max_new_tokens after `context` (token ids, not empty); returns only the new
 // tokens, ending with eos_id when it was produced and stop_at_eos (eos_id < 0: never stops early).
-// on_token, when given, sees each new token as soon as it is chosen (streaming output).
-std::vector<int32_t> sample_tokens(LlamaModel& model, const std::vector<int32_t>& context, const SampleOptions& options,
-                                   int32_t eos_id, const std::function<void(int32_t)>& on_token = {});
+// on_token, when given, sees each new token as soon as it is chosen (streaming output). The
+// decoder's cache is overwritten; its capacity is the window (see the header comment).
+std::vector<int32_t> sample_tokens(LlamaDecoder& decoder, const std::vector<int32_t>& context,
+                                   const SampleOptions& options, int32_t eos_id,
+                                   const std::function<void(int32_t)>& on_token = {});
 
 // Encodes the prompt (with BOS when add_bos and the tokenizer has one), generates and returns the
-// continuation's text (the prompt excluded, EOS not rendered).
-std::string sample_text(LlamaModel& model, const Tokenizer& tokenizer, const SampleOptions& options);
+// continuation's text (the prompt excluded, EOS not rendered). on_token as for sample_tokens.
+std::string sample_text(LlamaDecoder& decoder, const Tokenizer& tokenizer, const SampleOptions& options,
+                        const std::function<void(int32_t)>& on_token = {});
 
 // Where `gum_train sample` takes the model from: exactly one of a checkpoint (a step folder or a
 // checkpoint folder; its config and tokenizer come from trainer.json) or a Hugging Face folder
@@ -56,7 +64,7 @@ struct SampleSource {
 };
 
 // gum_train sample (--checkpoint DIR | --hf DIR) --prompt TEXT [...]: prints the prompt and its
-// continuation. The model's window is the prompt plus max_new_tokens, at most max_position_embeddings.
+// continuation. The KV cache holds the prompt plus max_new_tokens, at most max_position_embeddings.
 int command_sample(const SampleSource& source, const SampleOptions& options);
 
 }  // namespace gum

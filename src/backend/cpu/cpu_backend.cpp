@@ -342,6 +342,13 @@ class CpuBackend final : public Backend {
                             doc_start ? doc_start->ptr<int32_t>() : nullptr, attention_dims(s));
   }
 
+  void cached_attention_forward(Tensor out, Tensor kv_cache, const Tensor& qkv, int past_len,
+                                const AttentionShape& s) override {
+    const int64_t capacity = op_checks::require_cached_attention_args(s, out, kv_cache, qkv, past_len, Device::CPU,
+                                                                      "cached_attention_forward");
+    cpu::cached_attention_forward(out.f32(), kv_cache.f32(), qkv.f32(), past_len, capacity, attention_dims(s));
+  }
+
   void swiglu_forward(Tensor out, const Tensor& gate_up) override {
     require_f32(out, "swiglu_forward", "out");
     require_f32(gate_up, "swiglu_forward", "gate_up");

@@ -397,6 +397,49 @@ void attention_backward(T* dqkv, const T* dout, const T* probs, const T* qkv, co
   }
 }
 
+// Incremental decoding against a KV cache [B, capacity, 2 KV D] (row = k heads | v heads of one
+// position); s.T is the number n of new rows per sequence in qkv [B*n, width]. Their k/v go to
+// cache rows [past_len, past_len + n), then new row i attends to cache rows [0, past_len + i].
+// Decoding has one query row per head, so this is dot products and axpys rather than GEMMs; each
+// (sequence, row, head) task is independent, so the result does not depend on the thread count.
+template <typename T>
+void cached_attention_forward(T* out, T* kv_cache, const T* qkv, int64_t past_len, int64_t capacity,
+                              const AttentionDims& s) {
+  const int64_t W = s.width(), HD = s.H * s.D, kv_width = 2 * s.KV * s.D, group = s.H / s.KV;
+  const T scale = static_cast<T>(1.0 / std::sqrt(double(s.D)));
+  GUM_PARALLEL_FOR_2D
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = 0; i < s.T; ++i) {
+      const T* kv_new = qkv + (b * s.T + i) * W + HD;  // k heads then v heads: already the cache row layout
+      std::copy(kv_new, kv_new + kv_width, kv_cache + (b * capacity + past_len + i) * kv_width);
+    }
+  GUM_PARALLEL_FOR_2D
+  for (int64_t row = 0; row < s.B * s.T; ++row) {
+    for (int64_t h = 0; h < s.H; ++h) {
+      const int64_t b = row / s.T, i = row % s.T, keys = past_len + i + 1, kv = h / group;
+      const T* q = qkv + row * W + h * s.D;
+      const T* cache = kv_cache + b * capacity * kv_width;
+      std::vector<T> p(static_cast<size_t>(keys));
+      for (int64_t u = 0; u < keys; ++u) {
+        const T* k = cache + u * kv_width + kv * s.D;
+        T dot = 0;
+        GUM_SIMD_SUM(dot)
+        for (int64_t d = 0; d < s.D; ++d) dot += q[d] * k[d];
+        p[u] = dot * scale;
+      }
+      masked_softmax_row(p.data(), keys, 0, keys - 1);
+      T* o = out + row * HD + h * s.D;
+      std::fill(o, o + s.D, T(0));
+      for (int64_t u = 0; u < keys; ++u) {
+        const T* v = cache + u * kv_width + (s.KV + kv) * s.D;
+        const T weight = p[u];
+        GUM_SIMD
+        for (int64_t d = 0; d < s.D; ++d) o[d] += weight * v[d];
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SwiGLU (Shazeer 2020): out = silu(gate) * up, silu(g) = g * sigmoid(g).
 

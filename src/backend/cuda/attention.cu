@@ -126,6 +126,51 @@ __device__ __forceinline__ void load_row(float (&dst)[kMaxPerLane], const float*
   }
 }
 
+// Online-softmax attention of one query (held in the lane layout of load_row) over the key/value
+// rows u in [first, last]: key u at keys + u * stride, value u at values + u * stride. Keeps the
+// running max, the sum of exp(score - max) and the matching weighted sum of values, so nothing of
+// the row's length is stored. Shared by the flash forward (keys in qkv) and cached attention
+// (keys in the KV cache).
+struct OnlineAttention {
+  float acc[kMaxPerLane];
+  float max, sum;
+};
+
+__device__ __forceinline__ OnlineAttention attend_online(const float (&q)[kMaxPerLane], const float* keys,
+                                                         const float* values, int64_t stride, int first, int last,
+                                                         int D, float scale, int lane) {
+  OnlineAttention r;
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) r.acc[i] = 0.0f;
+  r.max = -INFINITY;
+  r.sum = 0.0f;
+  for (int u = first; u <= last; ++u) {
+    const float score = warp_dot(q, keys + u * stride, D, lane) * scale;
+    const float new_max = fmaxf(r.max, score);
+    const float correction = expf(r.max - new_max);  // 0 for the first key
+    const float p = expf(score - new_max);
+    r.sum = r.sum * correction + p;
+    const float* value = values + u * stride;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) r.acc[i] = r.acc[i] * correction + p * value[d];
+    }
+    r.max = new_max;
+  }
+  return r;
+}
+
+// o[d] = the softmax-weighted value sum of a finished row.
+__device__ __forceinline__ void store_attention_row(float* o, const OnlineAttention& r, int D, int lane) {
+  const float inv_sum = 1.0f / r.sum;
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) o[d] = r.acc[i] * inv_sum;
+  }
+}
+
 __global__ void flash_forward_kernel(float* out, float* lse, const float* qkv, const int32_t* doc_start, FlashDims s,
                                      int* status) {
   QueryRow q_row;
@@ -135,34 +180,13 @@ __global__ void flash_forward_kernel(float* out, float* lse, const float* qkv, c
   const int64_t b = q_row.b, row = q_row.index;
   const int64_t W = s.width();
   const int start = window_start(doc_start, b, s.T, t, status);
-  float q[kMaxPerLane], acc[kMaxPerLane];
+  float q[kMaxPerLane];
   load_row(q, qkv + (b * s.T + t) * W + int64_t(h) * s.D, s.D, lane);
-#pragma unroll
-  for (int i = 0; i < kMaxPerLane; ++i) acc[i] = 0.0f;
-  float running_max = -INFINITY, running_sum = 0.0f;
-  for (int u = start; u <= t; ++u) {
-    const float* key_row = qkv + (b * s.T + u) * W;
-    const float score = warp_dot(q, key_row + int64_t(s.H + kv) * s.D, s.D, lane) * s.scale;
-    const float new_max = fmaxf(running_max, score);
-    const float correction = expf(running_max - new_max);  // 0 for the first key
-    const float p = expf(score - new_max);
-    running_sum = running_sum * correction + p;
-    const float* value = key_row + int64_t(s.H + s.KV + kv) * s.D;
-#pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (d < s.D) acc[i] = acc[i] * correction + p * value[d];
-    }
-    running_max = new_max;
-  }
-  const float inv_sum = 1.0f / running_sum;
-  float* o = out + (b * s.T + t) * int64_t(s.H) * s.D + int64_t(h) * s.D;
-#pragma unroll
-  for (int i = 0; i < kMaxPerLane; ++i) {
-    const int d = lane + 32 * i;
-    if (d < s.D) o[d] = acc[i] * inv_sum;
-  }
-  if (lane == 0) lse[row] = running_max + logf(running_sum);
+  const float* sequence = qkv + b * s.T * W;
+  const OnlineAttention r = attend_online(q, sequence + int64_t(s.H + kv) * s.D,
+                                          sequence + int64_t(s.H + s.KV + kv) * s.D, W, start, t, s.D, s.scale, lane);
+  store_attention_row(out + (b * s.T + t) * int64_t(s.H) * s.D + int64_t(h) * s.D, r, s.D, lane);
+  if (lane == 0) lse[row] = r.max + logf(r.sum);
 }
 
 // dQ, one warp per query row (b, h, t): P = exp(score - lse) recomputed, dS = P (dP - delta)
@@ -257,6 +281,40 @@ __global__ void flash_backward_dkv_kernel(float* dqkv, const float* dout, const 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Incremental decoding against a KV cache [B, capacity, 2 KV D] (row = k heads | v heads). The
+// append kernel copies the k/v part of the n new qkv rows into cache rows [past, past + n); the
+// attention kernel (launched after it on the same stream) gives one warp to each (new row, query
+// head) and streams over cache rows [0, past + i] with the online softmax: no T-sized buffer.
+
+__global__ void kv_cache_append_kernel(float* kv_cache, const float* qkv, int B, int n, int past, int capacity, int H,
+                                       int KV, int D) {
+  const int64_t kv_width = 2 * int64_t(KV) * D, W = int64_t(H + 2 * KV) * D;
+  GUM_GRID_STRIDE_LOOP(idx, int64_t(B) * n * kv_width) {
+    const int64_t row = idx / kv_width, e = idx % kv_width;  // row = b * n + i
+    const int64_t b = row / n, i = row % n;
+    kv_cache[(b * capacity + past + i) * kv_width + e] = qkv[row * W + int64_t(H) * D + e];
+  }
+}
+
+__global__ void cached_attention_kernel(float* out, const float* kv_cache, const float* qkv, int B, int n, int past,
+                                        int capacity, int H, int KV, int D, float scale) {
+  const int64_t warp_row = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (warp_row >= int64_t(B) * n * H) return;  // the whole warp leaves together
+  const int lane = threadIdx.x & 31;
+  const int h = static_cast<int>(warp_row % H);
+  const int64_t row = warp_row / H;  // b * n + i
+  const int64_t b = row / n;
+  const int i = static_cast<int>(row % n), kv = h / (H / KV);
+  const int64_t kv_width = 2 * int64_t(KV) * D, W = int64_t(H + 2 * KV) * D;
+  float q[kMaxPerLane];
+  load_row(q, qkv + row * W + int64_t(h) * D, D, lane);
+  const float* cache = kv_cache + b * capacity * kv_width;
+  const OnlineAttention r =
+      attend_online(q, cache + int64_t(kv) * D, cache + int64_t(KV + kv) * D, kv_width, 0, past + i, D, scale, lane);
+  store_attention_row(out + row * int64_t(H) * D + int64_t(h) * D, r, D, lane);
+}
+
 unsigned row_blocks(int64_t rows) {
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   if (blocks > 0x7fffffff) runtime_error("attention: ", rows, " softmax rows exceed the grid limit");
@@ -289,22 +347,34 @@ void launch_causal_softmax_backward(float* dprobs, const float* probs, const int
   GUM_CUDA_CHECK_LAUNCH("causal_softmax_backward_kernel");
 }
 
-static FlashDims flash_dims(int B, int H, int KV, int T, int D) {
-  if (D > 32 * kMaxPerLane) runtime_error("flash attention: head_dim ", D, " exceeds ", 32 * kMaxPerLane);
+// The warp-per-row kernels keep a head in kMaxPerLane registers per lane: D <= 256.
+static FlashDims flash_dims(const char* op, int B, int H, int KV, int T, int D) {
+  if (D > 32 * kMaxPerLane) runtime_error(op, ": head_dim ", D, " exceeds ", 32 * kMaxPerLane);
   return FlashDims{B, H, KV, T, D, static_cast<float>(1.0 / std::sqrt(double(D)))};
 }
 
 void launch_flash_attention_forward(float* out, float* lse, const float* qkv, const int32_t* doc_start, int B, int H,
                                     int KV, int T, int D, int* status, cudaStream_t stream) {
-  const FlashDims dims = flash_dims(B, H, KV, T, D);
+  const FlashDims dims = flash_dims("flash attention", B, H, KV, T, D);
   flash_forward_kernel<<<row_blocks(int64_t(B) * H * T), kThreads, 0, stream>>>(out, lse, qkv, doc_start, dims, status);
   GUM_CUDA_CHECK_LAUNCH("flash_forward_kernel");
+}
+
+void launch_cached_attention_forward(float* out, float* kv_cache, const float* qkv, int B, int n, int past_len,
+                                     int capacity, int H, int KV, int D, cudaStream_t stream) {
+  const FlashDims dims = flash_dims("cached_attention_forward", B, H, KV, n, D);
+  kv_cache_append_kernel<<<grid_for(int64_t(B) * n * 2 * KV * D), kThreads, 0, stream>>>(kv_cache, qkv, B, n, past_len,
+                                                                                         capacity, H, KV, D);
+  GUM_CUDA_CHECK_LAUNCH("kv_cache_append_kernel");
+  cached_attention_kernel<<<row_blocks(int64_t(B) * n * H), kThreads, 0, stream>>>(out, kv_cache, qkv, B, n, past_len,
+                                                                                   capacity, H, KV, D, dims.scale);
+  GUM_CUDA_CHECK_LAUNCH("cached_attention_kernel");
 }
 
 void launch_flash_attention_backward(float* dqkv, float* delta, const float* dout, const float* out, const float* lse,
                                      const float* qkv, const int32_t* doc_start, int B, int H, int KV, int T, int D,
                                      cudaStream_t stream) {
-  const FlashDims dims = flash_dims(B, H, KV, T, D);
+  const FlashDims dims = flash_dims("flash attention", B, H, KV, T, D);
   flash_backward_dq_kernel<<<row_blocks(int64_t(B) * H * T), kThreads, 0, stream>>>(dqkv, delta, dout, out, lse, qkv,
                                                                                     doc_start, dims);
   GUM_CUDA_CHECK_LAUNCH("flash_backward_dq_kernel");

@@ -74,6 +74,8 @@ class CudaBackend final : public Backend {
                          const AttentionShape& s) override;
   void attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux, const Tensor& qkv,
                           const Tensor* doc_start, const AttentionShape& s) override;
+  void cached_attention_forward(Tensor out, Tensor kv_cache, const Tensor& qkv, int past_len,
+                                const AttentionShape& s) override;
   void swiglu_forward(Tensor out, const Tensor& gate_up) override;
   void swiglu_backward(Tensor dgate_up, const Tensor& dout, const Tensor& gate_up) override;
   void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) override;

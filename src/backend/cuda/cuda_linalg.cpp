@@ -261,6 +261,17 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
   }
 }
 
+// Incremental decoding: the warp-per-row kernels of attention.cu (append, then online softmax
+// over the cache), whichever GUM_CUDA_ATTENTION says: one query row per head is too thin for GEMMs.
+void CudaBackend::cached_attention_forward(Tensor out, Tensor kv_cache, const Tensor& qkv, int past_len,
+                                           const AttentionShape& s) {
+  const int64_t capacity = op_checks::require_cached_attention_args(s, out, kv_cache, qkv, past_len, Device::CUDA,
+                                                                    "cached_attention_forward");
+  launch_cached_attention_forward(out.f32(), kv_cache.f32(), qkv.f32(), s.batch, s.seq_len, past_len,
+                                  checked_int(capacity, "cached_attention_forward", "capacity"), s.n_head, s.n_kv_head,
+                                  s.head_dim, stream_);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SVD and QR (cuSOLVER, column-major). A row-major [m, n] matrix is the column-major [n, m]
 // matrix A^T, so a wide A is factored as is (A^T = U' S V'^T gives U = V', Vt = U'^T, which are

@@ -124,4 +124,11 @@ void launch_flash_attention_backward(float* dqkv, float* delta, const float* dou
                                      const float* qkv, const int32_t* doc_start, int B, int H, int KV, int T, int D,
                                      cudaStream_t stream);
 
+// Incremental decoding (CudaBackend::cached_attention_forward): copies the k/v heads of the n new
+// rows per sequence of qkv [B*n, W] into kv_cache [B, capacity, 2 KV D] rows [past_len, past_len + n),
+// then one warp per (new row, head) writes out [B*n, H*D] by the online softmax over cache rows
+// [0, past_len + i]. D <= 256.
+void launch_cached_attention_forward(float* out, float* kv_cache, const float* qkv, int B, int n, int past_len,
+                                     int capacity, int H, int KV, int D, cudaStream_t stream);
+
 }  // namespace gum::cuda

@@ -111,7 +111,7 @@ struct LlamaModel::Private {
 
 namespace {
 
-std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64_t aux_elems) {
+std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64_t aux_elems, ModelUse use) {
   const int64_t C = c.hidden_size, F = c.intermediate_size, D = c.attention_head_dim();
   const int64_t HD = int64_t(c.num_attention_heads) * D, W = (c.num_attention_heads + 2 * int64_t(c.kv_heads())) * D;
   std::vector<NamedShape> layout;
@@ -135,6 +135,7 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
   layout.push_back({"logits", Shape{N, c.vocab_size}});
   layout.push_back({"losses", Shape{N}});
   layout.push_back({"scratch", Shape{N, C}});
+  if (use == ModelUse::Inference) return layout;
   // Gradient buffers, reused by every block in backward.
   layout.push_back({"d_residual", Shape{N, C}});
   layout.push_back({"d_ln", Shape{N, C}});
@@ -172,8 +173,13 @@ Tensor* optional(Tensor& t) { return t.empty() ? nullptr : &t; }
 
 }  // namespace
 
-LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len)
-    : config_(config), backend_(&backend), max_batch_(max_batch), seq_len_(seq_len), specs_(llama_param_specs(config)) {
+LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use)
+    : config_(config),
+      backend_(&backend),
+      max_batch_(max_batch),
+      seq_len_(seq_len),
+      use_(use),
+      specs_(llama_param_specs(config)) {
   config_.validate("model");
   if (max_batch <= 0) usage_error("model: max_batch must be positive, got ", max_batch);
   if (seq_len <= 0) usage_error("model: seq_len must be positive, got ", seq_len);
@@ -183,18 +189,19 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   std::vector<NamedShape> param_layout;
   for (const auto& spec : specs_) param_layout.push_back({spec.name, spec.shape});
   params_ = Arena(backend, DType::F32, param_layout);
-  grads_ = Arena(backend, DType::F32, param_layout);
+  const bool training = use == ModelUse::Training;
+  if (training) grads_ = Arena(backend, DType::F32, param_layout);
 
   const int64_t N = int64_t(max_batch) * seq_len;
   AttentionShape full{max_batch, seq_len, config.num_attention_heads, config.kv_heads(), config.attention_head_dim()};
-  acts_ = Arena(backend, DType::F32, activation_layout(config, N, int64_t(backend.attention_aux_elems(full))));
+  acts_ = Arena(backend, DType::F32, activation_layout(config, N, int64_t(backend.attention_aux_elems(full)), use));
 
   state_ = std::make_unique<Private>();
   Private& s = *state_;
   const int L = config.num_hidden_layers;
   for (int l = 0; l < L; ++l) {
     s.block_params.push_back(block_tensors(params_, config, l));
-    s.block_grads.push_back(block_tensors(grads_, config, l));
+    if (training) s.block_grads.push_back(block_tensors(grads_, config, l));
     const std::string p = "layers." + std::to_string(l) + ".";
     BlockActivations a;
     a.input = acts_.view(p + "input");
@@ -214,21 +221,23 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   s.embedding = params_.view("model.embed_tokens.weight");
   s.final_norm = params_.view("model.norm.weight");
   s.head = params_.view(head_name);
-  s.d_embedding = grads_.view("model.embed_tokens.weight");
-  s.d_final_norm = grads_.view("model.norm.weight");
-  s.d_head = grads_.view(head_name);
   s.residual_out = acts_.view("residual_out");
   s.lnf = acts_.view("lnf");
   s.lnf_rstd = acts_.view("lnf_rstd");
   s.logits = acts_.view("logits");
   s.losses = acts_.view("losses");
   s.scratch = acts_.view("scratch");
-  s.d_residual = acts_.view("d_residual");
-  s.d_ln = acts_.view("d_ln");
-  s.d_qkv = acts_.view("d_qkv");
-  s.d_att = acts_.view("d_att");
-  s.d_gate_up = acts_.view("d_gate_up");
-  s.d_act = acts_.view("d_act");
+  if (training) {
+    s.d_embedding = grads_.view("model.embed_tokens.weight");
+    s.d_final_norm = grads_.view("model.norm.weight");
+    s.d_head = grads_.view(head_name);
+    s.d_residual = acts_.view("d_residual");
+    s.d_ln = acts_.view("d_ln");
+    s.d_qkv = acts_.view("d_qkv");
+    s.d_att = acts_.view("d_att");
+    s.d_gate_up = acts_.view("d_gate_up");
+    s.d_act = acts_.view("d_act");
+  }
 
   const int64_t half = config.attention_head_dim() / 2;
   s.tables = Arena(backend, DType::F32, {{"rope_cos_sin", Shape{config.max_position_embeddings, half, 2}}});
@@ -263,7 +272,10 @@ void LlamaModel::init_weights(uint64_t seed) {
   }
 }
 
-void LlamaModel::zero_grads() { backend_->fill(grads_.all(), 0.0f); }
+void LlamaModel::zero_grads() {
+  if (use_ == ModelUse::Inference) runtime_error("model: zero_grads on a model built for inference (no gradients)");
+  backend_->fill(grads_.all(), 0.0f);
+}
 
 Tensor LlamaModel::logits() const { return rows(state_->logits, int64_t(state_->last_batch) * seq_len_); }
 
@@ -372,6 +384,7 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
   Private& s = *state_;
   Backend& be = *backend_;
   const LlamaConfig& c = config_;
+  if (use_ == ModelUse::Inference) runtime_error("model backward: the model was built for inference (no gradients)");
   if (!s.backward_ready) runtime_error("model backward: no forward pass to differentiate (or backward already ran)");
   if (!s.last_has_targets) runtime_error("model backward: the last forward had no targets, so there is no loss");
   s.backward_ready = false;

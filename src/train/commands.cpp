@@ -71,7 +71,7 @@ int eval_sft(const TrainConfig& config, Runtime& runtime, const std::string& che
   std::unique_ptr<BatchSource> data = open_batch_source(config);
   Communicator& comm = *runtime.comm;
   LlamaModel model(config.model, *runtime.backend, eval_micro_batch(config, comm.world_size()),
-                   config.training.seq_len);
+                   config.training.seq_len, ModelUse::Inference);
   const std::string source = load_eval_weights(model, config, checkpoint);
   EvalResult r = data->evaluate(model, comm, max_tokens);
   if (comm.is_root()) {
@@ -111,7 +111,7 @@ int command_eval(const std::string& config_path, const std::vector<std::string>&
   EvalWindows windows(shards, config.training.seq_len, checksum64_file(tokenizer));
 
   const int micro_batch = eval_micro_batch(config, comm.world_size());
-  LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len);
+  LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len, ModelUse::Inference);
   const std::string source = load_eval_weights(model, config, checkpoint);
   EvalResult r = evaluate(model, windows, comm, max_tokens);
   if (comm.is_root()) {

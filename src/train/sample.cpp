@@ -160,7 +160,8 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
   const int window =
       static_cast<int>(std::clamp<int64_t>(prompt_tokens + options.max_new_tokens, 1, config.max_position_embeddings));
   auto backend = make_backend(source.backend);
-  LlamaModel model(config, *backend, 1, 1);  // the decoder runs the forward: one row of training activations
+  // The decoder runs the forward: the model only holds the weights (and one row of activations).
+  LlamaModel model(config, *backend, 1, 1, ModelUse::Inference);
   load_model_weights(model, weights, origin);
   weights.clear();
   LlamaDecoder decoder(model, window, std::min(window, kPrefillRows));

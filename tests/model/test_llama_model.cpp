@@ -162,3 +162,26 @@ TEST_CASE("logits without targets, and bad inputs raise errors naming the proble
   REQUIRE_THROWS_WITH(model.forward(bad_docs), Catch::Contains("doc_start 3"));
   REQUIRE_THROWS_AS(LlamaModel(config, *backend, 1, 17), Error);  // seq_len beyond max positions
 }
+
+TEST_CASE("an inference model holds no gradients and computes the training model's loss and logits") {
+  auto backend = make_backend("cpu");
+  const auto config = tiny_config();
+  const int B = 2, T = 5;
+  LlamaModel training(config, *backend, B, T);
+  LlamaModel inference(config, *backend, B, T, ModelUse::Inference);
+  training.init_weights(11);
+  inference.init_weights(11);
+  CHECK(inference.use() == ModelUse::Inference);
+  CHECK(inference.grads().bytes() == 0);
+  CHECK(training.grads().bytes() == inference.params().bytes());
+  CHECK(inference.activation_bytes() < training.activation_bytes());
+
+  Batch batch = make_batch(B, T, config.vocab_size);
+  const double training_loss = training.forward(batch.view(B));
+  const double inference_loss = inference.forward(batch.view(B));
+  CHECK(training_loss > 0);
+  CHECK(inference_loss == training_loss);  // the same ops on the same inputs: bitwise equal
+  CHECK(host_copy(*backend, inference.logits()) == host_copy(*backend, training.logits()));
+  REQUIRE_THROWS_WITH(inference.backward(1.0f), Catch::Contains("inference"));
+  REQUIRE_THROWS_WITH(inference.zero_grads(), Catch::Contains("inference"));
+}

@@ -31,9 +31,14 @@ struct BlockTensors {
   Tensor ln1, qkv_weight, qkv_bias, o_weight, o_bias, ln2, gate_up_weight, down_weight;
 };
 
+// Training allocates the gradient arena and backward's buffers; Inference (evaluation, sampling)
+// allocates neither, so a model's weights are held once, not twice.
+enum class ModelUse { Training, Inference };
+
 class LlamaModel {
  public:
-  LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len);
+  LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len,
+             ModelUse use = ModelUse::Training);
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
@@ -42,7 +47,8 @@ class LlamaModel {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   Backend& backend() { return *backend_; }
   Arena& params() { return params_; }
-  Arena& grads() { return grads_; }
+  Arena& grads() { return grads_; }  // empty under ModelUse::Inference
+  ModelUse use() const { return use_; }
   int max_batch() const { return max_batch_; }
   int seq_len() const { return seq_len_; }
 
@@ -79,6 +85,7 @@ class LlamaModel {
   LlamaConfig config_;
   Backend* backend_;
   int max_batch_, seq_len_;
+  ModelUse use_;
   std::vector<ParamSpec> specs_;
   Arena params_, grads_, acts_;
   std::unique_ptr<Private> state_;  // per-layer views, token buffers, RoPE table, last batch

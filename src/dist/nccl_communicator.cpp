@@ -66,6 +66,12 @@ void check_cuda(cudaError_t code, const char* call, const std::string& where) {
   if (code != cudaSuccess) runtime_error(where, ": ", call, " failed: ", cudaGetErrorString(code));
 }
 
+bool no_elements(const std::vector<Tensor>& bucket) {
+  for (const Tensor& t : bucket)
+    if (t.numel() > 0) return false;
+  return true;
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(Backend& backend, const CommunicatorOptions& options)
@@ -136,6 +142,7 @@ class NcclCommunicator final : public Communicator {
 
   CollectiveHandle all_reduce_async(const std::vector<Tensor>& bucket, ReduceOp op) override {
     check_reduce_bucket(*this, "all_reduce", bucket, op);
+    if (no_elements(bucket)) return next_handle();  // complete already; no empty NCCL group
     return start(describe_bucket("all_reduce", bucket), [&] {
       for (const Tensor& t : bucket)
         if (t.numel() > 0)
@@ -149,6 +156,7 @@ class NcclCommunicator final : public Communicator {
                                 ReduceOp op) override {
     check_reduce_bucket(*this, "reduce", bucket, op);
     check_bucket_roots(*this, "reduce", bucket, roots);
+    if (no_elements(bucket)) return next_handle();
     return start(describe_bucket("reduce", bucket), [&] {
       // In place (sendbuff == recvbuff): the root's tensor receives the result, the others only send.
       for (size_t i = 0; i < bucket.size(); ++i)

@@ -322,13 +322,18 @@ void check_async_buckets(Checker& c, Backend& backend) {
   c.expect_equal("async reduce to rank 0", to_first.download<float>(),
                  reduced_values<float>(world, 0, 7, ReduceOp::Sum), 1e-5);
 
-  // A blocking collective while a bucket is in flight, then everything drained.
+  // A blocking collective while a bucket is in flight, then everything drained. The bucket's
+  // input comes from a backend op queued just before the start and its result feeds one queued
+  // just after the wait: on a GPU this checks the stream ordering (no host synchronisation on
+  // start), on the CPU it is plain arithmetic. Doubling and halving are exact.
   DeviceTensor third(backend, DType::F32, int64_t{1} << 18);
   third.upload(rank_values<float>(comm.rank(), int64_t{1} << 18));
+  backend.scale(third.view(), 2.0f);
   comm.all_reduce_async({third.view()}, ReduceOp::Max);
   const double world_sum = comm.all_reduce_host(1.0, ReduceOp::Sum);
   CollectiveHandle nothing = comm.all_reduce_async({}, ReduceOp::Sum);
   comm.wait_all();
+  backend.scale(third.view(), 0.5f);
   comm.wait(nothing);
   c.expect_equal("all_reduce_host while a bucket is in flight", std::vector<double>{world_sum},
                  std::vector<double>{static_cast<double>(world)});

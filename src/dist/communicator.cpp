@@ -96,17 +96,19 @@ std::string timeout_message(const std::string& what, double timeout_s) {
 }
 
 std::string timeout_message(const char* collective, int64_t count, DType dtype, double timeout_s) {
-  return timeout_message(concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : ""),
-                         timeout_s);
+  return timeout_message(
+      concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : ""), timeout_s);
 }
 
 std::string describe_bucket(const char* collective, const std::vector<Tensor>& bucket) {
-  if (bucket.size() == 1) return concat(collective, " of ", bucket[0].numel(), " ", dtype_name(bucket[0].dtype), " elements");
+  if (bucket.size() == 1)
+    return concat(collective, " of ", bucket[0].numel(), " ", dtype_name(bucket[0].dtype), " elements");
   int64_t elements = 0;
   std::string dtypes;
   for (const Tensor& t : bucket) {
     elements += t.numel();
-    if (dtypes.find(dtype_name(t.dtype)) == std::string::npos) dtypes += concat(dtypes.empty() ? "" : "/", dtype_name(t.dtype));
+    if (dtypes.find(dtype_name(t.dtype)) == std::string::npos)
+      dtypes += concat(dtypes.empty() ? "" : "/", dtype_name(t.dtype));
   }
   return concat(collective, " of a bucket of ", bucket.size(), " tensors (", elements, " elements",
                 dtypes.empty() ? "" : ", " + dtypes, ")");

@@ -149,21 +149,21 @@ CollectiveHandle MpiCommunicator::start_reduction(const char* collective, const 
   }
   for (size_t i = 0; i < bucket.size(); ++i) {
     ReductionPart& part = pending.parts[i];
-    Tensor buffer = part.staging.empty() ? part.tensor
-                                         : Tensor(part.staging.data(), DType::F32, Device::CPU, Shape{part.tensor.numel()});
+    Tensor buffer = part.staging.empty()
+                        ? part.tensor
+                        : Tensor(part.staging.data(), DType::F32, Device::CPU, Shape{part.tensor.numel()});
     for (int64_t offset = 0; offset < buffer.numel(); offset += kMaxElementsPerCall) {
       int count = static_cast<int>(std::min(kMaxElementsPerCall, buffer.numel() - offset));
       MPI_Datatype type = arithmetic_type(buffer.dtype);
       MPI_Request& request = pending.requests.emplace_back();
       if (roots.empty()) {
-        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, element_at(buffer, offset), count, type, mpi_op_for(op), comm_,
-                                 &request),
-                  "MPI_Iallreduce", rank_prefix(*this));
+        check_mpi(
+            MPI_Iallreduce(MPI_IN_PLACE, element_at(buffer, offset), count, type, mpi_op_for(op), comm_, &request),
+            "MPI_Iallreduce", rank_prefix(*this));
       } else {
         // The root reduces in place; the others only send (their receive buffer is ignored).
         void* send = part.holds_result ? MPI_IN_PLACE : element_at(buffer, offset);
-        check_mpi(MPI_Ireduce(send, element_at(buffer, offset), count, type, mpi_op_for(op), roots[i], comm_,
-                              &request),
+        check_mpi(MPI_Ireduce(send, element_at(buffer, offset), count, type, mpi_op_for(op), roots[i], comm_, &request),
                   "MPI_Ireduce", rank_prefix(*this));
       }
     }
@@ -176,9 +176,9 @@ void MpiCommunicator::wait(CollectiveHandle handle) {
     PendingReduction& pending = pending_.front();
     bool finished = poll_until(timeout_s_, [&] {
       int done = 0;
-      check_mpi(MPI_Testall(static_cast<int>(pending.requests.size()), pending.requests.data(), &done,
-                            MPI_STATUSES_IGNORE),
-                "MPI_Testall", concat(rank_prefix(*this), " ", pending.description));
+      check_mpi(
+          MPI_Testall(static_cast<int>(pending.requests.size()), pending.requests.data(), &done, MPI_STATUSES_IGNORE),
+          "MPI_Testall", concat(rank_prefix(*this), " ", pending.description));
       return done != 0;
     });
     if (!finished) abort(timeout_message(pending.description, timeout_s_), 1);

@@ -33,8 +33,7 @@ class MpiCommunicator final : public Communicator {
   void all_gather(Tensor out, const Tensor& in) override;
   void broadcast(Tensor t, int root) override;
   CollectiveHandle all_reduce_async(const std::vector<Tensor>& bucket, ReduceOp op) override;
-  CollectiveHandle reduce_async(const std::vector<Tensor>& bucket, const std::vector<int>& roots,
-                                ReduceOp op) override;
+  CollectiveHandle reduce_async(const std::vector<Tensor>& bucket, const std::vector<int>& roots, ReduceOp op) override;
   void wait(CollectiveHandle handle) override;
   void barrier() override;
   double all_reduce_host(double value, ReduceOp op) override;

@@ -305,7 +305,7 @@ class NcclCommunicator final : public Communicator {
   double timeout_s_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t backend_ready_ = nullptr;  // recorded on the backend's stream at each start
+  cudaEvent_t backend_ready_ = nullptr;    // recorded on the backend's stream at each start
   std::deque<PendingCollective> pending_;  // started, not yet waited for, in start order
   std::vector<cudaEvent_t> free_events_;   // completion events to reuse
   ncclComm_t comm_ = nullptr;

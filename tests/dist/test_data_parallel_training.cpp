@@ -279,10 +279,10 @@ TEST_CASE("a non-finite gradient under sharded state stops every rank, named by 
   // lr 1e30 makes the weights overflow after the first update. The fused update checks each
   // layer's gradients inside backward, before the loss is reduced, and under sharded state only
   // the owner of a matrix holds its reduced gradient: that rank must stop the job.
-  const std::string config = write_run_config(
-      "nan_sharded", {{"optimizer", {{"name", "muon"}, {"lr", 1e30}, {"shard_states", true}}},
-                      {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
-                      {"training", {{"grad_clip", 0.0}, {"fused_update", true}}}});
+  const std::string config =
+      write_run_config("nan_sharded", {{"optimizer", {{"name", "muon"}, {"lr", 1e30}, {"shard_states", true}}},
+                                       {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
+                                       {"training", {{"grad_clip", 0.0}, {"fused_update", true}}}});
   const auto start = std::chrono::steady_clock::now();
   CommandResult r = launch(2, config, "never");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

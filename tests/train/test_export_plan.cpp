@@ -1,7 +1,7 @@
 // `gum_train export` writes a Hugging Face folder; `gum_train plan` predicts memory without
 // allocating it (even for the 7B preset).
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 
 #include "gum/data/prepare.h"
@@ -59,9 +59,9 @@ TEST_CASE("plan with shard_states and several ranks reports the largest rank's o
   prepared_micro_data();
   const std::string dir = fresh_test_dir("plan_sharded");
   // micro_batch_size 2 for every world size below: only the optimizer state may differ.
-  const std::string config_path = write_config(
-      dir, micro_config(dir + "/run", {{"optimizer", {{"name", "muon"}, {"shard_states", true}}},
-                                       {"training", {{"batch_size", 6}, {"micro_batch_size", 2}}}}));
+  const std::string config_path =
+      write_config(dir, micro_config(dir + "/run", {{"optimizer", {{"name", "muon"}, {"shard_states", true}}},
+                                                    {"training", {{"batch_size", 6}, {"micro_batch_size", 2}}}}));
   const TrainConfig config = load_train_config(config_path);
 
   const MemoryPlan one = plan_run(config, 1);  // a world of one holds the whole state
@@ -80,8 +80,8 @@ TEST_CASE("plan with shard_states and several ranks reports the largest rank's o
   CHECK(three.optimizer_state_bytes == largest);
   CHECK(three.rank_state_bytes[size_t(three.largest_state_rank)] == largest);
   CHECK(largest < one.optimizer_state_bytes);
-  CHECK(three.total_bytes() == one.total_bytes() - one.optimizer_state_bytes + largest -
-                                   one.optimizer_workspace_bytes + three.optimizer_workspace_bytes);
+  CHECK(three.total_bytes() == one.total_bytes() - one.optimizer_state_bytes + largest - one.optimizer_workspace_bytes +
+                                   three.optimizer_workspace_bytes);
 
   // Replicated state: every rank holds it all, whatever the world size.
   TrainConfig replicated = config;

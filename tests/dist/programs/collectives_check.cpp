@@ -374,10 +374,12 @@ void check_argument_errors(Checker& c, Backend& backend) {
   c.expect_error("sum of U8", [&] { comm.all_reduce(bytes.view(), ReduceOp::Sum); });
   c.expect_error("broadcast from a rank that does not exist", [&] { comm.broadcast(small.view(), comm.world_size()); });
   c.expect_error("reduce to a rank that does not exist", [&] { comm.reduce(small.view(), ReduceOp::Sum, -1); });
-  c.expect_error("async reduce with fewer roots than tensors",
-                 [&] { comm.reduce_async({small.view(), large.view()}, {0}, ReduceOp::Sum); });
-  c.expect_error("async bucket with a U8 tensor",
-                 [&] { comm.all_reduce_async({small.view(), bytes.view()}, ReduceOp::Sum); });
+  c.expect_error("async reduce with fewer roots than tensors", [&] {
+    comm.reduce_async({small.view(), large.view()}, {0}, ReduceOp::Sum);
+  });
+  c.expect_error("async bucket with a U8 tensor", [&] {
+    comm.all_reduce_async({small.view(), bytes.view()}, ReduceOp::Sum);
+  });
   Device other = comm.device() == Device::CPU ? Device::CUDA : Device::CPU;
   float host_value = 0;
   Tensor wrong_device(&host_value, DType::F32, other, Shape{1});

@@ -76,8 +76,8 @@ class Communicator {
   virtual void all_gather(Tensor out, const Tensor& in) = 0;
   // Every rank's `t` becomes root's `t`.
   virtual void broadcast(Tensor t, int root) = 0;
-  // In place: root's `t` becomes op over all ranks' `t`; on the other ranks `t` is only read
-  // (its contents afterwards are unspecified). Avg needs a floating dtype.
+  // In place: root's `t` becomes op over all ranks' `t`; on the other ranks `t` is an input and
+  // its contents afterwards are unspecified. Avg needs a floating dtype.
   void reduce(Tensor t, ReduceOp op, int root);
 
   // ---- asynchronous collectives (buckets of contiguous tensors on device()) ----
@@ -99,7 +99,8 @@ class Communicator {
   // Returns once `handle` and every collective started before it have completed: their tensors
   // hold the results and may be used again, also by backend work queued from now on. Collectives
   // complete in the order they were started. A wait that passes timeout_s aborts the job naming
-  // this rank and the bucket that did not complete; an error of the transport ends it likewise.
+  // this rank and the bucket that did not complete; an MPI, NCCL or CUDA error throws a
+  // gum::Error naming the rank (run_or_abort then ends the job).
   virtual void wait(CollectiveHandle handle) = 0;
   // wait() for every collective started so far.
   void wait_all() { wait(CollectiveHandle{started_}); }

@@ -4,7 +4,9 @@
 #   2. the CUDA-vs-CPU tests (ctest -R '^cuda:')
 #   3. compute-sanitizer memcheck over the CUDA test binary
 #   4. llama_20m on the embedded corpus: cuda fp32 and bf16 runs whose loss curves must track the
-#      CPU fp32 run of the first steps; 20 steps through NCCL with world size 1 (mpirun -np 1)
+#      CPU fp32 run of the first steps; 20 steps through NCCL with world size 1 (mpirun -np 1):
+#      the overlapped per-layer all-reduce, the reduce-to-owner of sharded state, and the fused
+#      update pipelined by one layer (which must equal the unfused run)
 #   5. the benchmark (scripts/bench_gpu.sh)
 # Each step's log and a results JSON go to OUT_DIR; a summary table is printed last. A step
 # that fails is recorded and the script goes on, so one run shows everything; the exit code
@@ -92,6 +94,19 @@ config["checkpoint"] = {"every_steps": 0, "at_end": False}
 json.dump(config, open(sys.argv[2], "w"), indent=2)
 PY
   cpu_steps=10
+  compare_losses() {  # compare_losses REFERENCE_RUN_DIR RUN_DIR TOLERANCE: "ok ..." or "FAILED ..."
+    /usr/bin/python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
+import json, sys
+def losses(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "loss" in r and "val_loss" not in r}
+ref, got, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
+common = sorted(set(ref) & set(got))
+worst = max(abs(got[s] - ref[s]) / abs(ref[s]) for s in common) if common else float("inf")
+last = max(got)
+print(("ok" if common and worst <= tol else "FAILED") +
+      f" max rel. loss diff over {len(common)} steps {worst:.2e} (tol {tol}); step {last} loss {got[last]:.4f}")
+PY
+  }
   run_train() {  # run_train NAME STEPS ARGS...
     local name="$1" n="$2"; shift 2
     (cd "$root" && "$@" "$train_config" --set training.max_steps="$n" --set logging.every_steps=1 \
@@ -102,29 +117,36 @@ PY
       if run_train "cuda_$precision" "$steps" "$train_bin" --set training.backend=cuda \
            --set training.precision=$precision; then
         tolerance=$([ "$precision" = fp32 ] && echo 1e-3 || echo 3e-2)
-        verdict="$(/usr/bin/python3 - "$out/train_cpu_fp32/metrics.jsonl" "$out/train_cuda_$precision/metrics.jsonl" \
-                   "$tolerance" <<'PY'
-import json, sys
-def losses(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "loss" in r and "val_loss" not in r}
-cpu, gpu, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
-common = sorted(set(cpu) & set(gpu))
-worst = max(abs(gpu[s] - cpu[s]) / abs(cpu[s]) for s in common) if common else float("inf")
-last = max(gpu)
-print(("ok" if common and worst <= tol else "FAILED") +
-      f" max rel. loss diff vs CPU over {len(common)} steps {worst:.2e} (tol {tol}); step {last} loss {gpu[last]:.4f}")
-PY
-)"
+        verdict="$(compare_losses "$out/train_cpu_fp32" "$out/train_cuda_$precision" "$tolerance")"
         record "train_$precision" "${verdict%% *}" "${verdict#* }"
       else
         record "train_$precision" FAILED "$(tail -1 "$out/train_cuda_$precision.log" | cut -c1-110)"
       fi
     done
-    # World size 1 through NCCL: the data-parallel path on one GPU.
-    if run_train nccl_1 20 mpirun --allow-run-as-root -np 1 "$train_bin" --set training.backend=cuda; then
-      record nccl_1gpu ok "$(grep -o 'nccl[^,]*' "$out/train_nccl_1.log" | head -1)"
+    # World size 1 through NCCL: the data-parallel path on one GPU. Each layer's gradients are
+    # all-reduced asynchronously (an event orders the NCCL stream after backward's kernels, no
+    # host sync), waited for once after backward; sharded state reduces each gradient to its
+    # owner instead; the fused update waits for layer l + 1 while layer l's reduction runs.
+    # The first two must track the CPU run like the plain cuda run; fused must equal unfused.
+    mpirun_1=(mpirun --allow-run-as-root -np 1 "$train_bin" --set training.backend=cuda)
+    nccl_run() {  # nccl_run NAME RECORD_AS REFERENCE_RUN TOLERANCE ARGS...
+      local name="$1" as="$2" ref="$3" tol="$4"; shift 4
+      if ! run_train "$name" 20 "${mpirun_1[@]}" "$@"; then
+        record "$as" FAILED "$(tail -1 "$out/train_$name.log" | cut -c1-110)"
+      elif ! grep -q 'on 1 x cuda (nccl communicator)' "$out/train_$name.log"; then
+        record "$as" FAILED "the run did not use the nccl communicator: see train_$name.log"
+      else
+        local verdict
+        verdict="$(compare_losses "$out/train_$ref" "$out/train_$name" "$tol")"
+        record "$as" "${verdict%% *}" "${verdict#* }"
+      fi
+    }
+    nccl_run nccl_1 nccl_1gpu cpu_fp32 1e-3
+    nccl_run nccl_1_sharded nccl_sharded cpu_fp32 1e-3 --set optimizer.shard_states=true
+    if run_train nccl_1_noclip 20 "${mpirun_1[@]}" --set training.grad_clip=0; then
+      nccl_run nccl_1_fused nccl_fused nccl_1_noclip 1e-5 --set training.grad_clip=0 --set training.fused_update=true
     else
-      record nccl_1gpu FAILED "$(tail -1 "$out/train_nccl_1.log" | cut -c1-110)"
+      record nccl_fused FAILED "unfused reference: $(tail -1 "$out/train_nccl_1_noclip.log" | cut -c1-100)"
     fi
   else
     record train FAILED "CPU reference run failed: see train_cpu_fp32.log"

@@ -31,8 +31,9 @@ Usage:
       {"tokens": N, "loss": x, "perplexity": y}. Without --checkpoint: the untrained model.
   gum_train export --checkpoint DIR --out DIR
       Write a Hugging Face folder (config.json, model.safetensors, tokenizer.model, ...).
-  gum_train plan CONFIG.json
-      Memory (weights, gradients, optimizer state, activations) and FLOPs, without training.
+  gum_train plan CONFIG.json [--world-size N]
+      Memory per rank (weights, gradients, optimizer state, activations) and FLOPs, without
+      training, for N ranks (default: mpirun's, else 1; optimizer.shard_states splits the state).
   gum_train sample (--checkpoint DIR | --hf DIR) --prompt TEXT [--max-new-tokens N]
                    [--temperature T] [--top-p P] [--seed S] [--tokenizer FILE] [--backend B]
       Generate text from a checkpoint or a Hugging Face folder (greedy when T is 0).
@@ -46,6 +47,7 @@ Options:
   --data GLOB         eval: token shards (*.bin) to evaluate instead of the prepared validation split
   --max-tokens N      eval: stop after about N predicted tokens (0 = all)
   --out DIR           export: the folder to write
+  --world-size N      plan: the number of ranks to plan for
   --hf DIR            sample: a Hugging Face model folder (Llama, Mistral, Qwen2; safetensors)
   --prompt TEXT       sample: the text to continue
   --max-new-tokens N  sample: tokens to generate (default 64; stops early at EOS); the KV cache
@@ -84,6 +86,7 @@ int run(int argc, char** argv) {
       "data", "", cxxopts::value<std::string>()->default_value(""))(
       "max-tokens", "", cxxopts::value<int64_t>()->default_value("0"))(
       "out", "", cxxopts::value<std::string>()->default_value(""))(
+      "world-size", "", cxxopts::value<int>()->default_value("0"))(
       "hf", "", cxxopts::value<std::string>()->default_value(""))(
       "prompt", "", cxxopts::value<std::string>()->default_value(""))(
       "max-new-tokens", "", cxxopts::value<int>()->default_value("64"))(
@@ -144,7 +147,7 @@ int run(int argc, char** argv) {
     return gum::command_eval(config, overrides, checkpoint, parsed["data"].as<std::string>(),
                              parsed["max-tokens"].as<int64_t>());
   if (verb == "prepare") return gum::command_prepare(config, overrides);
-  return gum::command_plan(config, overrides);
+  return gum::command_plan(config, overrides, parsed["world-size"].as<int>());
 }
 
 }  // namespace

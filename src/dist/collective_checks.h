@@ -17,6 +17,12 @@ void check_tensor_device(const Communicator& comm, const char* collective, const
 // Avg needs a floating dtype; reductions need an arithmetic dtype.
 void check_reducible(const Communicator& comm, const char* collective, DType dtype, ReduceOp op);
 void check_root(const Communicator& comm, const char* collective, int root);
+// Every tensor of an async bucket: on `comm`'s device and reducible with `op`.
+void check_reduce_bucket(const Communicator& comm, const char* collective, const std::vector<Tensor>& bucket,
+                         ReduceOp op);
+// One valid root per tensor of the bucket.
+void check_bucket_roots(const Communicator& comm, const char* collective, const std::vector<Tensor>& bucket,
+                        const std::vector<int>& roots);
 // in.numel() == world_size * out.numel(), same dtype, and out is either chunk `rank` of in or
 // disjoint from it. Returns true when out is chunk `rank` of in (in place).
 bool check_reduce_scatter(const Communicator& comm, const Tensor& out, const Tensor& in);
@@ -37,6 +43,11 @@ void divide_host(void* data, DType dtype, int64_t count, int world_size);
 bool poll_until(double timeout_s, const std::function<bool()>& done);
 // "all_reduce of 1024 F32 elements did not complete within 2 s: ..." (count 0: no element part).
 std::string timeout_message(const char* collective, int64_t count, DType dtype, double timeout_s);
+// The same for any description of what did not complete (describe_bucket's).
+std::string timeout_message(const std::string& what, double timeout_s);
+// "all_reduce of 1024 F32 elements" for a bucket of one tensor, "reduce of a bucket of 3 tensors
+// (1536 elements, F32)" for several: what a timeout message names.
+std::string describe_bucket(const char* collective, const std::vector<Tensor>& bucket);
 
 std::string rank_prefix(const Communicator& comm);  // "rank 1 of 4"
 // Prints "gum_train: rank R of W: message" to stderr and flushes every stream.

@@ -64,6 +64,8 @@ int device_index_for_local_rank(int local_rank, int device_count) {
   return device_count > 0 ? local_rank % device_count : 0;
 }
 
+void Communicator::reduce(Tensor t, ReduceOp op, int root) { wait(reduce_async({t}, {root}, op)); }
+
 std::string Communicator::broadcast_string(const std::string& text, int root) {
   std::vector<uint8_t> bytes(text.begin(), text.end());
   broadcast_bytes(bytes, root);
@@ -88,10 +90,28 @@ bool poll_until(double timeout_s, const std::function<bool()>& done) {
   return true;
 }
 
-std::string timeout_message(const char* collective, int64_t count, DType dtype, double timeout_s) {
-  return concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : "",
-                " did not complete within ", timeout_s,
+std::string timeout_message(const std::string& what, double timeout_s) {
+  return concat(what, " did not complete within ", timeout_s,
                 " s: another rank has failed, hangs, or did not call the same collective");
+}
+
+std::string timeout_message(const char* collective, int64_t count, DType dtype, double timeout_s) {
+  return timeout_message(
+      concat(collective, count > 0 ? concat(" of ", count, " ", dtype_name(dtype), " elements") : ""), timeout_s);
+}
+
+std::string describe_bucket(const char* collective, const std::vector<Tensor>& bucket) {
+  if (bucket.size() == 1)
+    return concat(collective, " of ", bucket[0].numel(), " ", dtype_name(bucket[0].dtype), " elements");
+  int64_t elements = 0;
+  std::string dtypes;
+  for (const Tensor& t : bucket) {
+    elements += t.numel();
+    if (dtypes.find(dtype_name(t.dtype)) == std::string::npos)
+      dtypes += concat(dtypes.empty() ? "" : "/", dtype_name(t.dtype));
+  }
+  return concat(collective, " of a bucket of ", bucket.size(), " tensors (", elements, " elements",
+                dtypes.empty() ? "" : ", " + dtypes, ")");
 }
 
 std::string rank_prefix(const Communicator& comm) { return concat("rank ", comm.rank(), " of ", comm.world_size()); }
@@ -128,6 +148,23 @@ void check_root(const Communicator& comm, const char* collective, int root) {
   if (root < 0 || root >= comm.world_size())
     runtime_error(comm.name(), " ", collective, ": root ", root, " is not a rank of this job (world size ",
                   comm.world_size(), ")");
+}
+
+void check_reduce_bucket(const Communicator& comm, const char* collective, const std::vector<Tensor>& bucket,
+                         ReduceOp op) {
+  for (size_t i = 0; i < bucket.size(); ++i) {
+    const std::string argument = concat("bucket tensor ", i);
+    check_tensor_device(comm, collective, argument.c_str(), bucket[i], comm.device());
+    check_reducible(comm, collective, bucket[i].dtype, op);
+  }
+}
+
+void check_bucket_roots(const Communicator& comm, const char* collective, const std::vector<Tensor>& bucket,
+                        const std::vector<int>& roots) {
+  if (roots.size() != bucket.size())
+    runtime_error(comm.name(), " ", collective, ": ", roots.size(), " roots for a bucket of ", bucket.size(),
+                  " tensors (one root per tensor)");
+  for (int root : roots) check_root(comm, collective, root);
 }
 
 namespace {
@@ -233,6 +270,18 @@ class SingleCommunicator final : public Communicator {
     check_tensor_device(*this, "broadcast", "tensor", t, device());
     check_root(*this, "broadcast", root);
   }
+  // One rank: the reductions are done when they start.
+  CollectiveHandle all_reduce_async(const std::vector<Tensor>& bucket, ReduceOp op) override {
+    check_reduce_bucket(*this, "all_reduce", bucket, op);
+    return next_handle();
+  }
+  CollectiveHandle reduce_async(const std::vector<Tensor>& bucket, const std::vector<int>& roots,
+                                ReduceOp op) override {
+    check_reduce_bucket(*this, "reduce", bucket, op);
+    check_bucket_roots(*this, "reduce", bucket, roots);
+    return next_handle();
+  }
+  void wait(CollectiveHandle) override {}
   void barrier() override {}
   double all_reduce_host(double value, ReduceOp) override { return value; }
   void broadcast_bytes(std::vector<uint8_t>&, int root) override { check_root(*this, "broadcast_bytes", root); }

@@ -110,7 +110,7 @@ MpiCommunicator::~MpiCommunicator() {
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::wait(MPI_Request& request, const char* collective, int64_t count, DType dtype) {
+void MpiCommunicator::wait_request(MPI_Request& request, const char* collective, int64_t count, DType dtype) {
   bool finished = poll_until(timeout_s_, [&] {
     int done = 0;
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", concat(rank_prefix(*this), " ", collective));
@@ -119,24 +119,81 @@ void MpiCommunicator::wait(MPI_Request& request, const char* collective, int64_t
   if (!finished) abort(timeout_message(collective, count, dtype, timeout_s_), 1);
 }
 
-void MpiCommunicator::all_reduce(Tensor t, ReduceOp op) {
-  check_tensor_device(*this, "all_reduce", "tensor", t, Device::CPU);
-  check_reducible(*this, "all_reduce", t.dtype, op);
-  if (needs_f32_staging(t.dtype)) {
-    std::vector<float> values = widen_to_f32(t);
-    all_reduce(Tensor(values.data(), DType::F32, Device::CPU, Shape{t.numel()}), op);
-    narrow_from_f32(t, values);
-    return;
+void MpiCommunicator::all_reduce(Tensor t, ReduceOp op) { wait(all_reduce_async({t}, op)); }
+
+CollectiveHandle MpiCommunicator::all_reduce_async(const std::vector<Tensor>& bucket, ReduceOp op) {
+  check_reduce_bucket(*this, "all_reduce", bucket, op);
+  return start_reduction("all_reduce", bucket, {}, op);
+}
+
+CollectiveHandle MpiCommunicator::reduce_async(const std::vector<Tensor>& bucket, const std::vector<int>& roots,
+                                               ReduceOp op) {
+  check_reduce_bucket(*this, "reduce", bucket, op);
+  check_bucket_roots(*this, "reduce", bucket, roots);
+  return start_reduction("reduce", bucket, roots, op);
+}
+
+CollectiveHandle MpiCommunicator::start_reduction(const char* collective, const std::vector<Tensor>& bucket,
+                                                  const std::vector<int>& roots, ReduceOp op) {
+  PendingReduction& pending = pending_.emplace_back();
+  pending.handle = next_handle();
+  pending.description = describe_bucket(collective, bucket);
+  pending.op = op;
+  // All parts first: MPI keeps pointers into the staging buffers, which must not move afterwards.
+  pending.parts.resize(bucket.size());
+  for (size_t i = 0; i < bucket.size(); ++i) {
+    ReductionPart& part = pending.parts[i];
+    part.tensor = bucket[i];
+    part.holds_result = roots.empty() || roots[i] == rank_;
+    if (needs_f32_staging(bucket[i].dtype)) part.staging = widen_to_f32(bucket[i]);
   }
-  for (int64_t offset = 0; offset < t.numel(); offset += kMaxElementsPerCall) {
-    int count = static_cast<int>(std::min(kMaxElementsPerCall, t.numel() - offset));
-    MPI_Request request;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, element_at(t, offset), count, arithmetic_type(t.dtype), mpi_op_for(op),
-                             comm_, &request),
-              "MPI_Iallreduce", rank_prefix(*this));
-    wait(request, "all_reduce", t.numel(), t.dtype);
+  for (size_t i = 0; i < bucket.size(); ++i) {
+    ReductionPart& part = pending.parts[i];
+    Tensor buffer = part.staging.empty()
+                        ? part.tensor
+                        : Tensor(part.staging.data(), DType::F32, Device::CPU, Shape{part.tensor.numel()});
+    for (int64_t offset = 0; offset < buffer.numel(); offset += kMaxElementsPerCall) {
+      int count = static_cast<int>(std::min(kMaxElementsPerCall, buffer.numel() - offset));
+      MPI_Datatype type = arithmetic_type(buffer.dtype);
+      MPI_Request& request = pending.requests.emplace_back();
+      if (roots.empty()) {
+        check_mpi(
+            MPI_Iallreduce(MPI_IN_PLACE, element_at(buffer, offset), count, type, mpi_op_for(op), comm_, &request),
+            "MPI_Iallreduce", rank_prefix(*this));
+      } else {
+        // The root reduces in place; the others only send (their receive buffer is ignored).
+        void* send = part.holds_result ? MPI_IN_PLACE : element_at(buffer, offset);
+        check_mpi(MPI_Ireduce(send, element_at(buffer, offset), count, type, mpi_op_for(op), roots[i], comm_, &request),
+                  "MPI_Ireduce", rank_prefix(*this));
+      }
+    }
   }
-  if (op == ReduceOp::Avg) divide_host(t.data, t.dtype, t.numel(), world_size_);
+  return pending.handle;
+}
+
+void MpiCommunicator::wait(CollectiveHandle handle) {
+  while (!pending_.empty() && pending_.front().handle.id <= handle.id) {
+    PendingReduction& pending = pending_.front();
+    bool finished = poll_until(timeout_s_, [&] {
+      int done = 0;
+      check_mpi(
+          MPI_Testall(static_cast<int>(pending.requests.size()), pending.requests.data(), &done, MPI_STATUSES_IGNORE),
+          "MPI_Testall", concat(rank_prefix(*this), " ", pending.description));
+      return done != 0;
+    });
+    if (!finished) abort(timeout_message(pending.description, timeout_s_), 1);
+    for (ReductionPart& part : pending.parts) {
+      if (!part.holds_result) continue;
+      if (pending.op == ReduceOp::Avg) {
+        if (part.staging.empty())
+          divide_host(part.tensor.data, part.tensor.dtype, part.tensor.numel(), world_size_);
+        else
+          divide_host(part.staging.data(), DType::F32, part.tensor.numel(), world_size_);
+      }
+      if (!part.staging.empty()) narrow_from_f32(part.tensor, part.staging);
+    }
+    pending_.pop_front();
+  }
 }
 
 void MpiCommunicator::reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) {
@@ -159,13 +216,13 @@ void MpiCommunicator::reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) 
     check_mpi(MPI_Ireduce_scatter_block(MPI_IN_PLACE, in.data, count, arithmetic_type(in.dtype), mpi_op_for(op), comm_,
                                         &request),
               "MPI_Ireduce_scatter_block", rank_prefix(*this));
-    wait(request, "reduce_scatter", in.numel(), in.dtype);
+    wait_request(request, "reduce_scatter", in.numel(), in.dtype);
     std::memmove(out.data, in.data, out.nbytes());
   } else {
     check_mpi(
         MPI_Ireduce_scatter_block(in.data, out.data, count, arithmetic_type(in.dtype), mpi_op_for(op), comm_, &request),
         "MPI_Ireduce_scatter_block", rank_prefix(*this));
-    wait(request, "reduce_scatter", in.numel(), in.dtype);
+    wait_request(request, "reduce_scatter", in.numel(), in.dtype);
   }
   if (op == ReduceOp::Avg) divide_host(out.data, out.dtype, out.numel(), world_size_);
 }
@@ -178,7 +235,7 @@ void MpiCommunicator::all_gather(Tensor out, const Tensor& in) {
   MPI_Request request;
   check_mpi(MPI_Iallgather(in_place ? MPI_IN_PLACE : in.data, count, type, out.data, count, type, comm_, &request),
             "MPI_Iallgather", rank_prefix(*this));
-  wait(request, "all_gather", out.numel(), out.dtype);
+  wait_request(request, "all_gather", out.numel(), out.dtype);
 }
 
 void MpiCommunicator::broadcast_raw(void* data, int64_t count, DType dtype, int root, const char* collective) {
@@ -188,7 +245,7 @@ void MpiCommunicator::broadcast_raw(void* data, int64_t count, DType dtype, int 
     MPI_Request request;
     check_mpi(MPI_Ibcast(element_at(flat, offset), piece, movement_type(dtype), root, comm_, &request), "MPI_Ibcast",
               rank_prefix(*this));
-    wait(request, collective, count, dtype);
+    wait_request(request, collective, count, dtype);
   }
 }
 
@@ -201,7 +258,7 @@ void MpiCommunicator::broadcast(Tensor t, int root) {
 void MpiCommunicator::barrier() {
   MPI_Request request;
   check_mpi(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier", rank_prefix(*this));
-  wait(request, "barrier", 0, DType::U8);
+  wait_request(request, "barrier", 0, DType::U8);
 }
 
 double MpiCommunicator::all_reduce_host(double value, ReduceOp op) {

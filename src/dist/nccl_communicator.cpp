@@ -1,13 +1,21 @@
 // The nccl communicator: GPU buffers through NCCL, host values and the bootstrap (the
 // ncclUniqueId) through an MPI communicator. The NCCL communicator is created non-blocking,
-// so every call returns at once and we poll ncclCommGetAsyncError and the stream ourselves
+// so every call returns at once and we poll ncclCommGetAsyncError and an event ourselves
 // until done or until the deadline: a failed or missing peer ends the job instead of leaving
 // this rank inside a kernel that waits forever.
+//
+// Every collective is started the same way (start()): our stream waits on the GPU for the
+// backend's queued work (an event recorded on the backend's stream), the bucket is enqueued as
+// one NCCL group, and an event recorded after it marks completion; wait() polls those events in
+// start order. The host never synchronises on start, so backward keeps queueing kernels while a
+// bucket is reduced; a blocking collective is start() followed by wait().
+// Compiled, not run: there was no GPU where this was written (scripts/gpu_check.sh runs it).
 #if defined(GUM_HAVE_MPI) && defined(GUM_HAVE_CUDA)
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
 #include <cstring>
+#include <deque>
 #include <memory>
 
 #include "collective_checks.h"
@@ -58,6 +66,12 @@ void check_cuda(cudaError_t code, const char* call, const std::string& where) {
   if (code != cudaSuccess) runtime_error(where, ": ", call, " failed: ", cudaGetErrorString(code));
 }
 
+bool no_elements(const std::vector<Tensor>& bucket) {
+  for (const Tensor& t : bucket)
+    if (t.numel() > 0) return false;
+  return true;
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(Backend& backend, const CommunicatorOptions& options)
@@ -84,6 +98,9 @@ class NcclCommunicator final : public Communicator {
       else
         ncclCommAbort(comm_);
     }
+    for (const PendingCollective& pending : pending_) cudaEventDestroy(pending.done);
+    for (cudaEvent_t event : free_events_) cudaEventDestroy(event);
+    if (backend_ready_ != nullptr) cudaEventDestroy(backend_ready_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -93,37 +110,70 @@ class NcclCommunicator final : public Communicator {
   int local_rank() const override { return host_.local_rank(); }
   Device device() const override { return Device::CUDA; }
 
-  void all_reduce(Tensor t, ReduceOp op) override {
-    check_tensor_device(*this, "all_reduce", "tensor", t, Device::CUDA);
-    check_reducible(*this, "all_reduce", t.dtype, op);
-    if (t.numel() == 0) return;
-    run("all_reduce", t, [&] {
-      return ncclAllReduce(t.data, t.data, static_cast<size_t>(t.numel()), nccl_arithmetic_type(t.dtype),
-                           nccl_op_for(op), comm_, stream_);
-    });
-  }
+  void all_reduce(Tensor t, ReduceOp op) override { wait(all_reduce_async({t}, op)); }
 
   void reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) override {
     check_reducible(*this, "reduce_scatter", in.dtype, op);
     check_reduce_scatter(*this, out, in);  // NCCL's in-place form is exactly "out is chunk rank of in"
     if (out.numel() == 0) return;
-    run("reduce_scatter", in, [&] {
-      return ncclReduceScatter(in.data, out.data, static_cast<size_t>(out.numel()), nccl_arithmetic_type(in.dtype),
-                               nccl_op_for(op), comm_, stream_);
-    });
+    wait(start(describe_bucket("reduce_scatter", {in}), [&] {
+      check_nccl(ncclReduceScatter(in.data, out.data, static_cast<size_t>(out.numel()), nccl_arithmetic_type(in.dtype),
+                                   nccl_op_for(op), comm_, stream_),
+                 "ncclReduceScatter");
+    }));
   }
 
   void all_gather(Tensor out, const Tensor& in) override {
     check_all_gather(*this, out, in);
     if (in.numel() == 0) return;
-    run("all_gather", out, [&] { return ncclAllGather(in.data, out.data, in.nbytes(), ncclUint8, comm_, stream_); });
+    wait(start(describe_bucket("all_gather", {out}), [&] {
+      check_nccl(ncclAllGather(in.data, out.data, in.nbytes(), ncclUint8, comm_, stream_), "ncclAllGather");
+    }));
   }
 
   void broadcast(Tensor t, int root) override {
     check_tensor_device(*this, "broadcast", "tensor", t, Device::CUDA);
     check_root(*this, "broadcast", root);
     if (t.numel() == 0) return;
-    run("broadcast", t, [&] { return ncclBroadcast(t.data, t.data, t.nbytes(), ncclUint8, root, comm_, stream_); });
+    wait(start(describe_bucket("broadcast", {t}), [&] {
+      check_nccl(ncclBroadcast(t.data, t.data, t.nbytes(), ncclUint8, root, comm_, stream_), "ncclBroadcast");
+    }));
+  }
+
+  CollectiveHandle all_reduce_async(const std::vector<Tensor>& bucket, ReduceOp op) override {
+    check_reduce_bucket(*this, "all_reduce", bucket, op);
+    if (no_elements(bucket)) return next_handle();  // complete already; no empty NCCL group
+    return start(describe_bucket("all_reduce", bucket), [&] {
+      for (const Tensor& t : bucket)
+        if (t.numel() > 0)
+          check_nccl(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.numel()), nccl_arithmetic_type(t.dtype),
+                                   nccl_op_for(op), comm_, stream_),
+                     "ncclAllReduce");
+    });
+  }
+
+  CollectiveHandle reduce_async(const std::vector<Tensor>& bucket, const std::vector<int>& roots,
+                                ReduceOp op) override {
+    check_reduce_bucket(*this, "reduce", bucket, op);
+    check_bucket_roots(*this, "reduce", bucket, roots);
+    if (no_elements(bucket)) return next_handle();
+    return start(describe_bucket("reduce", bucket), [&] {
+      // In place (sendbuff == recvbuff): the root's tensor receives the result, the others only send.
+      for (size_t i = 0; i < bucket.size(); ++i)
+        if (bucket[i].numel() > 0)
+          check_nccl(ncclReduce(bucket[i].data, bucket[i].data, static_cast<size_t>(bucket[i].numel()),
+                                nccl_arithmetic_type(bucket[i].dtype), nccl_op_for(op), roots[i], comm_, stream_),
+                     "ncclReduce");
+    });
+  }
+
+  void wait(CollectiveHandle handle) override {
+    while (!pending_.empty() && pending_.front().handle.id <= handle.id) {
+      const PendingCollective& pending = pending_.front();
+      wait_for_event(pending.done, pending.description);
+      free_events_.push_back(pending.done);
+      pending_.pop_front();
+    }
   }
 
   void barrier() override { host_.barrier(); }
@@ -145,6 +195,7 @@ class NcclCommunicator final : public Communicator {
     device_ = device_index_for_local_rank(host_.local_rank(), device_count);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice", where);
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", where);
+    check_cuda(cudaEventCreateWithFlags(&backend_ready_, cudaEventDisableTiming), "cudaEventCreateWithFlags", where);
 
     ncclUniqueId id{};
     if (host_.rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
@@ -179,40 +230,84 @@ class NcclCommunicator final : public Communicator {
   }
 
   // A non-blocking communicator may still be issuing a call when it returns: wait for that.
-  void wait_until_issued(const char* what) {
+  void wait_until_issued(const std::string& what) {
     ncclResult_t state = poll_state(timeout_s_);
-    if (state == ncclInProgress) abort(timeout_message(what, 0, DType::U8, timeout_s_), 1);
-    check_nccl(state, what);
+    if (state == ncclInProgress) abort(timeout_message(what, timeout_s_), 1);
+    check_nccl(state, what.c_str());
   }
 
-  // Runs one collective on our stream and waits for it with the deadline. The backend's queued
-  // work is finished first: the inputs are results of kernels on the backend's stream.
+  // Enqueues one collective (or a bucket of them: `enqueue` makes the NCCL calls, grouped here) on
+  // our stream, ordered after the backend's queued work, and returns its handle without waiting.
   template <typename Enqueue>
-  void run(const char* collective, const Tensor& described, Enqueue enqueue) {
-    backend_.synchronize();
-    check_cuda(cudaSetDevice(device_), "cudaSetDevice", rank_prefix(*this));
-    check_nccl(enqueue(), collective);
-    wait_until_issued(collective);
+  CollectiveHandle start(std::string description, Enqueue enqueue) {
+    const std::string where = concat("nccl ", description, ", ", rank_prefix(*this));
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice", where);
+    order_after_backend(where);
+    check_nccl(ncclGroupStart(), "ncclGroupStart");
+    enqueue();
+    check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+    wait_until_issued(description);
+    cudaEvent_t done = take_event(where);
+    check_cuda(cudaEventRecord(done, stream_), "cudaEventRecord", where);
+    pending_.push_back({next_handle(), done, std::move(description)});
+    return pending_.back().handle;
+  }
+
+  // The inputs are results of kernels queued on the backend's stream: our stream waits for them
+  // on the GPU. A backend without a native stream has finished its work once synchronised.
+  void order_after_backend(const std::string& where) {
+    auto backend_stream = static_cast<cudaStream_t>(backend_.native_stream());
+    if (backend_stream == nullptr) {
+      backend_.synchronize();
+      return;
+    }
+    check_cuda(cudaEventRecord(backend_ready_, backend_stream), "cudaEventRecord (backend stream)", where);
+    check_cuda(cudaStreamWaitEvent(stream_, backend_ready_, 0), "cudaStreamWaitEvent", where);
+  }
+
+  cudaEvent_t take_event(const std::string& where) {
+    if (!free_events_.empty()) {
+      cudaEvent_t event = free_events_.back();
+      free_events_.pop_back();
+      return event;
+    }
+    cudaEvent_t event = nullptr;
+    check_cuda(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreateWithFlags", where);
+    return event;
+  }
+
+  // Polls `done` until the deadline, checking NCCL's asynchronous errors meanwhile.
+  void wait_for_event(cudaEvent_t done, const std::string& description) {
     bool finished = poll_until(timeout_s_, [&] {
-      cudaError_t status = cudaStreamQuery(stream_);
+      cudaError_t status = cudaEventQuery(done);
       if (status == cudaSuccess) return true;
       if (status != cudaErrorNotReady) {
         broken_ = true;
-        check_cuda(status, "cudaStreamQuery", concat("nccl ", collective, ", ", rank_prefix(*this)));
+        check_cuda(status, "cudaEventQuery", concat("nccl ", description, ", ", rank_prefix(*this)));
       }
       ncclResult_t state = ncclSuccess;
       ncclCommGetAsyncError(comm_, &state);
-      if (state != ncclSuccess && state != ncclInProgress) check_nccl(state, collective);
+      if (state != ncclSuccess && state != ncclInProgress) check_nccl(state, description.c_str());
       return false;
     });
-    if (!finished) abort(timeout_message(collective, described.numel(), described.dtype, timeout_s_), 1);
+    if (!finished) abort(timeout_message(description, timeout_s_), 1);
   }
+
+  // A started collective: `done` is recorded on our stream right after it.
+  struct PendingCollective {
+    CollectiveHandle handle;
+    cudaEvent_t done = nullptr;
+    std::string description;  // for timeout and error messages
+  };
 
   Backend& backend_;
   MpiCommunicator host_;
   double timeout_s_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t backend_ready_ = nullptr;    // recorded on the backend's stream at each start
+  std::deque<PendingCollective> pending_;  // started, not yet waited for, in start order
+  std::vector<cudaEvent_t> free_events_;   // completion events to reuse
   ncclComm_t comm_ = nullptr;
   bool broken_ = false;  // an NCCL or CUDA error was seen: abort, don't finalize, at destruction
 };

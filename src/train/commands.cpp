@@ -195,11 +195,11 @@ int command_export(const std::string& checkpoint, const std::string& out_dir) {
   return 0;
 }
 
-int command_plan(const std::string& config_path, const std::vector<std::string>& overrides) {
+int command_plan(const std::string& config_path, const std::vector<std::string>& overrides, int world_size) {
   TrainConfig config = load_train_config(config_path, overrides);
   setup_logging(0, 1, config.logging.verbose);
-  const LaunchInfo launch = launch_info_from_environment();
-  plan_run(config, launch.world_size);
+  if (world_size < 0) usage_error("--world-size must be at least 1, got ", world_size);
+  plan_run(config, world_size > 0 ? world_size : launch_info_from_environment().world_size);
   return 0;
 }
 

@@ -107,6 +107,26 @@ class PlanningBackend final : public Backend {
 
 }  // namespace
 
+ShardPlan plan_optimizer_shards(const std::vector<OptimParam>& params, int world_size) {
+  std::vector<ShardItem> items;
+  for (const auto& p : params)
+    items.push_back({p.name, p.is_matrix() ? matrix_update_cost(p.param.shape) : numel_cost(p.param.shape)});
+  return plan_shards(items, world_size);
+}
+
+std::vector<char> owned_by_rank(const ShardPlan& plan, int rank) {
+  std::vector<char> owned(plan.owner.size());
+  for (size_t i = 0; i < owned.size(); ++i) owned[i] = plan.owns(rank, i) ? 1 : 0;
+  return owned;
+}
+
+std::string format_rank_state_bytes(const std::vector<double>& bytes_per_rank) {
+  std::string text;
+  for (size_t r = 0; r < bytes_per_rank.size(); ++r)
+    text += concat(r ? ", " : "", "rank ", r, " ", format_bytes(bytes_per_rank[r]));
+  return text;
+}
+
 MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, int seq_len) {
   MemoryPlan p;
   p.parameters = model.config().num_parameters();
@@ -136,7 +156,11 @@ std::string format_memory_plan(const MemoryPlan& p) {
       << " x " << p.seq_len << " tokens)\n";
   row("weights (f32)", p.weight_bytes, "");
   row("gradients (f32)", p.gradient_bytes, "");
-  row("optimizer state", p.optimizer_state_bytes, "checkpointed");
+  row("optimizer state", p.optimizer_state_bytes,
+      p.rank_state_bytes.empty()
+          ? std::string("checkpointed")
+          : concat("checkpointed; sharded: rank ", p.largest_state_rank, " of ", p.rank_state_bytes.size(),
+                   " holds the most (unsharded ", format_bytes(double(p.unsharded_optimizer_state_bytes)), ")"));
   row("optimizer workspace", p.optimizer_workspace_bytes, "scratch");
   row("activations", p.activation_bytes, "of which logits " + format_bytes(double(p.logits_bytes)));
   row("total", p.total_bytes(), "");
@@ -144,10 +168,15 @@ std::string format_memory_plan(const MemoryPlan& p) {
                 format_count(p.training_flops_per_token).c_str(),
                 format_count(p.training_flops_per_token * p.micro_batch * p.seq_len).c_str());
   out << line << p.optimizer_table;
+  if (!p.rank_state_bytes.empty()) {
+    std::vector<double> bytes(p.rank_state_bytes.begin(), p.rank_state_bytes.end());
+    out << "  optimizer.shard_states: optimizer state per rank: " << format_rank_state_bytes(bytes) << "\n";
+  }
   return out.str();
 }
 
 MemoryPlan plan_run(const TrainConfig& config, int world_size) {
+  if (world_size < 1) usage_error("plan: the world size must be at least 1, got ", world_size);
   if (config.training.batch_size % world_size != 0)
     usage_error(config.source, ": training.batch_size (", config.training.batch_size,
                 ") must be divisible by the number of ranks (", world_size, ")");
@@ -165,7 +194,31 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
   ctx.config = config.optimizer;
   ctx.seed = config.training.seed;
   std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer.name, ctx);
-  MemoryPlan plan = measure_memory_plan(model, *optimizer, config.training.seq_len);
+  MemoryPlan plan;
+  if (config.optimizer.shard_states && world_size > 1) {
+    // Each rank's optimizer as its trainer builds it (state only for the parameters it owns),
+    // one at a time; the plan shows the rank with the most state: the one that runs out first.
+    const size_t unsharded_bytes = optimizer->total_state_bytes();
+    optimizer.reset();
+    const ShardPlan shards = plan_optimizer_shards(ctx.params, world_size);
+    std::vector<size_t> rank_state_bytes;
+    int largest_rank = 0;
+    for (int rank = 0; rank < world_size; ++rank) {
+      ctx.owned = owned_by_rank(shards, rank);
+      std::unique_ptr<Optimizer> rank_optimizer = make_optimizer(config.optimizer.name, ctx);
+      rank_state_bytes.push_back(rank_optimizer->total_state_bytes());
+      if (!optimizer || rank_state_bytes.back() > rank_state_bytes[size_t(largest_rank)]) {
+        optimizer = std::move(rank_optimizer);
+        largest_rank = rank;
+      }
+    }
+    plan = measure_memory_plan(model, *optimizer, config.training.seq_len);
+    plan.rank_state_bytes = rank_state_bytes;
+    plan.largest_state_rank = largest_rank;
+    plan.unsharded_optimizer_state_bytes = unsharded_bytes;
+  } else {
+    plan = measure_memory_plan(model, *optimizer, config.training.seq_len);
+  }
   std::printf("%s: %s backend, %d rank(s), global batch %d x %d tokens, %lld steps (%s tokens)\n",
               config.source.c_str(), target->name().c_str(), world_size, config.training.batch_size,
               config.training.seq_len, static_cast<long long>(config.total_steps()),

@@ -59,16 +59,6 @@ BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std
   return b;
 }
 
-// Sharded optimizer state (ZeRO-1 by whole matrix, DESIGN §7): the owner of each parameter,
-// balancing the update work (Newton–Schulz or SVD of a block matrix, elementwise Adam of the
-// rest: embeddings, head, norms). Every rank computes the same plan from the same parameters.
-ShardPlan plan_optimizer_shards(const std::vector<OptimParam>& params, int world_size) {
-  std::vector<ShardItem> items;
-  for (const auto& p : params)
-    items.push_back({p.name, p.is_matrix() ? matrix_update_cost(p.param.shape) : numel_cost(p.param.shape)});
-  return plan_shards(items, world_size);
-}
-
 // Test hook for fault-injection tests: GUM_FAULT_KILL_AFTER_STEP=N makes the process SIGKILL
 // itself right after step N is complete (and checkpointed when due), as `kill -9` would.
 // With GUM_FAULT_RANK=R set as well, only rank R does (one rank of a job dying).
@@ -99,12 +89,14 @@ class Trainer {
   void forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum);
   double reduce_loss(double local_loss_sum, int64_t global_valid_targets) const;
   double gradient_norm_checked(const std::vector<size_t>& indices) const;
-  void reduce_gradients(const std::vector<size_t>& indices);
+  CollectiveHandle start_gradient_reduction(const std::vector<size_t>& indices);
+  std::vector<size_t> held_gradients(const std::vector<size_t>& indices) const;
+  double global_sum_squares(double held_sum_squares) const;
   void update_params(const std::vector<size_t>& indices);
   bool sharded() const { return shard_plan_.has_value(); }
   TensorMap optimizer_state_for_checkpoint() const;
   void log_state_per_rank() const;
-  void clip_gradients(double norm);
+  void clip_gradients(const std::vector<size_t>& held, double norm);
   [[noreturn]] void stop_on_non_finite(const std::string& what) const;
 
   void log_step(double loss, double grad_norm, double lr);
@@ -168,8 +160,7 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   ctx.seed = config.training.seed;
   if (config.optimizer.shard_states) {
     shard_plan_ = plan_optimizer_shards(ctx.params, comm_.world_size());
-    ctx.owned.resize(ctx.params.size());
-    for (size_t i = 0; i < ctx.params.size(); ++i) ctx.owned[i] = shard_plan_->owns(comm_.rank(), i);
+    ctx.owned = owned_by_rank(*shard_plan_, comm_.rank());
   }
   optimizer_ = make_optimizer(config.optimizer.name, ctx);
   for (const auto& p : optimizer_->params()) param_tensors_.push_back(p.param);
@@ -299,11 +290,36 @@ void Trainer::stop_on_non_finite(const std::string& what) const {
                 " Try a lower optimizer.lr, a longer warmup or training.grad_clip.");
 }
 
-void Trainer::reduce_gradients(const std::vector<size_t>& indices) {
-  if (comm_.world_size() == 1) return;
-  // Sum, not Avg: each rank's gradients are already scaled by 1 / (valid targets of the
-  // global batch), so the sum is the mean over the global batch even with uneven counts.
-  for (size_t i : indices) comm_.all_reduce(optimizer_->params()[i].grad, ReduceOp::Sum);
+// Starts reducing one bucket of gradients (a layer's) over the ranks and returns at once: the
+// gradients may be read only after comm_.wait() on the handle. Sum, not Avg: each rank's
+// gradients are already scaled by 1 / (valid targets of the global batch), so the sum is the
+// mean over the global batch even with uneven counts. Under sharded state only a matrix's owner
+// updates it, so its gradient is reduced to the owner alone. A world of one goes through the
+// communicator too (an identity, or NCCL under mpirun -np 1: the path gpu_check.sh runs).
+CollectiveHandle Trainer::start_gradient_reduction(const std::vector<size_t>& indices) {
+  std::vector<Tensor> grads;
+  std::vector<int> owners;
+  for (size_t i : indices) {
+    grads.push_back(optimizer_->params()[i].grad);
+    if (sharded()) owners.push_back(shard_plan_->owner.at(i));
+  }
+  if (sharded()) return comm_.reduce_async(grads, owners, ReduceOp::Sum);
+  return comm_.all_reduce_async(grads, ReduceOp::Sum);
+}
+
+// The parameters among `indices` whose reduced gradient this rank holds: all of them, or under
+// sharded state those it owns (the others' gradients here are unspecified after the reduction).
+std::vector<size_t> Trainer::held_gradients(const std::vector<size_t>& indices) const {
+  std::vector<size_t> held;
+  for (size_t i : indices)
+    if (optimizer_->owns(i)) held.push_back(i);
+  return held;
+}
+
+// The whole gradient's sum of squares from this rank's part (gradient_norm_checked of the
+// gradients it holds): under sharded state the ranks' parts add up; otherwise every rank holds it all.
+double Trainer::global_sum_squares(double held_sum_squares) const {
+  return sharded() ? comm_.all_reduce_host(held_sum_squares, ReduceOp::Sum) : held_sum_squares;
 }
 
 // Updates the parameters among `indices` this rank owns (all of them without sharding); under
@@ -324,12 +340,12 @@ double Trainer::gradient_norm_checked(const std::vector<size_t>& indices) const 
   return sum_squares;
 }
 
-void Trainer::clip_gradients(double norm) {
+void Trainer::clip_gradients(const std::vector<size_t>& held, double norm) {
   const double max_norm = config_.training.grad_clip;
   if (max_norm <= 0 || norm <= max_norm) return;
   // Global-norm clipping (Pascanu et al. 2013): one scale for all gradients keeps their direction.
   const float scale = static_cast<float>(max_norm / (norm + 1e-6));
-  for (const auto& p : optimizer_->params()) backend_.scale(p.grad, scale);
+  for (size_t i : held) backend_.scale(optimizer_->params()[i].grad, scale);
 }
 
 double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets) const {
@@ -354,18 +370,31 @@ double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets)
 void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum) {
   const int T = config_.training.seq_len;
   const float loss_scale = 1.0f / static_cast<float>(global_valid_targets);
-  double fused_sum_squares = 0;
-  // Fused: each layer is reduced, checked and updated as soon as backward completes it
-  // (on the last micro-batch), so the whole gradient is never needed at once.
-  auto update_layer = [&](int layer) {
-    std::vector<size_t> indices = optimizer_->layer_params(layer);
-    reduce_gradients(indices);
-    fused_sum_squares += gradient_norm_checked(indices);
-    update_params(indices);
+  double held_sum_squares = 0;
+  // Fused: each layer is reduced, checked and updated during backward (on the last micro-batch),
+  // so the whole gradient is never needed at once. Pipelined by one layer: when backward completes
+  // layer l, l's reduction starts, then the layer completed before it (l + 1) is waited for,
+  // checked and updated while l's gradients travel; the last layer is drained after backward.
+  struct ReducingLayer {
+    std::vector<size_t> indices;
+    CollectiveHandle reduction;
   };
-  // Otherwise each layer's gradients are all-reduced (one bucket per layer) as soon as the last
-  // micro-batch's backward completes them, while backward goes on with the layers below.
-  auto reduce_layer = [&](int layer) { reduce_gradients(optimizer_->layer_params(layer)); };
+  std::optional<ReducingLayer> in_flight;
+  auto finish_layer = [&](const ReducingLayer& layer) {
+    comm_.wait(layer.reduction);
+    held_sum_squares += gradient_norm_checked(held_gradients(layer.indices));
+    update_params(layer.indices);
+  };
+  auto update_layer = [&](int layer) {
+    ReducingLayer started{optimizer_->layer_params(layer), {}};
+    started.reduction = start_gradient_reduction(started.indices);
+    if (in_flight) finish_layer(*in_flight);
+    in_flight = std::move(started);
+  };
+  // Otherwise each layer's reduction (one bucket per layer) starts as soon as the last
+  // micro-batch's backward completes it, while backward goes on with the layers below; the
+  // gradients are waited for once, after backward.
+  auto reduce_layer = [&](int layer) { start_gradient_reduction(optimizer_->layer_params(layer)); };
   for (int m = 0; m < layout_.accumulation_steps; ++m) {
     const size_t offset = size_t(m) * layout_.micro_batch * T;
     TokenBatch batch;
@@ -381,13 +410,15 @@ void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& inf
     if (fused_ && last) {
       optimizer_->begin_step(info);
       model_->backward(loss_scale, update_layer);
+      if (in_flight) finish_layer(*in_flight);
     } else if (last) {
       model_->backward(loss_scale, reduce_layer);
+      comm_.wait_all();
     } else {
       model_->backward(loss_scale);
     }
   }
-  if (fused_) grad_norm_ = std::sqrt(fused_sum_squares);
+  if (fused_) grad_norm_ = std::sqrt(global_sum_squares(held_sum_squares));
 }
 
 double Trainer::train_step() {
@@ -407,8 +438,9 @@ double Trainer::train_step() {
   if (!fused_) {
     std::vector<size_t> all(optimizer_->params().size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    grad_norm_ = std::sqrt(gradient_norm_checked(all));
-    clip_gradients(grad_norm_);
+    const std::vector<size_t> held = held_gradients(all);
+    grad_norm_ = std::sqrt(global_sum_squares(gradient_norm_checked(held)));
+    clip_gradients(held, grad_norm_);
     optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
     update_params(all);
   }
@@ -477,25 +509,25 @@ void Trainer::restore_or_start(const std::string& resume) {
 void Trainer::log_state_per_rank() const {
   if (!sharded()) return;
   const double mine = static_cast<double>(optimizer_->total_state_bytes());
-  std::string line;
-  for (int r = 0; r < comm_.world_size(); ++r) {
-    const double bytes = comm_.all_reduce_host(comm_.rank() == r ? mine : 0.0, ReduceOp::Sum);
-    line += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + " " + format_bytes(bytes);
-  }
+  std::vector<double> bytes_per_rank;
+  for (int r = 0; r < comm_.world_size(); ++r)
+    bytes_per_rank.push_back(comm_.all_reduce_host(comm_.rank() == r ? mine : 0.0, ReduceOp::Sum));
   if (!is_root()) return;
   spdlog::info("optimizer.shard_states: each rank keeps the state of the matrices it owns (imbalance {:.2f})\n{}",
                shard_plan_->imbalance(), shard_plan_->summary());
-  spdlog::info("optimizer state per rank: {}", line);
+  spdlog::info("optimizer state per rank: {}", format_rank_state_bytes(bytes_per_rank));
 }
 
 void Trainer::log_startup() const {
   log_state_per_rank();
   if (!is_root()) return;
-  spdlog::info("gum_train {}: {} on {} x {} | {} parameters | {} steps x {} tokens | optimizer {} | update {}",
-               GUM_VERSION, config_.source, comm_.world_size(), backend_.name(),
-               format_count(double(config_.model.num_parameters())), total_steps_,
-               format_count(double(config_.tokens_per_step())), optimizer_->name(),
-               fused_ ? "fused per layer in backward" : "after backward");
+  spdlog::info(
+      "gum_train {}: {} on {} x {} ({} communicator) | {} parameters | {} steps x {} tokens | optimizer {} | "
+      "update {}",
+      GUM_VERSION, config_.source, comm_.world_size(), backend_.name(), comm_.name(),
+      format_count(double(config_.model.num_parameters())), total_steps_,
+      format_count(double(config_.tokens_per_step())), optimizer_->name(),
+      fused_ ? "fused per layer in backward" : "after backward");
   spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
                config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);
   spdlog::info("\n{}", format_memory_plan(measure_memory_plan(*model_, *optimizer_, config_.training.seq_len)));

@@ -158,3 +158,40 @@ TEST_CASE("reduce ops have names for messages", "[dist]") {
   CHECK(std::string(reduce_op_name(ReduceOp::Max)) == "max");
   CHECK(std::string(reduce_op_name(ReduceOp::Min)) == "min");
 }
+
+TEST_CASE("single communicator reduce and async buckets are identities with ordered handles", "[dist]") {
+  auto backend = make_backend("cpu");
+  auto comm = make_single_communicator(*backend);
+  std::vector<float> values = {1.5f, -2.0f, 3.25f}, other = {4.0f};
+  Tensor t(values.data(), DType::F32, Device::CPU, Shape{3});
+  Tensor u(other.data(), DType::F32, Device::CPU, Shape{1});
+  comm->reduce(t, ReduceOp::Avg, 0);
+  CHECK(values == std::vector<float>({1.5f, -2.0f, 3.25f}));
+
+  CollectiveHandle first = comm->all_reduce_async({t, u}, ReduceOp::Sum);
+  CollectiveHandle second = comm->reduce_async({t, u}, {0, 0}, ReduceOp::Max);
+  CollectiveHandle empty = comm->all_reduce_async({}, ReduceOp::Sum);
+  CHECK(first.id > 0);
+  CHECK(second.id == first.id + 1);
+  CHECK(empty.id == second.id + 1);
+  comm->wait(second);
+  comm->wait_all();
+  comm->wait(CollectiveHandle{});
+  CHECK(values == std::vector<float>({1.5f, -2.0f, 3.25f}));
+  CHECK(other == std::vector<float>({4.0f}));
+}
+
+TEST_CASE("async buckets and reduce check their arguments before starting, naming the problem", "[dist]") {
+  auto backend = make_backend("cpu");
+  auto comm = make_single_communicator(*backend);
+  std::vector<float> values(4);
+  Tensor t(values.data(), DType::F32, Device::CPU, Shape{4});
+  std::vector<uint8_t> bytes(2);
+  Tensor u8(bytes.data(), DType::U8, Device::CPU, Shape{2});
+  CHECK_THROWS_WITH(comm->reduce(t, ReduceOp::Sum, 1), Catch::Contains("reduce: root 1"));
+  CHECK_THROWS_WITH(comm->reduce_async({t, t}, {0}, ReduceOp::Sum),
+                    Catch::Contains("1 roots for a bucket of 2 tensors"));
+  CHECK_THROWS_WITH(comm->all_reduce_async({t, u8}, ReduceOp::Sum), Catch::Contains("cannot reduce U8"));
+  CHECK_THROWS_WITH(comm->all_reduce_async({Tensor(values.data(), DType::F32, Device::CUDA, Shape{4})}, ReduceOp::Sum),
+                    Catch::Contains("bucket tensor 0") && Catch::Contains("is on cuda"));
+}

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -117,6 +118,18 @@ void check_tensors_close(const std::string& got_path, const std::string& expecte
   }
 }
 
+// "optimizer state per rank: rank 0 ..., rank 1 ..." as `gum_train plan` predicts it.
+std::string planned_state_per_rank(const std::string& config, int ranks) {
+  CommandResult plan = run_gum_train("plan " + config + " --world-size " + std::to_string(ranks));
+  INFO(plan.output);
+  REQUIRE(plan.exit_code == 0);
+  const std::string key = "optimizer state per rank: ";
+  const size_t begin = plan.output.find("optimizer.shard_states: " + key);
+  REQUIRE(begin != std::string::npos);
+  const size_t list = begin + std::string("optimizer.shard_states: ").size();
+  return plan.output.substr(list, plan.output.find('\n', list) - list);
+}
+
 struct Tolerances {
   double loss = 1e-6;
   double weights = 1e-6;
@@ -152,7 +165,11 @@ void check_optimizer_data_parallel(const std::string& name, const nlohmann::json
     INFO(v.run << "\n" << run.output);
     REQUIRE(run.exit_code == 0);
     CHECK(run.output.find("on " + std::to_string(v.ranks) + " x cpu") != std::string::npos);
-    if (v.shard) CHECK(run.output.find("optimizer state per rank: rank 0 ") != std::string::npos);
+    if (v.shard) {
+      CHECK(run.output.find("optimizer state per rank: rank 0 ") != std::string::npos);
+      // `gum_train plan --world-size N` predicts what each rank's trainer holds.
+      CHECK(run.output.find(planned_state_per_rank(configs.back(), v.ranks)) != std::string::npos);
+    }
     CHECK(run.output.find("info [rank 1]") == std::string::npos);  // only rank 0 logs progress
     check_losses_close(training_losses(configs.back()), reference, tol.loss);
     check_tensors_close(final_checkpoint(configs.back()) + "/model.safetensors",
@@ -254,4 +271,24 @@ TEST_CASE("a rank that throws ends the job with a non-zero exit and its message"
   CHECK(seconds < 60);
   CHECK(r.output.find("rank 0 of 2:") != std::string::npos);
   CHECK(r.output.find("cannot create checkpoint folder") != std::string::npos);
+}
+
+TEST_CASE("a non-finite gradient under sharded state stops every rank, named by its owner", "[dist][train]") {
+  skip_without_mpirun();
+  prepared_micro_data();
+  // lr 1e30 makes the weights overflow after the first update. The fused update checks each
+  // layer's gradients inside backward, before the loss is reduced, and under sharded state only
+  // the owner of a matrix holds its reduced gradient: that rank must stop the job.
+  const std::string config =
+      write_run_config("nan_sharded", {{"optimizer", {{"name", "muon"}, {"lr", 1e30}, {"shard_states", true}}},
+                                       {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
+                                       {"training", {{"grad_clip", 0.0}, {"fused_update", true}}}});
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = launch(2, config, "never");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code != 124);
+  CHECK(seconds < 60);
+  CHECK(std::regex_search(r.output, std::regex("rank [01] of 2: step [0-9]+: gradient of \\S+ is NaN or Inf")));
 }

@@ -50,6 +50,10 @@ class Backend {
   virtual void copy(Tensor dst, const Tensor& src) = 0;
   virtual void fill(Tensor dst, float value) = 0;
   virtual void synchronize() = 0;
+  // The native queue this backend's ops run on (the cudaStream_t of the cuda backend), so that a
+  // library can order its own work after ours without waiting on the host (NCCL collectives);
+  // null where ops have completed when they return (cpu).
+  virtual void* native_stream() { return nullptr; }
   virtual size_t peak_memory_bytes() const = 0;
 
   // ---- dense linear algebra ----

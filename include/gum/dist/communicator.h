@@ -5,10 +5,15 @@
 //   nccl    GPU buffers, NCCL collectives bootstrapped over MPI (host values still go over MPI).
 // make_communicator() picks one from how the process was launched and the backend.
 //
-// Every collective is blocking from the caller's point of view and waits at most
-// CommunicatorOptions::timeout_s: a collective that does not finish in time (a rank died,
-// hangs or took another code path) aborts the whole job with a message naming the rank and
-// the collective, so no rank waits forever.
+// The plain collectives are blocking from the caller's point of view; the *_async forms start
+// a bucket of tensors and return, and wait() completes them (see "asynchronous collectives").
+// Every wait lasts at most CommunicatorOptions::timeout_s: a collective that does not finish in
+// time (a rank died, hangs or took another code path) aborts the whole job with a message naming
+// the rank and the collective, so no rank waits forever.
+//
+// Every rank starts the same collectives in the same order (MPI and NCCL match them by order),
+// blocking and asynchronous alike; a blocking collective may be called while async ones are
+// outstanding.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,6 +27,12 @@ namespace gum {
 
 enum class ReduceOp { Sum, Avg, Max, Min };
 const char* reduce_op_name(ReduceOp op);
+
+// A collective started by an *_async call. Handles count up from 1 in the order the collectives
+// were started on this communicator; the default handle (0) stands for "nothing started".
+struct CollectiveHandle {
+  uint64_t id = 0;
+};
 
 struct CommunicatorOptions {
   // Longest wait for one collective before the job is aborted; 0 waits forever.
@@ -65,6 +76,34 @@ class Communicator {
   virtual void all_gather(Tensor out, const Tensor& in) = 0;
   // Every rank's `t` becomes root's `t`.
   virtual void broadcast(Tensor t, int root) = 0;
+  // In place: root's `t` becomes op over all ranks' `t`; on the other ranks `t` is an input and
+  // its contents afterwards are unspecified. Avg needs a floating dtype.
+  void reduce(Tensor t, ReduceOp op, int root);
+
+  // ---- asynchronous collectives (buckets of contiguous tensors on device()) ----
+  // Start the collective on every tensor of `bucket` and return without waiting for it (the
+  // single and mpi communicators may complete some of the work before returning). Arguments are
+  // checked before anything starts, so a bad call throws on every rank alike.
+  //
+  // Contract: until wait() has returned for the handle (or a later one), nobody may read or
+  // write the bucket's tensors: not host code, and not backend work queued after the start
+  // (queue it after the wait). The collective reads the tensors after all backend work queued
+  // before the start: on a GPU the communication stream waits for the backend's stream, the
+  // host does not.
+  //
+  // all_reduce on each tensor, as all_reduce() does.
+  virtual CollectiveHandle all_reduce_async(const std::vector<Tensor>& bucket, ReduceOp op) = 0;
+  // reduce of bucket[i] to roots[i] (one root per tensor: a bucket may have several owners).
+  virtual CollectiveHandle reduce_async(const std::vector<Tensor>& bucket, const std::vector<int>& roots,
+                                        ReduceOp op) = 0;
+  // Returns once `handle` and every collective started before it have completed: their tensors
+  // hold the results and may be used again, also by backend work queued from now on. Collectives
+  // complete in the order they were started. A wait that passes timeout_s aborts the job naming
+  // this rank and the bucket that did not complete; an MPI, NCCL or CUDA error throws a
+  // gum::Error naming the rank (run_or_abort then ends the job).
+  virtual void wait(CollectiveHandle handle) = 0;
+  // wait() for every collective started so far.
+  void wait_all() { wait(CollectiveHandle{started_}); }
 
   // ---- host values ----
   virtual void barrier() = 0;
@@ -77,6 +116,13 @@ class Communicator {
   // Ends every rank of the job with exit code `exit_code` (MPI_Abort under mpirun) after
   // printing `message`, prefixed with this rank, to stderr.
   [[noreturn]] virtual void abort(const std::string& message, int exit_code = 1) = 0;
+
+ protected:
+  // The handle of the next started collective (implementations call it once per start).
+  CollectiveHandle next_handle() { return CollectiveHandle{++started_}; }
+
+ private:
+  uint64_t started_ = 0;
 };
 
 // Under mpirun (OMPI_COMM_WORLD_SIZE set): "nccl" for a CUDA backend, "mpi" for a CPU backend.

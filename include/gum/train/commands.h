@@ -23,7 +23,8 @@ int command_prepare(const std::string& config_path, const std::vector<std::strin
 // gum_train export --checkpoint DIR --out DIR: a Hugging Face folder.
 int command_export(const std::string& checkpoint, const std::string& out_dir);
 
-// gum_train plan CONFIG: memory and FLOP budget without training.
-int command_plan(const std::string& config_path, const std::vector<std::string>& overrides);
+// gum_train plan CONFIG [--world-size N]: memory and FLOP budget per rank without training.
+// world_size 0: the launch's (mpirun's), else 1.
+int command_plan(const std::string& config_path, const std::vector<std::string>& overrides, int world_size = 0);
 
 }  // namespace gum

@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "gum/dist/sharding.h"
 #include "gum/model/llama.h"
 #include "gum/optim/optimizer.h"
 #include "gum/train/config.h"
@@ -25,6 +27,11 @@ struct MemoryPlan {
   int seq_len = 0;
   double training_flops_per_token = 0;
   std::string optimizer_table;  // optimizer_memory_table
+  // optimizer.shard_states over several ranks: optimizer_* above are those of the rank with the
+  // most state (largest_state_rank); rank_state_bytes holds every rank's (empty: not sharded).
+  std::vector<size_t> rank_state_bytes;
+  int largest_state_rank = 0;
+  size_t unsharded_optimizer_state_bytes = 0;
   size_t total_bytes() const {
     return weight_bytes + gradient_bytes + optimizer_state_bytes + optimizer_workspace_bytes + activation_bytes;
   }
@@ -35,7 +42,20 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
 std::string format_memory_plan(const MemoryPlan& plan);
 
 // `gum_train plan`: the plan of `config` for world_size ranks (micro-batch as training would
-// use) without allocating real memory or running anything. Prints to stdout.
+// use) without allocating real memory or running anything. Prints to stdout. Under
+// optimizer.shard_states the optimizer is built once per rank as that rank's trainer builds it,
+// and the plan is the one of the rank with the most state.
 MemoryPlan plan_run(const TrainConfig& config, int world_size);
+
+// Sharded optimizer state (optimizer.shard_states, ZeRO-1 by whole matrix, DESIGN §7): the owner
+// of each parameter, balancing the update work (Newton–Schulz or SVD of a block matrix,
+// elementwise Adam of the rest: embeddings, head, norms). Every rank computes the same plan from
+// the same parameters; the trainer and `gum_train plan` both use this one.
+ShardPlan plan_optimizer_shards(const std::vector<OptimParam>& params, int world_size);
+// OptimizerContext::owned for `rank` under `plan`.
+std::vector<char> owned_by_rank(const ShardPlan& plan, int rank);
+// "rank 0 1.50 MiB, rank 1 1.48 MiB": optimizer state per rank, as the trainer logs it and
+// `gum_train plan` prints it.
+std::string format_rank_state_bytes(const std::vector<double>& bytes_per_rank);
 
 }  // namespace gum

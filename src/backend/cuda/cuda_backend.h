@@ -43,6 +43,7 @@ class CudaBackend final : public Backend {
   void copy(Tensor dst, const Tensor& src) override;
   void fill(Tensor dst, float value) override;
   void synchronize() override;
+  void* native_stream() override { return stream_; }
   size_t peak_memory_bytes() const override;
 
   // ---- dense linear algebra (cuda_linalg.cpp) ----

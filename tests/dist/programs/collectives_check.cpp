@@ -4,6 +4,9 @@
 //   collectives_check fail-on-rank R                      rank R throws while the others wait in a
 //                                                         collective: the job must end, non-zero
 //   collectives_check stall-on-rank R [--timeout S]       rank R never joins: the others time out
+//   collectives_check stall-in-bucket-on-rank R [--timeout S]
+//                                                         the same while the others wait for an
+//                                                         async bucket (all_reduce_async)
 // Without mpirun it runs the single communicator (world size 1). A failed check throws, and
 // run_or_abort turns that into a non-zero exit of the whole job naming the rank.
 #include <chrono>
@@ -253,6 +256,91 @@ void check_host_values(Checker& c) {
   comm.barrier();
 }
 
+// reduce to every root in turn; the root's result is then broadcast so that every rank checks it
+// (the other ranks' tensors are unspecified after a reduce), which is also the trainer's pattern
+// under sharded state: reduce the gradient to its owner, broadcast the owner's new weights.
+void check_reduce(Checker& c, Backend& backend) {
+  Communicator& comm = c.comm;
+  const int world = comm.world_size();
+  for (int root = 0; root < world; ++root) {
+    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max}) {
+      DeviceTensor t(backend, DType::F32, 100);
+      t.upload(rank_values<float>(comm.rank(), 100));
+      comm.reduce(t.view(), op, root);
+      comm.broadcast(t.view(), root);
+      c.expect_equal(std::string("reduce F32 ") + reduce_op_name(op) + " to root " + std::to_string(root),
+                     t.download<float>(), reduced_values<float>(world, 0, 100, op), 1e-5);
+    }
+  }
+  DeviceTensor bf(backend, DType::BF16, 64);
+  std::vector<float> mine, want;
+  for (int64_t i = 0; i < 64; ++i) {
+    mine.push_back(static_cast<float>(value_of(comm.rank(), i)));
+    want.push_back(static_cast<float>(reduced_value(world, i, ReduceOp::Sum) / 2));
+  }
+  bf.upload(to_bf16(mine));
+  comm.reduce(bf.view(), ReduceOp::Sum, world - 1);
+  comm.broadcast(bf.view(), world - 1);
+  c.expect_equal("reduce BF16 sum to the last rank", from_bf16(bf.download<uint16_t>()), want);
+}
+
+// Buckets in flight: two async buckets of mixed dtypes and roots are outstanding at once, a
+// blocking collective runs while a third is, and waiting for a later handle completes the
+// earlier ones (collectives complete in start order).
+void check_async_buckets(Checker& c, Backend& backend) {
+  Communicator& comm = c.comm;
+  const int world = comm.world_size();
+  DeviceTensor a(backend, DType::F32, 1000), b(backend, DType::F64, 37), halves(backend, DType::BF16, 64);
+  a.upload(rank_values<float>(comm.rank(), 1000));
+  b.upload(rank_values<double>(comm.rank(), 37));
+  std::vector<float> mine, want_halves;
+  for (int64_t i = 0; i < 64; ++i) {
+    mine.push_back(static_cast<float>(value_of(comm.rank(), i)));
+    want_halves.push_back(static_cast<float>(reduced_value(world, i, ReduceOp::Avg) / 2));
+  }
+  halves.upload(to_bf16(mine));
+  CollectiveHandle first = comm.all_reduce_async({a.view(), b.view(), halves.view()}, ReduceOp::Avg);
+
+  // Under sharding a bucket holds several owners' tensors: one root each.
+  DeviceTensor to_last(backend, DType::F32, 50), to_first(backend, DType::F32, 7);
+  to_last.upload(rank_values<float>(comm.rank(), 50));
+  to_first.upload(rank_values<float>(comm.rank(), 7));
+  CollectiveHandle second = comm.reduce_async({to_last.view(), to_first.view()}, {world - 1, 0}, ReduceOp::Sum);
+  c.expect_equal("handles count up in start order", std::vector<uint64_t>{second.id > first.id ? 1u : 0u},
+                 std::vector<uint64_t>{1});
+  comm.wait(second);  // completes `first` too
+  c.expect_equal("async all_reduce F32 avg", a.download<float>(), reduced_values<float>(world, 0, 1000, ReduceOp::Avg),
+                 1e-5);
+  c.expect_equal("async all_reduce F64 avg", b.download<double>(), reduced_values<double>(world, 0, 37, ReduceOp::Avg),
+                 1e-12);
+  c.expect_equal("async all_reduce BF16 avg", from_bf16(halves.download<uint16_t>()), want_halves, 1e-2);
+  comm.wait(first);  // already complete: returns at once
+  comm.broadcast(to_last.view(), world - 1);
+  comm.broadcast(to_first.view(), 0);
+  c.expect_equal("async reduce to the last rank", to_last.download<float>(),
+                 reduced_values<float>(world, 0, 50, ReduceOp::Sum), 1e-5);
+  c.expect_equal("async reduce to rank 0", to_first.download<float>(),
+                 reduced_values<float>(world, 0, 7, ReduceOp::Sum), 1e-5);
+
+  // A blocking collective while a bucket is in flight, then everything drained. The bucket's
+  // input comes from a backend op queued just before the start and its result feeds one queued
+  // just after the wait: on a GPU this checks the stream ordering (no host synchronisation on
+  // start), on the CPU it is plain arithmetic. Doubling and halving are exact.
+  DeviceTensor third(backend, DType::F32, int64_t{1} << 18);
+  third.upload(rank_values<float>(comm.rank(), int64_t{1} << 18));
+  backend.scale(third.view(), 2.0f);
+  comm.all_reduce_async({third.view()}, ReduceOp::Max);
+  const double world_sum = comm.all_reduce_host(1.0, ReduceOp::Sum);
+  CollectiveHandle nothing = comm.all_reduce_async({}, ReduceOp::Sum);
+  comm.wait_all();
+  backend.scale(third.view(), 0.5f);
+  comm.wait(nothing);
+  c.expect_equal("all_reduce_host while a bucket is in flight", std::vector<double>{world_sum},
+                 std::vector<double>{static_cast<double>(world)});
+  c.expect_equal("async all_reduce max of a large bucket", third.download<float>(),
+                 reduced_values<float>(world, 0, int64_t{1} << 18, ReduceOp::Max));
+}
+
 // Sharded optimizer state: each owner "updates" its matrices, then everyone gets them.
 void check_sharded_broadcast(Checker& c, Backend& backend) {
   Communicator& comm = c.comm;
@@ -285,6 +373,13 @@ void check_argument_errors(Checker& c, Backend& backend) {
   DeviceTensor bytes(backend, DType::U8, 4);
   c.expect_error("sum of U8", [&] { comm.all_reduce(bytes.view(), ReduceOp::Sum); });
   c.expect_error("broadcast from a rank that does not exist", [&] { comm.broadcast(small.view(), comm.world_size()); });
+  c.expect_error("reduce to a rank that does not exist", [&] { comm.reduce(small.view(), ReduceOp::Sum, -1); });
+  c.expect_error("async reduce with fewer roots than tensors", [&] {
+    comm.reduce_async({small.view(), large.view()}, {0}, ReduceOp::Sum);
+  });
+  c.expect_error("async bucket with a U8 tensor", [&] {
+    comm.all_reduce_async({small.view(), bytes.view()}, ReduceOp::Sum);
+  });
   Device other = comm.device() == Device::CPU ? Device::CUDA : Device::CPU;
   float host_value = 0;
   Tensor wrong_device(&host_value, DType::F32, other, Shape{1});
@@ -303,6 +398,8 @@ int run_collectives(Communicator& comm, Backend& backend) {
   check_reduce_scatter(c, backend);
   check_all_gather(c, backend);
   check_broadcasts(c, backend);
+  check_reduce(c, backend);
+  check_async_buckets(c, backend);
   check_host_values(c);
   check_sharded_broadcast(c, backend);
   check_argument_errors(c, backend);
@@ -326,12 +423,18 @@ int run_failure(Communicator& comm, int failing_rank) {
   return 0;
 }
 
-int run_stall(Communicator& comm, int stalled_rank) {
+int run_stall(Communicator& comm, Backend& backend, int stalled_rank, bool in_bucket) {
   if (comm.rank() == stalled_rank) {
     std::this_thread::sleep_for(std::chrono::seconds(120));  // never joins; the job is aborted under it
     return 0;
   }
-  comm.all_reduce_host(1.0, ReduceOp::Sum);
+  if (in_bucket) {
+    DeviceTensor weights(backend, DType::F32, 300), bias(backend, DType::F32, 20);
+    comm.all_reduce_async({weights.view(), bias.view()}, ReduceOp::Sum);
+    comm.wait_all();
+  } else {
+    comm.all_reduce_host(1.0, ReduceOp::Sum);
+  }
   std::printf("rank %d: all_reduce returned although a rank never joined\n", comm.rank());
   return 0;
 }
@@ -340,7 +443,8 @@ int run_stall(Communicator& comm, int stalled_rank) {
   std::fprintf(stderr,
                "usage: collectives_check collectives [--backend cpu|cuda]\n"
                "       collectives_check fail-on-rank R\n"
-               "       collectives_check stall-on-rank R [--timeout SECONDS]\n");
+               "       collectives_check stall-on-rank R [--timeout SECONDS]\n"
+               "       collectives_check stall-in-bucket-on-rank R [--timeout SECONDS]\n");
   std::exit(2);
 }
 
@@ -353,7 +457,7 @@ int main(int argc, char** argv) {
   int target_rank = 0;
   CommunicatorOptions options;
   int next = 2;
-  if (mode == "fail-on-rank" || mode == "stall-on-rank") {
+  if (mode == "fail-on-rank" || mode == "stall-on-rank" || mode == "stall-in-bucket-on-rank") {
     if (argc < 3) usage();
     target_rank = std::atoi(argv[2]);
     next = 3;
@@ -381,7 +485,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<Communicator> comm = make_communicator(*backend, options);
   return run_or_abort(*comm, [&] {
     if (mode == "fail-on-rank") return run_failure(*comm, target_rank);
-    if (mode == "stall-on-rank") return run_stall(*comm, target_rank);
+    if (mode == "stall-on-rank" || mode == "stall-in-bucket-on-rank")
+      return run_stall(*comm, *backend, target_rank, mode == "stall-in-bucket-on-rank");
     return run_collectives(*comm, *backend);
   });
 }

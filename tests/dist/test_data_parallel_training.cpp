@@ -53,6 +53,19 @@ CommandResult launch(int ranks, const std::string& config, const std::string& re
   return r;
 }
 
+// Launches a job that must fail: it ends with a non-zero exit by itself (not killed by `timeout`)
+// within a minute, however its ranks fail.
+CommandResult launch_failing(int ranks, const std::string& config, const std::string& environment = "") {
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult r = launch(ranks, config, "never", environment);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code != 124);
+  CHECK(seconds < 60);
+  return r;
+}
+
 // A micro config for one run: global batch 6 (divisible by 1, 2 and 3 ranks), checkpoint at
 // the end so that the final weights and optimizer state can be compared.
 std::string write_run_config(const std::string& name, const nlohmann::json& patch) {
@@ -244,13 +257,8 @@ TEST_CASE("a rank killed with SIGKILL ends the job with a non-zero exit and no h
   skip_without_mpirun();
   prepared_micro_data();
   const std::string config = write_run_config("rank_killed", {{"optimizer", {{"shard_states", true}}}});
-  const auto start = std::chrono::steady_clock::now();
-  CommandResult r = launch(3, config, "never", "GUM_FAULT_KILL_AFTER_STEP=2 GUM_FAULT_RANK=1");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CommandResult r = launch_failing(3, config, "GUM_FAULT_KILL_AFTER_STEP=2 GUM_FAULT_RANK=1");
   INFO(r.output);
-  CHECK(r.exit_code != 0);
-  CHECK(r.exit_code != 124);  // not ended by `timeout`
-  CHECK(seconds < 60);
   CHECK(r.output.find("rank 1") != std::string::npos);
   CHECK(r.output.find("signal 9") != std::string::npos);
 }
@@ -262,13 +270,8 @@ TEST_CASE("a rank that throws ends the job with a non-zero exit and its message"
   // A file where the checkpoint folder should be: rank 0's save fails while rank 1 waits.
   fs::create_directories(run_dir_of(config));
   std::ofstream(run_dir_of(config) + "/checkpoints") << "not a folder\n";
-  const auto start = std::chrono::steady_clock::now();
-  CommandResult r = launch(2, config, "never");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CommandResult r = launch_failing(2, config);
   INFO(r.output);
-  CHECK(r.exit_code != 0);
-  CHECK(r.exit_code != 124);
-  CHECK(seconds < 60);
   CHECK(r.output.find("rank 0 of 2:") != std::string::npos);
   CHECK(r.output.find("cannot create checkpoint folder") != std::string::npos);
 }
@@ -283,12 +286,7 @@ TEST_CASE("a non-finite gradient under sharded state stops every rank, named by 
       write_run_config("nan_sharded", {{"optimizer", {{"name", "muon"}, {"lr", 1e30}, {"shard_states", true}}},
                                        {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
                                        {"training", {{"grad_clip", 0.0}, {"fused_update", true}}}});
-  const auto start = std::chrono::steady_clock::now();
-  CommandResult r = launch(2, config, "never");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CommandResult r = launch_failing(2, config);
   INFO(r.output);
-  CHECK(r.exit_code != 0);
-  CHECK(r.exit_code != 124);
-  CHECK(seconds < 60);
   CHECK(std::regex_search(r.output, std::regex("rank [01] of 2: step [0-9]+: gradient of \\S+ is NaN or Inf")));
 }

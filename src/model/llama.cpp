@@ -115,9 +115,14 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
   const int64_t C = c.hidden_size, F = c.intermediate_size, D = c.attention_head_dim();
   const int64_t HD = int64_t(c.num_attention_heads) * D, W = (c.num_attention_heads + 2 * int64_t(c.kv_heads())) * D;
   std::vector<NamedShape> layout;
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  // Training keeps every block's activations for backward. Inference runs the blocks one after the
+  // other through one set of buffers, the residual stream alternating between residual_alt and
+  // residual_out, so its activations do not grow with depth.
+  const bool training = use == ModelUse::Training;
+  const int stored_blocks = training ? c.num_hidden_layers : std::min(c.num_hidden_layers, 1);
+  for (int l = 0; l < stored_blocks; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    layout.push_back({p + "input", Shape{N, C}});
+    if (training) layout.push_back({p + "input", Shape{N, C}});
     layout.push_back({p + "ln1", Shape{N, C}});
     layout.push_back({p + "ln1_rstd", Shape{N}});
     layout.push_back({p + "qkv", Shape{N, W}});
@@ -130,12 +135,13 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
     layout.push_back({p + "act", Shape{N, F}});
   }
   layout.push_back({"residual_out", Shape{N, C}});
+  if (!training) layout.push_back({"residual_alt", Shape{N, C}});
   layout.push_back({"lnf", Shape{N, C}});
   layout.push_back({"lnf_rstd", Shape{N}});
   layout.push_back({"logits", Shape{N, c.vocab_size}});
   layout.push_back({"losses", Shape{N}});
   layout.push_back({"scratch", Shape{N, C}});
-  if (use == ModelUse::Inference) return layout;
+  if (!training) return layout;
   // Gradient buffers, reused by every block in backward.
   layout.push_back({"d_residual", Shape{N, C}});
   layout.push_back({"d_ln", Shape{N, C}});
@@ -202,9 +208,13 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   for (int l = 0; l < L; ++l) {
     s.block_params.push_back(block_tensors(params_, config, l));
     if (training) s.block_grads.push_back(block_tensors(grads_, config, l));
-    const std::string p = "layers." + std::to_string(l) + ".";
+    const std::string p = "layers." + std::to_string(training ? l : 0) + ".";
     BlockActivations a;
-    a.input = acts_.view(p + "input");
+    // Inference: the last block writes residual_out, so block l reads residual_alt when L-1-l is even.
+    if (training)
+      a.input = acts_.view(p + "input");
+    else
+      a.input = acts_.view((L - 1 - l) % 2 == 0 ? "residual_alt" : "residual_out");
     a.ln1 = acts_.view(p + "ln1");
     a.ln1_rstd = acts_.view(p + "ln1_rstd");
     a.qkv = acts_.view(p + "qkv");

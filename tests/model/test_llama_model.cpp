@@ -184,4 +184,18 @@ TEST_CASE("an inference model holds no gradients and computes the training model
   CHECK(host_copy(*backend, inference.logits()) == host_copy(*backend, training.logits()));
   REQUIRE_THROWS_WITH(inference.backward(1.0f), Catch::Contains("inference"));
   REQUIRE_THROWS_WITH(inference.zero_grads(), Catch::Contains("inference"));
+
+  // One set of block buffers serves every layer: activations do not grow with depth.
+  for (int layers : {1, 2, 5}) {
+    LlamaConfig deeper = config;
+    deeper.num_hidden_layers = layers;
+    LlamaModel deep_training(deeper, *backend, B, T);
+    LlamaModel deep_inference(deeper, *backend, B, T, ModelUse::Inference);
+    CHECK(deep_inference.activation_bytes() == inference.activation_bytes());
+    deep_training.init_weights(4);
+    deep_inference.init_weights(4);
+    INFO(layers << " layers");
+    CHECK(deep_inference.forward(batch.view(B)) == deep_training.forward(batch.view(B)));
+    CHECK(host_copy(*backend, deep_inference.logits()) == host_copy(*backend, deep_training.logits()));
+  }
 }

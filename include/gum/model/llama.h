@@ -31,8 +31,9 @@ struct BlockTensors {
   Tensor ln1, qkv_weight, qkv_bias, o_weight, o_bias, ln2, gate_up_weight, down_weight;
 };
 
-// Training allocates the gradient arena and backward's buffers; Inference (evaluation, sampling)
-// allocates neither, so a model's weights are held once, not twice.
+// Training allocates the gradient arena, backward's buffers and every block's activations;
+// Inference (evaluation, sampling) allocates no gradients and runs the blocks through one set of
+// activation buffers, so the weights are held once and activations do not grow with depth.
 enum class ModelUse { Training, Inference };
 
 class LlamaModel {

@@ -99,6 +99,7 @@ struct LlamaModel::Private {
   std::vector<BlockActivations> blocks;
   Tensor residual_out, lnf, lnf_rstd, logits, losses;  // residual_out = x_L
   Tensor scratch;                                      // [N, C] projection output before the residual add
+  Tensor recompute_out;  // TrainingRecompute: where backward's re-run of a block writes x_{l+1}
   Tensor d_residual, d_ln, d_qkv, d_att, d_gate_up, d_act;
   Arena tables;   // F32: RoPE cos/sin
   Arena indices;  // I32: tokens, targets, positions, doc_start
@@ -115,14 +116,15 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
   const int64_t C = c.hidden_size, F = c.intermediate_size, D = c.attention_head_dim();
   const int64_t HD = int64_t(c.num_attention_heads) * D, W = (c.num_attention_heads + 2 * int64_t(c.kv_heads())) * D;
   std::vector<NamedShape> layout;
-  // Training keeps every block's activations for backward. Inference runs the blocks one after the
-  // other through one set of buffers, the residual stream alternating between residual_alt and
-  // residual_out, so its activations do not grow with depth.
-  const bool training = use == ModelUse::Training;
-  const int stored_blocks = training ? c.num_hidden_layers : std::min(c.num_hidden_layers, 1);
-  for (int l = 0; l < stored_blocks; ++l) {
+  // Training keeps every block's activations for backward. TrainingRecompute keeps every block's
+  // input and one set of the other buffers (layers.0.*), which backward refills per block, plus
+  // recompute_out for the recomputed block's output. Inference runs the blocks one after the other
+  // through one set of buffers, the residual stream alternating between residual_alt and residual_out.
+  const bool all_blocks = use == ModelUse::Training, inputs = use != ModelUse::Inference;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    if (training) layout.push_back({p + "input", Shape{N, C}});
+    if (inputs) layout.push_back({p + "input", Shape{N, C}});
+    if (l > 0 && !all_blocks) continue;
     layout.push_back({p + "ln1", Shape{N, C}});
     layout.push_back({p + "ln1_rstd", Shape{N}});
     layout.push_back({p + "qkv", Shape{N, W}});
@@ -135,13 +137,14 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
     layout.push_back({p + "act", Shape{N, F}});
   }
   layout.push_back({"residual_out", Shape{N, C}});
-  if (!training) layout.push_back({"residual_alt", Shape{N, C}});
+  if (use == ModelUse::Inference) layout.push_back({"residual_alt", Shape{N, C}});
+  if (use == ModelUse::TrainingRecompute) layout.push_back({"recompute_out", Shape{N, C}});
   layout.push_back({"lnf", Shape{N, C}});
   layout.push_back({"lnf_rstd", Shape{N}});
   layout.push_back({"logits", Shape{N, c.vocab_size}});
   layout.push_back({"losses", Shape{N}});
   layout.push_back({"scratch", Shape{N, C}});
-  if (!training) return layout;
+  if (use == ModelUse::Inference) return layout;
   // Gradient buffers, reused by every block in backward.
   layout.push_back({"d_residual", Shape{N, C}});
   layout.push_back({"d_ln", Shape{N, C}});
@@ -195,7 +198,7 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   std::vector<NamedShape> param_layout;
   for (const auto& spec : specs_) param_layout.push_back({spec.name, spec.shape});
   params_ = Arena(backend, DType::F32, param_layout);
-  const bool training = use == ModelUse::Training;
+  const bool training = use != ModelUse::Inference;
   if (training) grads_ = Arena(backend, DType::F32, param_layout);
 
   const int64_t N = int64_t(max_batch) * seq_len;
@@ -208,11 +211,11 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   for (int l = 0; l < L; ++l) {
     s.block_params.push_back(block_tensors(params_, config, l));
     if (training) s.block_grads.push_back(block_tensors(grads_, config, l));
-    const std::string p = "layers." + std::to_string(training ? l : 0) + ".";
+    const std::string p = "layers." + std::to_string(use == ModelUse::Training ? l : 0) + ".";
     BlockActivations a;
     // Inference: the last block writes residual_out, so block l reads residual_alt when L-1-l is even.
     if (training)
-      a.input = acts_.view(p + "input");
+      a.input = acts_.view("layers." + std::to_string(l) + ".input");
     else
       a.input = acts_.view((L - 1 - l) % 2 == 0 ? "residual_alt" : "residual_out");
     a.ln1 = acts_.view(p + "ln1");
@@ -237,6 +240,7 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   s.logits = acts_.view("logits");
   s.losses = acts_.view("losses");
   s.scratch = acts_.view("scratch");
+  if (use == ModelUse::TrainingRecompute) s.recompute_out = acts_.view("recompute_out");
   if (training) {
     s.d_embedding = grads_.view("model.embed_tokens.weight");
     s.d_final_norm = grads_.view("model.norm.weight");
@@ -359,24 +363,8 @@ double LlamaModel::forward(const TokenBatch& batch) {
   const int L = c.num_hidden_layers;
   const Tensor first_input = L > 0 ? rows(s.blocks[0].input, N) : rows(s.residual_out, N);
   be.embedding_forward(first_input, tokens, s.embedding);
-  const Tensor scratch = rows(s.scratch, N);
-  for (int l = 0; l < L; ++l) {
-    const BlockActivations& a = s.blocks[l];
-    const BlockBuffers buffers{rows(a.input, N),
-                               rows(a.ln1, N),
-                               rows(a.ln1_rstd, N),
-                               rows(a.qkv, N),
-                               rows(a.att, N),
-                               rows(a.mid, N),
-                               rows(a.ln2, N),
-                               rows(a.ln2_rstd, N),
-                               rows(a.gate_up, N),
-                               rows(a.act, N),
-                               scratch,
-                               l + 1 < L ? rows(s.blocks[l + 1].input, N) : rows(s.residual_out, N)};
-    block_forward(be, s.block_params[l], buffers, position_ids, s.cos_sin, shape, eps,
-                  [&](const Tensor& att, const Tensor& qkv) { be.attention_forward(att, a.att_aux, qkv, doc, shape); });
-  }
+  for (int l = 0; l < L; ++l)
+    run_block(l, shape, position_ids, doc, l + 1 < L ? rows(s.blocks[l + 1].input, N) : rows(s.residual_out, N));
   const Tensor lnf = rows(s.lnf, N), logits = rows(s.logits, N), losses = rows(s.losses, N);
   be.rmsnorm_forward(lnf, rows(s.lnf_rstd, N), rows(s.residual_out, N), s.final_norm, eps);
   be.linear_forward(logits, lnf, s.head, nullptr);
@@ -388,6 +376,32 @@ double LlamaModel::forward(const TokenBatch& batch) {
   if (!batch.targets) return 0.0;
   be.cross_entropy_forward(losses, logits, target_ids);
   return be.sum(losses);
+}
+
+// Block l's forward on the first shape.batch sequences, from its stored input into its activation
+// buffers and `output` (x_{l+1}).
+void LlamaModel::run_block(int l, const AttentionShape& shape, const Tensor& position_ids, const Tensor* doc_start,
+                           const Tensor& output) {
+  Private& s = *state_;
+  Backend& be = *backend_;
+  const int64_t N = int64_t(shape.batch) * shape.seq_len;
+  const BlockActivations& a = s.blocks[l];
+  const BlockBuffers buffers{rows(a.input, N),
+                             rows(a.ln1, N),
+                             rows(a.ln1_rstd, N),
+                             rows(a.qkv, N),
+                             rows(a.att, N),
+                             rows(a.mid, N),
+                             rows(a.ln2, N),
+                             rows(a.ln2_rstd, N),
+                             rows(a.gate_up, N),
+                             rows(a.act, N),
+                             rows(s.scratch, N),
+                             output};
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  block_forward(be, s.block_params[l], buffers, position_ids, s.cos_sin, shape, eps, [&](const Tensor& att, const Tensor& qkv) {
+    be.attention_forward(att, a.att_aux, qkv, doc_start, shape);
+  });
 }
 
 void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
@@ -423,6 +437,10 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
     const BlockTensors& w = s.block_params[l];
     BlockTensors& g = s.block_grads[l];
     const BlockActivations& a = s.blocks[l];
+    // Activation checkpointing: refill the shared buffers with this block's activations. The last
+    // block needs no re-run: forward left its activations there.
+    if (use_ == ModelUse::TrainingRecompute && l + 1 < c.num_hidden_layers)
+      run_block(l, shape, position_ids, doc, rows(s.recompute_out, N));
     // d_residual holds dL/dx_{l+1}; x_{l+1} = mid + act Wdown^T, so it is also the part of dL/dmid
     // that flows through the skip connection.
     be.linear_backward(d_act, g.down_weight, nullptr, d_residual, rows(a.act, N), w.down_weight, false);

@@ -37,7 +37,7 @@ TrainingConfig training_from_json(const nlohmann::json& j, const std::string& co
   const std::string p = "training";
   reject_unknown_keys(j,
                       {"backend", "seed", "seq_len", "batch_size", "micro_batch_size", "max_steps", "max_tokens",
-                       "grad_clip", "precision", "fused_update", "threads"},
+                       "grad_clip", "precision", "fused_update", "activation_checkpointing", "threads"},
                       context, p);
   TrainingConfig t;
   read_key(j, "backend", t.backend, context, p);
@@ -50,6 +50,7 @@ TrainingConfig training_from_json(const nlohmann::json& j, const std::string& co
   read_key(j, "grad_clip", t.grad_clip, context, p);
   read_key(j, "precision", t.precision, context, p);
   read_key(j, "fused_update", t.fused_update, context, p);
+  read_key(j, "activation_checkpointing", t.activation_checkpointing, context, p);
   read_key(j, "threads", t.threads, context, p);
   if (t.backend != "cpu" && t.backend != "cuda" && t.backend != "auto")
     usage_error(context, ": training.backend must be cpu, cuda or auto, got '", t.backend, "'");
@@ -281,6 +282,7 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                    {"grad_clip", t.grad_clip},
                    {"precision", t.precision},
                    {"fused_update", t.fused_update},
+                   {"activation_checkpointing", t.activation_checkpointing},
                    {"threads", t.threads}};
   j["eval"] = {{"every_steps", c.eval.every_steps},
                {"max_tokens", c.eval.max_tokens},

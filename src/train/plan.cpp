@@ -186,7 +186,7 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
   std::unique_ptr<Backend> target =
       make_backend(config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend);
   PlanningBackend planning(*target);
-  LlamaModel model(config.model, planning, micro_batch, config.training.seq_len);
+  LlamaModel model(config.model, planning, micro_batch, config.training.seq_len, training_model_use(config.training));
   OptimizerContext ctx;
   ctx.backend = &planning;
   ctx.params = make_optim_params(model);

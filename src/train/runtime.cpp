@@ -34,6 +34,10 @@ Runtime make_runtime(const TrainConfig& config) {
   return r;
 }
 
+ModelUse training_model_use(const TrainingConfig& training) {
+  return training.activation_checkpointing ? ModelUse::TrainingRecompute : ModelUse::Training;
+}
+
 std::vector<OptimParam> make_optim_params(LlamaModel& model) {
   std::vector<OptimParam> params;
   for (const auto& spec : model.specs()) {

@@ -151,7 +151,8 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
         "training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
         "updating after backward instead");
 
-  model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len);
+  model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len,
+                                        training_model_use(config.training));
   OptimizerContext ctx;
   ctx.backend = &backend_;
   ctx.params = make_optim_params(*model_);

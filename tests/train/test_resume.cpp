@@ -1,9 +1,10 @@
 // Resume is bitwise exact on the CPU: 20 steps straight equal 13 steps, kill -9, resume from
 // the step-10 checkpoint, 10 more steps; and a corrupt newest checkpoint falls back to the
-// previous one. Also: the fused per-layer update equals the update after backward.
+// previous one. Also: the fused per-layer update and activation checkpointing equal the plain step.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "gum/io/checkpoint.h"
@@ -103,6 +104,29 @@ TEST_CASE("the fused per-layer update equals the update after backward") {
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("fused per layer") != std::string::npos);
   CHECK(final_weights(fused.run_dir, 6) == final_weights(plain.run_dir, 6));
+}
+
+TEST_CASE("activation checkpointing trains bit for bit like stored activations, with less activation memory") {
+  const nlohmann::json base = {{"training", {{"max_steps", 4}, {"micro_batch_size", 1}}},
+                               {"checkpoint", {{"every_steps", 0}}}};
+  Run stored = make_run("checkpointing_off", base);
+  nlohmann::json recompute_patch = base;
+  recompute_patch["training"]["activation_checkpointing"] = true;
+  Run recomputed = make_run("checkpointing_on", recompute_patch);
+  REQUIRE(run_gum_train(stored.config + " --resume never").exit_code == 0);
+  REQUIRE(run_gum_train(recomputed.config + " --resume never").exit_code == 0);
+  CHECK(final_weights(recomputed.run_dir, 4) == final_weights(stored.run_dir, 4));
+
+  // `plan` reads the same key: the activation line shrinks.
+  auto activation_bytes = [](const std::string& config) {
+    CommandResult r = run_gum_train("plan " + config);
+    REQUIRE(r.exit_code == 0);
+    std::smatch m;
+    REQUIRE(std::regex_search(r.output, m, std::regex("activations +([0-9.]+) (KiB|MiB|GiB)")));
+    const double scale = m[2] == "KiB" ? 1024.0 : m[2] == "MiB" ? 1048576.0 : 1073741824.0;
+    return std::stod(m[1]) * scale;
+  };
+  CHECK(activation_bytes(recomputed.config) < activation_bytes(stored.config));
 }
 
 TEST_CASE("gradient accumulation over micro-batches matches one full batch") {

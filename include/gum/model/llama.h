@@ -31,10 +31,13 @@ struct BlockTensors {
   Tensor ln1, qkv_weight, qkv_bias, o_weight, o_bias, ln2, gate_up_weight, down_weight;
 };
 
-// Training allocates the gradient arena, backward's buffers and every block's activations;
-// Inference (evaluation, sampling) allocates no gradients and runs the blocks through one set of
-// activation buffers, so the weights are held once and activations do not grow with depth.
-enum class ModelUse { Training, Inference };
+// Training allocates the gradient arena, backward's buffers and every block's activations.
+// TrainingRecompute (activation checkpointing, Chen et al. 2016, arXiv 1604.06174) keeps only each
+// block's input and one set of block buffers: backward runs a block's forward again just before
+// its backward, for about one more forward pass per step. Inference (evaluation, sampling)
+// allocates no gradients and runs the blocks through one set of activation buffers. In the last
+// two, activations grow with depth only by the stored inputs (TrainingRecompute) or not at all.
+enum class ModelUse { Training, TrainingRecompute, Inference };
 
 class LlamaModel {
  public:
@@ -81,6 +84,9 @@ class LlamaModel {
   size_t activation_bytes() const { return acts_.bytes(); }
 
  private:
+  void run_block(int layer, const AttentionShape& shape, const Tensor& position_ids, const Tensor* doc_start,
+                 const Tensor& output);
+
   // (defined in llama.cpp)
   struct Private;
   LlamaConfig config_;

@@ -28,6 +28,8 @@ struct TrainingConfig {
   double grad_clip = 1.0;          // global-norm clipping; 0 = off
   std::string precision = "fp32";  // fp32 | bf16 (cuda only)
   bool fused_update = false;       // per-layer update inside backward (only when grad_clip == 0)
+  // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
+  bool activation_checkpointing = false;
   int threads = 0;                 // CPU threads for OpenMP/OpenBLAS; 0 = all cores
 };
 

@@ -24,6 +24,9 @@ struct Runtime {
 // rank, CPU threads (training.threads).
 Runtime make_runtime(const TrainConfig& config);
 
+// How training builds its model: ModelUse::TrainingRecompute under training.activation_checkpointing.
+ModelUse training_model_use(const TrainingConfig& training);
+
 // OpenMP and OpenBLAS threads; 0 leaves the library defaults (all cores).
 void set_cpu_threads(int threads);
 

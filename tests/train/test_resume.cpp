@@ -91,31 +91,40 @@ TEST_CASE("a corrupt newest checkpoint is skipped and training redoes the steps 
   CHECK(trajectory(run.run_dir).size() == 10);
 }
 
+namespace {
+
+// Trains `steps` steps with `base` and with `base` plus training.<switch_key> = true: the two runs
+// must end with bit-identical weights. Returns both runs (plain first) and the switched run's output.
+struct SwitchedRuns {
+  Run plain, switched;
+  CommandResult switched_result;
+};
+SwitchedRuns train_with_and_without(const std::string& switch_key, const nlohmann::json& base, int steps) {
+  Run plain = make_run(switch_key + "_off", base);
+  nlohmann::json patch = base;
+  patch["training"][switch_key] = true;
+  Run switched = make_run(switch_key + "_on", patch);
+  REQUIRE(run_gum_train(plain.config + " --resume never").exit_code == 0);
+  CommandResult r = run_gum_train(switched.config + " --resume never");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(final_weights(switched.run_dir, steps) == final_weights(plain.run_dir, steps));
+  return {plain, switched, r};
+}
+
+}  // namespace
+
 TEST_CASE("the fused per-layer update equals the update after backward") {
   const nlohmann::json no_clip = {{"training", {{"grad_clip", 0.0}, {"max_steps", 6}}},
                                   {"checkpoint", {{"every_steps", 0}}}};
-  Run plain = make_run("fused_off", no_clip);
-  nlohmann::json fused_patch = no_clip;
-  fused_patch["training"]["fused_update"] = true;
-  Run fused = make_run("fused_on", fused_patch);
-  REQUIRE(run_gum_train(plain.config + " --resume never").exit_code == 0);
-  CommandResult r = run_gum_train(fused.config + " --resume never");
-  INFO(r.output);
-  REQUIRE(r.exit_code == 0);
-  CHECK(r.output.find("fused per layer") != std::string::npos);
-  CHECK(final_weights(fused.run_dir, 6) == final_weights(plain.run_dir, 6));
+  SwitchedRuns runs = train_with_and_without("fused_update", no_clip, 6);
+  CHECK(runs.switched_result.output.find("fused per layer") != std::string::npos);
 }
 
 TEST_CASE("activation checkpointing trains bit for bit like stored activations, with less activation memory") {
   const nlohmann::json base = {{"training", {{"max_steps", 4}, {"micro_batch_size", 1}}},
                                {"checkpoint", {{"every_steps", 0}}}};
-  Run stored = make_run("checkpointing_off", base);
-  nlohmann::json recompute_patch = base;
-  recompute_patch["training"]["activation_checkpointing"] = true;
-  Run recomputed = make_run("checkpointing_on", recompute_patch);
-  REQUIRE(run_gum_train(stored.config + " --resume never").exit_code == 0);
-  REQUIRE(run_gum_train(recomputed.config + " --resume never").exit_code == 0);
-  CHECK(final_weights(recomputed.run_dir, 4) == final_weights(stored.run_dir, 4));
+  SwitchedRuns runs = train_with_and_without("activation_checkpointing", base, 4);
 
   // `plan` reads the same key: the activation line shrinks.
   auto activation_bytes = [](const std::string& config) {
@@ -126,7 +135,7 @@ TEST_CASE("activation checkpointing trains bit for bit like stored activations, 
     const double scale = m[2] == "KiB" ? 1024.0 : m[2] == "MiB" ? 1048576.0 : 1073741824.0;
     return std::stod(m[1]) * scale;
   };
-  CHECK(activation_bytes(recomputed.config) < activation_bytes(stored.config));
+  CHECK(activation_bytes(runs.switched.config) < activation_bytes(runs.plain.config));
 }
 
 TEST_CASE("gradient accumulation over micro-batches matches one full batch") {

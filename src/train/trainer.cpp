@@ -524,11 +524,12 @@ void Trainer::log_startup() const {
   if (!is_root()) return;
   spdlog::info(
       "gum_train {}: {} on {} x {} ({} communicator) | {} parameters | {} steps x {} tokens | optimizer {} | "
-      "update {}",
+      "update {} | activations {}",
       GUM_VERSION, config_.source, comm_.world_size(), backend_.name(), comm_.name(),
       format_count(double(config_.model.num_parameters())), total_steps_,
       format_count(double(config_.tokens_per_step())), optimizer_->name(),
-      fused_ ? "fused per layer in backward" : "after backward");
+      fused_ ? "fused per layer in backward" : "after backward",
+      model_->use() == ModelUse::TrainingRecompute ? "recomputed per block in backward" : "stored");
   spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
                config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);
   spdlog::info("\n{}", format_memory_plan(measure_memory_plan(*model_, *optimizer_, config_.training.seq_len)));

@@ -125,6 +125,7 @@ TEST_CASE("activation checkpointing trains bit for bit like stored activations, 
   const nlohmann::json base = {{"training", {{"max_steps", 4}, {"micro_batch_size", 1}}},
                                {"checkpoint", {{"every_steps", 0}}}};
   SwitchedRuns runs = train_with_and_without("activation_checkpointing", base, 4);
+  CHECK(runs.switched_result.output.find("activations recomputed per block") != std::string::npos);
 
   // `plan` reads the same key: the activation line shrinks.
   auto activation_bytes = [](const std::string& config) {

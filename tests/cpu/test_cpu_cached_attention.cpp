@@ -5,24 +5,16 @@
 #include <cmath>
 #include <vector>
 
+#include "common/relative_error.h"
 #include "gum/core/error.h"
 #include "test_util.h"
 
 using namespace gum;
 using gum::testing::DeviceBuffer;
 using gum::testing::random_vector;
+using gum::testing::relative_error;
 
 namespace {
-
-double relative_error(const std::vector<float>& actual, const std::vector<double>& expected) {
-  REQUIRE(actual.size() == expected.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    diff += (actual[i] - expected[i]) * (actual[i] - expected[i]);
-    norm += expected[i] * expected[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
-}
 
 // Keys and values of every position seen so far, per sequence, in double: [B][position][KV * D].
 struct ReferenceCache {
@@ -89,7 +81,7 @@ TEST_CASE("cached_attention_forward equals a naive double reference (GQA, MHA, M
       qkv.upload(qkv_values);
       backend->cached_attention_forward(out.tensor, cache.tensor, qkv.tensor, past, s);
       const std::vector<double> expected = naive_cached_attention(reference, qkv_values, s);
-      const double error = relative_error(out.download(), expected);
+      const double error = relative_error(expected, out.download());
       INFO("relative error " << error);
       CHECK(error < 1e-6);
       past += n;
@@ -136,7 +128,7 @@ TEST_CASE("a sequence fed through the cache in pieces gets the outputs of causal
     for (int64_t b = 0; b < full.batch; ++b)
       want.insert(want.end(), expected.begin() + (b * T + past) * HD, expected.begin() + (b * T + past + n) * HD);
     INFO("rows [" << past << ", " << past + n << ")");
-    CHECK(relative_error(got, want) < 1e-6);
+    CHECK(relative_error(want, got) < 1e-6);
     past += n;
   }
 }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/relative_error.h"
 #include "common/skip.h"
 #include "gum/backend/backend.h"
 #include "gum/core/dtype.h"
@@ -141,20 +142,7 @@ class BackendPair {
   std::vector<std::pair<Backend*, void*>> owned_;
 };
 
-// ||actual - expected|| / ||expected||; infinity when a value is NaN/Inf on one side only.
-inline double relative_error(const std::vector<float>& expected, const std::vector<float>& actual) {
-  REQUIRE(expected.size() == actual.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    if (std::isfinite(expected[i]) != std::isfinite(actual[i])) return INFINITY;
-    if (!std::isfinite(expected[i])) continue;
-    const double d = double(actual[i]) - double(expected[i]);
-    diff += d * d;
-    norm += double(expected[i]) * double(expected[i]);
-  }
-  if (norm == 0.0) return std::sqrt(diff);
-  return std::sqrt(diff / norm);
-}
+using gum::testing::relative_error;
 
 inline void expect_close(const std::vector<float>& expected, const std::vector<float>& actual, double tolerance,
                          const std::string& what) {

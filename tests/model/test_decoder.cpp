@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "common/relative_error.h"
 #include "gum/core/error.h"
 #include "gum/model/decoder.h"
 #include "gum/model/llama.h"
 
 using namespace gum;
+using gum::testing::relative_error;
 using Catch::Matchers::Contains;
 
 namespace {
@@ -82,16 +84,6 @@ std::vector<float> full_forward_last_logits(LlamaModel& model, std::vector<int32
   model.forward(batch);
   const int64_t row = static_cast<int64_t>(length) - 1;
   return host_copy(model.backend(), model.logits().row_slice(row, row + 1));
-}
-
-double relative_error(const std::vector<float>& expected, const std::vector<float>& actual) {
-  REQUIRE(expected.size() == actual.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    diff += (double(actual[i]) - expected[i]) * (double(actual[i]) - expected[i]);
-    norm += double(expected[i]) * expected[i];
-  }
-  return std::sqrt(diff / norm);
 }
 
 std::vector<int32_t> random_tokens(int count, int vocab, uint64_t seed) {

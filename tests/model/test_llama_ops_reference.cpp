@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/relative_error.h"
 #include "../cpu/test_util.h"
 #include "gum/backend/backend.h"
 #include "gum/io/safetensors.h"
@@ -193,17 +194,12 @@ void cross_entropy_case(OpCases& c, std::vector<std::unique_ptr<DeviceBuffer>>& 
   c.result("cross_entropy.grad.logits", dlogits.tensor);
 }
 
+// Our float32 result against PyTorch's float64 tensor.
 double relative_error(const std::vector<float>& ours, const HostTensor& ref_tensor) {
   std::vector<double> ref(static_cast<size_t>(ref_tensor.numel()));
   REQUIRE(ref_tensor.dtype == DType::F64);
   std::memcpy(ref.data(), ref_tensor.bytes.data(), ref_tensor.bytes.size());
-  REQUIRE(ours.size() == ref.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (double(ours[i]) - ref[i]) * (double(ours[i]) - ref[i]);
-    norm += ref[i] * ref[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-300);
+  return gum::testing::relative_error(ref, ours);
 }
 
 }  // namespace

@@ -10,11 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "common/relative_error.h"
 #include "gum/core/error.h"
 #include "gum/io/safetensors.h"
 #include "gum/model/llama.h"
 
 using namespace gum;
+using gum::testing::relative_error;
 namespace fs = std::filesystem;
 
 namespace {
@@ -77,16 +79,6 @@ std::vector<double> as_double(const HostTensor& h) {
     out.assign(f.begin(), f.end());
   }
   return out;
-}
-
-double relative_error(const std::vector<double>& ours, const std::vector<double>& ref) {
-  REQUIRE(ours.size() == ref.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    diff += (ours[i] - ref[i]) * (ours[i] - ref[i]);
-    norm += ref[i] * ref[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-300);
 }
 
 struct Inputs {
@@ -157,7 +149,7 @@ void compare_with_reference(const LlamaConfig& config, const std::string& tag, i
 
   {
     INFO(tag << ": logits");
-    REQUIRE(relative_error(as_double(logits), as_double(ref.at("logits"))) < 1e-5);
+    REQUIRE(relative_error(as_double(ref.at("logits")), as_double(logits)) < 1e-5);
   }
   const double ref_loss = as_double(ref.at("loss"))[0];
   INFO(tag << ": loss " << loss << " vs reference " << ref_loss);
@@ -166,7 +158,7 @@ void compare_with_reference(const LlamaConfig& config, const std::string& tag, i
     const std::string& name = model.specs()[i].name;
     const std::vector<double> ours = as_double(to_host(*backend, model.grads().view(i)));
     const std::vector<double> theirs = as_double(ref.at("grad." + name));
-    const double err = relative_error(ours, theirs);
+    const double err = relative_error(theirs, ours);
     INFO(tag << ": gradient of " << name << " relative error " << err);
     REQUIRE(err < 1e-5);
   }

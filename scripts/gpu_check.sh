@@ -14,8 +14,15 @@
 # Usage: scripts/gpu_check.sh [OUT_DIR]     (default: gpu_check_<date>)
 #   GUM_GPU_BUILD_DIR  build folder (default: build-gpu)
 #   GUM_GPU_SKIP_BENCH=1  skip step 5;  GUM_TRAIN_STEPS (default 200)
+# On a lent machine without our Debian packages, the kit of scripts/device_kit.sh (.device-kit/,
+# carried along) supplies them: scripts/device_setup.sh is sourced first, and the carried corpus
+# replaces make_corpus.sh. Elsewhere nothing changes.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -d "$root/.device-kit" ]; then
+  # shellcheck source=device_setup.sh
+  source "$root/scripts/device_setup.sh" || { echo "gpu_check: device_setup.sh failed" >&2; exit 1; }
+fi
 out="${1:-$root/gpu_check_$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -78,9 +85,16 @@ fi
 # the first steps: fp32 within 1e-3 relative per step, bf16 within 3e-2.
 train_bin="$build/bin/gum_train"
 train_config="$out/llama_20m_embedded.json"
+make_corpus() {  # the kit's corpus when it was carried (its sources are not on the device)
+  if [ -f "$root/.device-kit/data/corpus/c4-train.00000-of-00001.json.gz" ]; then
+    echo "gpu_check: corpus carried in .device-kit (copied to data/corpus by device_setup.sh)"
+  else
+    scripts/make_corpus.sh
+  fi
+}
 if [ ! -x "$train_bin" ]; then
   record train SKIPPED "gum_train binary missing in $build"
-elif ! (cd "$root" && scripts/make_corpus.sh && "$train_bin" prepare configs/llama_tiny.json) \
+elif ! (cd "$root" && make_corpus && "$train_bin" prepare configs/llama_tiny.json) \
        > "$out/prepare.log" 2>&1; then
   record train FAILED "corpus or prepare failed: see prepare.log"
 else

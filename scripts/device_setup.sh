@@ -26,6 +26,11 @@ gum_device_setup() {
 
   # ---- unpack (again only when the kit's package list changed) ----
   if ! cmp -s "$kit/debs/PACKAGES.txt" "$prefix/.gum-kit-packages.txt"; then
+    # Only a folder this script made (it holds the stamp) or an empty one is replaced.
+    if [ -d "$prefix" ] && [ ! -f "$prefix/.gum-kit-packages.txt" ] && [ -n "$(ls -A "$prefix")" ]; then
+      echo "device_setup: $prefix exists and was not made by device_setup.sh; set GUM_DEPS_PREFIX" >&2
+      return 1
+    fi
     rm -rf "$prefix"
     mkdir -p "$prefix"
     local deb

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Makes the kit of scripts/device_kit.sh usable on a lent GPU machine, which has no network and
 # none of our Debian packages. Source it, from bash, in the repository root:
 #   source scripts/device_setup.sh

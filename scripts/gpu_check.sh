@@ -29,6 +29,9 @@ out="$(cd "$out" && pwd)"
 build="${GUM_GPU_BUILD_DIR:-$root/build-gpu}"
 steps="${GUM_TRAIN_STEPS:-200}"
 jobs="$(nproc)"
+# The JSON steps below need only the standard library: any python3 on PATH will do (the GPU image
+# has /opt/torch/.venv/bin/python3 first and may have no /usr/bin/python3).
+python="$(command -v python3 || echo /usr/bin/python3)"
 
 declare -a names=() states=() notes=()
 record() {  # record NAME STATE NOTE
@@ -98,7 +101,7 @@ elif ! (cd "$root" && make_corpus && "$train_bin" prepare configs/llama_tiny.jso
        > "$out/prepare.log" 2>&1; then
   record train FAILED "corpus or prepare failed: see prepare.log"
 else
-  /usr/bin/python3 - "$root/configs/llama_tiny.json" "$train_config" <<'PY'
+  "$python" - "$root/configs/llama_tiny.json" "$train_config" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[1]))
 config["model"] = {"preset": "llama_20m", "vocab_size": config["model"]["vocab_size"]}
@@ -109,7 +112,7 @@ json.dump(config, open(sys.argv[2], "w"), indent=2)
 PY
   cpu_steps=10
   compare_losses() {  # compare_losses REFERENCE_RUN_DIR RUN_DIR TOLERANCE: "ok ..." or "FAILED ..."
-    /usr/bin/python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
+    "$python" - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
 import json, sys
 def losses(path):
     return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "loss" in r and "val_loss" not in r}

@@ -14,6 +14,10 @@
 # Usage: scripts/gpu_check.sh [OUT_DIR]     (default: gpu_check_<date>)
 #   GUM_GPU_BUILD_DIR  build folder (default: build-gpu)
 #   GUM_GPU_SKIP_BENCH=1  skip step 5;  GUM_TRAIN_STEPS (default 200)
+#   GUM_GPU_STEPS   the steps to run, comma-separated (default all): build, tests, memcheck, train,
+#                   nccl, bench. The device tool allows 10 minutes per command, so on a lent machine
+#                   run them over several calls while it is warm (the build folder stays between
+#                   calls): build,tests then memcheck,train,nccl then bench, each into its own OUT_DIR.
 # On a lent machine without our Debian packages, the kit of scripts/device_kit.sh (.device-kit/,
 # carried along) supplies them: scripts/device_setup.sh is sourced first, and the carried corpus
 # replaces make_corpus.sh. Elsewhere nothing changes.
@@ -28,6 +32,9 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 build="${GUM_GPU_BUILD_DIR:-$root/build-gpu}"
 steps="${GUM_TRAIN_STEPS:-200}"
+selected="${GUM_GPU_STEPS:-build,tests,memcheck,train,nccl,bench}"
+[ "${GUM_GPU_SKIP_BENCH:-0}" = 1 ] && selected="${selected//bench/}"
+want() { [[ ",$selected," == *",$1,"* ]]; }
 jobs="$(nproc)"
 # The JSON steps below need only the standard library: any python3 on PATH will do (the GPU image
 # has /opt/torch/.venv/bin/python3 first and may have no /usr/bin/python3).
@@ -38,6 +45,16 @@ record() {  # record NAME STATE NOTE
   names+=("$1"); states+=("$2"); notes+=("$3")
   echo "== $1: $2 ${3:+($3)}"
 }
+# record_ctest NAME LOG EXIT_CODE: ok only when every test ran and passed; a skipped test (exit
+# 77: no usable GPU) makes the step SKIPPED, not ok.
+record_ctest() {
+  local summary skipped
+  summary="$(grep -E 'tests passed|tests failed' "$2" | tail -1)"
+  skipped="$(grep -c '(Skipped)' "$2" || true)"
+  if [ "$3" -ne 0 ]; then record "$1" FAILED "$summary"
+  elif [ "$skipped" -ne 0 ]; then record "$1" SKIPPED "$skipped skipped: is the GPU visible? $summary"
+  else record "$1" ok "$summary"; fi
+}
 
 device="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 [ -n "$device" ] || device="unknown (nvidia-smi failed)"
@@ -46,40 +63,41 @@ echo "gpu_check: device ${device}; commit ${commit}; output ${out}"
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 
 # ---- 1. build ----
-if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=ON \
-     -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real" > "$out/configure.log" 2>&1 &&
-   cmake --build "$build" -j "$jobs" > "$out/build.log" 2>&1; then
-  record build ok "sm_80 + sm_90a"
-else
-  record build FAILED "see configure.log / build.log"
+if want build; then
+  if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=ON \
+       -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real" > "$out/configure.log" 2>&1 &&
+     cmake --build "$build" -j "$jobs" > "$out/build.log" 2>&1; then
+    record build ok "sm_80 + sm_90a"
+  else
+    record build FAILED "see configure.log / build.log"
+  fi
 fi
 
 # ---- 2. CUDA tests ----
 test_bin="$build/tests/gum_test_cuda"
-if [ -x "$test_bin" ]; then
-  (cd "$build" && ctest -R '^cuda:' --output-on-failure --timeout 900 --output-junit "$out/ctest_cuda.xml") \
-    > "$out/ctest_cuda.log" 2>&1
-  rc=$?
-  summary="$(grep -E 'tests passed|tests failed' "$out/ctest_cuda.log" | tail -1)"
-  skipped="$(grep -c 'Skipped' "$out/ctest_cuda.log" || true)"
-  if [ $rc -eq 0 ] && [ "$skipped" -eq 0 ]; then record cuda_tests ok "$summary"
-  elif [ $rc -eq 0 ]; then record cuda_tests SKIPPED "$skipped skipped: is the GPU visible? $summary"
-  else record cuda_tests FAILED "$summary"; fi
-else
-  record cuda_tests FAILED "no $test_bin"
+if want tests; then
+  if [ -x "$test_bin" ]; then
+    (cd "$build" && ctest -R '^cuda:' --output-on-failure --timeout 900 --output-junit "$out/ctest_cuda.xml") \
+      > "$out/ctest_cuda.log" 2>&1
+    record_ctest cuda_tests "$out/ctest_cuda.log" $?
+  else
+    record cuda_tests FAILED "no $test_bin"
+  fi
 fi
 
 # ---- 3. compute-sanitizer ----
-sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
-if [ -x "$sanitizer" ] && [ -x "$test_bin" ]; then
-  # The whole-model test is slow under memcheck; every op test still runs each kernel.
-  "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$test_bin" '~LlamaModel*' \
-    > "$out/memcheck.log" 2>&1
-  rc=$?
-  errors="$(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -1)"
-  if [ $rc -eq 0 ]; then record memcheck ok "$errors"; else record memcheck FAILED "rc $rc; $errors"; fi
-else
-  record memcheck SKIPPED "compute-sanitizer or test binary missing"
+if want memcheck; then
+  sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+  if [ -x "$sanitizer" ] && [ -x "$test_bin" ]; then
+    # The whole-model test is slow under memcheck; every op test still runs each kernel.
+    "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$test_bin" '~LlamaModel*' \
+      > "$out/memcheck.log" 2>&1
+    rc=$?
+    errors="$(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -1)"
+    if [ $rc -eq 0 ]; then record memcheck ok "$errors"; else record memcheck FAILED "rc $rc; $errors"; fi
+  else
+    record memcheck SKIPPED "compute-sanitizer or test binary missing"
+  fi
 fi
 
 # ---- 4. training runs: llama_20m on the embedded corpus, cuda bf16 and fp32 vs the CPU ----
@@ -95,7 +113,9 @@ make_corpus() {  # the kit's corpus when it was carried (its sources are not on 
     scripts/make_corpus.sh
   fi
 }
-if [ ! -x "$train_bin" ]; then
+if ! want train; then
+  :  # not among GUM_GPU_STEPS
+elif [ ! -x "$train_bin" ]; then
   record train SKIPPED "gum_train binary missing in $build"
 elif ! (cd "$root" && make_corpus && "$train_bin" prepare configs/llama_tiny.json) \
        > "$out/prepare.log" 2>&1; then
@@ -169,12 +189,14 @@ PY
     record train FAILED "CPU reference run failed: see train_cpu_fp32.log"
   fi
 fi
-(cd "$build" && ctest -R 'nccl' --output-on-failure --timeout 300) > "$out/ctest_nccl.log" 2>&1
-record nccl_tests "$([ $? -eq 0 ] && echo ok || echo FAILED)" "$(grep -E 'tests passed|tests failed' "$out/ctest_nccl.log" | tail -1)"
+if want nccl; then
+  (cd "$build" && ctest -R 'nccl' --output-on-failure --timeout 300) > "$out/ctest_nccl.log" 2>&1
+  record_ctest nccl_tests "$out/ctest_nccl.log" $?
+fi
 
 # ---- 5. benchmark ----
-if [ "${GUM_GPU_SKIP_BENCH:-0}" = 1 ]; then
-  record bench SKIPPED "GUM_GPU_SKIP_BENCH=1"
+if ! want bench; then
+  :  # not among GUM_GPU_STEPS (or GUM_GPU_SKIP_BENCH=1)
 elif GUM_BENCH_BUILD_DIR="$build" "$root/scripts/bench_gpu.sh" "$out/bench" > "$out/bench.log" 2>&1; then
   record bench ok "$(ls "$out"/bench/*.json 2>/dev/null | head -1)"
 else

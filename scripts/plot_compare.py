@@ -32,6 +32,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on the build machines
 import matplotlib.pyplot as plt
 
+import metrics_jsonl  # scripts/ is on sys.path: it holds this script
+
 
 def fail(message):
     sys.exit(f"plot_compare.py: {message}")
@@ -40,20 +42,10 @@ def fail(message):
 def read_metrics(path):
     if not os.path.isfile(path):
         fail(f"{path}: missing (did the run start?)")
-    train, evals = [], []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                fail(f"{path}:{number}: not JSON ({e})")
-            if "val_loss" in record:
-                evals.append(record)
-            elif "loss" in record:
-                train.append(record)
+    try:
+        train, evals = metrics_jsonl.read_metrics(path, strict=True)
+    except ValueError as e:
+        fail(str(e))
     if not train:
         fail(f"{path}: no training records")
     return train, evals

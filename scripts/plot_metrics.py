@@ -7,7 +7,6 @@ with its run's folder name. Training loss is drawn as lines, validation loss (ev
 markers on the same axes. Needs Debian's python3-matplotlib (run with /usr/bin/python3).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -16,24 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-
-def read_metrics(path):
-    train, valid = [], []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                print(f"{path}:{number}: skipping a line that is not JSON", file=sys.stderr)
-                continue
-            if record.get("loss") is not None:
-                train.append(record)
-            if record.get("val_loss") is not None:
-                valid.append(record)
-    return train, valid
+from metrics_jsonl import read_metrics  # scripts/ is on sys.path: it holds this script
 
 
 def run_label(path):

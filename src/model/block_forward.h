@@ -9,6 +9,11 @@
 
 namespace gum {
 
+// Rows [0, n) of an activation buffer sized for more rows (1-D buffers: the first n elements).
+inline Tensor first_rows(const Tensor& t, int64_t n) {
+  return t.shape.rank == 1 ? t.flat_slice(0, Shape{n}) : t.row_slice(0, n);
+}
+
 // The N token rows one block reads and writes.
 struct BlockBuffers {
   Tensor input;  // x_l [N, C]: the residual stream entering the block

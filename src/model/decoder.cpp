@@ -13,15 +13,6 @@
 
 namespace gum {
 
-namespace {
-
-// The first n rows of a buffer sized for rows_per_step.
-Tensor first_rows(const Tensor& t, int64_t n) {
-  return t.shape.rank == 1 ? t.flat_slice(0, Shape{n}) : t.row_slice(0, n);
-}
-
-}  // namespace
-
 LlamaDecoder::LlamaDecoder(LlamaModel& model, int capacity, int rows_per_step)
     : model_(&model),
       capacity_(capacity),

@@ -174,9 +174,6 @@ BlockTensors block_tensors(const Arena& arena, const LlamaConfig& c, int l) {
   return b;
 }
 
-// Rows [0, n) of an activation view (the arena is sized for max_batch).
-Tensor rows(const Tensor& t, int64_t n) { return t.shape.rank == 1 ? t.flat_slice(0, Shape{n}) : t.row_slice(0, n); }
-
 const Tensor* optional(const Tensor& t) { return t.empty() ? nullptr : &t; }
 Tensor* optional(Tensor& t) { return t.empty() ? nullptr : &t; }
 
@@ -291,7 +288,7 @@ void LlamaModel::zero_grads() {
   backend_->fill(grads_.all(), 0.0f);
 }
 
-Tensor LlamaModel::logits() const { return rows(state_->logits, int64_t(state_->last_batch) * seq_len_); }
+Tensor LlamaModel::logits() const { return first_rows(state_->logits, int64_t(state_->last_batch) * seq_len_); }
 
 const BlockTensors& LlamaModel::block_weights(int layer) const {
   if (layer < 0 || layer >= config_.num_hidden_layers)
@@ -350,8 +347,9 @@ double LlamaModel::forward(const TokenBatch& batch) {
       runtime_error("model forward: doc_start ", batch.doc_start[i], " at batch row ", b, ", position ", t,
                     " must lie in [0, ", t, "]");
   }
-  const Tensor tokens = rows(s.tokens, N), target_ids = rows(s.targets, N), position_ids = rows(s.positions, N);
-  const Tensor doc_start = rows(s.doc_start, N);
+  const Tensor tokens = first_rows(s.tokens, N), target_ids = first_rows(s.targets, N),
+               position_ids = first_rows(s.positions, N);
+  const Tensor doc_start = first_rows(s.doc_start, N);
   be.copy_from_host(tokens, batch.tokens);
   be.copy_from_host(target_ids, targets.data());
   be.copy_from_host(position_ids, positions.data());
@@ -361,12 +359,13 @@ double LlamaModel::forward(const TokenBatch& batch) {
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   const int L = c.num_hidden_layers;
-  const Tensor first_input = L > 0 ? rows(s.blocks[0].input, N) : rows(s.residual_out, N);
+  const Tensor first_input = L > 0 ? first_rows(s.blocks[0].input, N) : first_rows(s.residual_out, N);
   be.embedding_forward(first_input, tokens, s.embedding);
   for (int l = 0; l < L; ++l)
-    run_block(l, shape, position_ids, doc, l + 1 < L ? rows(s.blocks[l + 1].input, N) : rows(s.residual_out, N));
-  const Tensor lnf = rows(s.lnf, N), logits = rows(s.logits, N), losses = rows(s.losses, N);
-  be.rmsnorm_forward(lnf, rows(s.lnf_rstd, N), rows(s.residual_out, N), s.final_norm, eps);
+    run_block(l, shape, position_ids, doc,
+              l + 1 < L ? first_rows(s.blocks[l + 1].input, N) : first_rows(s.residual_out, N));
+  const Tensor lnf = first_rows(s.lnf, N), logits = first_rows(s.logits, N), losses = first_rows(s.losses, N);
+  be.rmsnorm_forward(lnf, first_rows(s.lnf_rstd, N), first_rows(s.residual_out, N), s.final_norm, eps);
   be.linear_forward(logits, lnf, s.head, nullptr);
 
   s.last_batch = batch.batch;
@@ -386,22 +385,23 @@ void LlamaModel::run_block(int l, const AttentionShape& shape, const Tensor& pos
   Backend& be = *backend_;
   const int64_t N = int64_t(shape.batch) * shape.seq_len;
   const BlockActivations& a = s.blocks[l];
-  const BlockBuffers buffers{rows(a.input, N),
-                             rows(a.ln1, N),
-                             rows(a.ln1_rstd, N),
-                             rows(a.qkv, N),
-                             rows(a.att, N),
-                             rows(a.mid, N),
-                             rows(a.ln2, N),
-                             rows(a.ln2_rstd, N),
-                             rows(a.gate_up, N),
-                             rows(a.act, N),
-                             rows(s.scratch, N),
+  const BlockBuffers buffers{first_rows(a.input, N),
+                             first_rows(a.ln1, N),
+                             first_rows(a.ln1_rstd, N),
+                             first_rows(a.qkv, N),
+                             first_rows(a.att, N),
+                             first_rows(a.mid, N),
+                             first_rows(a.ln2, N),
+                             first_rows(a.ln2_rstd, N),
+                             first_rows(a.gate_up, N),
+                             first_rows(a.act, N),
+                             first_rows(s.scratch, N),
                              output};
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  block_forward(be, s.block_params[l], buffers, position_ids, s.cos_sin, shape, eps, [&](const Tensor& att, const Tensor& qkv) {
-    be.attention_forward(att, a.att_aux, qkv, doc_start, shape);
-  });
+  block_forward(be, s.block_params[l], buffers, position_ids, s.cos_sin, shape, eps,
+                [&](const Tensor& att, const Tensor& qkv) {
+                  be.attention_forward(att, a.att_aux, qkv, doc_start, shape);
+                });
 }
 
 void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
@@ -418,21 +418,22 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
   const int T = seq_len_;
   const int64_t N = int64_t(s.last_batch) * T;
   const AttentionShape shape{s.last_batch, T, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};
-  const Tensor doc_start = rows(s.doc_start, N);
+  const Tensor doc_start = first_rows(s.doc_start, N);
   const Tensor* doc = s.last_has_doc_start ? &doc_start : nullptr;
-  const Tensor position_ids = rows(s.positions, N);
-  const Tensor d_residual = rows(s.d_residual, N), d_ln = rows(s.d_ln, N);
+  const Tensor position_ids = first_rows(s.positions, N);
+  const Tensor d_residual = first_rows(s.d_residual, N), d_ln = first_rows(s.d_ln, N);
 
   // Loss and head: dlogits overwrite the logits in place.
-  const Tensor logits = rows(s.logits, N);
-  be.cross_entropy_backward(logits, logits, rows(s.targets, N), loss_scale);
-  be.linear_backward(d_ln, s.d_head, nullptr, logits, rows(s.lnf, N), s.head, false);
+  const Tensor logits = first_rows(s.logits, N);
+  be.cross_entropy_backward(logits, logits, first_rows(s.targets, N), loss_scale);
+  be.linear_backward(d_ln, s.d_head, nullptr, logits, first_rows(s.lnf, N), s.head, false);
   be.fill(d_residual, 0.0f);  // rmsnorm_backward accumulates into the residual gradient
-  be.rmsnorm_backward(d_residual, s.d_final_norm, d_ln, rows(s.residual_out, N), s.final_norm, rows(s.lnf_rstd, N));
+  be.rmsnorm_backward(d_residual, s.d_final_norm, d_ln, first_rows(s.residual_out, N), s.final_norm,
+                      first_rows(s.lnf_rstd, N));
   done(c.num_hidden_layers);
 
-  const Tensor d_qkv = rows(s.d_qkv, N), d_att = rows(s.d_att, N), d_gate_up = rows(s.d_gate_up, N),
-               d_act = rows(s.d_act, N);
+  const Tensor d_qkv = first_rows(s.d_qkv, N), d_att = first_rows(s.d_att, N), d_gate_up = first_rows(s.d_gate_up, N),
+               d_act = first_rows(s.d_act, N);
   for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
     const BlockTensors& w = s.block_params[l];
     BlockTensors& g = s.block_grads[l];
@@ -440,22 +441,22 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
     // Activation checkpointing: refill the shared buffers with this block's activations. The last
     // block needs no re-run: forward left its activations there.
     if (use_ == ModelUse::TrainingRecompute && l + 1 < c.num_hidden_layers)
-      run_block(l, shape, position_ids, doc, rows(s.recompute_out, N));
+      run_block(l, shape, position_ids, doc, first_rows(s.recompute_out, N));
     // d_residual holds dL/dx_{l+1}; x_{l+1} = mid + act Wdown^T, so it is also the part of dL/dmid
     // that flows through the skip connection.
-    be.linear_backward(d_act, g.down_weight, nullptr, d_residual, rows(a.act, N), w.down_weight, false);
-    be.swiglu_backward(d_gate_up, d_act, rows(a.gate_up, N));
-    be.linear_backward(d_ln, g.gate_up_weight, nullptr, d_gate_up, rows(a.ln2, N), w.gate_up_weight, false);
-    be.rmsnorm_backward(d_residual, g.ln2, d_ln, rows(a.mid, N), w.ln2, rows(a.ln2_rstd, N));
+    be.linear_backward(d_act, g.down_weight, nullptr, d_residual, first_rows(a.act, N), w.down_weight, false);
+    be.swiglu_backward(d_gate_up, d_act, first_rows(a.gate_up, N));
+    be.linear_backward(d_ln, g.gate_up_weight, nullptr, d_gate_up, first_rows(a.ln2, N), w.gate_up_weight, false);
+    be.rmsnorm_backward(d_residual, g.ln2, d_ln, first_rows(a.mid, N), w.ln2, first_rows(a.ln2_rstd, N));
     // d_residual = dL/dmid; mid = x_l + att Wo^T (+bo).
-    be.linear_backward(d_att, g.o_weight, optional(g.o_bias), d_residual, rows(a.att, N), w.o_weight, false);
-    be.attention_backward(d_qkv, d_att, rows(a.att, N), a.att_aux, rows(a.qkv, N), doc, shape);
+    be.linear_backward(d_att, g.o_weight, optional(g.o_bias), d_residual, first_rows(a.att, N), w.o_weight, false);
+    be.attention_backward(d_qkv, d_att, first_rows(a.att, N), a.att_aux, first_rows(a.qkv, N), doc, shape);
     be.rope_backward(d_qkv, position_ids, s.cos_sin, shape);
-    be.linear_backward(d_ln, g.qkv_weight, optional(g.qkv_bias), d_qkv, rows(a.ln1, N), w.qkv_weight, false);
-    be.rmsnorm_backward(d_residual, g.ln1, d_ln, rows(a.input, N), w.ln1, rows(a.ln1_rstd, N));
+    be.linear_backward(d_ln, g.qkv_weight, optional(g.qkv_bias), d_qkv, first_rows(a.ln1, N), w.qkv_weight, false);
+    be.rmsnorm_backward(d_residual, g.ln1, d_ln, first_rows(a.input, N), w.ln1, first_rows(a.ln1_rstd, N));
     done(l);  // d_residual = dL/dx_l
   }
-  be.embedding_backward(s.d_embedding, d_residual, rows(s.tokens, N));
+  be.embedding_backward(s.d_embedding, d_residual, first_rows(s.tokens, N));
   done(-1);
 }
 

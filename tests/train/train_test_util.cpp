@@ -5,11 +5,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "gum/io/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -58,6 +62,47 @@ std::string read_file(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+std::vector<nlohmann::json> metrics_lines(const std::string& run_dir, const std::string& key) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(read_file(run_dir + "/metrics.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains(key)) lines.push_back(std::move(j));
+  }
+  return lines;
+}
+
+double check_tensors_close(const std::string& got_path, const std::string& expected_path, double tolerance) {
+  const gum::TensorMap got = gum::read_safetensors(got_path);
+  const gum::TensorMap expected = gum::read_safetensors(expected_path);
+  REQUIRE(got.size() == expected.size());
+  double largest = 0;
+  for (const auto& [name, e] : expected) {
+    INFO(got_path << ": " << name);
+    REQUIRE(got.count(name) == 1);
+    const gum::HostTensor& g = got.at(name);
+    REQUIRE(g.dtype == e.dtype);
+    REQUIRE(g.shape == e.shape);
+    if (e.dtype != gum::DType::F32) {
+      CHECK(g.bytes == e.bytes);
+      continue;
+    }
+    const std::vector<float> a = g.to_f32(), b = e.to_f32();
+    double diff = 0, base = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      base += double(b[i]) * b[i];
+    }
+    const double relative = base > 0 ? std::sqrt(diff / base) : std::sqrt(diff);
+    INFO("relative distance " << relative);
+    CHECK(relative <= tolerance);
+    largest = std::max(largest, relative);
+  }
+  return largest;
 }
 
 namespace {

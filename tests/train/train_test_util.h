@@ -4,6 +4,7 @@
 // gum_train executable as a subprocess.
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace gum_test {
 
@@ -37,5 +38,13 @@ nlohmann::json micro_config(const std::string& run_dir, const nlohmann::json& pa
 std::string write_config(const std::string& dir, const nlohmann::json& config);
 
 std::string read_file(const std::string& path);
+
+// The lines of RUN_DIR/metrics.jsonl that hold `key` ("loss": training steps, "val_loss": evaluations).
+std::vector<nlohmann::json> metrics_lines(const std::string& run_dir, const std::string& key);
+
+// Compares two safetensors files with the same tensors: each F32 tensor's relative Frobenius
+// distance ||got - expected|| / ||expected|| must be at most `tolerance`; other dtypes (flags,
+// counters, sampler positions) must be byte-equal. Returns the largest F32 distance seen.
+double check_tensors_close(const std::string& got_path, const std::string& expected_path, double tolerance);
 
 }  // namespace gum_test

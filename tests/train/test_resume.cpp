@@ -51,7 +51,8 @@ nlohmann::json trainer_state(const std::string& run_dir, int64_t step) {
 // metrics, weights, optimizer state and trainer state (loader position, seeds, counters) at
 // step 20, bit for bit. Only the measured time (it carries on from the checkpoint) and the run
 // folder may differ.
-void check_resume_after_kill(const std::string& name, const nlohmann::json& patch) {
+// Returns the uninterrupted run.
+Run check_resume_after_kill(const std::string& name, const nlohmann::json& patch) {
   Run straight = make_run(name + "_straight", patch);
   CommandResult a = run_gum_train(straight.config + " --resume never");
   INFO(a.output);
@@ -78,12 +79,15 @@ void check_resume_after_kill(const std::string& name, const nlohmann::json& patc
         read_file(checkpoint_dir(straight.run_dir, 20) + "/optimizer.safetensors"));
 
   nlohmann::json got = trainer_state(interrupted.run_dir, 20), want = trainer_state(straight.run_dir, 20);
-  CHECK(got["elapsed_s"].get<double>() > trainer_state(interrupted.run_dir, 10)["elapsed_s"].get<double>());
+  // The clock carries on: step 11's elapsed time includes the 10 steps before the checkpoint.
+  CHECK(metrics_lines(interrupted.run_dir, "loss").at(10)["elapsed_s"].get<double>() >
+        trainer_state(interrupted.run_dir, 10)["elapsed_s"].get<double>());
   for (nlohmann::json* state : {&got, &want}) {
     state->erase("elapsed_s");
     state->at("config").at("logging").erase("run_dir");
   }
   CHECK(got.dump(2) == want.dump(2));
+  return straight;
 }
 
 }  // namespace
@@ -112,6 +116,23 @@ TEST_CASE("gum resumed mid-period after kill -9 is bitwise identical to an unint
       "resume_gum",
       {{"optimizer",
         {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}}}});
+}
+
+TEST_CASE("resume after kill -9 in the second epoch takes up that epoch's data order") {
+  // 16 documents give 34 windows of 16 tokens, an epoch of 8.5 steps of 4 windows: the step-10
+  // checkpoint lies in the second epoch, whose order (a permutation keyed by the data seed and the
+  // epoch) the resumed run must continue, and a third epoch starts before step 20.
+  const std::string tokenizer = prepared_micro_data() + "/tokenizer.model";
+  const std::string dir = fresh_test_dir("resume_epochs_data");
+  write_micro_corpus(dir + "/train.jsonl", 16, 4242);
+  const nlohmann::json data = {
+      {"data", {{"train_files", dir + "/train.jsonl"}, {"tokenizer", tokenizer}, {"shard_dir", dir + "/shards"}}}};
+  CommandResult prepared = run_gum_train("prepare " + write_config(dir, micro_config(dir + "/unused", data)));
+  INFO(prepared.output);
+  REQUIRE(prepared.exit_code == 0);
+  Run straight = check_resume_after_kill("resume_epochs", data);
+  CHECK(trainer_state(straight.run_dir, 10)["loader"]["epoch"] == 1);
+  CHECK(trainer_state(straight.run_dir, 20)["loader"]["epoch"] == 2);
 }
 
 TEST_CASE("a corrupt newest checkpoint is skipped and training redoes the steps after the previous one") {

@@ -109,9 +109,19 @@ namespace {
 
 std::string data_root() { return std::string(GUM_BINARY_DIR) + "/test_tmp/train_micro_data"; }
 
-// Deterministic English-like sentences from a small vocabulary (a linear congruential
-// generator), enough for a 256-piece tokenizer and a few hundred training windows.
-void write_corpus(const std::string& path, int documents, uint32_t seed) {
+nlohmann::json base_data_section() {
+  return {{"train_files", data_root() + "/corpus/train.jsonl"},
+          {"valid_files", data_root() + "/corpus/valid.jsonl"},
+          {"tokenizer_vocab_size", 128},
+          {"tokenizer_model_type", "bpe"},
+          {"shard_dir", data_root() + "/shards"}};
+}
+
+}  // namespace
+
+// A linear congruential generator picks the words; 600 documents train the 128-piece
+// tokenizer and give about 1100 windows of 16 tokens.
+void write_micro_corpus(const std::string& path, int documents, uint32_t seed) {
   static const char* words[] = {"the",  "cat",    "sat",   "on",    "a",     "mat",   "and",   "dog",
                                 "ran",  "to",     "house", "with",  "red",   "door",  "while", "birds",
                                 "sang", "in",     "green", "trees", "under", "blue",  "sky",   "every",
@@ -136,16 +146,6 @@ void write_corpus(const std::string& path, int documents, uint32_t seed) {
   }
 }
 
-nlohmann::json base_data_section() {
-  return {{"train_files", data_root() + "/corpus/train.jsonl"},
-          {"valid_files", data_root() + "/corpus/valid.jsonl"},
-          {"tokenizer_vocab_size", 128},
-          {"tokenizer_model_type", "bpe"},
-          {"shard_dir", data_root() + "/shards"}};
-}
-
-}  // namespace
-
 std::string prepared_micro_data() {
   const std::string root = data_root();
   fs::create_directories(root);
@@ -156,8 +156,8 @@ std::string prepared_micro_data() {
   const std::string done = root + "/.prepared";
   if (!fs::exists(done)) {
     fs::create_directories(root + "/corpus");
-    write_corpus(root + "/corpus/train.jsonl", 600, 12345);
-    write_corpus(root + "/corpus/valid.jsonl", 40, 777);
+    write_micro_corpus(root + "/corpus/train.jsonl", 600, 12345);
+    write_micro_corpus(root + "/corpus/valid.jsonl", 40, 777);
     nlohmann::json config = micro_config(root + "/prepare_run");
     const std::string path = write_config(root, config);
     CommandResult r = run_gum_train("prepare " + path);

@@ -29,6 +29,10 @@ std::string fresh_test_dir(const std::string& name);
 // The shared micro corpus, tokenizer and shards (made on first use). Returns the shard folder.
 std::string prepared_micro_data();
 
+// Writes `documents` JSONL documents of English-like sentences from a 32-word vocabulary
+// (deterministic for a seed; about 30 tokens each with the micro tokenizer).
+void write_micro_corpus(const std::string& path, int documents, uint32_t seed);
+
 // A micro-model config (about 30k parameters, seq_len 16, batch 4, 20 steps, cpu, checkpoint
 // every 10 steps, metrics every step) using the shared data, with run_dir = `run_dir`;
 // `patch` is merged over it (JSON merge patch).

@@ -169,8 +169,8 @@ void export_with_logits(const fs::path& dir, LlamaModel& model, const std::vecto
   std::memcpy(input_ids.bytes.data(), ids.data(), ids.size() * 8);
   TensorMap out;
   out["input_ids"] = std::move(input_ids);
-  out["logits"] = HostTensor::from_f32(Shape{batch, model.seq_len(), model.config().vocab_size},
-                                       gum_logits(model, tokens, batch));
+  out["logits"] =
+      HostTensor::from_f32(Shape{batch, model.seq_len(), model.config().vocab_size}, gum_logits(model, tokens, batch));
   write_safetensors((dir / "gum_logits.safetensors").string(), out);
 }
 
@@ -276,6 +276,79 @@ TEST_CASE("our own export config reads back identically", "[hf_import]") {
   CHECK(back.num_parameters() == c.num_parameters());
 }
 
+TEST_CASE("the exported config.json holds every field with its literal value", "[hf_import]") {
+  // Written out by hand from transformers' LlamaConfig and Qwen2Config: the model reference test
+  // gives PyTorch its own literal config, so this is where the writer's fields are checked.
+  LlamaConfig c;
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 300;
+  c.max_position_embeddings = 128;
+  c.rms_norm_eps = 2e-6;
+  c.rope_theta = 12345.0;
+  c.initializer_range = 0.05;
+  c.bos_token_id = 1;
+  c.eos_token_id = 2;
+  auto check_written = [](const LlamaConfig& config, const char* expected_text) {
+    const nlohmann::json got = llama_config_to_hf_json(config), expected = nlohmann::json::parse(expected_text);
+    INFO("difference (JSON patch from expected to written): " << nlohmann::json::diff(expected, got).dump());
+    CHECK(got == expected);
+  };
+  check_written(c, R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 300, "max_position_embeddings": 128,
+    "rms_norm_eps": 2e-06, "hidden_act": "silu", "attention_bias": false, "mlp_bias": false,
+    "attention_dropout": 0.0, "tie_word_embeddings": false, "initializer_range": 0.05,
+    "torch_dtype": "float32", "rope_theta": 12345.0, "rope_scaling": null,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 12345.0},
+    "bos_token_id": 1, "eos_token_id": 2
+  })");
+
+  c.tie_word_embeddings = true;
+  c.attention_bias = true;
+  c.o_proj_bias = true;
+  c.head_dim = 32;  // wider than hidden_size / heads
+  c.pad_token_id = 0;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.low_freq_factor = 1.5;
+  c.rope_scaling.high_freq_factor = 6.0;
+  c.rope_scaling.original_max_position_embeddings = 96;
+  check_written(c, R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 300, "max_position_embeddings": 128,
+    "rms_norm_eps": 2e-06, "hidden_act": "silu", "attention_bias": true, "mlp_bias": false,
+    "attention_dropout": 0.0, "tie_word_embeddings": true, "initializer_range": 0.05,
+    "torch_dtype": "float32", "rope_theta": 12345.0,
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.5, "high_freq_factor": 6.0,
+                     "original_max_position_embeddings": 96},
+    "rope_parameters": {"rope_type": "llama3", "rope_theta": 12345.0, "factor": 8.0, "low_freq_factor": 1.5,
+                        "high_freq_factor": 6.0, "original_max_position_embeddings": 96},
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0
+  })");
+
+  // q/k/v biases without one on o_proj: Qwen2's config, which has no attention_bias or mlp_bias.
+  c.head_dim = 0;
+  c.o_proj_bias = false;
+  c.rope_scaling.type.clear();
+  c.bos_token_id = c.eos_token_id = c.pad_token_id = -1;
+  check_written(c, R"({
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 300, "max_position_embeddings": 128,
+    "rms_norm_eps": 2e-06, "hidden_act": "silu",
+    "use_sliding_window": false, "sliding_window": null, "max_window_layers": 3,
+    "attention_dropout": 0.0, "tie_word_embeddings": true, "initializer_range": 0.05,
+    "torch_dtype": "float32", "rope_theta": 12345.0, "rope_scaling": null,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 12345.0}
+  })");
+}
+
 TEST_CASE("Mistral: sliding_window null is full attention, a small window is an error", "[hf_import]") {
   nlohmann::json j = nlohmann::json::parse(R"({
     "architectures": ["MistralForCausalLM"], "model_type": "mistral",
@@ -324,9 +397,9 @@ TEST_CASE("Qwen2: q/k/v biases and no o_proj bias", "[hf_import]") {
   CHECK(back.attention_bias);
   CHECK_FALSE(back.o_proj_bias);
   // Our own `model` section keeps o_proj_bias (checkpoints and resume rebuild the same tensors).
-  nlohmann::json section = {{"hidden_size", 64}, {"intermediate_size", 160}, {"num_hidden_layers", 2},
-                            {"num_attention_heads", 4}, {"vocab_size", 300}, {"max_position_embeddings", 64},
-                            {"attention_bias", true}, {"o_proj_bias", false}};
+  nlohmann::json section = {{"hidden_size", 64},        {"intermediate_size", 160}, {"num_hidden_layers", 2},
+                            {"num_attention_heads", 4}, {"vocab_size", 300},        {"max_position_embeddings", 64},
+                            {"attention_bias", true},   {"o_proj_bias", false}};
   CHECK_FALSE(llama_config_from_json(section, "cfg.json").o_proj_bias);
   section.erase("o_proj_bias");
   CHECK(llama_config_from_json(section, "cfg.json").o_proj_bias);  // Llama's default: o too
@@ -427,8 +500,7 @@ TEST_CASE("load_hf_model converts BF16 and F16 weights to F32", "[hf_import]") {
   }
 }
 
-TEST_CASE("load_hf_model follows a sharded index; tied lm_head copies and rotary caches are dropped",
-          "[hf_import]") {
+TEST_CASE("load_hf_model follows a sharded index; tied lm_head copies and rotary caches are dropped", "[hf_import]") {
   LlamaConfig c = tiny_config(true, false);
   fs::path dir = fresh_dir("sharded");
   write_config(dir, llama_config_to_hf_json(c));

@@ -4,8 +4,15 @@
 Written from the Hugging Face LlamaForCausalLM formulas (RMSNorm, rotate_half RoPE with
 default/linear/llama3 frequencies, grouped-query causal attention, SwiGLU MLP, optional
 attention biases, tied or separate LM head), in float64 with autograd. It shares no code with
-gum_train: it reads a Hugging Face config.json, a safetensors file of weights (HF names) and a
-safetensors file of inputs, and writes logits, the loss and every parameter gradient.
+gum_train: it reads a config.json in Hugging Face keys (written by the test with literal values,
+every key below required, so that nothing falls back to a default), a safetensors file of
+weights (HF names) and a safetensors file of inputs, and writes logits, the loss and every
+parameter gradient.
+
+Config keys read: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
+head_dim, rms_norm_eps, rope_theta, rope_scaling (null, or {rope_type: linear, factor} or
+{rope_type: llama3, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}),
+tie_word_embeddings, attention_bias (q, k, v and o); the other sizes come from the weights.
 
 Inputs file: tokens I32 [B, T]; targets I32 [B, T] (< 0 = ignored); optional positions I32 [B, T]
 (RoPE positions, default 0..T-1) and doc_start I32 [B, T] (token t attends to [doc_start, t]).
@@ -31,10 +38,10 @@ DTYPE = torch.float64
 
 def rope_inverse_frequencies(cfg, head_dim):
     """HF's inv_freq = theta^(-2j/D), with rope_scaling applied (linear or llama3)."""
-    theta = cfg.get("rope_theta", 10000.0)
+    theta = cfg["rope_theta"]
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=DTYPE) / head_dim))
-    scaling = cfg.get("rope_scaling") or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    scaling = cfg["rope_scaling"] or {}
+    kind = scaling.get("rope_type", "default")
     if kind == "linear":
         return inv_freq / scaling["factor"]
     if kind == "llama3":
@@ -48,7 +55,7 @@ def rope_inverse_frequencies(cfg, head_dim):
         blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
         result = torch.where(long_waves, inv_freq / factor, blended)
         return torch.where(short_waves, inv_freq, result)
-    if kind not in ("default", None):
+    if kind != "default":
         raise ValueError(f"unsupported rope_scaling type {kind}")
     return inv_freq
 
@@ -83,10 +90,10 @@ def forward(cfg, weights, tokens, positions, doc_start):
     B, T = tokens.shape
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
-    KV = cfg.get("num_key_value_heads") or H
-    D = cfg.get("head_dim") or C // H
+    KV = cfg["num_key_value_heads"]
+    D = cfg["head_dim"]
     eps = cfg["rms_norm_eps"]
-    use_bias = bool(cfg.get("attention_bias", False))
+    use_bias = cfg["attention_bias"]
 
     inv_freq = rope_inverse_frequencies(cfg, D)
     angles = positions.to(DTYPE)[:, :, None] * inv_freq[None, None, :]  # [B, T, D/2]
@@ -116,7 +123,7 @@ def forward(cfg, weights, tokens, positions, doc_start):
         up = x @ weights[p + "mlp.up_proj.weight"].t()
         h = h + (torch.nn.functional.silu(gate) * up) @ weights[p + "mlp.down_proj.weight"].t()
     h = rms_norm(h, weights["model.norm.weight"], eps)
-    head = weights["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else weights["lm_head.weight"]
+    head = weights["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else weights["lm_head.weight"]
     return (h @ head.t()).reshape(B * T, -1)
 
 

@@ -2,23 +2,11 @@
 // (same global batch, gradients summed with a 1/global-targets loss scale; only the summation
 // order differs, so equal to rounding).
 #include <catch2/catch.hpp>
-#include <sstream>
 
 #include "common/skip.h"
 #include "train_test_util.h"
 
 using namespace gum_test;
-
-namespace {
-std::vector<nlohmann::json> training_lines(const std::string& run_dir) {
-  std::vector<nlohmann::json> lines;
-  std::istringstream in(read_file(run_dir + "/metrics.jsonl"));
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
-}  // namespace
 
 TEST_CASE("two MPI ranks follow the single-process trajectory") {
   if (run_command("command -v mpirun").exit_code != 0) GUM_SKIP_TEST("mpirun not installed");
@@ -38,7 +26,8 @@ TEST_CASE("two MPI ranks follow the single-process trajectory") {
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("on 2 x cpu") != std::string::npos);
 
-  std::vector<nlohmann::json> a = training_lines(single_dir + "/run"), b = training_lines(dp_dir + "/run");
+  std::vector<nlohmann::json> a = metrics_lines(single_dir + "/run", "loss"),
+                              b = metrics_lines(dp_dir + "/run", "loss");
   REQUIRE(a.size() == 8);
   REQUIRE(b.size() == a.size());
   for (size_t i = 0; i < a.size(); ++i) {

@@ -1,14 +1,17 @@
 // Resume is bitwise exact on the CPU for every optimizer: 20 steps straight equal 13 steps,
 // kill -9, resume from the step-10 checkpoint, 10 more steps; and a corrupt newest checkpoint
 // falls back to the previous one. Also: the fused per-layer update and activation checkpointing
-// equal the plain step, and accumulated micro-batches give the full batch's gradient.
+// equal the plain step, accumulated micro-batches give the full batch's gradient, and clipping
+// scales the whole gradient by grad_clip / norm.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
 
 #include "gum/io/checkpoint.h"
+#include "gum/io/safetensors.h"
 #include "train_test_util.h"
 
 namespace fs = std::filesystem;
@@ -239,4 +242,40 @@ TEST_CASE("gradient accumulation over micro-batches gives the full batch's gradi
     check_tensors_close(checkpoint_dir(micro.run_dir, 4) + "/optimizer.safetensors",
                         checkpoint_dir(full.run_dir, 4) + "/optimizer.safetensors", 1e-4);
   }
+}
+
+TEST_CASE("clipping scales every gradient by grad_clip / global norm") {
+  // After one AdamW step the moments hold the gradient the optimizer got: exp_avg = (1 - beta1) g
+  // and exp_avg_sq = (1 - beta2) g^2. Clipped at 0.25, every tensor's moments are the unclipped
+  // run's times s = 0.25 / (norm + 1e-6) and s^2, with the norm that metrics.jsonl logs (1.158).
+  // The fp32 products round to 1e-7 relative per tensor (measured 9.8e-8); bounded at 1e-6.
+  const nlohmann::json base = {{"training", {{"max_steps", 1}, {"grad_clip", 0.0}}},
+                               {"checkpoint", {{"every_steps", 0}, {"at_end", true}}}};
+  Run unclipped = make_run("clip_off", base);
+  Run clipped = make_run("clip_on", {{"training", {{"max_steps", 1}, {"grad_clip", 0.25}}},
+                                     {"checkpoint", {{"every_steps", 0}, {"at_end", true}}}});
+  for (const Run* run : {&unclipped, &clipped}) REQUIRE(run_gum_train(run->config + " --resume never").exit_code == 0);
+  const double norm = metrics_lines(clipped.run_dir, "loss").at(0)["grad_norm"].get<double>();
+  CHECK(norm == metrics_lines(unclipped.run_dir, "loss").at(0)["grad_norm"].get<double>());  // logged before clipping
+  REQUIRE(norm > 0.5);
+  const double scale = 0.25 / (norm + 1e-6);
+  const gum::TensorMap off = gum::read_safetensors(checkpoint_dir(unclipped.run_dir, 1) + "/optimizer.safetensors");
+  const gum::TensorMap on = gum::read_safetensors(checkpoint_dir(clipped.run_dir, 1) + "/optimizer.safetensors");
+  int moments = 0;
+  for (const auto& [name, tensor] : off) {
+    const bool first = name.size() > 8 && name.compare(name.size() - 8, 8, ".exp_avg") == 0;
+    const bool second = name.size() > 11 && name.compare(name.size() - 11, 11, ".exp_avg_sq") == 0;
+    if (!first && !second) continue;
+    ++moments;
+    const double factor = first ? scale : scale * scale;
+    const std::vector<float> a = tensor.to_f32(), b = on.at(name).to_f32();
+    double diff = 0, base_norm = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff += (b[i] - factor * a[i]) * (b[i] - factor * a[i]);
+      base_norm += factor * a[i] * factor * a[i];
+    }
+    INFO(name << ": relative distance from " << factor << " x unclipped " << std::sqrt(diff / base_norm));
+    CHECK(std::sqrt(diff) <= 1e-6 * std::sqrt(base_norm));
+  }
+  CHECK(moments == 2 * 21);  // both moments of all 21 parameters
 }

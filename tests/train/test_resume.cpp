@@ -53,8 +53,7 @@ nlohmann::json trainer_state(const std::string& run_dir, int64_t step) {
 // 20 steps straight against 13 steps, SIGKILL, resume from the step-10 checkpoint: the same
 // metrics, weights, optimizer state and trainer state (loader position, seeds, counters) at
 // step 20, bit for bit. Only the measured time (it carries on from the checkpoint) and the run
-// folder may differ.
-// Returns the uninterrupted run.
+// folder may differ. Returns the uninterrupted run.
 Run check_resume_after_kill(const std::string& name, const nlohmann::json& patch) {
   Run straight = make_run(name + "_straight", patch);
   CommandResult a = run_gum_train(straight.config + " --resume never");
@@ -81,10 +80,10 @@ Run check_resume_after_kill(const std::string& name, const nlohmann::json& patch
   CHECK(read_file(checkpoint_dir(interrupted.run_dir, 20) + "/optimizer.safetensors") ==
         read_file(checkpoint_dir(straight.run_dir, 20) + "/optimizer.safetensors"));
 
-  nlohmann::json got = trainer_state(interrupted.run_dir, 20), want = trainer_state(straight.run_dir, 20);
   // The clock carries on: step 11's elapsed time includes the 10 steps before the checkpoint.
   CHECK(metrics_lines(interrupted.run_dir, "loss").at(10)["elapsed_s"].get<double>() >
         trainer_state(interrupted.run_dir, 10)["elapsed_s"].get<double>());
+  nlohmann::json got = trainer_state(interrupted.run_dir, 20), want = trainer_state(straight.run_dir, 20);
   for (nlohmann::json* state : {&got, &want}) {
     state->erase("elapsed_s");
     state->at("config").at("logging").erase("run_dir");

@@ -1,12 +1,12 @@
-#include "gum/train/sample.h"
+#include "gum/apps/sample.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
-#include <cstdio>
-
+#include "commands.h"
 #include "gum/core/error.h"
 #include "gum/core/logging.h"
 #include "gum/core/philox.h"
@@ -119,7 +119,8 @@ std::string sample_text(LlamaDecoder& decoder, const Tokenizer& tokenizer, const
   joined.insert(joined.end(), generated.begin(), generated.end());
   const std::string prompt_decoded = tokenizer.decode(prompt_text);
   const std::string all_decoded = tokenizer.decode(joined);
-  if (all_decoded.compare(0, prompt_decoded.size(), prompt_decoded) == 0) return all_decoded.substr(prompt_decoded.size());
+  if (all_decoded.compare(0, prompt_decoded.size(), prompt_decoded) == 0)
+    return all_decoded.substr(prompt_decoded.size());
   return tokenizer.decode(generated);
 }
 
@@ -147,7 +148,8 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
     weights = std::move(hf.weights);
     if (tokenizer_file.empty()) tokenizer_file = hf.tokenizer_path;
     if (tokenizer_file.empty())
-      usage_error(source.hf_dir, ": no tokenizer.model (only SentencePiece tokenizers are supported): pass --tokenizer FILE");
+      usage_error(source.hf_dir,
+                  ": no tokenizer.model (only SentencePiece tokenizers are supported): pass --tokenizer FILE");
     origin = source.hf_dir;
   }
   Tokenizer tokenizer(tokenizer_file);

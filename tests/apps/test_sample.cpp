@@ -5,12 +5,12 @@
 #include <cmath>
 #include <filesystem>
 
+#include "gum/apps/sample.h"
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/data/tokenizer.h"
 #include "gum/model/decoder.h"
 #include "gum/model/llama.h"
-#include "gum/train/sample.h"
 
 using namespace gum;
 using Catch::Matchers::Contains;
@@ -67,10 +67,10 @@ TEST_CASE("choose_next_token: argmax, nucleus and temperature by inverse CDF", "
   // A tiny nucleus is greedy whatever the uniform.
   for (double u : {0.001, 0.5, 0.999}) CHECK(choose_next_token(logits.data(), 4, 1.0, 1e-6, u) == 1);
   // Full distribution (mass 1.5): sorted 1 (0.5), 3 (0.5), 2 (0.3), 0 (0.2).
-  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.10) == 1);   // 0.15 < 0.5
-  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.50) == 3);   // 0.75 in [0.5, 1.0)
-  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.80) == 2);   // 1.2 in [1.0, 1.3)
-  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.95) == 0);   // 1.425 >= 1.3
+  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.10) == 1);  // 0.15 < 0.5
+  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.50) == 3);  // 0.75 in [0.5, 1.0)
+  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.80) == 2);  // 1.2 in [1.0, 1.3)
+  CHECK(choose_next_token(logits.data(), 4, 1.0, 1.0, 0.95) == 0);  // 1.425 >= 1.3
   // top_p 0.6: 1 and 3 hold 1.0 / 1.5 = 0.67 >= 0.6, so the nucleus is {1, 3}, renormalised.
   CHECK(choose_next_token(logits.data(), 4, 1.0, 0.6, 0.49) == 1);
   CHECK(choose_next_token(logits.data(), 4, 1.0, 0.6, 0.51) == 3);

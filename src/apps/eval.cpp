@@ -10,6 +10,7 @@
 #include "gum/data/prepare.h"
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
+#include "gum/io/weights.h"
 #include "gum/train/batch_source.h"
 #include "gum/train/evaluate.h"
 #include "gum/train/init_from.h"
@@ -32,12 +33,13 @@ std::string load_eval_weights(LlamaModel& model, const TrainConfig& config, cons
   if (!checkpoint.empty()) {
     const std::string step_dir = resolve_checkpoint_path(checkpoint);
     verify_checkpoint(step_dir);
-    load_model_weights(model, read_safetensors(step_dir + "/model.safetensors"), step_dir + "/model.safetensors");
+    load_weights(model.backend(), model.params(), read_safetensors(step_dir + "/model.safetensors"),
+                 step_dir + "/model.safetensors");
     return step_dir;
   }
   if (!config.init_from.empty()) {
     const InitSource init = resolve_init_source(config.init_from, config.source);
-    load_model_weights(model, read_init_weights(init), init.dir);
+    load_weights(model.backend(), model.params(), read_init_weights(init), init.dir);
     return init.is_checkpoint ? init.step_dir : init.dir;
   }
   model.init_weights(config.training.seed);

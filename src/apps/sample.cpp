@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "commands.h"
+#include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/core/logging.h"
 #include "gum/core/philox.h"
@@ -14,11 +15,11 @@
 #include "gum/data/tokenizer.h"
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
+#include "gum/io/weights.h"
 #include "gum/model/decoder.h"
 #include "gum/model/hf_import.h"
 #include "gum/model/llama.h"
 #include "gum/train/config.h"
-#include "gum/train/runtime.h"
 
 namespace gum {
 
@@ -164,7 +165,7 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
   auto backend = make_backend(source.backend);
   // The decoder runs the forward: the model only holds the weights (and one row of activations).
   LlamaModel model(config, *backend, 1, 1, ModelUse::Inference);
-  load_model_weights(model, weights, origin);
+  load_weights(*backend, model.params(), weights, origin);
   weights.clear();
   LlamaDecoder decoder(model, window, std::min(window, kPrefillRows));
   spdlog::info(

@@ -4,6 +4,8 @@
 #include <map>
 #include <sstream>
 
+#include "gum/model/llama.h"
+
 namespace gum {
 
 size_t Optimizer::total_state_bytes() const {
@@ -23,6 +25,21 @@ std::vector<size_t> Optimizer::layer_params(int layer) const {
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].layer == layer) indices.push_back(i);
   return indices;
+}
+
+std::vector<OptimParam> make_optim_params(LlamaModel& model) {
+  std::vector<OptimParam> params;
+  for (const auto& spec : model.specs()) {
+    OptimParam p;
+    p.name = spec.name;
+    p.param = model.params().view(spec.name);
+    p.grad = model.grads().view(spec.name);
+    p.kind = spec.kind;
+    p.layer = spec.layer;
+    p.weight_decay = spec.weight_decay;
+    params.push_back(p);
+  }
+  return params;
 }
 
 static std::string format_bytes(size_t bytes) {

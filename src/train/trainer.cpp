@@ -17,6 +17,7 @@
 #include "gum/data/prepare.h"
 #include "gum/dist/sharding.h"
 #include "gum/io/checkpoint.h"
+#include "gum/io/weights.h"
 #include "gum/model/llama.h"
 #include "gum/optim/optimizer.h"
 #include "gum/train/batch_source.h"
@@ -195,7 +196,7 @@ void Trainer::start_fresh() {
   } else {
     // Fine-tuning: the weights of model.init_from (the config was checked against it when parsed).
     const InitSource source = resolve_init_source(config_.init_from, config_.source);
-    load_model_weights(*model_, read_init_weights(source), source.dir);
+    load_weights(backend_, model_->params(), read_init_weights(source), source.dir);
     spdlog::info("initial weights from {}", source.is_checkpoint ? source.step_dir : source.dir);
   }
   if (is_root()) metrics_ = MetricsLog(config_.metrics_path(), -1);
@@ -206,7 +207,7 @@ void Trainer::restore(const std::string& step_dir) {
   const nlohmann::json& s = c.trainer;
   if (s.value("format", "") != kTrainerStateFormat)
     runtime_error(step_dir, "/trainer.json: not a gum_train trainer state (format '", s.value("format", ""), "')");
-  load_model_weights(*model_, c.model, step_dir + "/model.safetensors");
+  load_weights(backend_, model_->params(), c.model, step_dir + "/model.safetensors");
   // The file holds the whole (unsharded) state; under sharding each rank takes its own part.
   optimizer_->load_state(c.optimizer);
   step_ = s.at("step").get<int64_t>();
@@ -261,7 +262,7 @@ TensorMap Trainer::optimizer_state_for_checkpoint() const {
 
 void Trainer::save_checkpoint_now() {
   CheckpointContents c;
-  c.model = model_weights_to_host(*model_);
+  c.model = weights_to_host(backend_, model_->params());
   c.optimizer = optimizer_state_for_checkpoint();
   c.trainer = trainer_state();
   if (is_root()) {

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "gum/apps/sample.h"
+#include "sample.h"
 
 namespace gum {
 

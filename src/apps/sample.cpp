@@ -1,4 +1,4 @@
-#include "gum/apps/sample.h"
+#include "sample.h"
 
 #include <algorithm>
 #include <chrono>

@@ -5,12 +5,12 @@
 #include <cmath>
 #include <filesystem>
 
-#include "gum/apps/sample.h"
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/data/tokenizer.h"
 #include "gum/model/decoder.h"
 #include "gum/model/llama.h"
+#include "sample.h"
 
 using namespace gum;
 using Catch::Matchers::Contains;

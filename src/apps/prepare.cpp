@@ -2,10 +2,10 @@
 
 #include "commands.h"
 #include "gum/core/error.h"
+#include "gum/core/format.h"
 #include "gum/core/logging.h"
 #include "gum/data/tokenizer.h"
 #include "gum/train/config.h"
-#include "gum/train/metrics.h"
 
 namespace gum {
 

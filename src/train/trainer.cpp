@@ -11,6 +11,7 @@
 
 #include "gradient_sync.h"
 #include "gum/core/error.h"
+#include "gum/core/format.h"
 #include "gum/core/logging.h"
 #include "gum/data/checksum.h"
 #include "gum/data/loader.h"

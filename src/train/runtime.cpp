@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include "gum/core/error.h"
 #include "gum/core/logging.h"
 
 namespace gum {

@@ -2,8 +2,6 @@
 // What every verb (train, eval, plan) sets up the same way: the backend on this rank's
 // device, the communicator, CPU threads, and how training builds its model.
 #include <memory>
-#include <string>
-#include <vector>
 
 #include "gum/backend/backend.h"
 #include "gum/dist/communicator.h"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Packs what a lent GPU machine needs to build and run gum_train offline into .device-kit/
-# (ignored by git; the device tool carries it with `carry: [".device-kit"]`):
+# Packs what an offline GPU machine (a bare CUDA image: no network, none of our Debian packages)
+# needs to build and run gum_train into .device-kit/ (ignored by git; copy it along with the
+# working tree):
 #   .device-kit/debs/   the Debian 12 .deb files of scripts/install_deps.sh's libraries and
 #                       the runtime libraries they pull in that a bare CUDA image lacks
 #   .device-kit/data/   the embedded corpus (data/corpus, built by scripts/make_corpus.sh);
 #                       not the shards: data/shards/prepare.json names its sources by absolute
-#                       path, so the device's `gum_train prepare` rebuilds them anyway (about a
-#                       minute there) and 21 MB of carry is saved
-# On the device, `source scripts/device_setup.sh` unpacks the debs into a prefix and sets the
+#                       path, so `gum_train prepare` there rebuilds them anyway (about a minute)
+#                       and 21 MB of transfer is saved
+# On that machine, `source scripts/device_setup.sh` unpacks the debs into a prefix and sets the
 # environment; scripts/gpu_check.sh does that itself when .device-kit/ exists.
 # Runs here (Debian 12 with apt, network to the Debian mirrors); needs no root: apt-get
 # download writes into the current folder. Re-running replaces the kit.
@@ -15,16 +16,17 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 kit="$root/.device-kit"
-# What the device tool carries: the working tree and the carried folders, 64 MiB in all.
-carry_limit_mib=64
+# The size the kit plus the tracked tree must stay under (GUM_KIT_LIMIT_MIB; 64 MiB is what the
+# remote machines of bench/README.md accept).
+limit_mib=${GUM_KIT_LIMIT_MIB:-64}
 
 # The -dev packages of scripts/install_deps.sh (build tools, python and corpus sources are
-# left out: the image has its own compiler, CMake and python; the corpus is carried built).
+# left out: the image has its own compiler, CMake and python; the corpus is packed built).
 WANTED=(
   libcxxopts-dev nlohmann-json3-dev libspdlog-dev libsentencepiece-dev catch2
   libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev zlib1g-dev pkg-config
 )
-# Assumed present on the device, so neither they nor what only they pull in are packed.
+# Assumed present on the GPU machine, so neither they nor what only they pull in are packed.
 # - the C/C++ toolchain nvcc runs on (gcc, g++, binutils, libc headers, sanitizer runtimes)
 #   and the libraries every glibc system has (their Debian 12 copies would shadow the
 #   image's newer ones through LD_LIBRARY_PATH);
@@ -47,7 +49,7 @@ ASSUMED=(
 )
 # Not needed, left out with what only they pull in: hwloc's optional plugins (XML through
 # libxml2 and ICU, X11, OpenCL, PCI), which hwloc dlopens when present; without them it reads
-# the topology from /sys. They would be 11 MB of the 64 MiB carry.
+# the topology from /sys. They would be 11 MB of the kit.
 NOT_NEEDED=(libhwloc-plugins)
 
 work="$(mktemp -d)"
@@ -106,14 +108,14 @@ printf '%s\n' "${packages[@]}" > "$kit/debs/PACKAGES.txt"
 echo "device_kit: ${#packages[@]} packages in $kit/debs ($(du -sh "$kit/debs" | cut -f1))"
 
 # The corpus: gpu_check.sh then skips make_corpus.sh, whose sources (dict-gcide, fortunes) are
-# not on the device.
+# not on the offline machine.
 rm -rf "$kit/data"
 if [ -f "$root/data/corpus/c4-train.00000-of-00001.json.gz" ]; then
   mkdir -p "$kit/data"
   cp -a "$root/data/corpus" "$kit/data/"
 else
-  echo "device_kit: no data/corpus here (run scripts/make_corpus.sh first): the kit carries" \
-    "no corpus and gpu_check.sh's training step will fail on the device" >&2
+  echo "device_kit: no data/corpus here (run scripts/make_corpus.sh first): the kit holds" \
+    "no corpus and gpu_check.sh's training step will fail on the offline machine" >&2
 fi
 [ ! -d "$kit/data" ] || echo "device_kit: data $(du -sh "$kit/data" | cut -f1)"
 
@@ -121,8 +123,8 @@ tree_kib="$(git -C "$root" ls-files -z | (cd "$root" && xargs -0 du -ck 2>/dev/n
 kit_kib="$(du -sk "$kit" | cut -f1)"
 total_mib=$(( (tree_kib + kit_kib + 1023) / 1024 ))
 echo "device_kit: kit $(( (kit_kib + 1023) / 1024 )) MiB + tracked tree $(( (tree_kib + 1023) / 1024 )) MiB" \
-  "= ${total_mib} MiB of the ${carry_limit_mib} MiB the device tool carries"
-if [ "$total_mib" -ge "$carry_limit_mib" ]; then
-  echo "device_kit: too large to carry" >&2
+  "= ${total_mib} MiB (limit ${limit_mib} MiB)"
+if [ "$total_mib" -ge "$limit_mib" ]; then
+  echo "device_kit: over the ${limit_mib} MiB limit (GUM_KIT_LIMIT_MIB)" >&2
   exit 1
 fi

@@ -1,12 +1,12 @@
 # shellcheck shell=bash
-# Makes the kit of scripts/device_kit.sh usable on a lent GPU machine, which has no network and
-# none of our Debian packages. Source it, from bash, in the repository root:
+# Makes the kit of scripts/device_kit.sh usable on an offline GPU machine, which has no network
+# and none of our Debian packages. Source it, from bash, in the repository root:
 #   source scripts/device_setup.sh
 # It unpacks every .deb of .device-kit/debs into a prefix with `dpkg -x` (default /opt/gum-deps;
 # GUM_DEPS_PREFIX overrides), makes the links Debian's maintainer scripts would make
 # (update-alternatives for OpenBLAS and Open MPI), points the packages' pkg-config files at the
 # prefix, exports what CMake, the compiler, the dynamic linker, pkg-config and Open MPI need to
-# find them there, and copies the carried corpus to data/corpus. Idempotent: a second source
+# find them there, and copies the kit's corpus to data/corpus. Idempotent: a second source
 # unpacks nothing again and adds nothing twice to a search path.
 # Nothing is installed into / : the image's own libraries stay as they are.
 
@@ -115,7 +115,7 @@ gum_device_setup() {
   export PMIX_PREFIX="$lib/pmix2" PMIX_DATADIR="$lib/pmix2/share"
   export PMIX_PKGDATADIR="$lib/pmix2/share/pmix"
   export PMIX_MCA_mca_base_component_path="$lib/pmix2/lib/pmix"
-  # The device runs commands as root, which mpirun refuses unless told.
+  # Commands there may run as root, which mpirun refuses unless told.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   export GUM_DEPS_PREFIX="$prefix"
 
@@ -138,7 +138,7 @@ gum_device_setup() {
     fi
   fi
 
-  # ---- the carried corpus, where make_corpus.sh would write it ----
+  # ---- the kit's corpus, where make_corpus.sh would write it ----
   if [ -d "$kit/data/corpus" ]; then
     mkdir -p "$root/data/corpus"
     cp -a -n "$kit"/data/corpus/* "$root/data/corpus/"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU acceptance check for an H100/H200 machine (also runs on A100: sm_80 is built too).
+# GPU acceptance check, for any machine with an NVIDIA Ampere or Hopper GPU (A100, H100, H200):
 #   1. configure + build with CUDA for sm_80 and sm_90a (-gencode arch=compute_90a,code=sm_90a)
 #   2. the CUDA-vs-CPU tests (ctest -R '^cuda:')
 #   3. compute-sanitizer memcheck over the CUDA test binary
@@ -11,16 +11,16 @@
 # Each step's log and a results JSON go to OUT_DIR; a summary table is printed last. A step
 # that fails is recorded and the script goes on, so one run shows everything; the exit code
 # is non-zero when any step failed.
+# Needs: the CUDA toolkit (nvcc, cuBLAS, cuSOLVER, compute-sanitizer), NCCL, our Debian packages
+# (scripts/install_deps.sh), mpirun for the NCCL steps and PyTorch for the benchmark's comparison.
 # Usage: scripts/gpu_check.sh [OUT_DIR]     (default: gpu_check_<date>)
 #   GUM_GPU_BUILD_DIR  build folder (default: build-gpu)
 #   GUM_GPU_SKIP_BENCH=1  skip step 5;  GUM_TRAIN_STEPS (default 200)
 #   GUM_GPU_STEPS   the steps to run, comma-separated (default all): build, tests, memcheck, train,
-#                   nccl, bench. The device tool allows 10 minutes per command, so on a lent machine
-#                   run them over several calls while it is warm (the build folder stays between
-#                   calls): build,tests then memcheck,train,nccl then bench, each into its own OUT_DIR.
-# On a lent machine without our Debian packages, the kit of scripts/device_kit.sh (.device-kit/,
-# carried along) supplies them: scripts/device_setup.sh is sourced first, and the carried corpus
-# replaces make_corpus.sh. Elsewhere nothing changes.
+#                   nccl, bench. Later steps use the build folder of an earlier run, so a check can
+#                   be split over several runs (each into its own OUT_DIR).
+# On an offline machine prepared with scripts/device_kit.sh (see bench/README.md), .device-kit/
+# exists: scripts/device_setup.sh is sourced first and the kit's corpus replaces make_corpus.sh.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -d "$root/.device-kit" ]; then
@@ -36,8 +36,8 @@ selected="${GUM_GPU_STEPS:-build,tests,memcheck,train,nccl,bench}"
 [ "${GUM_GPU_SKIP_BENCH:-0}" = 1 ] && selected="${selected//bench/}"
 want() { [[ ",$selected," == *",$1,"* ]]; }
 jobs="$(nproc)"
-# The JSON steps below need only the standard library: any python3 on PATH will do (the GPU image
-# has /opt/torch/.venv/bin/python3 first and may have no /usr/bin/python3).
+# The JSON steps below need only the standard library: any python3 on PATH will do (a GPU image
+# may have its own python3 and no /usr/bin/python3).
 python="$(command -v python3 || echo /usr/bin/python3)"
 
 declare -a names=() states=() notes=()
@@ -106,9 +106,9 @@ fi
 # the first steps: fp32 within 1e-3 relative per step, bf16 within 3e-2.
 train_bin="$build/bin/gum_train"
 train_config="$out/llama_20m_embedded.json"
-make_corpus() {  # the kit's corpus when it was carried (its sources are not on the device)
+make_corpus() {  # the kit's corpus on an offline machine (its sources are not there)
   if [ -f "$root/.device-kit/data/corpus/c4-train.00000-of-00001.json.gz" ]; then
-    echo "gpu_check: corpus carried in .device-kit (copied to data/corpus by device_setup.sh)"
+    echo "gpu_check: corpus from .device-kit (copied to data/corpus by device_setup.sh)"
   else
     scripts/make_corpus.sh
   fi

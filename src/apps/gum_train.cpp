@@ -1,17 +1,16 @@
-// gum_train: the command line. Thin on purpose: parse, dispatch to a verb in src/train
-// (commands.h), and turn any gum::Error into one line and an exit code
+// gum_train: the command line. Thin on purpose: parse, dispatch to a verb (one file each in
+// src/apps, declared in commands.h), and turn any gum::Error into one line and an exit code
 // (0 success, 1 runtime failure, 2 usage or config error).
 #define CXXOPTS_VECTOR_DELIMITER '\0'  // --set values may hold commas (JSON lists)
-#include <cxxopts.hpp>
 #include <cstdio>
 #include <cstring>
+#include <cxxopts.hpp>
 #include <exception>
 #include <string>
 #include <vector>
 
+#include "commands.h"
 #include "gum/core/error.h"
-#include "gum/train/commands.h"
-#include "gum/train/sample.h"
 
 namespace {
 
@@ -83,19 +82,19 @@ int run(int argc, char** argv) {
   options.add_options()("h,help", "")("version", "")("set", "", cxxopts::value<std::vector<std::string>>())(
       "resume", "", cxxopts::value<std::string>()->default_value("auto"))(
       "checkpoint", "", cxxopts::value<std::string>()->default_value(""))(
-      "data", "", cxxopts::value<std::string>()->default_value(""))(
-      "max-tokens", "", cxxopts::value<int64_t>()->default_value("0"))(
+      "data", "", cxxopts::value<std::string>()->default_value(""))("max-tokens", "",
+                                                                    cxxopts::value<int64_t>()->default_value("0"))(
       "out", "", cxxopts::value<std::string>()->default_value(""))(
-      "world-size", "", cxxopts::value<int>()->default_value("0"))(
-      "hf", "", cxxopts::value<std::string>()->default_value(""))(
-      "prompt", "", cxxopts::value<std::string>()->default_value(""))(
-      "max-new-tokens", "", cxxopts::value<int>()->default_value("64"))(
-      "temperature", "", cxxopts::value<double>()->default_value("0"))(
-      "top-p", "", cxxopts::value<double>()->default_value("1"))(
-      "seed", "", cxxopts::value<uint64_t>()->default_value("1234"))(
-      "tokenizer", "", cxxopts::value<std::string>()->default_value(""))(
-      "backend", "", cxxopts::value<std::string>()->default_value("auto"))(
-      "positional", "", cxxopts::value<std::vector<std::string>>());
+      "world-size", "", cxxopts::value<int>()->default_value("0"))("hf", "",
+                                                                   cxxopts::value<std::string>()->default_value(""))(
+      "prompt", "", cxxopts::value<std::string>()->default_value(""))("max-new-tokens", "",
+                                                                      cxxopts::value<int>()->default_value("64"))(
+      "temperature", "", cxxopts::value<double>()->default_value("0"))("top-p", "",
+                                                                       cxxopts::value<double>()->default_value("1"))(
+      "seed", "", cxxopts::value<uint64_t>()->default_value("1234"))("tokenizer", "",
+                                                                     cxxopts::value<std::string>()->default_value(""))(
+      "backend", "", cxxopts::value<std::string>()->default_value("auto"))("positional", "",
+                                                                           cxxopts::value<std::vector<std::string>>());
   options.parse_positional({"positional"});
   cxxopts::ParseResult parsed;
   try {
@@ -123,7 +122,8 @@ int run(int argc, char** argv) {
     return gum::command_export(checkpoint, parsed["out"].as<std::string>());
   }
   if (verb == "sample") {
-    if (!positional.empty()) gum::usage_error("sample takes no CONFIG: gum_train sample --checkpoint DIR --prompt TEXT");
+    if (!positional.empty())
+      gum::usage_error("sample takes no CONFIG: gum_train sample --checkpoint DIR --prompt TEXT");
     gum::SampleSource source;
     source.checkpoint = checkpoint;
     source.hf_dir = parsed["hf"].as<std::string>();
@@ -138,8 +138,9 @@ int run(int argc, char** argv) {
     return gum::command_sample(source, sample);
   }
   if (positional.size() != 1)
-    gum::usage_error(positional.empty() ? "missing CONFIG.json" : "expected one CONFIG.json, got " +
-                                                                       std::to_string(positional.size()) + " arguments",
+    gum::usage_error(positional.empty()
+                         ? "missing CONFIG.json"
+                         : "expected one CONFIG.json, got " + std::to_string(positional.size()) + " arguments",
                      " (see gum_train --help)");
   const std::string& config = positional[0];
   if (verb == "train") return gum::command_train(config, overrides, parsed["resume"].as<std::string>());

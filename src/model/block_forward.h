@@ -3,7 +3,9 @@
 // (training: one set of buffers per layer, kept for backward) and LlamaDecoder (incremental
 // decoding: one set reused by every layer, attention against the KV cache).
 #include <functional>
+#include <string>
 
+#include "gum/backend/arena.h"
 #include "gum/backend/backend.h"
 #include "gum/model/llama.h"
 
@@ -14,17 +16,29 @@ inline Tensor first_rows(const Tensor& t, int64_t n) {
   return t.shape.rank == 1 ? t.flat_slice(0, Shape{n}) : t.row_slice(0, n);
 }
 
-// The N token rows one block reads and writes.
+// A tensor the op interface takes as optional (a bias): null when absent.
+inline const Tensor* optional(const Tensor& t) { return t.empty() ? nullptr : &t; }
+inline Tensor* optional(Tensor& t) { return t.empty() ? nullptr : &t; }
+
+// The activations of one block over N token rows: what its forward writes and its backward reads.
 struct BlockBuffers {
   Tensor input;  // x_l [N, C]: the residual stream entering the block
   Tensor ln1, ln1_rstd;
-  Tensor qkv;  // after RoPE
-  Tensor att;
-  Tensor mid;  // residual after attention
+  Tensor qkv;      // after RoPE
+  Tensor att;      // attention output [N, H*D]
+  Tensor att_aux;  // the backend's attention statistics for backward (empty when decoding)
+  Tensor mid;      // residual after attention
   Tensor ln2, ln2_rstd;
   Tensor gate_up, act;
   Tensor scratch;  // [N, C] projection output before the residual add
   Tensor output;   // x_{l+1} [N, C]
+
+  // Views of `acts`' tensors prefix + "ln1", ..., prefix + "act" (and prefix + "att_aux" when the
+  // arena has it) and of its "scratch"; input and output are the caller's.
+  static BlockBuffers in_arena(const Arena& acts, const std::string& prefix);
+  // The same buffers for their first n rows; att_aux stays whole (its layout is the backend's),
+  // and an empty buffer stays empty.
+  BlockBuffers first_rows(int64_t n) const;
 };
 
 // Writes the attention output att [N, H*D] from the rotated qkv [N, (H + 2 KV) * D].

@@ -89,20 +89,11 @@ Tensor LlamaDecoder::append(const int32_t* tokens, int n) {
 
     // The residual stream alternates between two buffers: a block reads one and writes the other.
     Tensor x = first_rows(acts_.view("residual_in"), R), next = first_rows(acts_.view("residual_out"), R);
+    BlockBuffers buffers = BlockBuffers::in_arena(acts_, "").first_rows(R);
     be.embedding_forward(x, token_ids, model_->embedding_weight());
     for (int l = 0; l < L; ++l) {
-      const BlockBuffers buffers{x,
-                                 first_rows(acts_.view("ln1"), R),
-                                 first_rows(acts_.view("ln1_rstd"), R),
-                                 first_rows(acts_.view("qkv"), R),
-                                 first_rows(acts_.view("att"), R),
-                                 first_rows(acts_.view("mid"), R),
-                                 first_rows(acts_.view("ln2"), R),
-                                 first_rows(acts_.view("ln2_rstd"), R),
-                                 first_rows(acts_.view("gate_up"), R),
-                                 first_rows(acts_.view("act"), R),
-                                 first_rows(acts_.view("scratch"), R),
-                                 next};
+      buffers.input = x;
+      buffers.output = next;
       block_forward(be, model_->block_weights(l), buffers, position_ids, model_->rope_cos_sin(), shape, eps,
                     [&](const Tensor& att, const Tensor& qkv) {
                       be.cached_attention_forward(att, layer_cache_[l], qkv, past, shape);

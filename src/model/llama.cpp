@@ -81,24 +81,12 @@ Tensor fused_view(const Arena& arena, const std::vector<std::string>& names, int
 
 }  // namespace
 
-// Views of one block's saved activations, all with max_batch * seq_len rows.
-struct BlockActivations {
-  Tensor input;  // x_l [N, C]: the residual stream entering the block
-  Tensor ln1, ln1_rstd;
-  Tensor qkv;  // after RoPE
-  Tensor att, att_aux;
-  Tensor mid;  // residual after attention
-  Tensor ln2, ln2_rstd;
-  Tensor gate_up, act;
-};
-
 struct LlamaModel::Private {
   std::vector<BlockTensors> block_params, block_grads;
   Tensor embedding, final_norm, head;  // head = embedding when tied
   Tensor d_embedding, d_final_norm, d_head;
-  std::vector<BlockActivations> blocks;
+  std::vector<BlockBuffers> blocks;                    // max_batch * seq_len rows; run_block sets the output
   Tensor residual_out, lnf, lnf_rstd, logits, losses;  // residual_out = x_L
-  Tensor scratch;                                      // [N, C] projection output before the residual add
   Tensor recompute_out;  // TrainingRecompute: where backward's re-run of a block writes x_{l+1}
   Tensor d_residual, d_ln, d_qkv, d_att, d_gate_up, d_act;
   Arena tables;   // F32: RoPE cos/sin
@@ -174,9 +162,6 @@ BlockTensors block_tensors(const Arena& arena, const LlamaConfig& c, int l) {
   return b;
 }
 
-const Tensor* optional(const Tensor& t) { return t.empty() ? nullptr : &t; }
-Tensor* optional(Tensor& t) { return t.empty() ? nullptr : &t; }
-
 }  // namespace
 
 LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use)
@@ -209,22 +194,12 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
     s.block_params.push_back(block_tensors(params_, config, l));
     if (training) s.block_grads.push_back(block_tensors(grads_, config, l));
     const std::string p = "layers." + std::to_string(use == ModelUse::Training ? l : 0) + ".";
-    BlockActivations a;
+    BlockBuffers a = BlockBuffers::in_arena(acts_, p);
     // Inference: the last block writes residual_out, so block l reads residual_alt when L-1-l is even.
     if (training)
       a.input = acts_.view("layers." + std::to_string(l) + ".input");
     else
       a.input = acts_.view((L - 1 - l) % 2 == 0 ? "residual_alt" : "residual_out");
-    a.ln1 = acts_.view(p + "ln1");
-    a.ln1_rstd = acts_.view(p + "ln1_rstd");
-    a.qkv = acts_.view(p + "qkv");
-    a.att = acts_.view(p + "att");
-    a.att_aux = acts_.view(p + "att_aux");
-    a.mid = acts_.view(p + "mid");
-    a.ln2 = acts_.view(p + "ln2");
-    a.ln2_rstd = acts_.view(p + "ln2_rstd");
-    a.gate_up = acts_.view(p + "gate_up");
-    a.act = acts_.view(p + "act");
     s.blocks.push_back(a);
   }
   const char* head_name = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
@@ -236,7 +211,6 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   s.lnf_rstd = acts_.view("lnf_rstd");
   s.logits = acts_.view("logits");
   s.losses = acts_.view("losses");
-  s.scratch = acts_.view("scratch");
   if (use == ModelUse::TrainingRecompute) s.recompute_out = acts_.view("recompute_out");
   if (training) {
     s.d_embedding = grads_.view("model.embed_tokens.weight");
@@ -299,22 +273,6 @@ const Tensor& LlamaModel::embedding_weight() const { return state_->embedding; }
 const Tensor& LlamaModel::final_norm_weight() const { return state_->final_norm; }
 const Tensor& LlamaModel::head_weight() const { return state_->head; }
 const Tensor& LlamaModel::rope_cos_sin() const { return state_->cos_sin; }
-
-void block_forward(Backend& be, const BlockTensors& w, const BlockBuffers& a, const Tensor& positions,
-                   const Tensor& cos_sin, const AttentionShape& shape, float eps, const AttendFn& attend) {
-  be.rmsnorm_forward(a.ln1, a.ln1_rstd, a.input, w.ln1, eps);
-  be.linear_forward(a.qkv, a.ln1, w.qkv_weight, optional(w.qkv_bias));
-  be.rope_forward(a.qkv, positions, cos_sin, shape);
-  attend(a.att, a.qkv);
-  be.linear_forward(a.scratch, a.att, w.o_weight, optional(w.o_bias));
-  be.add(a.mid, a.input, a.scratch);
-
-  be.rmsnorm_forward(a.ln2, a.ln2_rstd, a.mid, w.ln2, eps);
-  be.linear_forward(a.gate_up, a.ln2, w.gate_up_weight, nullptr);
-  be.swiglu_forward(a.act, a.gate_up);
-  be.linear_forward(a.scratch, a.act, w.down_weight, nullptr);
-  be.add(a.output, a.mid, a.scratch);
-}
 
 double LlamaModel::forward(const TokenBatch& batch) {
   Private& s = *state_;
@@ -384,24 +342,12 @@ void LlamaModel::run_block(int l, const AttentionShape& shape, const Tensor& pos
   Private& s = *state_;
   Backend& be = *backend_;
   const int64_t N = int64_t(shape.batch) * shape.seq_len;
-  const BlockActivations& a = s.blocks[l];
-  const BlockBuffers buffers{first_rows(a.input, N),
-                             first_rows(a.ln1, N),
-                             first_rows(a.ln1_rstd, N),
-                             first_rows(a.qkv, N),
-                             first_rows(a.att, N),
-                             first_rows(a.mid, N),
-                             first_rows(a.ln2, N),
-                             first_rows(a.ln2_rstd, N),
-                             first_rows(a.gate_up, N),
-                             first_rows(a.act, N),
-                             first_rows(s.scratch, N),
-                             output};
+  BlockBuffers a = s.blocks[l].first_rows(N);
+  a.output = output;
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  block_forward(be, s.block_params[l], buffers, position_ids, s.cos_sin, shape, eps,
-                [&](const Tensor& att, const Tensor& qkv) {
-                  be.attention_forward(att, a.att_aux, qkv, doc_start, shape);
-                });
+  block_forward(
+      be, s.block_params[l], a, position_ids, s.cos_sin, shape, eps,
+      [&](const Tensor& att, const Tensor& qkv) { be.attention_forward(att, a.att_aux, qkv, doc_start, shape); });
 }
 
 void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
@@ -437,23 +383,23 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
   for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
     const BlockTensors& w = s.block_params[l];
     BlockTensors& g = s.block_grads[l];
-    const BlockActivations& a = s.blocks[l];
+    const BlockBuffers a = s.blocks[l].first_rows(N);
     // Activation checkpointing: refill the shared buffers with this block's activations. The last
     // block needs no re-run: forward left its activations there.
     if (use_ == ModelUse::TrainingRecompute && l + 1 < c.num_hidden_layers)
       run_block(l, shape, position_ids, doc, first_rows(s.recompute_out, N));
     // d_residual holds dL/dx_{l+1}; x_{l+1} = mid + act Wdown^T, so it is also the part of dL/dmid
     // that flows through the skip connection.
-    be.linear_backward(d_act, g.down_weight, nullptr, d_residual, first_rows(a.act, N), w.down_weight, false);
-    be.swiglu_backward(d_gate_up, d_act, first_rows(a.gate_up, N));
-    be.linear_backward(d_ln, g.gate_up_weight, nullptr, d_gate_up, first_rows(a.ln2, N), w.gate_up_weight, false);
-    be.rmsnorm_backward(d_residual, g.ln2, d_ln, first_rows(a.mid, N), w.ln2, first_rows(a.ln2_rstd, N));
+    be.linear_backward(d_act, g.down_weight, nullptr, d_residual, a.act, w.down_weight, false);
+    be.swiglu_backward(d_gate_up, d_act, a.gate_up);
+    be.linear_backward(d_ln, g.gate_up_weight, nullptr, d_gate_up, a.ln2, w.gate_up_weight, false);
+    be.rmsnorm_backward(d_residual, g.ln2, d_ln, a.mid, w.ln2, a.ln2_rstd);
     // d_residual = dL/dmid; mid = x_l + att Wo^T (+bo).
-    be.linear_backward(d_att, g.o_weight, optional(g.o_bias), d_residual, first_rows(a.att, N), w.o_weight, false);
-    be.attention_backward(d_qkv, d_att, first_rows(a.att, N), a.att_aux, first_rows(a.qkv, N), doc, shape);
+    be.linear_backward(d_att, g.o_weight, optional(g.o_bias), d_residual, a.att, w.o_weight, false);
+    be.attention_backward(d_qkv, d_att, a.att, a.att_aux, a.qkv, doc, shape);
     be.rope_backward(d_qkv, position_ids, s.cos_sin, shape);
-    be.linear_backward(d_ln, g.qkv_weight, optional(g.qkv_bias), d_qkv, first_rows(a.ln1, N), w.qkv_weight, false);
-    be.rmsnorm_backward(d_residual, g.ln1, d_ln, first_rows(a.input, N), w.ln1, first_rows(a.ln1_rstd, N));
+    be.linear_backward(d_ln, g.qkv_weight, optional(g.qkv_bias), d_qkv, a.ln1, w.qkv_weight, false);
+    be.rmsnorm_backward(d_residual, g.ln1, d_ln, a.input, w.ln1, a.ln1_rstd);
     done(l);  // d_residual = dL/dx_l
   }
   be.embedding_backward(s.d_embedding, d_residual, first_rows(s.tokens, N));

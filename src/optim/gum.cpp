@@ -20,8 +20,8 @@
 
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
-#include "gum/optim/newton_schulz.h"
 #include "low_rank_optimizer.h"
+#include "newton_schulz.h"
 #include "optimizers.h"
 
 namespace gum {

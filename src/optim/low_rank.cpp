@@ -1,4 +1,4 @@
-#include "gum/optim/low_rank.h"
+#include "low_rank.h"
 
 #include <algorithm>
 #include <cmath>

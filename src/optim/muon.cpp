@@ -5,7 +5,7 @@
 // optimizer.adamw_lr (scaled by the schedule), as the reference implementations do.
 #include <algorithm>
 
-#include "gum/optim/newton_schulz.h"
+#include "newton_schulz.h"
 #include "optimizers.h"
 
 namespace gum {

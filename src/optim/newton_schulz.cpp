@@ -1,4 +1,4 @@
-#include "gum/optim/newton_schulz.h"
+#include "newton_schulz.h"
 
 #include <algorithm>
 #include <cmath>

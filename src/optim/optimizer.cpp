@@ -4,6 +4,9 @@
 #include <map>
 #include <sstream>
 
+#include "gum/core/format.h"
+#include "gum/model/llama.h"
+
 namespace gum {
 
 size_t Optimizer::total_state_bytes() const {
@@ -25,17 +28,19 @@ std::vector<size_t> Optimizer::layer_params(int layer) const {
   return indices;
 }
 
-static std::string format_bytes(size_t bytes) {
-  char text[32];
-  if (bytes >= (1ull << 30))
-    std::snprintf(text, sizeof(text), "%.2f GiB", bytes / double(1ull << 30));
-  else if (bytes >= (1ull << 20))
-    std::snprintf(text, sizeof(text), "%.2f MiB", bytes / double(1ull << 20));
-  else if (bytes >= (1ull << 10))
-    std::snprintf(text, sizeof(text), "%.2f KiB", bytes / double(1ull << 10));
-  else
-    std::snprintf(text, sizeof(text), "%zu B", bytes);
-  return text;
+std::vector<OptimParam> make_optim_params(LlamaModel& model) {
+  std::vector<OptimParam> params;
+  for (const auto& spec : model.specs()) {
+    OptimParam p;
+    p.name = spec.name;
+    p.param = model.params().view(spec.name);
+    p.grad = model.grads().view(spec.name);
+    p.kind = spec.kind;
+    p.layer = spec.layer;
+    p.weight_decay = spec.weight_decay;
+    params.push_back(p);
+  }
+  return params;
 }
 
 std::string optimizer_memory_table(const Optimizer& optimizer) {
@@ -64,19 +69,19 @@ std::string optimizer_memory_table(const Optimizer& optimizer) {
   auto print_row = [&](const std::string& name, const Row& row) {
     const double ratio = row.param_bytes ? double(row.state_bytes) / double(row.param_bytes) : 0.0;
     std::snprintf(line, sizeof(line), "  %-12s %8zu %14s %14s %8.3f\n", name.c_str(), row.tensors,
-                  format_bytes(row.param_bytes).c_str(), format_bytes(row.state_bytes).c_str(), ratio);
+                  format_bytes(double(row.param_bytes)).c_str(), format_bytes(double(row.state_bytes)).c_str(), ratio);
     out << line;
   };
   for (const auto& [name, row] : rows) print_row(name, row);
   if (optimizer.shared_state_bytes() > 0) {
     std::snprintf(line, sizeof(line), "  %-12s %8s %14s %14s\n", "shared", "", "",
-                  format_bytes(optimizer.shared_state_bytes()).c_str());
+                  format_bytes(double(optimizer.shared_state_bytes())).c_str());
     out << line;
   }
   total.state_bytes = optimizer.total_state_bytes();
   print_row("total", total);
   std::snprintf(line, sizeof(line), "  workspace (scratch, not checkpointed): %s\n",
-                format_bytes(optimizer.workspace_bytes()).c_str());
+                format_bytes(double(optimizer.workspace_bytes())).c_str());
   out << line;
   return out.str();
 }

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "gum/backend/arena.h"
-#include "gum/optim/low_rank.h"
 #include "gum/optim/optimizer.h"
+#include "low_rank.h"
 
 namespace gum {
 

@@ -8,7 +8,7 @@
 #include "gum/data/checksum.h"
 #include "gum/data/loader.h"
 #include "gum/data/prepare.h"
-#include "gum/data/sft.h"
+#include "gum/data/sft_loader.h"
 #include "gum/data/tokenizer.h"
 
 namespace fs = std::filesystem;

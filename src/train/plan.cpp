@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "gum/core/error.h"
+#include "gum/core/format.h"
 #include "gum/train/metrics.h"
 #include "gum/train/runtime.h"
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include "gum/core/error.h"
 #include "gum/core/logging.h"
 
 namespace gum {
@@ -36,54 +35,6 @@ Runtime make_runtime(const TrainConfig& config) {
 
 ModelUse training_model_use(const TrainingConfig& training) {
   return training.activation_checkpointing ? ModelUse::TrainingRecompute : ModelUse::Training;
-}
-
-std::vector<OptimParam> make_optim_params(LlamaModel& model) {
-  std::vector<OptimParam> params;
-  for (const auto& spec : model.specs()) {
-    OptimParam p;
-    p.name = spec.name;
-    p.param = model.params().view(spec.name);
-    p.grad = model.grads().view(spec.name);
-    p.kind = spec.kind;
-    p.layer = spec.layer;
-    p.weight_decay = spec.weight_decay;
-    params.push_back(p);
-  }
-  return params;
-}
-
-TensorMap model_weights_to_host(LlamaModel& model) {
-  TensorMap out;
-  for (const auto& spec : model.specs()) {
-    HostTensor host(DType::F32, spec.shape);
-    model.backend().copy_to_host(host.bytes.data(), model.params().view(spec.name));
-    out.emplace(spec.name, std::move(host));
-  }
-  return out;
-}
-
-void load_model_weights(LlamaModel& model, const TensorMap& weights, const std::string& source) {
-  for (const auto& spec : model.specs()) {
-    auto it = weights.find(spec.name);
-    if (it == weights.end()) runtime_error(source, ": tensor '", spec.name, "' is missing");
-    if (!(it->second.shape == spec.shape))
-      runtime_error(source, ": tensor '", spec.name, "' has shape ", it->second.shape.str(), ", the model needs ",
-                    spec.shape.str());
-    if (it->second.dtype == DType::F32) {
-      model.backend().copy_from_host(model.params().view(spec.name), it->second.bytes.data());
-    } else {
-      std::vector<float> values = it->second.to_f32();
-      model.backend().copy_from_host(model.params().view(spec.name), values.data());
-    }
-  }
-  if (weights.size() != model.specs().size()) {
-    for (const auto& [name, tensor] : weights) {
-      bool known =
-          std::any_of(model.specs().begin(), model.specs().end(), [&](const ParamSpec& s) { return s.name == name; });
-      if (!known) runtime_error(source, ": tensor '", name, "' is not part of this model (a different config?)");
-    }
-  }
 }
 
 }  // namespace gum

@@ -9,13 +9,16 @@
 #include <memory>
 #include <optional>
 
+#include "gradient_sync.h"
 #include "gum/core/error.h"
+#include "gum/core/format.h"
 #include "gum/core/logging.h"
 #include "gum/data/checksum.h"
 #include "gum/data/loader.h"
 #include "gum/data/prepare.h"
 #include "gum/dist/sharding.h"
 #include "gum/io/checkpoint.h"
+#include "gum/io/weights.h"
 #include "gum/model/llama.h"
 #include "gum/optim/optimizer.h"
 #include "gum/train/batch_source.h"
@@ -82,24 +85,26 @@ class Trainer {
   void write_run_config() const;
   void restore_or_start(const std::string& resume);
   void log_startup() const;
-  void after_step(double loss, double lr);
 
-  double train_step();
+  // What one optimizer step measured: the mean loss of the global batch and the global norm of
+  // its gradient (before clipping).
+  struct StepResult {
+    double loss = 0;
+    double grad_norm = 0;
+  };
+  StepResult train_step(const StepInfo& info);
+  void after_step(const StepResult& result, double lr);
   int64_t load_micro_batches();
-  void forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum);
+  TokenBatch micro_batch(int m) const;
   double reduce_loss(double local_loss_sum, int64_t global_valid_targets) const;
-  double gradient_norm_checked(const std::vector<size_t>& indices) const;
-  CollectiveHandle start_gradient_reduction(const std::vector<size_t>& indices);
-  std::vector<size_t> held_gradients(const std::vector<size_t>& indices) const;
-  double global_sum_squares(double held_sum_squares) const;
   void update_params(const std::vector<size_t>& indices);
   bool sharded() const { return shard_plan_.has_value(); }
   TensorMap optimizer_state_for_checkpoint() const;
   void log_state_per_rank() const;
-  void clip_gradients(const std::vector<size_t>& held, double norm);
+  void clip_gradients(const std::vector<size_t>& indices, double norm);
   [[noreturn]] void stop_on_non_finite(const std::string& what) const;
 
-  void log_step(double loss, double grad_norm, double lr);
+  void log_step(const StepResult& result, double lr);
   void run_evaluation();
   void save_checkpoint_now();
   nlohmann::json trainer_state() const;
@@ -114,16 +119,15 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;
   std::optional<ShardPlan> shard_plan_;  // set under optimizer.shard_states
   std::vector<Tensor> param_tensors_;    // optimizer_->params()[i].param, for broadcasts
-  std::unique_ptr<BatchSource> data_;  // token shards or SFT examples (batch_source.h)
+  std::unique_ptr<BatchSource> data_;    // token shards or SFT examples (batch_source.h)
   MetricsLog metrics_;
   ProgressBar progress_;
 
-  std::vector<int32_t> inputs_, targets_;  // this rank's rows of the global batch
+  std::vector<int32_t> inputs_, targets_;       // this rank's rows of the global batch
   std::vector<int32_t> positions_, doc_start_;  // their RoPE positions and attention starts (packed SFT rows)
   int64_t step_ = 0;
   int64_t tokens_ = 0;
   double elapsed_s_ = 0;  // training time of all sessions of this run (resumes add up)
-  double grad_norm_ = 0;
   // Throughput since the last log line: training steps only (evaluations and checkpoint
   // saves in between do not count against tokens/s).
   double interval_s_ = 0;
@@ -193,7 +197,7 @@ void Trainer::start_fresh() {
   } else {
     // Fine-tuning: the weights of model.init_from (the config was checked against it when parsed).
     const InitSource source = resolve_init_source(config_.init_from, config_.source);
-    load_model_weights(*model_, read_init_weights(source), source.dir);
+    load_weights(backend_, model_->params(), read_init_weights(source), source.dir);
     spdlog::info("initial weights from {}", source.is_checkpoint ? source.step_dir : source.dir);
   }
   if (is_root()) metrics_ = MetricsLog(config_.metrics_path(), -1);
@@ -204,7 +208,7 @@ void Trainer::restore(const std::string& step_dir) {
   const nlohmann::json& s = c.trainer;
   if (s.value("format", "") != kTrainerStateFormat)
     runtime_error(step_dir, "/trainer.json: not a gum_train trainer state (format '", s.value("format", ""), "')");
-  load_model_weights(*model_, c.model, step_dir + "/model.safetensors");
+  load_weights(backend_, model_->params(), c.model, step_dir + "/model.safetensors");
   // The file holds the whole (unsharded) state; under sharding each rank takes its own part.
   optimizer_->load_state(c.optimizer);
   step_ = s.at("step").get<int64_t>();
@@ -259,7 +263,7 @@ TensorMap Trainer::optimizer_state_for_checkpoint() const {
 
 void Trainer::save_checkpoint_now() {
   CheckpointContents c;
-  c.model = model_weights_to_host(*model_);
+  c.model = weights_to_host(backend_, model_->params());
   c.optimizer = optimizer_state_for_checkpoint();
   c.trainer = trainer_state();
   if (is_root()) {
@@ -275,8 +279,8 @@ int64_t Trainer::load_micro_batches() {
   const int global_micro = layout_.micro_batch * comm_.world_size();
   for (int m = 0; m < layout_.accumulation_steps; ++m) {
     const size_t offset = size_t(m) * layout_.micro_batch * T;
-    data_->next_batch(global_micro, comm_.rank(), comm_.world_size(), inputs_.data() + offset,
-                      targets_.data() + offset, data_->packed() ? positions_.data() + offset : nullptr,
+    data_->next_batch(global_micro, comm_.rank(), comm_.world_size(), inputs_.data() + offset, targets_.data() + offset,
+                      data_->packed() ? positions_.data() + offset : nullptr,
                       data_->packed() ? doc_start_.data() + offset : nullptr);
   }
   int64_t valid = 0;
@@ -291,38 +295,6 @@ void Trainer::stop_on_non_finite(const std::string& what) const {
                 " Try a lower optimizer.lr, a longer warmup or training.grad_clip.");
 }
 
-// Starts reducing one bucket of gradients (a layer's) over the ranks and returns at once: the
-// gradients may be read only after comm_.wait() on the handle. Sum, not Avg: each rank's
-// gradients are already scaled by 1 / (valid targets of the global batch), so the sum is the
-// mean over the global batch even with uneven counts. Under sharded state only a matrix's owner
-// updates it, so its gradient is reduced to the owner alone. A world of one goes through the
-// communicator too (an identity, or NCCL under mpirun -np 1: the path gpu_check.sh runs).
-CollectiveHandle Trainer::start_gradient_reduction(const std::vector<size_t>& indices) {
-  std::vector<Tensor> grads;
-  std::vector<int> owners;
-  for (size_t i : indices) {
-    grads.push_back(optimizer_->params()[i].grad);
-    if (sharded()) owners.push_back(shard_plan_->owner.at(i));
-  }
-  if (sharded()) return comm_.reduce_async(grads, owners, ReduceOp::Sum);
-  return comm_.all_reduce_async(grads, ReduceOp::Sum);
-}
-
-// The parameters among `indices` whose reduced gradient this rank holds: all of them, or under
-// sharded state those it owns (the others' gradients here are unspecified after the reduction).
-std::vector<size_t> Trainer::held_gradients(const std::vector<size_t>& indices) const {
-  std::vector<size_t> held;
-  for (size_t i : indices)
-    if (optimizer_->owns(i)) held.push_back(i);
-  return held;
-}
-
-// The whole gradient's sum of squares from this rank's part (gradient_norm_checked of the
-// gradients it holds): under sharded state the ranks' parts add up; otherwise every rank holds it all.
-double Trainer::global_sum_squares(double held_sum_squares) const {
-  return sharded() ? comm_.all_reduce_host(held_sum_squares, ReduceOp::Sum) : held_sum_squares;
-}
-
 // Updates the parameters among `indices` this rank owns (all of them without sharding); under
 // sharding the owners then broadcast the new weights, so every rank holds the same model.
 void Trainer::update_params(const std::vector<size_t>& indices) {
@@ -331,28 +303,22 @@ void Trainer::update_params(const std::vector<size_t>& indices) {
   if (sharded() && comm_.world_size() > 1) broadcast_from_owners(comm_, *shard_plan_, param_tensors_, indices);
 }
 
-double Trainer::gradient_norm_checked(const std::vector<size_t>& indices) const {
-  double sum_squares = 0;
-  for (size_t i : indices) {
-    const double s = backend_.sum_squares(optimizer_->params()[i].grad);
-    if (!std::isfinite(s)) stop_on_non_finite("gradient of " + optimizer_->params()[i].name + " is NaN or Inf");
-    sum_squares += s;
-  }
-  return sum_squares;
-}
-
-void Trainer::clip_gradients(const std::vector<size_t>& held, double norm) {
+// Scales the gradients this rank holds among `indices` (all, or under sharding those it owns).
+void Trainer::clip_gradients(const std::vector<size_t>& indices, double norm) {
   const double max_norm = config_.training.grad_clip;
   if (max_norm <= 0 || norm <= max_norm) return;
   // Global-norm clipping (Pascanu et al. 2013): one scale for all gradients keeps their direction.
   const float scale = static_cast<float>(max_norm / (norm + 1e-6));
-  for (size_t i : held) backend_.scale(optimizer_->params()[i].grad, scale);
+  for (size_t i : indices)
+    if (optimizer_->owns(i)) backend_.scale(optimizer_->params()[i].grad, scale);
 }
 
 double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets) const {
   const double loss = comm_.all_reduce_host(local_loss_sum, ReduceOp::Sum) / static_cast<double>(global_valid_targets);
   if (std::isfinite(loss)) return loss;
-  // Name where it starts: the first non-finite weight, else the first non-finite gradient.
+  // Name where it starts: the first non-finite weight, else the first non-finite gradient (once
+  // the reductions still travelling have completed).
+  comm_.wait_all();
   std::string where = "every weight and gradient is finite (the overflow is in the activations)";
   for (const auto& p : optimizer_->params())
     if (!std::isfinite(backend_.sum_squares(p.param))) {
@@ -368,87 +334,56 @@ double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets)
   stop_on_non_finite("loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " (" + where + ")");
 }
 
-void Trainer::forward_backward(int64_t global_valid_targets, const StepInfo& info, double& local_loss_sum) {
-  const int T = config_.training.seq_len;
-  const float loss_scale = 1.0f / static_cast<float>(global_valid_targets);
-  double held_sum_squares = 0;
-  // Fused: each layer is reduced, checked and updated during backward (on the last micro-batch),
-  // so the whole gradient is never needed at once. Pipelined by one layer: when backward completes
-  // layer l, l's reduction starts, then the layer completed before it (l + 1) is waited for,
-  // checked and updated while l's gradients travel; the last layer is drained after backward.
-  struct ReducingLayer {
-    std::vector<size_t> indices;
-    CollectiveHandle reduction;
-  };
-  std::optional<ReducingLayer> in_flight;
-  auto finish_layer = [&](const ReducingLayer& layer) {
-    comm_.wait(layer.reduction);
-    held_sum_squares += gradient_norm_checked(held_gradients(layer.indices));
-    update_params(layer.indices);
-  };
-  auto update_layer = [&](int layer) {
-    ReducingLayer started{optimizer_->layer_params(layer), {}};
-    started.reduction = start_gradient_reduction(started.indices);
-    if (in_flight) finish_layer(*in_flight);
-    in_flight = std::move(started);
-  };
-  // Otherwise each layer's reduction (one bucket per layer) starts as soon as the last
-  // micro-batch's backward completes it, while backward goes on with the layers below; the
-  // gradients are waited for once, after backward.
-  auto reduce_layer = [&](int layer) { start_gradient_reduction(optimizer_->layer_params(layer)); };
-  for (int m = 0; m < layout_.accumulation_steps; ++m) {
-    const size_t offset = size_t(m) * layout_.micro_batch * T;
-    TokenBatch batch;
-    batch.tokens = inputs_.data() + offset;
-    batch.targets = targets_.data() + offset;
-    if (data_->packed()) {
-      batch.positions = positions_.data() + offset;
-      batch.doc_start = doc_start_.data() + offset;
-    }
-    batch.batch = layout_.micro_batch;
-    local_loss_sum += model_->forward(batch);
-    const bool last = m + 1 == layout_.accumulation_steps;
-    if (fused_ && last) {
-      optimizer_->begin_step(info);
-      model_->backward(loss_scale, update_layer);
-      if (in_flight) finish_layer(*in_flight);
-    } else if (last) {
-      model_->backward(loss_scale, reduce_layer);
-      comm_.wait_all();
-    } else {
-      model_->backward(loss_scale);
-    }
+// Micro-batch m of this rank's rows (load_micro_batches filled them).
+TokenBatch Trainer::micro_batch(int m) const {
+  const size_t offset = size_t(m) * layout_.micro_batch * config_.training.seq_len;
+  TokenBatch batch;
+  batch.tokens = inputs_.data() + offset;
+  batch.targets = targets_.data() + offset;
+  if (data_->packed()) {
+    batch.positions = positions_.data() + offset;
+    batch.doc_start = doc_start_.data() + offset;
   }
-  if (fused_) grad_norm_ = std::sqrt(global_sum_squares(held_sum_squares));
+  batch.batch = layout_.micro_batch;
+  return batch;
 }
 
-double Trainer::train_step() {
-  const double lr_ratio = lr_multiplier(config_.schedule, step_, total_steps_);
-  StepInfo info;
-  info.step = step_ + 1;
-  info.lr = static_cast<float>(config_.optimizer.lr * lr_ratio);
-  info.lr_ratio = static_cast<float>(lr_ratio);
-
+// One optimizer step: forward and backward of each micro-batch (gradients accumulate), the
+// gradients summed over the ranks layer by layer while the last backward runs, then the update.
+Trainer::StepResult Trainer::train_step(const StepInfo& info) {
   const int64_t global_valid = load_micro_batches();
-  if (global_valid == 0) runtime_error("step ", step_ + 1, ": the batch has no valid targets");
+  if (global_valid == 0) runtime_error("step ", info.step, ": the batch has no valid targets");
+  // Every token's loss weighs 1 / (valid targets of the global batch), whatever the split into
+  // ranks and micro-batches: the summed gradients are the mean over the global batch.
+  const float loss_scale = 1.0f / static_cast<float>(global_valid);
   model_->zero_grads();
-  double local_loss_sum = 0;
-  forward_backward(global_valid, info, local_loss_sum);
-  const double loss = reduce_loss(local_loss_sum, global_valid);
+  optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
 
-  if (!fused_) {
-    std::vector<size_t> all(optimizer_->params().size());
-    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    const std::vector<size_t> held = held_gradients(all);
-    grad_norm_ = std::sqrt(global_sum_squares(gradient_norm_checked(held)));
-    clip_gradients(held, grad_norm_);
-    optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
-    update_params(all);
+  double local_loss_sum = 0;
+  for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
+    local_loss_sum += model_->forward(micro_batch(m));
+    model_->backward(loss_scale);
   }
-  return loss;
+  local_loss_sum += model_->forward(micro_batch(layout_.accumulation_steps - 1));
+  // The last backward completes each layer's gradient; its hook starts the layer's reduction at
+  // once, while backward goes on with the layers below. Fused, the hook then updates the layer
+  // completed before it, whose reduction travelled during this layer's backward: the whole
+  // gradient is never needed at once (and is never clipped: fused needs grad_clip 0).
+  GradientSync sync(comm_, backend_, *optimizer_, sharded() ? &*shard_plan_ : nullptr,
+                    [this](const std::string& what) { stop_on_non_finite(what); });
+  model_->backward(loss_scale, [&](int layer) {
+    sync.layer_done(layer);
+    if (fused_) update_params(sync.complete(/*keep_in_flight=*/1));
+  });
+  const double loss = reduce_loss(local_loss_sum, global_valid);
+  const std::vector<size_t> rest = sync.complete();  // fused: the bottom layer; otherwise every layer
+  const double grad_norm = sync.finish();
+  clip_gradients(rest, grad_norm);
+  update_params(rest);
+  return {loss, grad_norm};
 }
 
-void Trainer::log_step(double loss, double grad_norm, double lr) {
+void Trainer::log_step(const StepResult& result, double lr) {
   const double tok_per_s = interval_s_ > 0 ? double(interval_steps_ * config_.tokens_per_step()) / interval_s_ : 0.0;
   interval_s_ = 0;
   interval_steps_ = 0;
@@ -465,13 +400,13 @@ void Trainer::log_step(double loss, double grad_norm, double lr) {
   const size_t memory = backend_.device() == Device::CUDA ? backend_.peak_memory_bytes() : peak_rss_bytes();
   progress_.clear();
   spdlog::info("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad {:.3f} | {} tok/s | MFU {} | mem {} | eta {}", step_,
-               std::to_string(total_steps_).size(), total_steps_, loss, lr, grad_norm, format_count(tok_per_s), mfu,
-               format_bytes(double(memory)), format_duration(eta_s));
+               std::to_string(total_steps_).size(), total_steps_, result.loss, lr, result.grad_norm,
+               format_count(tok_per_s), mfu, format_bytes(double(memory)), format_duration(eta_s));
   metrics_.append({{"step", step_},
                    {"tokens", tokens_},
-                   {"loss", loss},
+                   {"loss", result.loss},
                    {"lr", lr},
-                   {"grad_norm", grad_norm},
+                   {"grad_norm", result.grad_norm},
                    {"tok_per_s", tok_per_s},
                    {"elapsed_s", elapsed_s_}});
 }
@@ -537,11 +472,11 @@ void Trainer::log_startup() const {
   data_->log_summary();
 }
 
-void Trainer::after_step(double loss, double lr) {
+void Trainer::after_step(const StepResult& result, double lr) {
   const bool last = step_ == total_steps_;
   auto due = [&](int64_t every) { return every > 0 && step_ % every == 0; };
   if (due(config_.logging.every_steps) || last || step_ == 1)
-    log_step(loss, grad_norm_, lr);
+    log_step(result, lr);
   else if (is_root())
     progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
   if (due(config_.eval.every_steps) || (last && config_.eval.at_end)) run_evaluation();
@@ -555,15 +490,20 @@ void Trainer::run(const std::string& resume) {
   const int64_t kill_after = fault_kill_step(comm_.rank());
   while (step_ < total_steps_) {
     const auto start = Clock::now();
-    const double lr = config_.optimizer.lr * lr_multiplier(config_.schedule, step_, total_steps_);
-    const double loss = train_step();
+    const double lr_ratio = lr_multiplier(config_.schedule, step_, total_steps_);
+    const double lr = config_.optimizer.lr * lr_ratio;
+    StepInfo info;
+    info.step = step_ + 1;
+    info.lr = static_cast<float>(lr);
+    info.lr_ratio = static_cast<float>(lr_ratio);
+    const StepResult result = train_step(info);
     const double step_s = seconds_since(start);
     ++step_;
     tokens_ += config_.tokens_per_step();
     elapsed_s_ += step_s;
     interval_s_ += step_s;
     ++interval_steps_;
-    after_step(loss, lr);
+    after_step(result, lr);
     if (step_ == kill_after) std::raise(SIGKILL);
   }
   progress_.clear();

@@ -9,7 +9,8 @@
 #include <set>
 
 #include "gum/core/error.h"
-#include "gum/data/sft.h"
+#include "gum/data/sft_format.h"
+#include "gum/data/sft_loader.h"
 #include "gum/data/tokenizer.h"
 
 using namespace gum;

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "gum/backend/arena.h"
-#include "gum/optim/newton_schulz.h"
+#include "newton_schulz.h"
 #include "optim_test_util.h"
 
 using namespace gum;

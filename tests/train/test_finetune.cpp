@@ -13,10 +13,10 @@
 #include "gum/io/checkpoint.h"
 #include "gum/io/hf_export.h"
 #include "gum/io/safetensors.h"
+#include "gum/io/weights.h"
 #include "gum/model/hf_import.h"
 #include "gum/model/llama.h"
 #include "gum/train/config.h"
-#include "gum/train/runtime.h"
 #include "train_test_util.h"
 
 namespace fs = std::filesystem;
@@ -49,7 +49,7 @@ std::string write_base_model(const std::string& dir) {
   model.init_weights(99);
   HfFolder folder;
   folder.config = llama_config_to_hf_json(c);
-  folder.weights = model_weights_to_host(model);
+  folder.weights = weights_to_host(*backend, model.params());
   write_hf_folder(dir, folder);
   return dir;
 }

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "gum/core/format.h"
 #include "gum/model/config.h"
 #include "gum/train/metrics.h"
 #include "train_test_util.h"

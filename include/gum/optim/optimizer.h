@@ -84,6 +84,10 @@ struct OptimizerContext {
   std::vector<char> owned;
 };
 
+class LlamaModel;
+// The optimizer's parameters: views of the model's parameter and gradient arenas with kind and layer.
+std::vector<OptimParam> make_optim_params(LlamaModel& model);
+
 using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>;
 
 // The registry: name -> factory. Built-in optimizers register themselves in optim/registry.cpp.

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "gum/data/loader.h"
-#include "gum/data/sft.h"
+#include "gum/data/sft_loader.h"
 #include "gum/dist/communicator.h"
 #include "gum/model/llama.h"
 

@@ -23,13 +23,6 @@ double forward_flops_per_token(const LlamaConfig& c, int seq_len);
 // H100 SXM dense bf16 989 TFLOP/s (DESIGN.md §10). 0 = unknown (MFU printed as n/a).
 double device_peak_tflops(const std::string& backend_name, double configured_peak_tflops);
 
-// "1.23k", "4.56M", "7.89G"
-std::string format_count(double value);
-// "512 B", "1.5 KiB", "2.0 GiB"
-std::string format_bytes(double bytes);
-// "42s", "3m05s", "2h10m"
-std::string format_duration(double seconds);
-
 // Peak resident memory of this process (Linux getrusage), bytes.
 size_t peak_rss_bytes();
 

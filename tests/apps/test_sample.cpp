@@ -10,7 +10,7 @@
 #include "gum/data/tokenizer.h"
 #include "gum/model/decoder.h"
 #include "gum/model/llama.h"
-#include "gum/train/sample.h"
+#include "sample.h"
 
 using namespace gum;
 using Catch::Matchers::Contains;

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "sample.h"
+
 namespace gum {
 
 // gum_train CONFIG [--set K=V ...] [--resume auto|never|DIR]
@@ -26,5 +28,19 @@ int command_export(const std::string& checkpoint, const std::string& out_dir);
 // gum_train plan CONFIG [--world-size N]: memory and FLOP budget per rank without training.
 // world_size 0: the launch's (mpirun's), else 1.
 int command_plan(const std::string& config_path, const std::vector<std::string>& overrides, int world_size = 0);
+
+// Where `gum_train sample` takes the model from: exactly one of a checkpoint (a step folder or a
+// checkpoint folder; its config and tokenizer come from trainer.json) or a Hugging Face folder
+// (config.json, safetensors weights, tokenizer.model).
+struct SampleSource {
+  std::string checkpoint;
+  std::string hf_dir;
+  std::string tokenizer;         // overrides the source's tokenizer.model
+  std::string backend = "auto";  // cpu | cuda | auto
+};
+
+// gum_train sample (--checkpoint DIR | --hf DIR) --prompt TEXT [...]: prints the prompt and its
+// continuation. The KV cache holds the prompt plus max_new_tokens, at most max_position_embeddings.
+int command_sample(const SampleSource& source, const SampleOptions& options);
 
 }  // namespace gum

@@ -53,18 +53,4 @@ std::vector<int32_t> sample_tokens(LlamaDecoder& decoder, const std::vector<int3
 std::string sample_text(LlamaDecoder& decoder, const Tokenizer& tokenizer, const SampleOptions& options,
                         const std::function<void(int32_t)>& on_token = {});
 
-// Where `gum_train sample` takes the model from: exactly one of a checkpoint (a step folder or a
-// checkpoint folder; its config and tokenizer come from trainer.json) or a Hugging Face folder
-// (config.json, safetensors weights, tokenizer.model).
-struct SampleSource {
-  std::string checkpoint;
-  std::string hf_dir;
-  std::string tokenizer;         // overrides the source's tokenizer.model
-  std::string backend = "auto";  // cpu | cuda | auto
-};
-
-// gum_train sample (--checkpoint DIR | --hf DIR) --prompt TEXT [...]: prints the prompt and its
-// continuation. The KV cache holds the prompt plus max_new_tokens, at most max_position_embeddings.
-int command_sample(const SampleSource& source, const SampleOptions& options);
-
 }  // namespace gum

@@ -6,7 +6,7 @@
 // so the Gram matrices are always min(m, n)². The result has singular values in about
 // [0.68, 1.21] for input singular values >= 3e-3 of the normalised input.
 #include "gum/backend/backend.h"
-#include "gum/optim/low_rank.h"
+#include "low_rank.h"
 
 namespace gum {
 

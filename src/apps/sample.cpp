@@ -1,12 +1,13 @@
-#include "gum/train/sample.h"
+#include "sample.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
-#include <cstdio>
-
+#include "commands.h"
+#include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/core/logging.h"
 #include "gum/core/philox.h"
@@ -14,11 +15,11 @@
 #include "gum/data/tokenizer.h"
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
+#include "gum/io/weights.h"
 #include "gum/model/decoder.h"
 #include "gum/model/hf_import.h"
 #include "gum/model/llama.h"
 #include "gum/train/config.h"
-#include "gum/train/runtime.h"
 
 namespace gum {
 
@@ -119,7 +120,8 @@ std::string sample_text(LlamaDecoder& decoder, const Tokenizer& tokenizer, const
   joined.insert(joined.end(), generated.begin(), generated.end());
   const std::string prompt_decoded = tokenizer.decode(prompt_text);
   const std::string all_decoded = tokenizer.decode(joined);
-  if (all_decoded.compare(0, prompt_decoded.size(), prompt_decoded) == 0) return all_decoded.substr(prompt_decoded.size());
+  if (all_decoded.compare(0, prompt_decoded.size(), prompt_decoded) == 0)
+    return all_decoded.substr(prompt_decoded.size());
   return tokenizer.decode(generated);
 }
 
@@ -147,7 +149,8 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
     weights = std::move(hf.weights);
     if (tokenizer_file.empty()) tokenizer_file = hf.tokenizer_path;
     if (tokenizer_file.empty())
-      usage_error(source.hf_dir, ": no tokenizer.model (only SentencePiece tokenizers are supported): pass --tokenizer FILE");
+      usage_error(source.hf_dir,
+                  ": no tokenizer.model (only SentencePiece tokenizers are supported): pass --tokenizer FILE");
     origin = source.hf_dir;
   }
   Tokenizer tokenizer(tokenizer_file);
@@ -162,7 +165,7 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
   auto backend = make_backend(source.backend);
   // The decoder runs the forward: the model only holds the weights (and one row of activations).
   LlamaModel model(config, *backend, 1, 1, ModelUse::Inference);
-  load_model_weights(model, weights, origin);
+  load_weights(*backend, model.params(), weights, origin);
   weights.clear();
   LlamaDecoder decoder(model, window, std::min(window, kPrefillRows));
   spdlog::info(

@@ -168,7 +168,7 @@ TEST_CASE("finite differences: every backward in double equals central differenc
 }
 
 #ifdef GUM_HAVE_CUDA
-TEST_CASE("cuda: the CUDA backend equals the CPU backend on every row, twice with the same bits") {
+TEST_CASE("cpu vs cuda: the CUDA backend equals the CPU backend on every row, twice with the same bits") {
   if (!cuda_available()) GUM_SKIP_TEST("no usable CUDA backend");
   auto cpu = make_backend("cpu");
   for (const OpCase& row : op_table()) {

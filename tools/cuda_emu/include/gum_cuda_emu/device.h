@@ -191,56 +191,57 @@ constexpr std::common_type_t<A, B> max(A a, B b) {
 }
 
 // Atomics: fibers switch only at synchronisation points, so a plain read-modify-write is atomic.
+// The operand converts to the pointee type, as with CUDA's overloads (atomicOr(int*, int)).
 template <typename T>
-T atomicAdd(T* address, T value) {
+T atomicAdd(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = old + value;
   return old;
 }
 template <typename T>
-T atomicSub(T* address, T value) {
+T atomicSub(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = old - value;
   return old;
 }
 template <typename T>
-T atomicOr(T* address, T value) {
+T atomicOr(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = old | value;
   return old;
 }
 template <typename T>
-T atomicAnd(T* address, T value) {
+T atomicAnd(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = old & value;
   return old;
 }
 template <typename T>
-T atomicXor(T* address, T value) {
+T atomicXor(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = old ^ value;
   return old;
 }
 template <typename T>
-T atomicMax(T* address, T value) {
+T atomicMax(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = max(old, value);
   return old;
 }
 template <typename T>
-T atomicMin(T* address, T value) {
+T atomicMin(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = min(old, value);
   return old;
 }
 template <typename T>
-T atomicExch(T* address, T value) {
+T atomicExch(T* address, std::type_identity_t<T> value) {
   const T old = *address;
   *address = value;
   return old;
 }
 template <typename T>
-T atomicCAS(T* address, T compare, T value) {
+T atomicCAS(T* address, std::type_identity_t<T> compare, std::type_identity_t<T> value) {
   const T old = *address;
   if (old == compare) *address = value;
   return old;

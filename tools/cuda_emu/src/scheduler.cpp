@@ -160,6 +160,7 @@ const char* op_name(WarpOp op) {
 
 // A launch's failure inside the scheduler: unwinds run_grid, never a fiber.
 struct KernelError {
+  cudaError_t error;
   std::string message;
 };
 
@@ -227,7 +228,7 @@ void Scheduler::fail(const Fiber& f, const std::string& what) const {
   std::ostringstream s;
   s << "gum_cuda_emu: kernel " << config_->kernel << " (launched at " << config_->file << ":" << config_->line
     << ") block " << format_index(blockIdx) << " thread " << format_index(f.index) << ": " << what;
-  throw KernelError{s.str()};
+  throw KernelError{cudaErrorLaunchFailure, s.str()};
 }
 
 void Scheduler::check_config(const LaunchConfig& c) const {
@@ -243,8 +244,9 @@ void Scheduler::check_config(const LaunchConfig& c) const {
     s << c.dynamic_shared_bytes << " bytes of dynamic shared memory (at most " << kMaxSharedBytes << ")";
   else
     return;
-  throw KernelError{"gum_cuda_emu: kernel " + std::string(c.kernel) + " (launched at " + c.file + ":" +
-                    std::to_string(c.line) + "): invalid configuration: " + s.str()};
+  throw KernelError{cudaErrorInvalidConfiguration, "gum_cuda_emu: kernel " + std::string(c.kernel) + " (launched at " +
+                                                       c.file + ":" + std::to_string(c.line) +
+                                                       "): invalid configuration: " + s.str()};
 }
 
 std::vector<int>& Scheduler::order_for_round() {
@@ -267,7 +269,7 @@ void Scheduler::run(const LaunchConfig& config, void (*body)(void*), void* conte
     Fiber& f = fibers_[i];
     if (!f.stack) {
       void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (p == MAP_FAILED) throw KernelError{"gum_cuda_emu: cannot map a fiber stack"};
+      if (p == MAP_FAILED) throw KernelError{cudaErrorMemoryAllocation, "gum_cuda_emu: cannot map a fiber stack"};
       mprotect(p, size_t(sysconf(_SC_PAGESIZE)), PROT_NONE);  // overflow faults instead of corrupting
       f.stack = static_cast<char*>(p);
     }
@@ -328,7 +330,8 @@ void Scheduler::run_block(uint3 block) {
         if (fibers_[i].state == State::kExited) ++exited;
       }
       if (exited == threads_ || resolve_warp_ops() || release_barrier()) continue;
-      throw KernelError{"gum_cuda_emu: kernel " + std::string(config_->kernel) + ": no thread can proceed"};
+      throw KernelError{cudaErrorLaunchFailure,
+                        "gum_cuda_emu: kernel " + std::string(config_->kernel) + ": no thread can proceed"};
     }
   } catch (...) {
     stacks_dirty_ = true;
@@ -519,9 +522,7 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   try {
     scheduler().run(config, body, context);
   } catch (const KernelError& e) {
-    raise_error(e.message.find("invalid configuration") != std::string::npos ? cudaErrorInvalidConfiguration
-                                                                             : cudaErrorLaunchFailure,
-                e.message);
+    raise_error(e.error, e.message);
   }
 }
 

@@ -37,9 +37,9 @@ cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t str
 cusolverStatus_t cusolverDnSgesvd_bufferSize(cusolverDnHandle_t handle, int m, int n, int* lwork);
 // A = U S VT of a column-major m x n A (m >= n); jobu/jobvt 'A', 'S', 'O' or 'N' as in LAPACK.
 // rwork, when given, receives the unconverged superdiagonal (min(m,n) - 1 floats) if devInfo > 0.
-cusolverStatus_t cusolverDnSgesvd(cusolverDnHandle_t handle, signed char jobu, signed char jobvt, int m, int n, float* A,
-                                  int lda, float* S, float* U, int ldu, float* VT, int ldvt, float* work, int lwork,
-                                  float* rwork, int* devInfo);
+cusolverStatus_t cusolverDnSgesvd(cusolverDnHandle_t handle, signed char jobu, signed char jobvt, int m, int n,
+                                  float* A, int lda, float* S, float* U, int ldu, float* VT, int ldvt, float* work,
+                                  int lwork, float* rwork, int* devInfo);
 
 cusolverStatus_t cusolverDnSgeqrf_bufferSize(cusolverDnHandle_t handle, int m, int n, float* A, int lda, int* lwork);
 // QR of a column-major m x n A: R in the upper triangle, Householder vectors below it and in tau.

@@ -20,7 +20,7 @@ typedef struct ncclComm* ncclComm_t;
 #define NCCL_MAJOR 2
 #define NCCL_MINOR 18
 #define NCCL_PATCH 0
-#define NCCL_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
+#define NCCL_VERSION(X, Y, Z) ((X)*10000 + (Y)*100 + (Z))
 #define NCCL_VERSION_CODE NCCL_VERSION(NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH)
 
 #define NCCL_UNIQUE_ID_BYTES 128
@@ -74,11 +74,11 @@ typedef struct ncclConfig_v21700 {
   const char* netName;
   int splitShare;
 } ncclConfig_t;
-#define NCCL_CONFIG_INITIALIZER                                                                          \
-  {                                                                                                      \
-    sizeof(ncclConfig_t), 0xcafebeef, NCCL_VERSION(NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH),                  \
-        NCCL_CONFIG_UNDEF_INT, NCCL_CONFIG_UNDEF_INT, NCCL_CONFIG_UNDEF_INT, NCCL_CONFIG_UNDEF_INT,       \
-        NCCL_CONFIG_UNDEF_PTR, NCCL_CONFIG_UNDEF_INT                                                     \
+#define NCCL_CONFIG_INITIALIZER                                                                                \
+  {                                                                                                            \
+    sizeof(ncclConfig_t), 0xcafebeef, NCCL_VERSION(NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH), NCCL_CONFIG_UNDEF_INT, \
+        NCCL_CONFIG_UNDEF_INT, NCCL_CONFIG_UNDEF_INT, NCCL_CONFIG_UNDEF_INT, NCCL_CONFIG_UNDEF_PTR,            \
+        NCCL_CONFIG_UNDEF_INT                                                                                  \
   }
 
 #ifdef __cplusplus
@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 const char* ncclGetErrorString(ncclResult_t result);
-// The message of the last failed call on `comm` (or of the last failure without a communicator).
+// The message of the calling thread's last failed call (whatever the communicator).
 const char* ncclGetLastError(ncclComm_t comm);
 ncclResult_t ncclGetUniqueId(ncclUniqueId* uniqueId);
 

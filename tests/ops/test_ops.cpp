@@ -103,9 +103,7 @@ TEST_CASE("every Backend method is covered by a row of the op table, and rows na
   }
 }
 
-TEST_CASE(
-    "double: the CPU backend's float ops equal the double reference, keep each row's properties and reject invalid "
-    "arguments") {
+TEST_CASE("float vs double: CPU float ops equal the double reference, keep row properties, reject bad arguments") {
   auto cpu = make_backend("cpu");
   for (const OpCase& row : op_table()) {
     DYNAMIC_SECTION(row.name) {

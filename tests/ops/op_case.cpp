@@ -87,9 +87,11 @@ HostTensors initial_values(const OpCase& row) {
     REQUIRE(!host.has(spec.name));
     std::vector<double> v = spec.values ? spec.values(spec.shape.numel()) : std::vector<double>(spec.shape.numel());
     REQUIRE(int64_t(v.size()) == spec.shape.numel());
-    if (spec.dtype == DType::F32)
-      for (auto& x : v) x = spec.bf16_on_cuda ? double(bf16_to_f32(f32_to_bf16(float(x)))) : double(float(x));
-    host.tensors[spec.name] = Values{spec.dtype, spec.shape, std::move(v)};
+    const bool bf16 = spec.bf16_on_cuda || spec.dtype == DType::BF16;
+    if (spec.dtype != DType::I32)
+      for (auto& x : v) x = bf16 ? double(bf16_to_f32(f32_to_bf16(float(x)))) : double(float(x));
+    // The host computes in double whatever the device dtype: only ids keep their own type.
+    host.tensors[spec.name] = Values{spec.dtype == DType::I32 ? DType::I32 : DType::F32, spec.shape, std::move(v)};
   }
   return host;
 }

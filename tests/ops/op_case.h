@@ -19,7 +19,7 @@ namespace gum::op_test {
 
 // A tensor's values on the host in double whatever its dtype (I32 ids are exact in double).
 struct Values {
-  DType dtype = DType::F32;
+  DType dtype = DType::F32;  // I32 for ids, F32 for every float tensor (F32 or BF16 on the device)
   Shape shape;
   std::vector<double> data;
 };

@@ -573,7 +573,7 @@ OpCase attention_row(const AttentionShape& s, std::vector<int32_t> doc_start, ui
   };
   // Softmax of fp32 scores with the vectorised exp (1.5e-7 relative) and GEMMs over T and D:
   // measured up to 2.0e-7 (dqkv, T = 70).
-  row.compare = {{"out", 1e-6, 1e-5}, {"dqkv", 1e-6, 1e-5}, {"aux", 1e-6, 1e-5, true}};
+  row.compare = {{"out", 1e-6, 1e-5}, {"dqkv", 1e-6, 1e-5}, {"aux", 1e-6, 1e-5, "gemm"}};
   row.loss = {{"out", "dout"}};
   row.gradients = {{"qkv", "dqkv", false}};
   row.gradient_tolerance = gradient_tolerance;
@@ -830,6 +830,7 @@ std::vector<OpCase> op_table() {
   add(sum_row(1000, true));
 
   add(embedding_row("(repeated tokens)", 4, 5, {0, 3, 1, 3, 3, 2}, fd));
+  add(embedding_row("(one token)", 3, 33, {2}, no_fd));
   {
     std::vector<int32_t> t(300);
     for (size_t n = 0; n < t.size(); ++n) t[n] = int32_t((n * 7) % 17);
@@ -856,6 +857,7 @@ std::vector<OpCase> op_table() {
   add(linear_row(40, 24, 18, true, false, no_fd));
   for (bool with_bias : {false, true})
     for (bool accumulate_dx : {false, true}) add(linear_row(45, 70, 90, with_bias, accumulate_dx, no_fd));
+  add(linear_row(1, 33, 65, true, true, no_fd));  // one row
   add(linear_bf16_row());
 
   add(rope_row(AttentionShape{1, 3, 2, 1, 6}, 8, 100.0, {5, 0, 7}, fd));
@@ -878,6 +880,7 @@ std::vector<OpCase> op_table() {
     add(attention_row(s, doc_starts(s, {7, 19}), 150, no_fd));
   }
   add(attention_row(AttentionShape{1, 70, 3, 3, 8}, {}, 151, no_fd));
+  add(attention_row(AttentionShape{3, 1, 4, 1, 8}, {}, 153, no_fd));  // sequences of one token
   {
     const AttentionShape s{3, 20, 8, 1, 32};
     add(attention_row(s, doc_starts(s, {7, 11, 19}), 152, no_fd));
@@ -891,6 +894,7 @@ std::vector<OpCase> op_table() {
   add(swiglu_row(3, 5, fd));
   add(swiglu_row(21, 35, no_fd));
   add(swiglu_row(17, 300, no_fd));
+  add(swiglu_row(1, 33, no_fd));
 
   add(cross_entropy_row(7, {3, -1, 0, 6, -100}, 0.37, 3.0, fd));
   {
@@ -905,6 +909,7 @@ std::vector<OpCase> op_table() {
     t[19] = 999;
     add(cross_entropy_row(1000, t, 0.05, 3.0, no_fd));
   }
+  add(cross_entropy_row(33, {32}, 1.0, 3.0, no_fd));  // one row, the last class
 
   add(adam_row());
   return rows;

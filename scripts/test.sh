@@ -13,7 +13,7 @@ cd "$build"
 ctest --output-on-failure -j "$(nproc)" --timeout 900
 
 grep -q 'emulated on the CPU: ON' configure.log || exit 0
-emulated='^(cuda|cuda_emu): |^ops: cpu vs cuda|nccl'
+emulated='^(cuda|cuda_emu):|^ops:cpu vs cuda|nccl'
 # A fresh seed per run explores more orders over time; the seed is printed to replay a failure.
 seed="${GUM_CUDA_EMU_SEED:-$(date +%s)}"
 echo "test: CUDA-emulated tests in schedule random:$seed"
@@ -24,7 +24,7 @@ mkdir -p "$sanitize"
 echo "test: CUDA op tests under AddressSanitizer + UBSan ($sanitize)"
 cmake -S "$root" -B "$sanitize" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGUM_CUDA_EMULATION=ON \
   -DGUM_SANITIZE=address,undefined "$@" > "$sanitize/configure.log" 2>&1 || { cat "$sanitize/configure.log"; exit 1; }
-cmake --build "$sanitize" -j "$(nproc)" --target gum_test_cuda gum_test_cuda_emu gum_test_ops
+cmake --build "$sanitize" -j "$(nproc)" --target gum_test_cuda gum_test_cuda_emu gum_test_cuda_emu_libs gum_test_ops
 cd "$sanitize"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  ctest --output-on-failure -j "$(nproc)" --timeout 900 -R '^(cuda|cuda_emu): |^ops: cpu vs cuda' -E 'Llama|training'
+  ctest --output-on-failure -j "$(nproc)" --timeout 900 -R '^(cuda|cuda_emu):|^ops:cpu vs cuda' -E 'Llama|training|mpirun'

@@ -112,6 +112,7 @@ __global__ void divergent_barrier_kernel(int* out) {
 
 TEST_CASE("emulator: a divergent barrier is an error naming kernel, block, thread and both lines") {
   DeviceBuffer<int> out(64);
+  ScheduleScope scope("forward");  // block (0,0,0) runs first
   LAUNCH(divergent_barrier_kernel, dim3(2, 1, 1), 64)(out.data);
   const auto [error, message] = launch_error();
   CHECK(error == cudaErrorLaunchFailure);

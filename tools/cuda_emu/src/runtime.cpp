@@ -37,6 +37,19 @@ ErrorState& errors() {
   return state;
 }
 
+// GUM_CUDA_EMU_DEVICES (default 1) devices, all the same host memory: with one process per rank,
+// `mpirun -np N` needs N devices as on a real node, while each process uses only its own.
+int device_count() {
+  static const int count = [] {
+    const char* env = std::getenv("GUM_CUDA_EMU_DEVICES");
+    const int n = env ? std::atoi(env) : 1;
+    return n >= 1 ? n : 1;
+  }();
+  return count;
+}
+
+thread_local int current_device = 0;
+
 cudaError_t invalid_value(const char* call) {
   raise_error(cudaErrorInvalidValue, std::string("gum_cuda_emu: ") + call + ": invalid argument");
   return cudaErrorInvalidValue;
@@ -67,22 +80,24 @@ extern "C" {
 
 cudaError_t cudaGetDeviceCount(int* count) {
   if (!count) return invalid_value("cudaGetDeviceCount");
-  *count = 1;
+  *count = gum_emu::device_count();
   return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device != 0) {
-    gum_emu::raise_error(cudaErrorInvalidDevice,
-                         "gum_cuda_emu: cudaSetDevice(" + std::to_string(device) + "): the emulator has one device");
+  if (device < 0 || device >= gum_emu::device_count()) {
+    gum_emu::raise_error(cudaErrorInvalidDevice, "gum_cuda_emu: cudaSetDevice(" + std::to_string(device) +
+                                                     "): " + std::to_string(gum_emu::device_count()) +
+                                                     " emulated device(s) (GUM_CUDA_EMU_DEVICES)");
     return cudaErrorInvalidDevice;
   }
+  gum_emu::current_device = device;
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
   if (!device) return invalid_value("cudaGetDevice");
-  *device = 0;
+  *device = gum_emu::current_device;
   return cudaSuccess;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU acceptance check, for any machine with an NVIDIA Ampere or Hopper GPU (A100, H100, H200):
 #   1. configure + build with CUDA for sm_80 and sm_90a (-gencode arch=compute_90a,code=sm_90a)
-#   2. the CUDA-vs-CPU tests (ctest -R '^cuda:')
+#   2. the CUDA tests and the op table's CPU-vs-CUDA column (ctest -R '^(cuda|ops):')
 #   3. compute-sanitizer memcheck over the CUDA test binary
 #   4. llama_20m on the embedded corpus: cuda fp32 and bf16 runs whose loss curves must track the
 #      CPU fp32 run of the first steps; 20 steps through NCCL with world size 1 (mpirun -np 1):
@@ -77,7 +77,7 @@ fi
 test_bin="$build/tests/gum_test_cuda"
 if want tests; then
   if [ -x "$test_bin" ]; then
-    (cd "$build" && ctest -R '^cuda:' --output-on-failure --timeout 900 --output-junit "$out/ctest_cuda.xml") \
+    (cd "$build" && ctest -R '^(cuda|ops):' --output-on-failure --timeout 900 --output-junit "$out/ctest_cuda.xml") \
       > "$out/ctest_cuda.log" 2>&1
     record_ctest cuda_tests "$out/ctest_cuda.log" $?
   else
@@ -89,10 +89,14 @@ fi
 if want memcheck; then
   sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
   if [ -x "$sanitizer" ] && [ -x "$test_bin" ]; then
-    # The whole-model test is slow under memcheck; every op test still runs each kernel.
+    # The whole-model test is slow under memcheck; the op table's CUDA column runs every kernel.
     "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$test_bin" '~LlamaModel*' \
       > "$out/memcheck.log" 2>&1
     rc=$?
+    "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$build/tests/gum_test_ops" 'cpu vs cuda*' \
+      >> "$out/memcheck.log" 2>&1
+    ops_rc=$?
+    [ $rc -ne 0 ] || rc=$ops_rc
     errors="$(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -1)"
     if [ $rc -eq 0 ]; then record memcheck ok "$errors"; else record memcheck FAILED "rc $rc; $errors"; fi
   else

@@ -1,9 +1,8 @@
 #pragma once
-// Helpers for the CUDA-vs-CPU tests: every tensor exists on both backends with the same
-// contents, the op runs on each, and the results are compared by normalised L2 error
-// ||gpu - cpu|| / ||cpu|| (the error measure of ggml's test-backend-ops).
+// Helpers for the CUDA tests outside the op table (tests/ops): the model on both backends, and
+// CUDA-only behaviour. A tensor exists on both backends with the same contents, and results are
+// compared by normalised L2 error ||gpu - cpu|| / ||cpu|| (the error measure of ggml's test-backend-ops).
 #include <catch2/catch.hpp>
-#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -25,7 +24,6 @@ namespace gum::cuda_test {
   } while (0)
 
 constexpr double kF32Tolerance = 1e-5;
-constexpr double kBF16Tolerance = 1e-2;
 
 // The same logical tensor on the CPU (always F32) and on the GPU (F32 or BF16).
 struct Pair {
@@ -149,23 +147,6 @@ inline void expect_close(const std::vector<float>& expected, const std::vector<f
   const double error = relative_error(expected, actual);
   INFO(what << ": relative L2 error " << error << " (tolerance " << tolerance << ", " << expected.size() << " values)");
   CHECK(error <= tolerance);
-}
-
-inline void expect_close(BackendPair& pair, const Pair& p, double tolerance, const std::string& what) {
-  expect_close(pair.cpu_values(p), pair.gpu_values(p), tolerance, what);
-}
-
-// RoPE table [max_positions, D/2, 2] of (cos, sin)(position * theta^(-2j/D)), as the model builds it.
-inline std::vector<float> rope_table(int max_positions, int head_dim, double theta = 10000.0) {
-  std::vector<float> table(static_cast<size_t>(max_positions) * head_dim);
-  const int half = head_dim / 2;
-  for (int p = 0; p < max_positions; ++p)
-    for (int j = 0; j < half; ++j) {
-      const double angle = p * std::pow(theta, -2.0 * j / head_dim);
-      table[(size_t(p) * half + j) * 2] = static_cast<float>(std::cos(angle));
-      table[(size_t(p) * half + j) * 2 + 1] = static_cast<float>(std::sin(angle));
-    }
-  return table;
 }
 
 }  // namespace gum::cuda_test

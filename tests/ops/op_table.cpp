@@ -1,0 +1,919 @@
+// The op table: one row per op case. A row names the Backend methods it covers, its tensors and
+// their generators, runs the op(s) on a backend, says the same in double, and gives a tolerance per
+// compared tensor and column (op_case.h; the driver is test_ops.cpp). Adding an op: its kernels and
+// one row here; the coverage test fails until some row covers every method of backend.h.
+//
+// Shapes are small (the cuda column also runs under CPU emulation) but awkward: sizes that are not
+// multiples of 32 or of the kernels' block sizes, a single row, grouped-query (H > KV), multi-query
+// (KV = 1) and multi-head (H = KV) attention, packed documents, repeated and ignored ids.
+//
+// Tolerances are normalised errors ||actual - expected|| / ||expected||. fp32 rounds by up to
+// 2^-24 = 6e-8 relative per operation, so a float-vs-double error of a few 1e-8 is one rounding and
+// 1e-7 a sum of many; each double-column bound is the largest error measured over the family's rows
+// (GUM_OP_TABLE_REPORT=1 prints them; this machine's OpenBLAS and glibc) times 2 to 10, so that a
+// kernel change that costs precision is seen while BLAS's choice of blocking is not. A wrong index
+// or a missing term gives errors of order 1. The cuda bounds are those the former
+// tests/cuda/test_cuda_*.cpp used (fp32: 1e-5, reduction order, the device's expf/rsqrtf/FMA;
+// bf16: 1e-2, one rounding to 8 significant bits is at most 2^-9 = 2e-3 relative). Under CPU
+// emulation (tools/cuda_emu) the largest errors measured were 9.2e-6 (svd U and Vt), 6.1e-7 (svd S),
+// 3.2e-7 for the other fp32 ops and 1.7e-3 for bf16 outputs; no GPU run has measured them yet.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <random>
+
+#include "../../src/backend/cpu/kernels.h"
+#include "common/relative_error.h"
+#include "gum/core/dtype.h"
+#include "gum/core/philox.h"
+#include "op_case.h"
+
+namespace gum::op_test {
+
+namespace k = gum::cpu;
+using gum::testing::relative_error;
+
+namespace {
+
+TensorSpec f32(std::string name, Shape shape, Generator values) { return {std::move(name), shape, std::move(values)}; }
+TensorSpec zeros(std::string name, Shape shape) { return {std::move(name), shape, nullptr}; }
+TensorSpec bf16(std::string name, Shape shape, Generator values) {
+  return {std::move(name), shape, std::move(values), DType::F32, true};
+}
+TensorSpec ids(std::string name, std::vector<int32_t> v) {
+  const int64_t n = int64_t(v.size());
+  return {std::move(name), Shape{n}, given_ids(std::move(v)), DType::I32};
+}
+
+std::vector<int32_t> random_ids(int64_t n, int32_t below, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> pick(0, below - 1);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& id : v) id = pick(rng);
+  return v;
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t x : d) s += (s.empty() ? "" : "x") + std::to_string(x);
+  return s;
+}
+
+// ---- memory, copies, identity ----
+
+OpCase memory_row() {
+  const Shape shape{37, 41};
+  OpCase row;
+  row.name = "memory: allocate, host round trip, F32<->BF16 copies, fill, peak [37x41]";
+  row.covers = {"device", "name", "allocate",    "release",       "copy_from_host",   "copy_to_host",
+                "copy",   "fill", "synchronize", "native_stream", "peak_memory_bytes"};
+  row.tensors = {f32("x", shape, normal(1, 3.0)),
+                 zeros("untouched", shape),
+                 zeros("copied", shape),
+                 {"x_bf16", shape, nullptr, DType::BF16},
+                 zeros("back", shape),
+                 zeros("filled", shape),
+                 {"filled_bf16", shape, nullptr, DType::BF16}};
+  row.run = [](Backend& b, DeviceTensors& t) {
+    // The name says which device the backend runs on; only an asynchronous backend has a stream.
+    CHECK(b.name() == (b.device() == Device::CPU ? "cpu" : "cuda"));
+    CHECK((b.native_stream() == nullptr) == (b.device() == Device::CPU));
+    b.copy(t["x_bf16"], t["x"]);
+    b.copy(t["back"], t["x_bf16"]);
+    b.copy(t["copied"], t["x"]);
+    b.fill(t["filled"], -2.5f);
+    b.fill(t["filled_bf16"], 0.1f);
+    b.synchronize();
+    // Seven [37, 41] tensors are alive (five F32, two BF16) when 1 MiB more is allocated; released
+    // memory leaves the count, so allocating it again does not raise the peak.
+    const size_t live = 37 * 41 * (5 * 4 + 2 * 2), block = size_t(1) << 20;
+    void* extra = b.allocate(block);
+    const size_t peak = b.peak_memory_bytes();
+    CHECK(peak >= live + block);
+    b.release(extra);
+    extra = b.allocate(block);
+    CHECK(b.peak_memory_bytes() == peak);
+    b.release(extra);
+  };
+  row.forward = [](HostTensors& h) {
+    const auto& x = h.at("x");
+    for (size_t i = 0; i < x.size(); ++i) {
+      h("x_bf16")[i] = h("back")[i] = bf16_to_f32(f32_to_bf16(float(x[i])));
+      h("copied")[i] = x[i];
+      h("filled")[i] = -2.5;
+      h("filled_bf16")[i] = bf16_to_f32(f32_to_bf16(0.1f));
+    }
+  };
+  // Copies, conversions and fills are exact: gum::f32_to_bf16's rounding to nearest even on every backend.
+  for (const char* name : {"x", "untouched", "copied", "x_bf16", "back", "filled", "filled_bf16"})
+    row.compare.push_back({name, 0.0, 0.0});
+  row.rejects = {{"copy between different sizes",
+                  [](Backend& b, DeviceTensors& t) { b.copy(t["x"], t.make("three", Shape{3})); }}};
+  return row;
+}
+
+// ---- dense linear algebra ----
+
+OpCase gemm_row(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  OpCase row;
+  row.name = std::string("gemm") + (trans_a ? " A^T" : " A") + (trans_b ? " B^T" : " B") + " [" + dims({M, N, K}) +
+             "] alpha " + std::to_string(alpha) + " beta " + std::to_string(beta);
+  row.covers = {"gemm"};
+  row.tensors = {f32("a", trans_a ? Shape{K, M} : Shape{M, K}, normal(10)),
+                 f32("b", trans_b ? Shape{N, K} : Shape{K, N}, normal(11)), f32("c", Shape{M, N}, normal(12))};
+  row.run = [=](Backend& be, DeviceTensors& t) { be.gemm(trans_a, trans_b, alpha, t["a"], t["b"], beta, t["c"]); };
+  // The textbook triple loop, independent of BLAS.
+  row.forward = [=](HostTensors& h) {
+    const double *a = h("a"), *b = h("b");
+    double* c = h("c");
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = 0;
+        for (int64_t p = 0; p < K; ++p)
+          acc += (trans_a ? a[p * M + i] : a[i * K + p]) * (trans_b ? b[j * K + p] : b[p * N + j]);
+        c[i * N + j] = alpha * acc + beta * c[i * N + j];
+      }
+  };
+  // fp32 sums of K = 29 products (BLAS order vs the loop's): measured up to 1.0e-7.
+  row.compare = {{"c", 5e-7, 1e-5}};
+  row.rejects = {{"inner dimensions differ", [](Backend& b, DeviceTensors& t) {
+                    b.gemm(false, false, 1.0f, t.make("a45", Shape{4, 5}), t.make("b64", Shape{6, 4}), 0.0f,
+                           t.make("c44", Shape{4, 4}));
+                  }}};
+  return row;
+}
+
+OpCase gemm_bf16_row() {
+  const int64_t M = 64, N = 48, K = 96;
+  OpCase row;
+  row.name = "gemm with BF16 operands on the GPU, F32 and BF16 outputs [64x48x96]";
+  row.covers = {"gemm"};
+  row.tensors = {bf16("a", Shape{M, K}, normal(20)), bf16("b", Shape{N, K}, normal(21)), zeros("c", Shape{M, N}),
+                 bf16("c16", Shape{M, N}, nullptr)};
+  row.run = [](Backend& be, DeviceTensors& t) {
+    be.gemm(false, true, 1.0f, t["a"], t["b"], 0.0f, t["c"]);
+    be.gemm(false, true, 1.0f, t["a"], t["b"], 0.0f, t["c16"]);
+  };
+  row.forward = [=](HostTensors& h) {
+    k::gemm_rowmajor(false, true, M, N, K, 1.0, h("a"), h("b"), 0.0, h("c"));
+    h.tensors["c16"].data = h.at("c");
+  };
+  // Products of bf16 numbers are exact in fp32, so only the summation order differs: measured
+  // 5.6e-8 (double). On the GPU c16 is rounded once to bf16.
+  row.compare = {{"c", 5e-7, 1e-5}, {"c16", 5e-7, 1e-2}};
+  return row;
+}
+
+// U [m,k], S [k], Vt [k,n]: orthonormal factors, U diag(S) Vt = A, S descending, the largest |U|
+// entry of each column positive, A untouched.
+void check_svd(const HostTensors& initial, const HostTensors& r, int64_t m, int64_t n) {
+  const int64_t k = std::min(m, n);
+  const auto &u = r.at("u"), &s = r.at("s"), &vt = r.at("vt"), &a = initial.at("a");
+  CHECK(r.at("a") == a);
+  for (int64_t i = 0; i + 1 < k; ++i) CHECK(s[i] >= s[i + 1]);
+  double worst_orthonormal = 0;
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      double uu = 0, vv = 0;
+      for (int64_t row = 0; row < m; ++row) uu += u[row * k + i] * u[row * k + j];
+      for (int64_t col = 0; col < n; ++col) vv += vt[i * n + col] * vt[j * n + col];
+      worst_orthonormal = std::max({worst_orthonormal, std::fabs(uu - (i == j)), std::fabs(vv - (i == j))});
+    }
+  std::vector<double> rebuilt(size_t(m * n), 0.0);
+  for (int64_t row = 0; row < m; ++row)
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t i = 0; i < k; ++i) rebuilt[row * n + col] += u[row * k + i] * s[i] * vt[i * n + col];
+  // fp32 factors: measured up to 2.0e-6 (orthonormality, [32x32]) and 1.1e-6 (reconstruction).
+  INFO("worst |U^T U - I|, |Vt Vt^T - I| " << worst_orthonormal);
+  CHECK(worst_orthonormal < 1e-5);
+  CHECK(relative_error(a, rebuilt) < 1e-5);
+  for (int64_t i = 0; i < k; ++i) {
+    int64_t arg = 0;
+    for (int64_t row = 1; row < m; ++row)
+      if (std::fabs(u[row * k + i]) > std::fabs(u[arg * k + i])) arg = row;
+    CHECK(u[arg * k + i] > 0);
+  }
+}
+
+OpCase svd_row(int64_t m, int64_t n) {
+  const int64_t k = std::min(m, n);
+  OpCase row;
+  row.name = "svd [" + dims({m, n}) + "]";
+  row.covers = {"svd"};
+  row.tensors = {f32("a", Shape{m, n}, normal(30 + m)), zeros("u", Shape{m, k}), zeros("s", Shape{k}),
+                 zeros("vt", Shape{k, n})};
+  row.run = [](Backend& b, DeviceTensors& t) { b.svd(t["u"], t["s"], t["vt"], t["a"]); };
+  // LAPACK runs in float only here: the double column checks the factorisation's properties.
+  row.check = [=](const HostTensors& initial, const HostTensors& r) { check_svd(initial, r, m, n); };
+  // cuSOLVER vs LAPACK: singular vectors err by ~1e-7 / (gap between singular values), hence the
+  // looser bound on U and Vt.
+  row.compare = {{"s", kNotCompared, 1e-5}, {"u", kNotCompared, 1e-4}, {"vt", kNotCompared, 1e-4}};
+  row.rejects = {{"U of the wrong shape", [=](Backend& b, DeviceTensors& t) {
+                    b.svd(t.make("u_wrong", Shape{m, k + 1}), t["s"], t["vt"], t["a"]);
+                  }}};
+  return row;
+}
+
+OpCase qr_row(int64_t m, int64_t k) {
+  OpCase row;
+  row.name = "qr_orthonormal [" + dims({m, k}) + "]";
+  row.covers = {"qr_orthonormal"};
+  row.tensors = {f32("a", Shape{m, k}, normal(40 + m)), zeros("q", Shape{m, k})};
+  row.run = [](Backend& b, DeviceTensors& t) { b.qr_orthonormal(t["q"], t["a"]); };
+  // Q^T Q = I and R = Q^T A upper triangular with a non-negative diagonal (fp32: measured up to
+  // 3.8e-7 and 6.2e-7 off the identity and below the diagonal).
+  row.check = [=](const HostTensors& initial, const HostTensors& r) {
+    const auto &q = r.at("q"), &a = initial.at("a");
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double qtq = 0, rij = 0;
+        for (int64_t p = 0; p < m; ++p) {
+          qtq += q[p * k + i] * q[p * k + j];
+          rij += q[p * k + i] * a[p * k + j];
+        }
+        CHECK(std::fabs(qtq - (i == j)) < 1e-5);
+        if (i > j) CHECK(std::fabs(rij) < 1e-5);
+        if (i == j) CHECK(rij > 0);
+      }
+  };
+  row.compare = {{"q", kNotCompared, 1e-5}};
+  row.rejects = {{"a wide matrix", [](Backend& b, DeviceTensors& t) {
+                    b.qr_orthonormal(t.make("q_wide", Shape{3, 5}), t.make("wide", Shape{3, 5}));
+                  }}};
+  return row;
+}
+
+OpCase fill_normal_row() {
+  const int64_t n = 20001;
+  OpCase row;
+  row.name = "fill_normal: Philox streams 5 and 6 [20001]";
+  row.covers = {"fill_normal"};
+  row.tensors = {zeros("x", Shape{n}), zeros("y", Shape{n})};
+  row.run = [](Backend& b, DeviceTensors& t) {
+    b.fill_normal(t["x"], 1234, 5, 0.5f, 2.0f);
+    b.fill_normal(t["y"], 1234, 6, 0.5f, 2.0f);
+  };
+  row.forward = [=](HostTensors& h) {
+    for (int64_t i = 0; i < n; ++i) {
+      h("x")[i] = 0.5 + 2.0 * double(philox_normal(1234, 5, uint64_t(i)));
+      h("y")[i] = 0.5 + 2.0 * double(philox_normal(1234, 6, uint64_t(i)));
+    }
+  };
+  // The same uniforms everywhere: the CPU only rounds mean + std * z to float (measured 1.7e-8); the
+  // device's logf/sinf/cosf may differ from glibc's by an ulp.
+  row.compare = {{"x", 1e-7, 1e-6}, {"y", 1e-7, 1e-6}};
+  // 20001 draws: the sample mean and deviation are within 5 standard errors (0.07, 0.05) of 0.5 and 2.
+  row.check = [](const HostTensors&, const HostTensors& r) {
+    const auto& x = r.at("x");
+    double mean = 0, var = 0;
+    for (double v : x) mean += v;
+    mean /= double(x.size());
+    for (double v : x) var += (v - mean) * (v - mean);
+    var /= double(x.size());
+    CHECK(std::fabs(mean - 0.5) < 0.07);
+    CHECK(std::fabs(std::sqrt(var) - 2.0) < 0.05);
+    CHECK(r.at("x") != r.at("y"));
+  };
+  return row;
+}
+
+// ---- elementwise and reductions ----
+
+OpCase elementwise_row() {
+  const Shape shape{1000, 3};
+  OpCase row;
+  row.name = "add (also in place), axpby (F32, and BF16 y on the GPU), scale [1000x3]";
+  row.covers = {"add", "axpby", "scale"};
+  row.tensors = {f32("a", shape, normal(50)), f32("b", shape, normal(51)), zeros("out", shape),
+                 bf16("y16", shape, normal(52)), f32("x32", shape, normal(53))};
+  row.run = [](Backend& be, DeviceTensors& t) {
+    be.add(t["out"], t["a"], t["b"]);
+    be.add(t["a"], t["a"], t["b"]);  // out aliasing a
+    be.axpby(t["b"], 0.25f, t["out"], -1.5f);
+    be.scale(t["b"], 3.0f);
+    be.axpby(t["y16"], 0.5f, t["x32"], 2.0f);
+  };
+  row.forward = [](HostTensors& h) {
+    double *a = h("a"), *b = h("b"), *out = h("out"), *y = h("y16");
+    const double* x = h("x32");
+    for (size_t i = 0; i < h.at("a").size(); ++i) {
+      out[i] = a[i] + b[i];
+      a[i] = a[i] + b[i];
+      b[i] = 3.0 * (0.25 * out[i] - 1.5 * b[i]);
+      y[i] = 0.5 * x[i] + 2.0 * y[i];
+    }
+  };
+  // One to three fp32 roundings per element: measured 2.5e-8 to 5.1e-8. The GPU performs the same
+  // float operations, bit for bit, except that axpby may contract to an FMA.
+  row.compare = {{"out", 2e-7, 0.0}, {"a", 2e-7, 0.0}, {"b", 2e-7, 1e-5}, {"y16", 2e-7, 1e-2}};
+  row.rejects = {{"add of different sizes",
+                  [](Backend& b, DeviceTensors& t) { b.add(t["out"], t["a"], t.make("three", Shape{3})); }}};
+  return row;
+}
+
+OpCase sum_row(int64_t n, bool with_nan) {
+  OpCase row;
+  row.name = "sum, sum_squares [" + std::to_string(n) + "]" + (with_nan ? " with a NaN" : "");
+  row.covers = {"sum", "sum_squares"};
+  auto values = normal(60 + uint64_t(n));
+  if (with_nan)
+    values = [values](int64_t count) {
+      auto v = values(count);
+      v[size_t(count / 2)] = NAN;
+      return v;
+    };
+  row.tensors = {f32("x", Shape{n}, values)};
+  row.run = [](Backend& b, DeviceTensors& t) {
+    t.result("sum", {b.sum(t["x"])});
+    t.result("sum_squares", {b.sum_squares(t["x"])});
+  };
+  // The textbook loop, in order, in double.
+  row.forward = [=](HostTensors& h) {
+    double sum = 0, squares = 0;
+    for (double x : h.at("x")) {
+      sum += x;
+      squares += x * x;
+    }
+    h.make("sum", Shape{1})[0] = sum;
+    h.make("sum_squares", Shape{1})[0] = squares;
+  };
+  // The backends accumulate the float values in double too, in blocks: the orders differ by at most
+  // n * 2^-53 = 3.3e-11 relative to sum |x| for n = 300007 (measured 1.2e-13 on sum_squares, 0 on
+  // sum). A random sum cancels: |sum| is ~400 times smaller than sum |x| here, hence its looser
+  // bound. A NaN is NaN on both sides, which relative_error accepts; a finite value on one side fails.
+  row.compare = {{"sum", 1e-9, 1e-9}, {"sum_squares", 5e-11, 5e-11}};
+  return row;
+}
+
+// ---- transformer ops ----
+
+OpCase embedding_row(std::string name, int64_t V, int64_t C, std::vector<int32_t> tokens, double gradient_tolerance) {
+  const int64_t N = int64_t(tokens.size());
+  OpCase row;
+  row.name = "embedding " + name + " [" + dims({N, V, C}) + "]";
+  row.covers = {"embedding_forward", "embedding_backward"};
+  row.tensors = {ids("tokens", std::move(tokens)), f32("table", Shape{V, C}, normal(101)), zeros("out", Shape{N, C}),
+                 f32("dout", Shape{N, C}, normal(102)), f32("dtable", Shape{V, C}, normal(103))};
+  row.run = [](Backend& b, DeviceTensors& t) {
+    b.embedding_forward(t["out"], t["tokens"], t["table"]);
+    b.embedding_backward(t["dtable"], t["dout"], t["tokens"]);
+  };
+  row.forward = [=](HostTensors& h) { k::embedding_forward(h("out"), h.ids("tokens"), h("table"), N, C); };
+  row.backward = [=](HostTensors& h) { k::embedding_backward(h("dtable"), h("dout"), h.ids("tokens"), N, C); };
+  // A copy (measured 0), and fp32 sums per row in token order on every backend, the GPU too
+  // (identical bits); against double the sums of up to 625 tokens per row measured 4.5e-7.
+  row.compare = {{"out", 0.0, 0.0}, {"dtable", 2e-6, 0.0}};
+  row.loss = {{"out", "dout"}};
+  row.gradients = {{"table", "dtable", true}};
+  row.gradient_tolerance = gradient_tolerance;
+  row.rejects = {{"a token id equal to the vocabulary size", [=](Backend& b, DeviceTensors& t) {
+                    Tensor& bad = t.make("bad", Shape{N}, DType::I32);
+                    const std::vector<int32_t> v(static_cast<size_t>(N), int32_t(V));
+                    b.copy_from_host(bad, v.data());
+                    b.embedding_forward(t["out"], bad, t["table"]);
+                  }}};
+  return row;
+}
+
+OpCase rmsnorm_row(int64_t N, int64_t C, float eps, double x_scale, double gradient_tolerance) {
+  OpCase row;
+  row.name = "rmsnorm [" + dims({N, C}) + "] eps " + std::to_string(eps);
+  row.covers = {"rmsnorm_forward", "rmsnorm_backward"};
+  row.tensors = {f32("x", Shape{N, C}, normal(110, x_scale)),
+                 f32("weight", Shape{C}, normal(111)),
+                 zeros("out", Shape{N, C}),
+                 zeros("rstd", Shape{N}),
+                 f32("dout", Shape{N, C}, normal(112)),
+                 f32("dx", Shape{N, C}, normal(113)),
+                 f32("dweight", Shape{C}, normal(114))};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    b.rmsnorm_forward(t["out"], t["rstd"], t["x"], t["weight"], eps);
+    b.rmsnorm_backward(t["dx"], t["dweight"], t["dout"], t["x"], t["weight"], t["rstd"]);
+  };
+  row.forward = [=](HostTensors& h) { k::rmsnorm_forward(h("out"), h("rstd"), h("x"), h("weight"), N, C, eps); };
+  row.backward = [=](HostTensors& h) {
+    k::rmsnorm_backward(h("dx"), h("dweight"), h("dout"), h("x"), h("weight"), h("rstd"), N, C);
+  };
+  // Row sums of C squares and products: measured up to 1.2e-7 (dweight, sums over N rows in fp32).
+  row.compare = {{"out", 1e-6, 1e-5}, {"rstd", 1e-6, 1e-5}, {"dx", 1e-6, 1e-5}, {"dweight", 1e-6, 1e-5}};
+  row.loss = {{"out", "dout"}};
+  row.gradients = {{"x", "dx", true}, {"weight", "dweight", true}};
+  row.gradient_tolerance = gradient_tolerance;
+  return row;
+}
+
+OpCase rmsnorm_bf16_row() {
+  const int64_t N = 33, C = 300;
+  OpCase row;
+  row.name = "rmsnorm forward with BF16 activations on the GPU [33x300]";
+  row.covers = {"rmsnorm_forward"};
+  row.tensors = {bf16("x", Shape{N, C}, normal(115, 2.0)), f32("weight", Shape{C}, normal(111)),
+                 bf16("out", Shape{N, C}, nullptr), zeros("rstd", Shape{N})};
+  row.run = [](Backend& b, DeviceTensors& t) { b.rmsnorm_forward(t["out"], t["rstd"], t["x"], t["weight"], 1e-5f); };
+  row.forward = [=](HostTensors& h) { k::rmsnorm_forward(h("out"), h("rstd"), h("x"), h("weight"), N, C, 1e-5); };
+  // Statistics in fp32 from bf16-representable inputs: measured 4.5e-8; on the GPU out is rounded
+  // once to bf16.
+  row.compare = {{"out", 1e-6, 1e-2}, {"rstd", 1e-6, 1e-5}};
+  return row;
+}
+
+OpCase linear_row(int64_t N, int64_t I, int64_t O, bool with_bias, bool accumulate_dx, double gradient_tolerance) {
+  OpCase row;
+  row.name =
+      "linear [" + dims({N, I, O}) + "]" + (with_bias ? " with bias" : "") + (accumulate_dx ? ", dx accumulated" : "");
+  row.covers = {"linear_forward", "linear_backward"};
+  row.tensors = {f32("x", Shape{N, I}, normal(120)),       f32("weight", Shape{O, I}, normal(121, 0.1)),
+                 f32("bias", Shape{O}, normal(122)),       zeros("out", Shape{N, O}),
+                 f32("dout", Shape{N, O}, normal(123)),    f32("dx", Shape{N, I}, normal(124)),
+                 f32("dweight", Shape{O, I}, normal(125)), f32("dbias", Shape{O}, normal(126))};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    b.linear_forward(t["out"], t["x"], t["weight"], with_bias ? &t["bias"] : nullptr);
+    b.linear_backward(t["dx"], t["dweight"], with_bias ? &t["dbias"] : nullptr, t["dout"], t["x"], t["weight"],
+                      accumulate_dx);
+  };
+  row.forward = [=](HostTensors& h) {
+    k::linear_forward(h("out"), h("x"), h("weight"), with_bias ? h("bias") : nullptr, N, I, O);
+  };
+  row.backward = [=](HostTensors& h) {
+    k::linear_backward(h("dx"), h("dweight"), with_bias ? h("dbias") : nullptr, h("dout"), h("x"), h("weight"), N, I, O,
+                       accumulate_dx);
+  };
+  // fp32 GEMMs with inner dimensions up to 90: measured up to 1.6e-7.
+  row.compare = {{"out", 1e-6, 1e-5}, {"dx", 1e-6, 1e-5}, {"dweight", 1e-6, 1e-5}, {"dbias", 1e-6, 1e-5}};
+  row.loss = {{"out", "dout"}};
+  row.gradients = {{"x", "dx", accumulate_dx}, {"weight", "dweight", true}};
+  if (with_bias) row.gradients.push_back({"bias", "dbias", true});
+  row.gradient_tolerance = gradient_tolerance;
+  row.rejects = {{"a weight of the wrong width", [=](Backend& b, DeviceTensors& t) {
+                    b.linear_forward(t["out"], t["x"], t.make("wide_weight", Shape{O, I + 1}), nullptr);
+                  }}};
+  return row;
+}
+
+OpCase linear_bf16_row() {
+  const int64_t N = 64, I = 96, O = 80;
+  OpCase row;
+  row.name = "linear with BF16 activations and weights on the GPU, F32 weight gradient [64x96x80]";
+  row.covers = {"linear_forward", "linear_backward"};
+  row.tensors = {bf16("x", Shape{N, I}, normal(130)), bf16("weight", Shape{O, I}, normal(131, 0.1)),
+                 bf16("out", Shape{N, O}, nullptr),   bf16("dout", Shape{N, O}, normal(132)),
+                 bf16("dx", Shape{N, I}, nullptr),    zeros("dweight", Shape{O, I})};
+  row.run = [](Backend& b, DeviceTensors& t) {
+    b.linear_forward(t["out"], t["x"], t["weight"], nullptr);
+    b.linear_backward(t["dx"], t["dweight"], nullptr, t["dout"], t["x"], t["weight"], false);
+  };
+  row.forward = [=](HostTensors& h) { k::linear_forward<double>(h("out"), h("x"), h("weight"), nullptr, N, I, O); };
+  row.backward = [=](HostTensors& h) {
+    k::linear_backward<double>(h("dx"), h("dweight"), nullptr, h("dout"), h("x"), h("weight"), N, I, O, false);
+  };
+  // bf16 products are exact in fp32 (measured 5.7e-8); on the GPU out and dx are rounded once to
+  // bf16, the F32 weight gradient differs by summation order only.
+  row.compare = {{"out", 5e-7, 1e-2}, {"dx", 5e-7, 1e-2}, {"dweight", 5e-7, 1e-5}};
+  return row;
+}
+
+// Rotary embedding forward on qkv in place, its inverse on a copy (restores qkv) and backward on
+// a probe (the gradient).
+OpCase rope_row(const AttentionShape& s, int64_t max_positions, double theta, std::vector<int32_t> positions,
+                double gradient_tolerance) {
+  const int64_t N = int64_t(positions.size()), W = s.qkv_width(), H = s.n_head, KV = s.n_kv_head, D = s.head_dim;
+  OpCase row;
+  row.name = "rope [N " + std::to_string(N) + ", H " + std::to_string(H) + ", KV " + std::to_string(KV) + ", D " +
+             std::to_string(D) + "]";
+  row.covers = {"rope_forward", "rope_backward"};
+  row.tensors = {ids("positions", positions),
+                 f32("cos_sin", Shape{max_positions, D / 2, 2}, rope_table(max_positions, D, theta)),
+                 f32("qkv", Shape{N, W}, normal(141)),
+                 zeros("restored", Shape{N, W}),
+                 f32("probe", Shape{N, W}, normal(142)),
+                 f32("dqkv", Shape{N, W}, normal(143))};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    b.rope_forward(t["qkv"], t["positions"], t["cos_sin"], s);
+    b.copy(t["restored"], t["qkv"]);
+    b.rope_backward(t["restored"], t["positions"], t["cos_sin"], s);
+    b.copy(t["dqkv"], t["probe"]);
+    b.rope_backward(t["dqkv"], t["positions"], t["cos_sin"], s);
+  };
+  row.forward = [=](HostTensors& h) { k::rope_apply(h("qkv"), h.ids("positions"), h("cos_sin"), N, H, KV, D, false); };
+  row.backward = [=](HostTensors& h) {
+    h.tensors["restored"].data = h.at("qkv");
+    k::rope_apply(h("restored"), h.ids("positions"), h("cos_sin"), N, H, KV, D, true);
+    h.tensors["dqkv"].data = h.at("probe");
+    k::rope_apply(h("dqkv"), h.ids("positions"), h("cos_sin"), N, H, KV, D, true);
+  };
+  // Two products and a sum per element, twice for `restored`: measured up to 4.5e-8. The GPU does
+  // the same float operations without FMA contraction: identical bits.
+  row.compare = {{"qkv", 2e-7, 0.0}, {"restored", 2e-7, 0.0}, {"dqkv", 2e-7, 0.0}};
+  row.loss = {{"qkv", "probe"}};
+  row.gradients = {{"qkv", "dqkv", false}};
+  row.gradient_tolerance = gradient_tolerance;
+  // v is untouched, position 0 is the identity, and the inverse rotation restores the input
+  // (two roundings per element: measured 6.0e-8).
+  row.check = [=](const HostTensors& initial, const HostTensors& r) {
+    const auto &before = initial.at("qkv"), &after = r.at("qkv");
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < W; ++c) {
+        const bool v_column = c >= (H + KV) * D;
+        if (v_column || positions[size_t(n)] == 0) CHECK(after[n * W + c] == before[n * W + c]);
+      }
+    CHECK(relative_error(before, r.at("restored")) < 1e-6);
+  };
+  return row;
+}
+
+// Packed documents: in each sequence a document starts at t = 0 and at every listed boundary.
+std::vector<int32_t> doc_starts(const AttentionShape& s, const std::vector<int>& boundaries) {
+  std::vector<int32_t> starts;
+  for (int b = 0; b < s.batch; ++b) {
+    int start = 0;
+    for (int t = 0; t < s.seq_len; ++t) {
+      for (int boundary : boundaries)
+        if (t == boundary) start = t;
+      starts.push_back(start);
+    }
+  }
+  return starts;
+}
+
+k::AttentionDims attention_dims(const AttentionShape& s) {
+  return {s.batch, s.seq_len, s.n_head, s.n_kv_head, s.head_dim};
+}
+
+std::string attention_name(const AttentionShape& s) {
+  return "[B " + std::to_string(s.batch) + ", T " + std::to_string(s.seq_len) + ", H " + std::to_string(s.n_head) +
+         ", KV " + std::to_string(s.n_kv_head) + ", D " + std::to_string(s.head_dim) + "]";
+}
+
+// doc_start: empty for plain causal attention.
+OpCase attention_row(const AttentionShape& s, std::vector<int32_t> doc_start, uint64_t seed,
+                     double gradient_tolerance) {
+  const int64_t N = int64_t(s.batch) * s.seq_len, W = s.qkv_width(), HD = int64_t(s.n_head) * s.head_dim;
+  const bool packed = !doc_start.empty();
+  OpCase row;
+  row.name = "attention " + attention_name(s) + (packed ? " packed documents" : "");
+  row.covers = {"attention_aux_elems", "attention_forward", "attention_backward"};
+  row.tensors = {f32("qkv", Shape{N, W}, normal(seed)), zeros("out", Shape{N, HD}),
+                 f32("dout", Shape{N, HD}, normal(seed + 1)), f32("dqkv", Shape{N, W}, normal(seed + 2))};
+  if (packed) row.tensors.push_back(ids("doc_start", doc_start));
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    // The CPU keeps the probabilities [B, H, T, T]; a flash kernel only a log-sum-exp per query row.
+    const size_t aux = b.attention_aux_elems(s);
+    CHECK((aux == size_t(N) * s.n_head * s.seq_len || aux == size_t(N) * s.n_head));
+    if (b.device() == Device::CPU) CHECK(aux == size_t(N) * s.n_head * s.seq_len);
+    t.make("aux", Shape{int64_t(aux)});
+    const Tensor* starts = packed ? &t["doc_start"] : nullptr;
+    b.attention_forward(t["out"], t["aux"], t["qkv"], starts, s);
+    b.attention_backward(t["dqkv"], t["dout"], t["out"], t["aux"], t["qkv"], starts, s);
+  };
+  row.forward = [=](HostTensors& h) {
+    double* probs = h.make("aux", Shape{N * s.n_head * s.seq_len});
+    k::attention_forward(h("out"), probs, h("qkv"), packed ? h.ids("doc_start") : nullptr, attention_dims(s));
+  };
+  row.backward = [=](HostTensors& h) {
+    k::attention_backward(h("dqkv"), h("dout"), h("aux"), h("qkv"), packed ? h.ids("doc_start") : nullptr,
+                          attention_dims(s));
+  };
+  // Softmax of fp32 scores with the vectorised exp (1.5e-7 relative) and GEMMs over T and D:
+  // measured up to 2.0e-7 (dqkv, T = 70).
+  row.compare = {{"out", 1e-6, 1e-5}, {"dqkv", 1e-6, 1e-5}, {"aux", 1e-6, 1e-5, "gemm"}};
+  row.loss = {{"out", "dout"}};
+  row.gradients = {{"qkv", "dqkv", false}};
+  row.gradient_tolerance = gradient_tolerance;
+  row.cuda_attention = {"gemm", "flash"};
+  if (packed) {
+    std::vector<int32_t> bad = doc_start;
+    bad[1] = 5;  // later than its own position
+    row.rejects = {{"a doc_start later than its position", [=](Backend& b, DeviceTensors& t) {
+                      Tensor& starts = t.make("bad_doc_start", Shape{N}, DType::I32);
+                      b.copy_from_host(starts, bad.data());
+                      t.make("aux", Shape{int64_t(b.attention_aux_elems(s))});
+                      b.attention_forward(t["out"], t["aux"], t["qkv"], &starts, s);
+                    }}};
+  }
+  return row;
+}
+
+// A token never sees an earlier document: changing the first document of sequence 0 leaves the
+// outputs of its later documents bit for bit unchanged.
+OpCase attention_mask_row() {
+  const AttentionShape s{2, 5, 2, 1, 4};
+  const int64_t N = int64_t(s.batch) * s.seq_len, W = s.qkv_width(), HD = int64_t(s.n_head) * s.head_dim;
+  const std::vector<int32_t> starts = {0, 0, 2, 2, 2, 0, 1, 1, 1, 4};
+  const auto original = normal(31)(N * W);
+  std::vector<double> changed = original;
+  for (int64_t c = 0; c < W; ++c) changed[c] += 1.0, changed[W + c] -= 0.5;
+  OpCase row;
+  row.name = "attention: packed documents do not see earlier documents " + attention_name(s);
+  row.covers = {"attention_forward"};
+  row.tensors = {ids("doc_start", starts), f32("qkv", Shape{N, W}, given(original)),
+                 f32("qkv_changed", Shape{N, W}, given(changed)), zeros("out", Shape{N, HD}),
+                 zeros("out_changed", Shape{N, HD})};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    Tensor& aux = t.make("aux", Shape{int64_t(b.attention_aux_elems(s))});
+    b.attention_forward(t["out"], aux, t["qkv"], &t["doc_start"], s);
+    b.attention_forward(t["out_changed"], aux, t["qkv_changed"], &t["doc_start"], s);
+  };
+  row.check = [=](const HostTensors&, const HostTensors& r) {
+    const auto &out = r.at("out"), &changed_out = r.at("out_changed");
+    for (int64_t i = 2 * HD; i < N * HD; ++i) CHECK(out[i] == changed_out[i]);
+    CHECK(out[0] != changed_out[0]);
+  };
+  row.cuda_attention = {"gemm", "flash"};
+  return row;
+}
+
+struct CacheCase {
+  int B, H, KV, D, capacity;
+};
+
+// A prefill, single-token decode steps, a chunk, then decode steps up to the full cache.
+OpCase cached_attention_row(const CacheCase& c) {
+  std::vector<int> pieces = {c.capacity / 3, 1, 1, c.capacity / 4};
+  for (int used = c.capacity / 3 + 2 + c.capacity / 4; used < c.capacity; ++used) pieces.push_back(1);
+  const int64_t HD = int64_t(c.H) * c.D;
+  const AttentionShape one{c.B, 1, c.H, c.KV, c.D};
+  OpCase row;
+  row.name = "cached_attention_forward [B " + std::to_string(c.B) + ", H " + std::to_string(c.H) + ", KV " +
+             std::to_string(c.KV) + ", D " + std::to_string(c.D) + ", capacity " + std::to_string(c.capacity) + "]";
+  row.covers = {"cached_attention_forward"};
+  row.tensors = {zeros("cache", Shape{c.B, c.capacity, 2 * int64_t(c.KV) * c.D})};
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const int64_t rows = int64_t(c.B) * pieces[i];
+    row.tensors.push_back(f32("qkv" + std::to_string(i), Shape{rows, one.qkv_width()}, normal(300 + 2 * i)));
+    row.tensors.push_back(f32("out" + std::to_string(i), Shape{rows, HD}, normal(301 + 2 * i)));  // overwritten
+  }
+  auto shape_of = [c](int n) { return AttentionShape{c.B, n, c.H, c.KV, c.D}; };
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    int past = 0;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const std::string id = std::to_string(i);
+      b.cached_attention_forward(t["out" + id], t["cache"], t["qkv" + id], past, shape_of(pieces[i]));
+      past += pieces[i];
+    }
+  };
+  row.forward = [=](HostTensors& h) {
+    int past = 0;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const std::string id = std::to_string(i);
+      k::cached_attention_forward(h("out" + id), h("cache"), h("qkv" + id), past, c.capacity,
+                                  attention_dims(shape_of(pieces[i])));
+      past += pieces[i];
+    }
+  };
+  // Dot products over D and a softmax over up to `capacity` keys: measured up to 2.1e-7. The
+  // appended keys and values are copies: bitwise equal.
+  row.compare = {{"cache", 0.0, 0.0}};
+  for (size_t i = 0; i < pieces.size(); ++i) row.compare.push_back({"out" + std::to_string(i), 1e-6, 1e-5});
+  row.rejects = {{"rows beyond the cache's capacity", [=](Backend& b, DeviceTensors& t) {
+                    b.cached_attention_forward(t["out1"], t["cache"], t["qkv1"], c.capacity, one);
+                  }}};
+  return row;
+}
+
+OpCase swiglu_row(int64_t N, int64_t F, double gradient_tolerance) {
+  OpCase row;
+  row.name = "swiglu [" + dims({N, F}) + "]";
+  row.covers = {"swiglu_forward", "swiglu_backward"};
+  row.tensors = {f32("gate_up", Shape{N, 2 * F}, normal(170, 2.0)), zeros("out", Shape{N, F}),
+                 f32("dout", Shape{N, F}, normal(171)), f32("dgate_up", Shape{N, 2 * F}, normal(172))};
+  row.run = [](Backend& b, DeviceTensors& t) {
+    b.swiglu_forward(t["out"], t["gate_up"]);
+    b.swiglu_backward(t["dgate_up"], t["dout"], t["gate_up"]);
+  };
+  row.forward = [=](HostTensors& h) { k::swiglu_forward(h("out"), h("gate_up"), N, F); };
+  row.backward = [=](HostTensors& h) { k::swiglu_backward(h("dgate_up"), h("dout"), h("gate_up"), N, F); };
+  // A sigmoid (vectorised exp, 1.5e-7) and a few products per element: measured up to 6.3e-8.
+  row.compare = {{"out", 5e-7, 1e-5}, {"dgate_up", 5e-7, 1e-5}};
+  row.loss = {{"out", "dout"}};
+  row.gradients = {{"gate_up", "dgate_up", false}};
+  row.gradient_tolerance = gradient_tolerance;
+  return row;
+}
+
+// Forward, backward into a separate buffer and backward in place (dlogits aliasing logits, as the
+// model does it); targets < 0 are ignored.
+OpCase cross_entropy_row(int64_t V, std::vector<int32_t> targets, double scale, double logit_scale,
+                         double gradient_tolerance) {
+  const int64_t N = int64_t(targets.size());
+  OpCase row;
+  row.name = "cross_entropy [" + dims({N, V}) + "] scale " + std::to_string(scale);
+  row.covers = {"cross_entropy_forward", "cross_entropy_backward"};
+  row.tensors = {ids("targets", targets),        f32("logits", Shape{N, V}, normal(181, logit_scale)),
+                 zeros("losses", Shape{N}),      f32("dlogits", Shape{N, V}, normal(182)),
+                 zeros("in_place", Shape{N, V}), f32("probe", Shape{N}, constant(scale))};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    b.cross_entropy_forward(t["losses"], t["logits"], t["targets"]);
+    b.cross_entropy_backward(t["dlogits"], t["logits"], t["targets"], float(scale));
+    b.copy(t["in_place"], t["logits"]);
+    b.cross_entropy_backward(t["in_place"], t["in_place"], t["targets"], float(scale));
+  };
+  row.forward = [=](HostTensors& h) { k::cross_entropy_forward(h("losses"), h("logits"), h.ids("targets"), N, V); };
+  row.backward = [=](HostTensors& h) {
+    k::cross_entropy_backward(h("dlogits"), h("logits"), h.ids("targets"), N, V, scale);
+    h.tensors["in_place"].data = h.at("dlogits");
+  };
+  // A log-sum-exp over V (vectorised exp, double sum): measured up to 3.9e-8.
+  row.compare = {{"losses", 3e-7, 1e-5}, {"dlogits", 3e-7, 1e-5}, {"in_place", 3e-7, 1e-5}};
+  row.loss = {{"losses", "probe"}};  // L = scale * sum of the losses
+  row.gradients = {{"logits", "dlogits", false}};
+  row.gradient_tolerance = gradient_tolerance;
+  // The textbook formula log(sum exp) - logit[target] on every kept row (an fp32 result: measured up
+  // to 6.7e-8); ignored rows have loss and gradient exactly 0; in place gives the same bits.
+  row.check = [=](const HostTensors& initial, const HostTensors& r) {
+    const auto &logits = initial.at("logits"), &losses = r.at("losses"), &dlogits = r.at("dlogits");
+    std::vector<double> textbook(size_t(N), 0.0);
+    for (int64_t n = 0; n < N; ++n) {
+      if (targets[n] < 0) {
+        CHECK(losses[n] == 0.0);
+        for (int64_t i = 0; i < V; ++i) CHECK(dlogits[n * V + i] == 0.0);
+        continue;
+      }
+      double denom = 0;
+      for (int64_t i = 0; i < V; ++i) denom += std::exp(logits[n * V + i]);
+      textbook[n] = std::log(denom) - logits[n * V + targets[n]];
+    }
+    CHECK(relative_error(textbook, losses) < 1e-6);
+    CHECK(r.at("in_place") == dlogits);
+  };
+  row.rejects = {{"a target equal to the vocabulary size", [=](Backend& b, DeviceTensors& t) {
+                    std::vector<int32_t> bad = targets;
+                    bad[0] = int32_t(V);
+                    Tensor& bad_targets = t.make("bad_targets", Shape{N}, DType::I32);
+                    b.copy_from_host(bad_targets, bad.data());
+                    b.cross_entropy_forward(t["losses"], t["logits"], bad_targets);
+                  }}};
+  return row;
+}
+
+// ---- optimizer ops ----
+
+// Three steps (bias correction at steps 1 to 3, from moments that are not zero) of adamw_update and
+// of adam_direction on separate moments, against the formula of backend.h written out in double.
+OpCase adam_row() {
+  const Shape shape{257, 33};
+  const int64_t n = shape.numel();
+  AdamWArgs args;
+  args.lr = 1e-2f;
+  args.beta1 = 0.9f;
+  args.beta2 = 0.95f;
+  args.eps = 1e-8f;
+  args.weight_decay = 0.1f;
+  args.update_scale = 0.25f;
+  OpCase row;
+  row.name = "adamw_update, adam_direction: 3 steps [257x33]";
+  row.covers = {"adamw_update", "adam_direction"};
+  row.tensors = {f32("param", shape, normal(70)), f32("m", shape, normal(71, 0.01)),  f32("v", shape, constant(1e-3)),
+                 zeros("direction", shape),       f32("m2", shape, normal(71, 0.01)), f32("v2", shape, constant(1e-3))};
+  for (int step = 1; step <= 3; ++step)
+    row.tensors.push_back(f32("grad" + std::to_string(step), shape, normal(80 + step, 0.1)));
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    AdamWArgs a = args;
+    for (a.step = 1; a.step <= 3; ++a.step) {
+      const std::string grad = "grad" + std::to_string(a.step);
+      b.adamw_update(t["param"], t[grad], t["m"], t["v"], a);
+      b.adam_direction(t["direction"], t[grad], t["m2"], t["v2"], a);
+    }
+  };
+  row.forward = [=](HostTensors& h) {
+    const double b1 = args.beta1, b2 = args.beta2, eps = args.eps;
+    for (int step = 1; step <= 3; ++step) {
+      const double* g = h("grad" + std::to_string(step));
+      const double bias1 = 1 - std::pow(b1, step), bias2 = 1 - std::pow(b2, step);
+      double *p = h("param"), *m = h("m"), *v = h("v"), *d = h("direction"), *m2 = h("m2"), *v2 = h("v2");
+      for (int64_t i = 0; i < n; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        const double adam = m[i] / bias1 / (std::sqrt(v[i] / bias2) + eps);
+        p[i] -= double(args.lr) * (double(args.update_scale) * adam + double(args.weight_decay) * p[i]);
+        m2[i] = b1 * m2[i] + (1 - b1) * g[i];
+        v2[i] = b2 * v2[i] + (1 - b2) * g[i] * g[i];
+        d[i] = m2[i] / bias1 / (std::sqrt(v2[i] / bias2) + eps);
+      }
+    }
+  };
+  // fp32 state rounded once per step: measured up to 4.9e-8. The GPU computes the same with FMA
+  // contraction and its own sqrtf (the former test's 1e-6).
+  row.compare = {{"param", 3e-7, 1e-6}, {"m", 3e-7, 1e-6},  {"v", 3e-7, 1e-6},
+                 {"m2", 3e-7, 1e-6},    {"v2", 3e-7, 1e-6}, {"direction", 3e-7, 1e-6}};
+  row.rejects = {{"step 0", [=](Backend& b, DeviceTensors& t) {
+                    AdamWArgs a = args;
+                    a.step = 0;
+                    b.adamw_update(t["param"], t["grad1"], t["m"], t["v"], a);
+                  }}};
+  return row;
+}
+
+}  // namespace
+
+std::vector<OpCase> op_table() {
+  std::vector<OpCase> rows;
+  auto add = [&](OpCase row) { rows.push_back(std::move(row)); };
+  // Finite differences in double: truncation ~h^2 |f'''| = 1e-10 and rounding ~1e-16 / h = 1e-11
+  // per element; measured 9.6e-12 (embedding) to 1.3e-8 (cross-entropy of logits with standard
+  // deviation 3, whose gradient is small against the loss's curvature). Any wrong term gives errors
+  // of order 1; 1e-7 leaves room for larger third derivatives in other shapes.
+  const double fd = 1e-7;
+  const double no_fd = 0;  // rows too large for finite differences (one forward per input element)
+
+  add(memory_row());
+
+  for (bool trans_a : {false, true})
+    for (bool trans_b : {false, true}) add(gemm_row(trans_a, trans_b, 37, 53, 29, 0.7f, 0.3f));
+  add(gemm_row(false, false, 1, 7, 3, 1.5f, 0.5f));  // a single row
+  add(gemm_bf16_row());
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{40, 24}, {24, 40}, {32, 32}, {9, 5}, {4, 10}, {6, 6}})
+    add(svd_row(m, n));
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{50, 12}, {16, 16}, {12, 5}}) add(qr_row(m, n));
+  add(fill_normal_row());
+
+  add(elementwise_row());
+  // One element; one partial block; more than the GPU's 1024 x 256 first-pass threads (grid-stride).
+  for (int64_t n : {int64_t(1), int64_t(255), int64_t(300007)}) add(sum_row(n, false));
+  add(sum_row(1000, true));
+
+  add(embedding_row("(repeated tokens)", 4, 5, {0, 3, 1, 3, 3, 2}, fd));
+  add(embedding_row("(one token)", 3, 33, {2}, no_fd));
+  {
+    std::vector<int32_t> t(300);
+    for (size_t n = 0; n < t.size(); ++n) t[n] = int32_t((n * 7) % 17);
+    add(embedding_row("(300 tokens over 17 rows)", 17, 130, t, no_fd));
+  }
+  // 300 tokens over 150 rows, then 5000 tokens over 8 rows: overflows the CUDA kernel's shared list
+  // of positions, exercising its flush path. First and last rows of the range are hit.
+  for (auto [N, distinct] : {std::pair<int64_t, int32_t>{300, 150}, {5000, 8}}) {
+    auto t = random_ids(N, distinct, 100 + uint64_t(N));
+    t.front() = 0;
+    t.back() = distinct - 1;
+    add(embedding_row("(" + std::to_string(N) + " tokens over " + std::to_string(distinct) + " rows)", 150, 70, t,
+                      no_fd));
+  }
+
+  add(rmsnorm_row(4, 7, 1e-5f, 1.0, fd));
+  add(rmsnorm_row(33, 96, 1e-6f, 1.0, no_fd));
+  add(rmsnorm_row(33, 300, 1e-5f, 2.0, no_fd));
+  add(rmsnorm_row(1, 33, 1e-5f, 1.0, no_fd));
+  add(rmsnorm_bf16_row());
+
+  add(linear_row(5, 4, 3, true, false, fd));
+  add(linear_row(5, 4, 3, true, true, fd));
+  add(linear_row(40, 24, 18, true, false, no_fd));
+  for (bool with_bias : {false, true})
+    for (bool accumulate_dx : {false, true}) add(linear_row(45, 70, 90, with_bias, accumulate_dx, no_fd));
+  add(linear_row(1, 33, 65, true, true, no_fd));  // one row
+  add(linear_bf16_row());
+
+  add(rope_row(AttentionShape{1, 3, 2, 1, 6}, 8, 100.0, {5, 0, 7}, fd));
+  add(rope_row(AttentionShape{2, 9, 4, 2, 16}, 32, 10000.0, random_ids(18, 32, 140), no_fd));
+
+  add(attention_row(AttentionShape{2, 4, 4, 2, 3}, {}, 20, fd));  // grouped-query
+  add(attention_row(AttentionShape{1, 3, 2, 2, 2}, {}, 22, fd));  // multi-head
+  // Sequence 0: documents [0,2) and [2,5); sequence 1: [0,1), [1,4), [4,5).
+  add(attention_row(AttentionShape{2, 5, 2, 1, 4}, {0, 0, 2, 2, 2, 0, 1, 1, 1, 4}, 30, fd));
+  add(attention_mask_row());
+  {
+    const AttentionShape s{2, 9, 4, 2, 8};
+    add(attention_row(s, {}, 10, no_fd));
+    add(attention_row(s, doc_starts(s, {4}), 10, no_fd));
+  }
+  // Not multiples of the kernels' tiles: T = 37, 70, 20; D = 16, 8, 32; GQA, MHA, MQA.
+  add(attention_row(AttentionShape{2, 37, 4, 2, 16}, {}, 150, no_fd));
+  {
+    const AttentionShape s{2, 37, 4, 2, 16};
+    add(attention_row(s, doc_starts(s, {7, 19}), 150, no_fd));
+  }
+  add(attention_row(AttentionShape{1, 70, 3, 3, 8}, {}, 151, no_fd));
+  add(attention_row(AttentionShape{3, 1, 4, 1, 8}, {}, 153, no_fd));  // sequences of one token
+  {
+    const AttentionShape s{3, 20, 8, 1, 32};
+    add(attention_row(s, doc_starts(s, {7, 11, 19}), 152, no_fd));
+  }
+
+  // D = 80: a head that does not fill the last register column of the warp; D = 256: the largest.
+  for (const CacheCase& c :
+       {CacheCase{2, 4, 2, 16, 40}, CacheCase{1, 3, 3, 80, 33}, CacheCase{3, 8, 1, 32, 21}, CacheCase{1, 2, 1, 256, 9}})
+    add(cached_attention_row(c));
+
+  add(swiglu_row(3, 5, fd));
+  add(swiglu_row(21, 35, no_fd));
+  add(swiglu_row(17, 300, no_fd));
+  add(swiglu_row(1, 33, no_fd));
+
+  add(cross_entropy_row(7, {3, -1, 0, 6, -100}, 0.37, 3.0, fd));
+  {
+    std::vector<int32_t> t(21);
+    for (int64_t n = 0; n < 21; ++n) t[n] = n % 4 == 3 ? -1 : int32_t((n * 13) % 50);
+    add(cross_entropy_row(50, t, 0.125, 4.0, no_fd));
+  }
+  {
+    auto t = random_ids(20, 1000, 180);
+    t[3] = -1;
+    t[11] = -100;
+    t[19] = 999;
+    add(cross_entropy_row(1000, t, 0.05, 3.0, no_fd));
+  }
+  add(cross_entropy_row(33, {32}, 1.0, 3.0, no_fd));  // one row, the last class
+
+  add(adam_row());
+  return rows;
+}
+
+}  // namespace gum::op_test

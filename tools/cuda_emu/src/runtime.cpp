@@ -1,0 +1,262 @@
+// Host API of the CUDA emulator. Device memory is host memory, one allocation per cudaMalloc (so
+// AddressSanitizer sees every out-of-bounds access) filled with 0xFF (uninitialised floats read as
+// NaN). Work is synchronous, so streams and events only need to be valid handles.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "cuda_runtime_api.h"
+#include "errors.h"
+#include "gum_cuda_emu/control.h"
+
+struct CUstream_st {
+  unsigned flags;
+};
+struct CUevent_st {
+  unsigned flags;
+};
+
+namespace gum_emu {
+namespace {
+
+constexpr size_t kAllocationAlignment = 256;  // cudaMalloc's guarantee
+
+struct ErrorState {
+  std::mutex mutex;
+  cudaError_t last = cudaSuccess;  // sticky until cudaGetLastError
+  cudaError_t message_error = cudaSuccess;
+  std::string message;  // of the latest raised error, kept after cudaGetLastError resets `last`
+};
+
+ErrorState& errors() {
+  static ErrorState state;
+  return state;
+}
+
+// GUM_CUDA_EMU_DEVICES (default 1) devices, all the same host memory: with one process per rank,
+// `mpirun -np N` needs N devices as on a real node, while each process uses only its own.
+int device_count() {
+  static const int count = [] {
+    const char* env = std::getenv("GUM_CUDA_EMU_DEVICES");
+    const int n = env ? std::atoi(env) : 1;
+    return n >= 1 ? n : 1;
+  }();
+  return count;
+}
+
+thread_local int current_device = 0;
+
+cudaError_t invalid_value(const char* call) {
+  raise_error(cudaErrorInvalidValue, std::string("gum_cuda_emu: ") + call + ": invalid argument");
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+void raise_error(cudaError_t error, const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  ErrorState& e = errors();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  e.last = error;
+  e.message_error = error;
+  e.message = message;
+}
+
+std::string last_error_message() {
+  ErrorState& e = errors();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  return e.message;
+}
+
+}  // namespace gum_emu
+
+using gum_emu::invalid_value;
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return invalid_value("cudaGetDeviceCount");
+  *count = gum_emu::device_count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= gum_emu::device_count()) {
+    gum_emu::raise_error(cudaErrorInvalidDevice, "gum_cuda_emu: cudaSetDevice(" + std::to_string(device) +
+                                                     "): " + std::to_string(gum_emu::device_count()) +
+                                                     " emulated device(s) (GUM_CUDA_EMU_DEVICES)");
+    return cudaErrorInvalidDevice;
+  }
+  gum_emu::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return invalid_value("cudaGetDevice");
+  *device = gum_emu::current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  if (!free_bytes || !total_bytes) return invalid_value("cudaMemGetInfo");
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  *total_bytes = size_t(sysconf(_SC_PHYS_PAGES)) * page;
+  *free_bytes = size_t(sysconf(_SC_AVPHYS_PAGES)) * page;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  gum_emu::ErrorState& e = gum_emu::errors();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  const cudaError_t last = e.last;
+  e.last = cudaSuccess;
+  return last;
+}
+
+cudaError_t cudaPeekAtLastError() {
+  gum_emu::ErrorState& e = gum_emu::errors();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  return e.last;
+}
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  gum_emu::ErrorState& e = gum_emu::errors();
+  {
+    std::lock_guard<std::mutex> lock(e.mutex);
+    // The pointer stays valid until the next raised error, like the message of a real failure.
+    if (error != cudaSuccess && error == e.message_error) return e.message.c_str();
+  }
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorNotReady:
+      return "device not ready";
+    case cudaErrorIllegalAddress:
+      return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (!ptr) return invalid_value("cudaMalloc");
+  *ptr = nullptr;
+  void* p = nullptr;
+  if (posix_memalign(&p, gum_emu::kAllocationAlignment, bytes ? bytes : 1) != 0) {
+    gum_emu::raise_error(cudaErrorMemoryAllocation,
+                         "gum_cuda_emu: cudaMalloc of " + std::to_string(bytes) + " bytes: out of memory");
+    return cudaErrorMemoryAllocation;
+  }
+  std::memset(p, 0xFF, bytes);
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes && (!dst || !src)) return invalid_value("cudaMemcpy");
+  if (bytes) std::memcpy(dst, src, bytes);  // memcpy, not memmove: overlap is an error (ASan reports it)
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes && !ptr) return invalid_value("cudaMemset");
+  if (bytes) std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  if (!stream) return invalid_value("cudaStreamCreateWithFlags");
+  *stream = new CUstream_st{flags};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
+  return event ? cudaSuccess : invalid_value("cudaStreamWaitEvent");
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  if (!event) return invalid_value("cudaEventCreateWithFlags");
+  *event = new CUevent_st{flags};
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  return event ? cudaSuccess : invalid_value("cudaEventRecord");
+}
+
+// Work completes inside the call that enqueues it, so a recorded event has always completed.
+cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : invalid_value("cudaEventQuery"); }
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return event ? cudaSuccess : invalid_value("cudaEventSynchronize");
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+
+}  // extern "C"

@@ -1,6 +1,6 @@
 #pragma once
 // The run configuration: one JSON file with sections model, data, optimizer, schedule,
-// training, eval, checkpoint and logging (DESIGN.md §4). Each section is a typed struct
+// training, eval, checkpoint and logging (docs/design.md §5). Each section is a typed struct
 // parsed once; unknown keys and wrong types are usage errors naming the key path and the
 // closest valid key. `--set a.b=value` overrides any key before parsing.
 #include <cstdint>

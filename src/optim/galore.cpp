@@ -164,14 +164,44 @@ class ProjectedAdam final : public LowRankOptimizer {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_galore_adamw(const OptimizerContext& ctx) {
-  return std::make_unique<ProjectedAdam>(ctx, Estimator::TopR, "galore_adamw");
+namespace {
+
+// galore_adamw's keys, and PLUMAGE's and Stiefel's without the randomized range finder.
+FieldTable<OptimizerConfig> projected_adam_keys(bool range_finder) {
+  return join_fields<OptimizerConfig>({matrix_optimizer_keys(),
+                                       projection_keys(),
+                                       {{"scale", &OptimizerConfig::scale, positive()}},
+                                       range_finder ? range_finder_keys() : FieldTable<OptimizerConfig>{}});
 }
-std::unique_ptr<Optimizer> make_plumage(const OptimizerContext& ctx) {
-  return std::make_unique<ProjectedAdam>(ctx, Estimator::Plumage, "plumage");
+
+}  // namespace
+
+OptimizerSpec galore_adamw_spec() {
+  return {
+      [](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, Estimator::TopR, "galore_adamw"); },
+      projected_adam_keys(true), nullptr};
 }
-std::unique_ptr<Optimizer> make_stiefel(const OptimizerContext& ctx) {
-  return std::make_unique<ProjectedAdam>(ctx, Estimator::Stiefel, "stiefel");
+
+OptimizerSpec plumage_spec() {
+  return {
+      [](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, Estimator::Plumage, "plumage"); },
+      projected_adam_keys(false),
+      [](const OptimizerConfig& c, const std::string& context) {
+        if (c.projector != "svd")
+          usage_error(context, ": optimizer.projector = '", c.projector,
+                      "' is not available for plumage: its sampling needs the full singular spectrum (use \"svd\")");
+      }};
+}
+
+OptimizerSpec stiefel_spec() {
+  return {
+      [](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, Estimator::Stiefel, "stiefel"); },
+      projected_adam_keys(false),
+      [](const OptimizerConfig& c, const std::string& context) {
+        if (c.projector != "svd")
+          usage_error(context, ": optimizer.projector = '", c.projector,
+                      "' does not apply to stiefel, whose projector is a random Haar-Stiefel draw (leave it \"svd\")");
+      }};
 }
 
 }  // namespace gum

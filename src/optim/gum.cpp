@@ -233,7 +233,25 @@ class Gum final : public LowRankOptimizer {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_gum(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); }
-std::unique_ptr<Optimizer> make_galore_muon(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, false); }
+// galore_muon's keys: the low-rank projection (with the range finder) and Muon's update.
+static FieldTable<OptimizerConfig> galore_muon_keys() {
+  return join_fields<OptimizerConfig>(
+      {matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_momentum_keys()});
+}
+
+OptimizerSpec gum_spec() {
+  return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); },
+          join_fields<OptimizerConfig>({galore_muon_keys(),
+                                        {
+                                            // γ; the constructor checks it against the number of blocks.
+                                            {"full_rank_layers", &OptimizerConfig::full_rank_layers, at_least(1)},
+                                            {"sample_unit", &OptimizerConfig::sample_unit, one_of({"layer", "matrix"})},
+                                        }}),
+          nullptr};
+}
+
+OptimizerSpec galore_muon_spec() {
+  return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, false); }, galore_muon_keys(), nullptr};
+}
 
 }  // namespace gum

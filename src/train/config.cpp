@@ -124,7 +124,7 @@ void model_from_json(const nlohmann::json& section, const std::string& context, 
   const InitSource source = resolve_init_source(c.init_from, context);
   c.model = source.config;
   c.model.validate(source.dir);
-  const nlohmann::json from_folder = model_section_to_json(c.model);
+  const nlohmann::json from_folder = llama_config_to_json(c.model);
   for (const auto& item : fields.items()) {
     auto it = from_folder.find(item.key());
     if (it == from_folder.end())
@@ -187,39 +187,9 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& c
   return c;
 }
 
-nlohmann::json model_section_to_json(const LlamaConfig& m) {
-  nlohmann::json j = {{"hidden_size", m.hidden_size},
-                      {"intermediate_size", m.intermediate_size},
-                      {"num_hidden_layers", m.num_hidden_layers},
-                      {"num_attention_heads", m.num_attention_heads},
-                      {"num_key_value_heads", m.kv_heads()},
-                      {"head_dim", m.attention_head_dim()},
-                      {"vocab_size", m.vocab_size},
-                      {"max_position_embeddings", m.max_position_embeddings},
-                      {"rms_norm_eps", m.rms_norm_eps},
-                      {"rope_theta", m.rope_theta},
-                      {"tie_word_embeddings", m.tie_word_embeddings},
-                      {"attention_bias", m.attention_bias},
-                      {"o_proj_bias", m.o_proj_bias},
-                      {"initializer_range", m.initializer_range},
-                      {"bos_token_id", m.bos_token_id},
-                      {"eos_token_id", m.eos_token_id},
-                      {"pad_token_id", m.pad_token_id}};
-  if (m.rope_scaling.type.empty()) {
-    j["rope_scaling"] = nullptr;
-  } else {
-    j["rope_scaling"] = {{"rope_type", m.rope_scaling.type},
-                         {"factor", m.rope_scaling.factor},
-                         {"low_freq_factor", m.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", m.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings}};
-  }
-  return j;
-}
-
 nlohmann::json train_config_to_json(const TrainConfig& c) {
   nlohmann::json j;
-  j["model"] = model_section_to_json(c.model);
+  j["model"] = llama_config_to_json(c.model);
   if (!c.init_from.empty()) j["model"]["init_from"] = c.init_from;
   j["data"] = to_json(c.data);
   if (c.sft) j["data"]["sft"] = to_json(*c.sft);

@@ -231,13 +231,13 @@ class Gum final : public LowRankOptimizer {
   int64_t period_start_ = 0;
 };
 
-}  // namespace
-
 // galore_muon's keys: the low-rank projection (with the range finder) and Muon's update.
-static FieldTable<OptimizerConfig> galore_muon_keys() {
+FieldTable<OptimizerConfig> galore_muon_keys() {
   return join_fields<OptimizerConfig>(
       {matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_momentum_keys()});
 }
+
+}  // namespace
 
 OptimizerSpec gum_spec() {
   return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); },

@@ -1,5 +1,5 @@
 #pragma once
-// The verbs of the gum_train command line (DESIGN.md §3). Each returns the exit code and
+// The verbs of the gum_train command line (docs/design.md §6). Each returns the exit code and
 // throws gum::Error for bad input (usage: exit 2) or failures (runtime: exit 1).
 #include <cstdint>
 #include <string>

@@ -3,6 +3,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "gum/core/config_fields.h"
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
 
@@ -39,12 +40,6 @@ const std::map<std::string, LlamaConfig>& presets() {
   };
   return table;
 }
-
-const std::vector<std::string> kModelKeys = {
-    "preset", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps",
-    "rope_theta", "rope_scaling", "tie_word_embeddings", "attention_bias", "o_proj_bias",
-    "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id"};
 
 }  // namespace
 
@@ -107,54 +102,84 @@ LlamaConfig llama_preset(const std::string& name) {
 static RopeScaling rope_scaling_from_json(const nlohmann::json& j, const std::string& context) {
   RopeScaling r;
   if (j.is_null()) return r;
-  reject_unknown_keys(j,
-                      {"type", "rope_type", "factor", "low_freq_factor", "high_freq_factor",
-                       "original_max_position_embeddings"},
-                      context, "model.rope_scaling");
+  reject_unknown_keys(
+      j, {"type", "rope_type", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+      context, "model.rope_scaling");
   read_key(j, "type", r.type, context, "model.rope_scaling");
   read_key(j, "rope_type", r.type, context, "model.rope_scaling");
   if (r.type == "default") r.type.clear();
   read_key(j, "factor", r.factor, context, "model.rope_scaling");
   read_key(j, "low_freq_factor", r.low_freq_factor, context, "model.rope_scaling");
   read_key(j, "high_freq_factor", r.high_freq_factor, context, "model.rope_scaling");
-  read_key(j, "original_max_position_embeddings", r.original_max_position_embeddings, context,
-           "model.rope_scaling");
+  read_key(j, "original_max_position_embeddings", r.original_max_position_embeddings, context, "model.rope_scaling");
   return r;
 }
 
+namespace {
+
+// The plain fields of the `model` section (besides `preset` and `rope_scaling`).
+const FieldTable<LlamaConfig>& llama_config_fields() {
+  // No rules here: LlamaConfig::validate checks the values, which relate to each other.
+  static const FieldTable<LlamaConfig> fields = {
+      {"hidden_size", &LlamaConfig::hidden_size},
+      {"intermediate_size", &LlamaConfig::intermediate_size},
+      {"num_hidden_layers", &LlamaConfig::num_hidden_layers},
+      {"num_attention_heads", &LlamaConfig::num_attention_heads},
+      {"num_key_value_heads", &LlamaConfig::num_key_value_heads},
+      {"head_dim", &LlamaConfig::head_dim},
+      {"vocab_size", &LlamaConfig::vocab_size},
+      {"max_position_embeddings", &LlamaConfig::max_position_embeddings},
+      {"rms_norm_eps", &LlamaConfig::rms_norm_eps},
+      {"rope_theta", &LlamaConfig::rope_theta},
+      {"tie_word_embeddings", &LlamaConfig::tie_word_embeddings},
+      {"attention_bias", &LlamaConfig::attention_bias},
+      {"o_proj_bias", &LlamaConfig::o_proj_bias},  // false with attention_bias: Qwen2's layout
+      {"initializer_range", &LlamaConfig::initializer_range},
+      {"bos_token_id", &LlamaConfig::bos_token_id},
+      {"eos_token_id", &LlamaConfig::eos_token_id},
+      {"pad_token_id", &LlamaConfig::pad_token_id},
+  };
+  return fields;
+}
+
+}  // namespace
+
 LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& context) {
-  reject_unknown_keys(j, kModelKeys, context, "model");
+  std::vector<std::string> keys = field_keys(llama_config_fields());
+  keys.insert(keys.end(), {"preset", "rope_scaling"});
+  reject_unknown_keys(j, keys, context, "model");
   LlamaConfig c;
   if (j.contains("preset")) {
     std::string name;
     read_key(j, "preset", name, context, "model");
     c = llama_preset(name);
   }
-  const std::string p = "model";
-  read_key(j, "hidden_size", c.hidden_size, context, p);
-  read_key(j, "intermediate_size", c.intermediate_size, context, p);
-  read_key(j, "num_hidden_layers", c.num_hidden_layers, context, p);
-  read_key(j, "num_attention_heads", c.num_attention_heads, context, p);
-  read_key(j, "num_key_value_heads", c.num_key_value_heads, context, p);
-  read_key(j, "head_dim", c.head_dim, context, p);
-  read_key(j, "vocab_size", c.vocab_size, context, p);
-  read_key(j, "max_position_embeddings", c.max_position_embeddings, context, p);
-  read_key(j, "rms_norm_eps", c.rms_norm_eps, context, p);
-  read_key(j, "rope_theta", c.rope_theta, context, p);
+  read_fields(j, llama_config_fields(), c, context, "model");
   if (j.contains("rope_scaling")) c.rope_scaling = rope_scaling_from_json(j["rope_scaling"], context);
-  read_key(j, "tie_word_embeddings", c.tie_word_embeddings, context, p);
-  read_key(j, "attention_bias", c.attention_bias, context, p);
-  c.o_proj_bias = c.attention_bias;  // Llama's attention_bias covers q, k, v and o
-  read_key(j, "o_proj_bias", c.o_proj_bias, context, p);  // false with attention_bias: Qwen2's layout
+  // Llama's attention_bias covers q, k, v and o unless o_proj_bias says otherwise.
+  if (!j.contains("o_proj_bias") || j["o_proj_bias"].is_null()) c.o_proj_bias = c.attention_bias;
   if (c.o_proj_bias && !c.attention_bias)
     usage_error(context, ": model.o_proj_bias needs model.attention_bias (a bias on o_proj alone is not supported)");
-  read_key(j, "initializer_range", c.initializer_range, context, p);
-  read_key(j, "bos_token_id", c.bos_token_id, context, p);
-  read_key(j, "eos_token_id", c.eos_token_id, context, p);
-  read_key(j, "pad_token_id", c.pad_token_id, context, p);
   if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
   c.validate(context);
   return c;
+}
+
+nlohmann::json llama_config_to_json(const LlamaConfig& m) {
+  nlohmann::json j;
+  write_fields(llama_config_fields(), m, j);
+  j["num_key_value_heads"] = m.kv_heads();
+  j["head_dim"] = m.attention_head_dim();
+  if (m.rope_scaling.type.empty()) {
+    j["rope_scaling"] = nullptr;
+  } else {
+    j["rope_scaling"] = {{"rope_type", m.rope_scaling.type},
+                         {"factor", m.rope_scaling.factor},
+                         {"low_freq_factor", m.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", m.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings}};
+  }
+  return j;
 }
 
 nlohmann::json llama_config_to_hf_json(const LlamaConfig& c) {
@@ -167,8 +192,8 @@ nlohmann::json llama_config_to_hf_json(const LlamaConfig& c) {
                 "head_dim: head_dim (", c.attention_head_dim(), ") x num_attention_heads (", c.num_attention_heads,
                 ") must equal hidden_size (", c.hidden_size, ")");
   if (qwen2 && !c.rope_scaling.type.empty())
-    usage_error("export: a Qwen2-layout model (q/k/v biases, no o_proj bias) with rope_scaling '",
-                c.rope_scaling.type, "' has no faithful transformers config");
+    usage_error("export: a Qwen2-layout model (q/k/v biases, no o_proj bias) with rope_scaling '", c.rope_scaling.type,
+                "' has no faithful transformers config");
   j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
   j["model_type"] = qwen2 ? "qwen2" : "llama";
   j["hidden_size"] = c.hidden_size;

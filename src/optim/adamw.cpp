@@ -23,6 +23,9 @@ class AdamW final : public ArenaOptimizer {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_adamw(const OptimizerContext& ctx) { return std::make_unique<AdamW>(ctx); }
+// The common keys only (optimizer_common_keys): lr, weight_decay, beta1, beta2, eps.
+OptimizerSpec adamw_spec() {
+  return {[](const OptimizerContext& ctx) { return std::make_unique<AdamW>(ctx); }, {}, nullptr};
+}
 
 }  // namespace gum

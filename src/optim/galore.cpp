@@ -162,16 +162,39 @@ class ProjectedAdam final : public LowRankOptimizer {
   std::string name_;
 };
 
+// galore_adamw's keys, and PLUMAGE's and Stiefel's without the randomized range finder.
+FieldTable<OptimizerConfig> projected_adam_keys(bool range_finder) {
+  return join_fields<OptimizerConfig>({matrix_optimizer_keys(),
+                                       projection_keys(),
+                                       {{"scale", &OptimizerConfig::scale, positive()}},
+                                       range_finder ? range_finder_keys() : FieldTable<OptimizerConfig>{}});
+}
+
+// PLUMAGE and Stiefel make their own projector (`why`), so optimizer.projector must stay "svd".
+OptimizerSpec own_projector_spec(Estimator estimator, const std::string& name, const std::string& why) {
+  return {[=](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, estimator, name); },
+          projected_adam_keys(false),
+          [=](const OptimizerConfig& c, const std::string& context) {
+            if (c.projector != "svd")
+              usage_error(context, ": optimizer.projector = '", c.projector, "' does not apply to ", name, ": ", why,
+                          " (leave it \"svd\")");
+          }};
+}
+
 }  // namespace
 
-std::unique_ptr<Optimizer> make_galore_adamw(const OptimizerContext& ctx) {
-  return std::make_unique<ProjectedAdam>(ctx, Estimator::TopR, "galore_adamw");
+OptimizerSpec galore_adamw_spec() {
+  return {
+      [](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, Estimator::TopR, "galore_adamw"); },
+      projected_adam_keys(true), nullptr};
 }
-std::unique_ptr<Optimizer> make_plumage(const OptimizerContext& ctx) {
-  return std::make_unique<ProjectedAdam>(ctx, Estimator::Plumage, "plumage");
+
+OptimizerSpec plumage_spec() {
+  return own_projector_spec(Estimator::Plumage, "plumage", "its sampling needs the full singular spectrum");
 }
-std::unique_ptr<Optimizer> make_stiefel(const OptimizerContext& ctx) {
-  return std::make_unique<ProjectedAdam>(ctx, Estimator::Stiefel, "stiefel");
+
+OptimizerSpec stiefel_spec() {
+  return own_projector_spec(Estimator::Stiefel, "stiefel", "its projector is a random Haar-Stiefel draw");
 }
 
 }  // namespace gum

@@ -231,9 +231,27 @@ class Gum final : public LowRankOptimizer {
   int64_t period_start_ = 0;
 };
 
+// galore_muon's keys: the low-rank projection (with the range finder) and Muon's update.
+FieldTable<OptimizerConfig> galore_muon_keys() {
+  return join_fields<OptimizerConfig>(
+      {matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_momentum_keys()});
+}
+
 }  // namespace
 
-std::unique_ptr<Optimizer> make_gum(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); }
-std::unique_ptr<Optimizer> make_galore_muon(const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, false); }
+OptimizerSpec gum_spec() {
+  return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); },
+          join_fields<OptimizerConfig>({galore_muon_keys(),
+                                        {
+                                            // γ; the constructor checks it against the number of blocks.
+                                            {"full_rank_layers", &OptimizerConfig::full_rank_layers, at_least(1)},
+                                            {"sample_unit", &OptimizerConfig::sample_unit, one_of({"layer", "matrix"})},
+                                        }}),
+          nullptr};
+}
+
+OptimizerSpec galore_muon_spec() {
+  return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, false); }, galore_muon_keys(), nullptr};
+}
 
 }  // namespace gum

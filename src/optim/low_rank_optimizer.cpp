@@ -3,15 +3,38 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gum/core/error.h"
 #include "gum/core/logging.h"
 
 namespace gum {
 
+FieldTable<OptimizerConfig> projection_keys() {
+  return {
+      {"rank", &OptimizerConfig::rank, at_least(1)},
+      {"update_proj_gap", &OptimizerConfig::update_proj_gap, at_least(1)},
+  };
+}
+
+FieldTable<OptimizerConfig> range_finder_keys() {
+  return {
+      {"projector", &OptimizerConfig::projector, one_of({"svd", "randomized"})},
+      {"power_iterations", &OptimizerConfig::power_iterations, at_least(0)},
+      {"oversampling", &OptimizerConfig::oversampling, at_least(0)},
+  };
+}
+
 LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx) : MatrixOptimizer(ctx) {
   shapes_.resize(params_.size());
   has_projector_.assign(params_.size(), 0);
-  for (size_t i = 0; i < params_.size(); ++i)
-    if (params_[i].is_matrix()) shapes_[i] = low_rank_shape(params_[i].param.shape, config_.rank);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const OptimParam& p = params_[i];
+    if (!p.is_matrix()) continue;
+    const int64_t smaller = std::min(p.param.dim(0), p.param.dim(1));
+    if (config_.rank > smaller)
+      usage_error("optimizer.rank = ", config_.rank, " exceeds min(m, n) = ", smaller, " of '", p.name, "' ",
+                  p.param.shape.str());
+    shapes_[i] = low_rank_shape(p.param.shape, config_.rank);
+  }
 }
 
 size_t LowRankOptimizer::top_r_workspace_elems(size_t index) const {

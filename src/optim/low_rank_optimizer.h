@@ -8,8 +8,14 @@
 
 namespace gum {
 
+// The keys of every low-rank optimizer: rank and update_proj_gap.
+FieldTable<OptimizerConfig> projection_keys();
+// The keys of the GaLore projector refresh (top_r_projector): projector, power_iterations, oversampling.
+FieldTable<OptimizerConfig> range_finder_keys();
+
 class LowRankOptimizer : public MatrixOptimizer {
  protected:
+  // Usage error when optimizer.rank exceeds min(m, n) of a matrix parameter.
   explicit LowRankOptimizer(const OptimizerContext& ctx);
 
   const LowRankShape& shape(size_t index) const { return shapes_[index]; }

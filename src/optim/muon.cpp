@@ -50,6 +50,19 @@ class Muon final : public MatrixOptimizer {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_muon(const OptimizerContext& ctx) { return std::make_unique<Muon>(ctx); }
+FieldTable<OptimizerConfig> muon_momentum_keys() {
+  return {
+      {"momentum", &OptimizerConfig::momentum, in_range(0, false, 1, true)},
+      {"ns_steps", &OptimizerConfig::ns_steps, at_least(1)},
+      {"muon_scale", &OptimizerConfig::muon_scale, one_of({"original", "match_adamw"})},
+  };
+}
+
+OptimizerSpec muon_spec() {
+  return {[](const OptimizerContext& ctx) { return std::make_unique<Muon>(ctx); },
+          join_fields<OptimizerConfig>(
+              {matrix_optimizer_keys(), muon_momentum_keys(), {{"nesterov", &OptimizerConfig::nesterov}}}),
+          nullptr};
+}
 
 }  // namespace gum

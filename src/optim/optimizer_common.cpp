@@ -130,6 +130,11 @@ void fill_identity_prefix(Backend& backend, Tensor identity) {
   backend.copy_from_host(identity, host.data());
 }
 
+FieldTable<OptimizerConfig> matrix_optimizer_keys() {
+  const FieldRule nonzero{[](double x) { return x != 0; }, "must be positive (or negative for 'same as lr')", {}};
+  return {{"adamw_lr", &OptimizerConfig::adamw_lr, nonzero}};
+}
+
 void MatrixOptimizer::update(size_t index) {
   require_owned(index);
   if (params_[index].is_matrix())

@@ -77,6 +77,9 @@ class MatrixOptimizer : public ArenaOptimizer {
   virtual void update_matrix(size_t index) = 0;
 };
 
+// The key every MatrixOptimizer reads: adamw_lr, the lr of its non-matrix parameters.
+FieldTable<OptimizerConfig> matrix_optimizer_keys();
+
 // Muon's shape scale s for a [m, n] update: "original" sqrt(max(1, m/n)) (Keller Jordan 2024),
 // "match_adamw" 0.2·sqrt(max(m, n)) (Liu et al., "Muon is scalable for LLM training", 2025, eq. 4).
 float muon_shape_scale(const std::string& mode, int64_t m, int64_t n);

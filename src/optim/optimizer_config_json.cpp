@@ -1,118 +1,89 @@
 #include "gum/optim/optimizer_config_json.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
-#include <cmath>
 
 #include "gum/core/json_util.h"
 
 namespace gum {
+namespace {
 
-std::vector<std::string> optimizer_config_keys() {
-  return {"name",
-          "lr",
-          "weight_decay",
-          "beta1",
-          "beta2",
-          "eps",
-          "adamw_lr",
-          "momentum",
-          "nesterov",
-          "ns_steps",
-          "muon_scale",
-          "rank",
-          "update_proj_gap",
-          "scale",
-          "projector",
-          "power_iterations",
-          "oversampling",
-          "full_rank_layers",
-          "sample_unit",
-          "shard_states"};
+bool has_key(const FieldTable<OptimizerConfig>& table, const std::string& key) {
+  return std::any_of(table.begin(), table.end(), [&](const auto& f) { return f.key == key; });
 }
 
-static void require_one_of(const std::string& value, const std::vector<std::string>& valid, const std::string& context,
-                           const std::string& key) {
-  if (std::find(valid.begin(), valid.end(), value) != valid.end()) return;
+// The common keys, then each registered optimizer's in name order, each key once.
+FieldTable<OptimizerConfig> every_optimizer_key() {
+  FieldTable<OptimizerConfig> all = optimizer_common_keys();
+  for (const auto& name : optimizer_names())
+    for (const auto& f : optimizer_spec(name).keys)
+      if (!has_key(all, f.key)) all.push_back(f);
+  return all;
+}
+
+// Names of the registered optimizers that read `key`, for the message about an ignored key.
+std::string optimizers_reading(const std::string& key) {
   std::string list;
-  for (const auto& v : valid) list += (list.empty() ? "\"" : ", \"") + v + "\"";
-  const std::string hint = closest_match(value, valid);
-  usage_error(context, ": optimizer.", key, " = \"", value, "\" is not one of ", list,
-              hint.empty() ? "" : " (did you mean \"" + hint + "\"?)");
+  for (const auto& name : optimizer_names())
+    if (has_key(optimizer_spec(name).keys, key)) list += (list.empty() ? "" : ", ") + name;
+  return list;
 }
 
-void validate_optimizer_config(const OptimizerConfig& c, const std::string& context) {
-  auto fail = [&](const std::string& key, const auto& value, const char* rule) {
-    usage_error(context, ": optimizer.", key, " = ", value, " ", rule);
+}  // namespace
+
+const FieldTable<OptimizerConfig>& optimizer_common_keys() {
+  static const FieldTable<OptimizerConfig> keys = {
+      {"name", &OptimizerConfig::name},
+      {"lr", &OptimizerConfig::lr, positive()},
+      {"weight_decay", &OptimizerConfig::weight_decay, at_least(0)},
+      {"beta1", &OptimizerConfig::beta1, in_range(0, false, 1, true)},
+      {"beta2", &OptimizerConfig::beta2, in_range(0, false, 1, true)},
+      {"eps", &OptimizerConfig::eps, positive()},
+      {"shard_states", &OptimizerConfig::shard_states},
   };
-  if (!(c.lr > 0) || !std::isfinite(c.lr)) fail("lr", c.lr, "must be a positive number");
-  if (!(c.weight_decay >= 0) || !std::isfinite(c.weight_decay)) fail("weight_decay", c.weight_decay, "must be >= 0");
-  if (!(c.beta1 >= 0 && c.beta1 < 1)) fail("beta1", c.beta1, "must be in [0, 1)");
-  if (!(c.beta2 >= 0 && c.beta2 < 1)) fail("beta2", c.beta2, "must be in [0, 1)");
-  if (!(c.eps > 0)) fail("eps", c.eps, "must be > 0");
-  if (!std::isfinite(c.adamw_lr) || c.adamw_lr == 0)
-    fail("adamw_lr", c.adamw_lr, "must be positive (or negative for 'same as lr')");
-  if (!(c.momentum >= 0 && c.momentum < 1)) fail("momentum", c.momentum, "must be in [0, 1)");
-  if (c.ns_steps < 1) fail("ns_steps", c.ns_steps, "must be >= 1");
-  if (c.rank < 1) fail("rank", c.rank, "must be >= 1");
-  if (c.update_proj_gap < 1) fail("update_proj_gap", c.update_proj_gap, "must be >= 1");
-  if (!(c.scale > 0) || !std::isfinite(c.scale)) fail("scale", c.scale, "must be a positive number");
-  if (c.power_iterations < 0) fail("power_iterations", c.power_iterations, "must be >= 0");
-  if (c.oversampling < 0) fail("oversampling", c.oversampling, "must be >= 0");
-  if (c.full_rank_layers < 1) fail("full_rank_layers", c.full_rank_layers, "must be >= 1 (q = gamma/N_L in (0, 1))");
-  require_one_of(c.muon_scale, {"original", "match_adamw"}, context, "muon_scale");
-  require_one_of(c.projector, {"svd", "randomized"}, context, "projector");
-  require_one_of(c.sample_unit, {"layer", "matrix"}, context, "sample_unit");
+  return keys;
+}
+
+void validate_optimizer_config(const OptimizerSpec& spec, const OptimizerConfig& config, const std::string& context) {
+  check_fields(optimizer_common_keys(), config, context, "optimizer");
+  check_fields(spec.keys, config, context, "optimizer");
+  if (spec.validate) spec.validate(config, context);
 }
 
 OptimizerConfig optimizer_config_from_json(const nlohmann::json& section, const std::string& context) {
-  reject_unknown_keys(section, optimizer_config_keys(), context, "optimizer");
+  if (!section.is_object()) usage_error(context, ": 'optimizer' must be a JSON object, got ", section.dump());
   OptimizerConfig c;
-  const std::string path = "optimizer";
-  read_key(section, "name", c.name, context, path);
-  read_key(section, "lr", c.lr, context, path);
-  read_key(section, "weight_decay", c.weight_decay, context, path);
-  read_key(section, "beta1", c.beta1, context, path);
-  read_key(section, "beta2", c.beta2, context, path);
-  read_key(section, "eps", c.eps, context, path);
-  read_key(section, "adamw_lr", c.adamw_lr, context, path);
-  read_key(section, "momentum", c.momentum, context, path);
-  read_key(section, "nesterov", c.nesterov, context, path);
-  read_key(section, "ns_steps", c.ns_steps, context, path);
-  read_key(section, "muon_scale", c.muon_scale, context, path);
-  read_key(section, "rank", c.rank, context, path);
-  read_key(section, "update_proj_gap", c.update_proj_gap, context, path);
-  read_key(section, "scale", c.scale, context, path);
-  read_key(section, "projector", c.projector, context, path);
-  read_key(section, "power_iterations", c.power_iterations, context, path);
-  read_key(section, "oversampling", c.oversampling, context, path);
-  read_key(section, "full_rank_layers", c.full_rank_layers, context, path);
-  read_key(section, "sample_unit", c.sample_unit, context, path);
-  read_key(section, "shard_states", c.shard_states, context, path);
-  validate_optimizer_config(c, context);
+  read_key(section, "name", c.name, context, "optimizer");
+  const OptimizerSpec spec = optimizer_spec(c.name, context + ": optimizer.name");
+  const FieldTable<OptimizerConfig> all = every_optimizer_key();
+  for (const auto& item : section.items()) {
+    if (has_key(all, item.key())) continue;
+    // The hint prefers the chosen optimizer's keys, then any optimizer's.
+    std::vector<std::string> own = field_keys(optimizer_common_keys());
+    for (const auto& f : spec.keys) own.push_back(f.key);
+    std::string hint = closest_match(item.key(), own);
+    if (hint.empty()) hint = closest_match(item.key(), field_keys(all));
+    usage_error(context, ": unknown key 'optimizer.", item.key(), "' for optimizer '", c.name, "'",
+                hint.empty() ? std::string() : " (did you mean 'optimizer." + hint + "'?)");
+  }
+  read_fields(section, all, c, context, "optimizer");
+  validate_optimizer_config(spec, c, context);
+
+  const OptimizerConfig defaults;
+  for (const auto& f : all) {
+    if (!section.contains(f.key) || has_key(optimizer_common_keys(), f.key) || has_key(spec.keys, f.key)) continue;
+    if (field_value(f, c) == field_value(f, defaults)) continue;
+    spdlog::warn("{}: optimizer.{} = {} is ignored: optimizer '{}' does not read it (read by {})", context, f.key,
+                 field_value(f, c).dump(), c.name, optimizers_reading(f.key));
+  }
   return c;
 }
 
-nlohmann::json to_json(const OptimizerConfig& c) {
-  return nlohmann::json{{"name", c.name},
-                        {"lr", c.lr},
-                        {"weight_decay", c.weight_decay},
-                        {"beta1", c.beta1},
-                        {"beta2", c.beta2},
-                        {"eps", c.eps},
-                        {"adamw_lr", c.adamw_lr},
-                        {"momentum", c.momentum},
-                        {"nesterov", c.nesterov},
-                        {"ns_steps", c.ns_steps},
-                        {"muon_scale", c.muon_scale},
-                        {"rank", c.rank},
-                        {"update_proj_gap", c.update_proj_gap},
-                        {"scale", c.scale},
-                        {"projector", c.projector},
-                        {"power_iterations", c.power_iterations},
-                        {"oversampling", c.oversampling},
-                        {"full_rank_layers", c.full_rank_layers},
-                        {"sample_unit", c.sample_unit},
-                        {"shard_states", c.shard_states}};
+nlohmann::json to_json(const OptimizerConfig& config) {
+  nlohmann::json j = nlohmann::json::object();
+  write_fields(every_optimizer_key(), config, j);
+  return j;
 }
 
 }  // namespace gum

@@ -1,19 +1,21 @@
 #pragma once
-// Factories of the built-in optimizers, registered by name in registry.cpp.
-#include <memory>
-
+// The built-in optimizers, each defined next to its class and registered by name in
+// registry.cpp, and the key groups several of them share.
 #include "optimizer_common.h"
 
 namespace gum {
 
-std::unique_ptr<Optimizer> make_adamw(const OptimizerContext& ctx);
-std::unique_ptr<Optimizer> make_muon(const OptimizerContext& ctx);
+OptimizerSpec adamw_spec();
+OptimizerSpec muon_spec();
 // GaLore-style projected Adam with three estimators: top-r SVD (galore_adamw), PLUMAGE, Haar-Stiefel.
-std::unique_ptr<Optimizer> make_galore_adamw(const OptimizerContext& ctx);
-std::unique_ptr<Optimizer> make_plumage(const OptimizerContext& ctx);
-std::unique_ptr<Optimizer> make_stiefel(const OptimizerContext& ctx);
+OptimizerSpec galore_adamw_spec();
+OptimizerSpec plumage_spec();
+OptimizerSpec stiefel_spec();
 // GUM, and its biased baseline without full-rank blocks (GaLore + Muon, the paper's counterexample).
-std::unique_ptr<Optimizer> make_gum(const OptimizerContext& ctx);
-std::unique_ptr<Optimizer> make_galore_muon(const OptimizerContext& ctx);
+OptimizerSpec gum_spec();
+OptimizerSpec galore_muon_spec();
+
+// Muon's momentum, Newton-Schulz steps and shape scale, which GUM's update reads too.
+FieldTable<OptimizerConfig> muon_momentum_keys();
 
 }  // namespace gum

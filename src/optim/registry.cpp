@@ -12,7 +12,7 @@ namespace {
 
 struct Registry {
   std::mutex mutex;
-  std::map<std::string, OptimizerFactory> factories;
+  std::map<std::string, OptimizerSpec> specs;
 };
 
 // Built-ins are added here, on first use, by explicit calls: a self-registering static object
@@ -21,81 +21,71 @@ Registry& registry() {
   static Registry instance;
   static std::once_flag builtins;
   std::call_once(builtins, [] {
-    instance.factories["adamw"] = make_adamw;
-    instance.factories["muon"] = make_muon;
-    instance.factories["galore_adamw"] = make_galore_adamw;
-    instance.factories["plumage"] = make_plumage;
-    instance.factories["stiefel"] = make_stiefel;
-    instance.factories["gum"] = make_gum;
-    instance.factories["galore_muon"] = make_galore_muon;
+    instance.specs["adamw"] = adamw_spec();
+    instance.specs["muon"] = muon_spec();
+    instance.specs["galore_adamw"] = galore_adamw_spec();
+    instance.specs["plumage"] = plumage_spec();
+    instance.specs["stiefel"] = stiefel_spec();
+    instance.specs["gum"] = gum_spec();
+    instance.specs["galore_muon"] = galore_muon_spec();
   });
   return instance;
 }
 
-bool uses_low_rank(const std::string& name) {
-  return name == "galore_adamw" || name == "plumage" || name == "stiefel" || name == "gum" || name == "galore_muon";
-}
-
-// What needs the parameters: the rank against every projected matrix.
-void validate_context(const std::string& name, const OptimizerContext& ctx) {
+// What needs the parameters beyond each optimizer's own checks (its constructor checks the
+// rest: the rank against every projected matrix, GUM's blocks).
+void validate_context(const std::string& name, const OptimizerSpec& spec, const OptimizerContext& ctx) {
   if (ctx.backend == nullptr) usage_error("optimizer '", name, "': no backend given");
-  validate_optimizer_config(ctx.config, "optimizer '" + name + "'");
+  validate_optimizer_config(spec, ctx.config, "optimizer '" + name + "'");
   for (const auto& p : ctx.params) {
     if (p.param.shape.rank < 1 || !(p.grad.shape == p.param.shape))
       usage_error("optimizer '", name, "': parameter '", p.name, "' has shape ", p.param.shape.str(),
                   " and gradient shape ", p.grad.shape.str());
     if (p.is_matrix() && p.param.shape.rank != 2)
       usage_error("optimizer '", name, "': matrix parameter '", p.name, "' is not 2-D: ", p.param.shape.str());
-    if (uses_low_rank(name) && p.is_matrix()) {
-      const int64_t smaller = std::min(p.param.dim(0), p.param.dim(1));
-      if (ctx.config.rank > smaller)
-        usage_error("optimizer.rank = ", ctx.config.rank, " exceeds min(m, n) = ", smaller, " of '", p.name, "' ",
-                    p.param.shape.str());
-    }
   }
-  if (name == "plumage" && ctx.config.projector != "svd")
-    usage_error("optimizer.projector = '", ctx.config.projector,
-                "' is not available for plumage: its sampling needs the full singular spectrum (use \"svd\")");
-  if (name == "stiefel" && ctx.config.projector != "svd")
-    usage_error("optimizer.projector = '", ctx.config.projector,
-                "' does not apply to stiefel, whose projector is a random Haar-Stiefel draw (leave it \"svd\")");
 }
 
 }  // namespace
 
-void register_optimizer(const std::string& name, OptimizerFactory factory) {
-  if (name.empty() || !factory) usage_error("register_optimizer: empty name or factory");
+void register_optimizer(const std::string& name, OptimizerSpec spec) {
+  if (name.empty() || !spec.make) usage_error("register_optimizer: empty name or factory");
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  r.factories[name] = std::move(factory);
+  r.specs[name] = std::move(spec);
+}
+
+void register_optimizer(const std::string& name, OptimizerFactory factory) {
+  register_optimizer(name, OptimizerSpec{std::move(factory), {}, nullptr});
 }
 
 std::vector<std::string> optimizer_names() {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
   std::vector<std::string> names;
-  for (const auto& [name, factory] : r.factories) names.push_back(name);
+  for (const auto& [name, spec] : r.specs) names.push_back(name);
   return names;
 }
 
-std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const OptimizerContext& ctx) {
-  OptimizerFactory factory;
+OptimizerSpec optimizer_spec(const std::string& name, const std::string& context) {
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
-    auto it = r.factories.find(name);
-    if (it != r.factories.end()) factory = it->second;
+    auto it = r.specs.find(name);
+    if (it != r.specs.end()) return it->second;
   }
-  if (!factory) {
-    const std::vector<std::string> names = optimizer_names();
-    std::string list;
-    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-    const std::string hint = closest_match(name, names);
-    usage_error("unknown optimizer '", name, "'", hint.empty() ? "" : " (did you mean '" + hint + "'?)",
-                "; registered: ", list);
-  }
-  validate_context(name, ctx);
-  return factory(ctx);
+  const std::vector<std::string> names = optimizer_names();
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  const std::string hint = closest_match(name, names);
+  usage_error(context, context.empty() ? "" : ": ", "unknown optimizer '", name, "'",
+              hint.empty() ? "" : " (did you mean '" + hint + "'?)", "; registered: ", list);
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const OptimizerContext& ctx) {
+  const OptimizerSpec spec = optimizer_spec(name);
+  validate_context(name, spec, ctx);
+  return spec.make(ctx);
 }
 
 }  // namespace gum

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "gum/core/config_fields.h"
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
 #include "gum/optim/optimizer_config_json.h"
@@ -20,92 +21,49 @@ const nlohmann::json& section_or_empty(const nlohmann::json& j, const char* name
   return it == j.end() || it->is_null() ? empty : *it;
 }
 
-ScheduleConfig schedule_from_json(const nlohmann::json& j, const std::string& context) {
-  const std::string p = "schedule";
-  reject_unknown_keys(j, {"type", "warmup_steps", "warmup_ratio", "min_lr_ratio", "decay_ratio"}, context, p);
-  ScheduleConfig s;
-  read_key(j, "type", s.type, context, p);
-  read_key(j, "warmup_steps", s.warmup_steps, context, p);
-  read_key(j, "warmup_ratio", s.warmup_ratio, context, p);
-  read_key(j, "min_lr_ratio", s.min_lr_ratio, context, p);
-  read_key(j, "decay_ratio", s.decay_ratio, context, p);
-  validate_schedule(s, context);
-  return s;
-}
+const FieldTable<TrainingConfig> kTrainingFields = {
+    {"backend", &TrainingConfig::backend, one_of({"cpu", "cuda", "auto"})},
+    {"seed", &TrainingConfig::seed},
+    {"seq_len", &TrainingConfig::seq_len, positive()},
+    {"batch_size", &TrainingConfig::batch_size, positive()},
+    {"micro_batch_size", &TrainingConfig::micro_batch_size, at_least(0)},
+    {"max_steps", &TrainingConfig::max_steps, at_least(0)},
+    {"max_tokens", &TrainingConfig::max_tokens, at_least(0)},
+    {"grad_clip", &TrainingConfig::grad_clip, at_least(0)},
+    {"precision", &TrainingConfig::precision, one_of({"fp32", "bf16"})},
+    {"fused_update", &TrainingConfig::fused_update},
+    {"activation_checkpointing", &TrainingConfig::activation_checkpointing},
+    {"threads", &TrainingConfig::threads, at_least(0)},
+};
 
-TrainingConfig training_from_json(const nlohmann::json& j, const std::string& context) {
-  const std::string p = "training";
-  reject_unknown_keys(j,
-                      {"backend", "seed", "seq_len", "batch_size", "micro_batch_size", "max_steps", "max_tokens",
-                       "grad_clip", "precision", "fused_update", "activation_checkpointing", "threads"},
-                      context, p);
-  TrainingConfig t;
-  read_key(j, "backend", t.backend, context, p);
-  read_key(j, "seed", t.seed, context, p);
-  read_key(j, "seq_len", t.seq_len, context, p);
-  read_key(j, "batch_size", t.batch_size, context, p);
-  read_key(j, "micro_batch_size", t.micro_batch_size, context, p);
-  read_key(j, "max_steps", t.max_steps, context, p);
-  read_key(j, "max_tokens", t.max_tokens, context, p);
-  read_key(j, "grad_clip", t.grad_clip, context, p);
-  read_key(j, "precision", t.precision, context, p);
-  read_key(j, "fused_update", t.fused_update, context, p);
-  read_key(j, "activation_checkpointing", t.activation_checkpointing, context, p);
-  read_key(j, "threads", t.threads, context, p);
-  if (t.backend != "cpu" && t.backend != "cuda" && t.backend != "auto")
-    usage_error(context, ": training.backend must be cpu, cuda or auto, got '", t.backend, "'");
-  if (t.precision != "fp32" && t.precision != "bf16")
-    usage_error(context, ": training.precision must be fp32 or bf16, got '", t.precision, "'");
+const FieldTable<EvalConfig> kEvalFields = {
+    {"every_steps", &EvalConfig::every_steps, at_least(0)},
+    {"max_tokens", &EvalConfig::max_tokens, at_least(0)},
+    {"at_start", &EvalConfig::at_start},
+    {"at_end", &EvalConfig::at_end},
+};
+
+const FieldTable<CheckpointConfig> kCheckpointFields = {
+    {"dir", &CheckpointConfig::dir},
+    {"every_steps", &CheckpointConfig::every_steps, at_least(0)},
+    {"keep_last", &CheckpointConfig::keep_last, at_least(0)},
+    {"at_end", &CheckpointConfig::at_end},
+};
+
+const FieldTable<LoggingConfig> kLoggingFields = {
+    {"every_steps", &LoggingConfig::every_steps, positive()},
+    {"run_dir", &LoggingConfig::run_dir},
+    {"metrics_file", &LoggingConfig::metrics_file},
+    {"peak_tflops", &LoggingConfig::peak_tflops, at_least(0)},
+    {"verbose", &LoggingConfig::verbose},
+};
+
+// What involves several keys of the training section.
+void validate_training(const TrainingConfig& t, const std::string& context) {
   if (t.precision == "bf16" && t.backend == "cpu")
     usage_error(context, ": training.precision bf16 needs the cuda backend (the cpu backend is the fp32 reference)");
-  if (t.seq_len <= 0) usage_error(context, ": training.seq_len must be positive, got ", t.seq_len);
-  if (t.batch_size <= 0) usage_error(context, ": training.batch_size must be positive, got ", t.batch_size);
-  if (t.micro_batch_size < 0) usage_error(context, ": training.micro_batch_size must be >= 0");
-  if (t.max_steps < 0 || t.max_tokens < 0) usage_error(context, ": training.max_steps and max_tokens must be >= 0");
   if (t.max_steps == 0 && t.max_tokens == 0)
     usage_error(context, ": set training.max_steps or training.max_tokens (the length of the run)");
-  if (t.grad_clip < 0) usage_error(context, ": training.grad_clip must be >= 0 (0 = off), got ", t.grad_clip);
-  if (t.threads < 0) usage_error(context, ": training.threads must be >= 0 (0 = all cores)");
-  return t;
-}
-
-EvalConfig eval_from_json(const nlohmann::json& j, const std::string& context) {
-  const std::string p = "eval";
-  reject_unknown_keys(j, {"every_steps", "max_tokens", "at_start", "at_end"}, context, p);
-  EvalConfig e;
-  read_key(j, "every_steps", e.every_steps, context, p);
-  read_key(j, "max_tokens", e.max_tokens, context, p);
-  read_key(j, "at_start", e.at_start, context, p);
-  read_key(j, "at_end", e.at_end, context, p);
-  if (e.every_steps < 0 || e.max_tokens < 0)
-    usage_error(context, ": eval.every_steps and eval.max_tokens must be >= 0");
-  return e;
-}
-
-CheckpointConfig checkpoint_from_json(const nlohmann::json& j, const std::string& context) {
-  const std::string p = "checkpoint";
-  reject_unknown_keys(j, {"dir", "every_steps", "keep_last", "at_end"}, context, p);
-  CheckpointConfig c;
-  read_key(j, "dir", c.dir, context, p);
-  read_key(j, "every_steps", c.every_steps, context, p);
-  read_key(j, "keep_last", c.keep_last, context, p);
-  read_key(j, "at_end", c.at_end, context, p);
-  if (c.every_steps < 0 || c.keep_last < 0) usage_error(context, ": checkpoint.every_steps and keep_last must be >= 0");
-  return c;
-}
-
-LoggingConfig logging_from_json(const nlohmann::json& j, const std::string& context) {
-  const std::string p = "logging";
-  reject_unknown_keys(j, {"every_steps", "run_dir", "metrics_file", "peak_tflops", "verbose"}, context, p);
-  LoggingConfig l;
-  read_key(j, "every_steps", l.every_steps, context, p);
-  read_key(j, "run_dir", l.run_dir, context, p);
-  read_key(j, "metrics_file", l.metrics_file, context, p);
-  read_key(j, "peak_tflops", l.peak_tflops, context, p);
-  read_key(j, "verbose", l.verbose, context, p);
-  if (l.every_steps <= 0) usage_error(context, ": logging.every_steps must be positive, got ", l.every_steps);
-  if (l.peak_tflops < 0) usage_error(context, ": logging.peak_tflops must be >= 0");
-  return l;
 }
 
 // Splits "a.b.c" into its parts; empty parts are a usage error.
@@ -166,7 +124,7 @@ void model_from_json(const nlohmann::json& section, const std::string& context, 
   const InitSource source = resolve_init_source(c.init_from, context);
   c.model = source.config;
   c.model.validate(source.dir);
-  const nlohmann::json from_folder = model_section_to_json(c.model);
+  const nlohmann::json from_folder = llama_config_to_json(c.model);
   for (const auto& item : fields.items()) {
     auto it = from_folder.find(item.key());
     if (it == from_folder.end())
@@ -216,11 +174,12 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& c
   model_from_json(j["model"], context, c);
   data_from_json(section_or_empty(j, "data"), context, c);
   c.optimizer = optimizer_config_from_json(section_or_empty(j, "optimizer"), context);
-  c.schedule = schedule_from_json(section_or_empty(j, "schedule"), context);
-  c.training = training_from_json(section_or_empty(j, "training"), context);
-  c.eval = eval_from_json(section_or_empty(j, "eval"), context);
-  c.checkpoint = checkpoint_from_json(section_or_empty(j, "checkpoint"), context);
-  c.logging = logging_from_json(section_or_empty(j, "logging"), context);
+  c.schedule = section_from_json(section_or_empty(j, "schedule"), schedule_fields(), context, "schedule");
+  c.training = section_from_json(section_or_empty(j, "training"), kTrainingFields, context, "training");
+  validate_training(c.training, context);
+  c.eval = section_from_json(section_or_empty(j, "eval"), kEvalFields, context, "eval");
+  c.checkpoint = section_from_json(section_or_empty(j, "checkpoint"), kCheckpointFields, context, "checkpoint");
+  c.logging = section_from_json(section_or_empty(j, "logging"), kLoggingFields, context, "logging");
   if (c.logging.run_dir.empty()) c.logging.run_dir = "runs/run";
   if (c.training.seq_len > c.model.max_position_embeddings)
     usage_error(context, ": training.seq_len (", c.training.seq_len, ") exceeds model.max_position_embeddings (",
@@ -228,75 +187,18 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& c
   return c;
 }
 
-nlohmann::json model_section_to_json(const LlamaConfig& m) {
-  nlohmann::json j = {{"hidden_size", m.hidden_size},
-                      {"intermediate_size", m.intermediate_size},
-                      {"num_hidden_layers", m.num_hidden_layers},
-                      {"num_attention_heads", m.num_attention_heads},
-                      {"num_key_value_heads", m.kv_heads()},
-                      {"head_dim", m.attention_head_dim()},
-                      {"vocab_size", m.vocab_size},
-                      {"max_position_embeddings", m.max_position_embeddings},
-                      {"rms_norm_eps", m.rms_norm_eps},
-                      {"rope_theta", m.rope_theta},
-                      {"tie_word_embeddings", m.tie_word_embeddings},
-                      {"attention_bias", m.attention_bias},
-                      {"o_proj_bias", m.o_proj_bias},
-                      {"initializer_range", m.initializer_range},
-                      {"bos_token_id", m.bos_token_id},
-                      {"eos_token_id", m.eos_token_id},
-                      {"pad_token_id", m.pad_token_id}};
-  if (m.rope_scaling.type.empty()) {
-    j["rope_scaling"] = nullptr;
-  } else {
-    j["rope_scaling"] = {{"rope_type", m.rope_scaling.type},
-                         {"factor", m.rope_scaling.factor},
-                         {"low_freq_factor", m.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", m.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings}};
-  }
-  return j;
-}
-
 nlohmann::json train_config_to_json(const TrainConfig& c) {
   nlohmann::json j;
-  j["model"] = model_section_to_json(c.model);
+  j["model"] = llama_config_to_json(c.model);
   if (!c.init_from.empty()) j["model"]["init_from"] = c.init_from;
   j["data"] = to_json(c.data);
   if (c.sft) j["data"]["sft"] = to_json(*c.sft);
   j["optimizer"] = to_json(c.optimizer);
-  const auto& s = c.schedule;
-  j["schedule"] = {{"type", s.type},
-                   {"warmup_steps", s.warmup_steps},
-                   {"warmup_ratio", s.warmup_ratio},
-                   {"min_lr_ratio", s.min_lr_ratio},
-                   {"decay_ratio", s.decay_ratio}};
-  const auto& t = c.training;
-  j["training"] = {{"backend", t.backend},
-                   {"seed", t.seed},
-                   {"seq_len", t.seq_len},
-                   {"batch_size", t.batch_size},
-                   {"micro_batch_size", t.micro_batch_size},
-                   {"max_steps", t.max_steps},
-                   {"max_tokens", t.max_tokens},
-                   {"grad_clip", t.grad_clip},
-                   {"precision", t.precision},
-                   {"fused_update", t.fused_update},
-                   {"activation_checkpointing", t.activation_checkpointing},
-                   {"threads", t.threads}};
-  j["eval"] = {{"every_steps", c.eval.every_steps},
-               {"max_tokens", c.eval.max_tokens},
-               {"at_start", c.eval.at_start},
-               {"at_end", c.eval.at_end}};
-  j["checkpoint"] = {{"dir", c.checkpoint.dir},
-                     {"every_steps", c.checkpoint.every_steps},
-                     {"keep_last", c.checkpoint.keep_last},
-                     {"at_end", c.checkpoint.at_end}};
-  j["logging"] = {{"every_steps", c.logging.every_steps},
-                  {"run_dir", c.logging.run_dir},
-                  {"metrics_file", c.logging.metrics_file},
-                  {"peak_tflops", c.logging.peak_tflops},
-                  {"verbose", c.logging.verbose}};
+  write_fields(schedule_fields(), c.schedule, j["schedule"]);
+  write_fields(kTrainingFields, c.training, j["training"]);
+  write_fields(kEvalFields, c.eval, j["eval"]);
+  write_fields(kCheckpointFields, c.checkpoint, j["checkpoint"]);
+  write_fields(kLoggingFields, c.logging, j["logging"]);
   return j;
 }
 

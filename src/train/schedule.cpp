@@ -7,15 +7,19 @@
 
 namespace gum {
 
+const FieldTable<ScheduleConfig>& schedule_fields() {
+  static const FieldTable<ScheduleConfig> fields = {
+      {"type", &ScheduleConfig::type, one_of({"constant", "cosine", "linear", "wsd"})},
+      {"warmup_steps", &ScheduleConfig::warmup_steps},
+      {"warmup_ratio", &ScheduleConfig::warmup_ratio, in_range(0, false, 1, true)},
+      {"min_lr_ratio", &ScheduleConfig::min_lr_ratio, in_range(0, false, 1, false)},
+      {"decay_ratio", &ScheduleConfig::decay_ratio, in_range(0, true, 1, false)},
+  };
+  return fields;
+}
+
 void validate_schedule(const ScheduleConfig& s, const std::string& context) {
-  if (s.type != "constant" && s.type != "cosine" && s.type != "linear" && s.type != "wsd")
-    usage_error(context, ": schedule.type '", s.type, "' is not one of constant, cosine, linear, wsd");
-  if (s.warmup_ratio < 0 || s.warmup_ratio >= 1)
-    usage_error(context, ": schedule.warmup_ratio must be in [0, 1), got ", s.warmup_ratio);
-  if (s.min_lr_ratio < 0 || s.min_lr_ratio > 1)
-    usage_error(context, ": schedule.min_lr_ratio must be in [0, 1], got ", s.min_lr_ratio);
-  if (s.decay_ratio <= 0 || s.decay_ratio > 1)
-    usage_error(context, ": schedule.decay_ratio must be in (0, 1], got ", s.decay_ratio);
+  check_fields(schedule_fields(), s, context, "schedule");
 }
 
 int64_t schedule_warmup_steps(const ScheduleConfig& s, int64_t total_steps) {

@@ -51,6 +51,36 @@ TEST_CASE("optimizer config errors name the key and suggest the closest", "[opti
   }
 }
 
+TEST_CASE("optimizer keys: common ones, the chosen optimizer's, and other optimizers' ignored", "[optim][config]") {
+  // A key no optimizer reads names the chosen optimizer and the closest key.
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"name", "muon"}, {"momentun", 0.9}}, "c"),
+                    Catch::Contains("unknown key 'optimizer.momentun' for optimizer 'muon'") &&
+                        Catch::Contains("did you mean 'optimizer.momentum'"));
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"name", "adamx"}}, "run.json"),
+                    Catch::Contains("run.json") && Catch::Contains("unknown optimizer 'adamx'") &&
+                        Catch::Contains("did you mean 'adamw'"));
+  // Another optimizer's key is read (a resolved config lists them all) but changes nothing for
+  // this one; its value is still checked against its rule.
+  const OptimizerConfig adamw = optimizer_config_from_json(json{{"name", "adamw"}, {"rank", 64}}, "c");
+  CHECK(adamw.rank == 64);
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"name", "adamw"}, {"rank", 0}}, "c"),
+                    Catch::Contains("optimizer.rank = 0 must be >= 1"));
+  // An integer beyond int is an error, not a wrapped rank.
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"name", "gum"}, {"rank", 4294967298LL}}, "c"),
+                    Catch::Contains("optimizer.rank") && Catch::Contains("out of range"));
+  // A registered optimizer's declared keys and its own check take part in parsing.
+  OptimizerSpec spec;
+  spec.make = [](const OptimizerContext& ctx) { return make_optimizer("adamw", ctx); };
+  spec.keys = {{"momentum", &OptimizerConfig::momentum}};
+  spec.validate = [](const OptimizerConfig& c, const std::string& context) {
+    if (c.momentum == 0) usage_error(context, ": optimizer.momentum must be non-zero for adamw_momentum");
+  };
+  register_optimizer("adamw_momentum", spec);
+  CHECK(optimizer_config_from_json(json{{"name", "adamw_momentum"}, {"momentum", 0.5}}, "c").momentum == 0.5f);
+  CHECK_THROWS_WITH(optimizer_config_from_json(json{{"name", "adamw_momentum"}, {"momentum", 0}}, "c"),
+                    Catch::Contains("adamw_momentum"));
+}
+
 TEST_CASE("make_optimizer validates against the parameters", "[optim][config]") {
   auto backend = make_backend("cpu");
   auto table = make_param_table(*backend, toy_model(), 1);

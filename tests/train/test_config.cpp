@@ -66,6 +66,21 @@ TEST_CASE("overrides from --set are type checked") {
   }
 }
 
+TEST_CASE("an integer outside its key's type is an error naming the key, not a wrapped value") {
+  const std::string path = config_with("config_range", {});
+  // 2^32 + 2 narrowed to a 32-bit int would be 2: a batch of 2 the user never asked for.
+  REQUIRE_THROWS_WITH(
+      load_train_config(path, {"training.batch_size=4294967298"}),
+      Catch::Contains("training.batch_size") && Catch::Contains("4294967298") && Catch::Contains("out of range"));
+  REQUIRE_THROWS_WITH(load_train_config(path, {"checkpoint.keep_last=-4294967295"}),
+                      Catch::Contains("checkpoint.keep_last") && Catch::Contains("out of range"));
+  // Inside the type, the key's own rule applies.
+  REQUIRE_THROWS_WITH(load_train_config(path, {"training.batch_size=0"}),
+                      Catch::Contains("training.batch_size = 0 must be positive"));
+  // 64-bit keys take the whole int64 range.
+  CHECK(load_train_config(path, {"eval.every_steps=4294967298"}).eval.every_steps == 4294967298LL);
+}
+
 TEST_CASE("config errors name the key and the closest valid key") {
   std::string path = config_with("config_unknown", {{"training", {{"max_stpes", 5}}}});
   REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("unknown key 'training.max_stpes'") &&

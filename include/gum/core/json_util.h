@@ -1,8 +1,11 @@
 #pragma once
 // Helpers for reading user JSON with errors that name the key path ("optimizer.rank")
 // and, for an unknown key, the closest valid one.
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gum/core/error.h"
@@ -14,11 +17,12 @@ std::string closest_match(const std::string& name, const std::vector<std::string
 
 // Usage error for any key of `obj` not in `known`: "config.json: unknown key 'optimizer.rnak'
 // (did you mean 'optimizer.rank'?)". `path` is the dotted prefix ("optimizer").
-void reject_unknown_keys(const nlohmann::json& obj, const std::vector<std::string>& known,
-                         const std::string& context, const std::string& path);
+void reject_unknown_keys(const nlohmann::json& obj, const std::vector<std::string>& known, const std::string& context,
+                         const std::string& path);
 
 // Reads obj[key] into `out` when present; a value of the wrong type is a usage error naming
-// context and path.key and the expected type. Integers are accepted for floating fields.
+// context and path.key and the expected type, and so is an integer outside T's range or a
+// number that overflows a float. Integers are accepted for floating fields.
 template <typename T>
 void read_key(const nlohmann::json& obj, const std::string& key, T& out, const std::string& context,
               const std::string& path) {
@@ -26,20 +30,36 @@ void read_key(const nlohmann::json& obj, const std::string& key, T& out, const s
   if (it == obj.end() || it->is_null()) return;
   const std::string where = path.empty() ? key : path + "." + key;
   bool ok;
-  if constexpr (std::is_same_v<T, bool>) ok = it->is_boolean();
-  else if constexpr (std::is_integral_v<T>) ok = it->is_number_integer();
-  else if constexpr (std::is_floating_point_v<T>) ok = it->is_number();
-  else if constexpr (std::is_same_v<T, std::string>) ok = it->is_string();
-  else ok = true;
+  if constexpr (std::is_same_v<T, bool>)
+    ok = it->is_boolean();
+  else if constexpr (std::is_integral_v<T>)
+    ok = it->is_number_integer();
+  else if constexpr (std::is_floating_point_v<T>)
+    ok = it->is_number();
+  else if constexpr (std::is_same_v<T, std::string>)
+    ok = it->is_string();
+  else
+    ok = true;
   if (!ok) {
-    const char* expected = std::is_same_v<T, bool>             ? "a boolean"
-                           : std::is_integral_v<T>              ? "an integer"
-                           : std::is_floating_point_v<T>        ? "a number"
-                           : std::is_same_v<T, std::string>     ? "a string"
-                                                                : "a value";
+    const char* expected = std::is_same_v<T, bool>          ? "a boolean"
+                           : std::is_integral_v<T>          ? "an integer"
+                           : std::is_floating_point_v<T>    ? "a number"
+                           : std::is_same_v<T, std::string> ? "a string"
+                                                            : "a value";
     usage_error(context, ": key '", where, "' must be ", expected, ", got ", it->dump());
   }
-  out = it->get<T>();
+  // Range before narrowing: get<int>() of 4294967298 would silently give 2.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    const bool fits = it->is_number_unsigned() ? std::in_range<T>(it->template get<uint64_t>())
+                                               : std::in_range<T>(it->template get<int64_t>());
+    if (!fits)
+      usage_error(context, ": key '", where, "' = ", it->dump(), " is out of range [", +std::numeric_limits<T>::min(),
+                  ", ", +std::numeric_limits<T>::max(), "]");
+  }
+  out = it->template get<T>();
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!std::isfinite(out)) usage_error(context, ": key '", where, "' = ", it->dump(), " is out of range");
+  }
 }
 
 // Parses a JSON file; a syntax error names the file, line and column.

@@ -1,5 +1,5 @@
 #pragma once
-// Optimizer state sharded by whole matrices (DESIGN §7): each rank owns some parameter
+// Optimizer state sharded by whole matrices (docs/design.md §7): each rank owns some parameter
 // matrices, keeps their optimizer state, runs their update (Newton–Schulz, SVD, Adam) and then
 // broadcasts the new weights. Whole matrices, not slices of a flat buffer as in ZeRO, because
 // Muon, GaLore and GUM need the full matrix for their update.

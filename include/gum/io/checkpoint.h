@@ -1,5 +1,5 @@
 #pragma once
-// Checkpoints (DESIGN.md §6):
+// Checkpoints (docs/design.md §4):
 //   CKPT_DIR/step_000100/model.safetensors      weights, Hugging Face LLaMA tensor names
 //   CKPT_DIR/step_000100/optimizer.safetensors  every tensor of the optimizer's state
 //   CKPT_DIR/step_000100/trainer.json           step, tokens, loader position, RNG seeds, world size, config

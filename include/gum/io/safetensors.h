@@ -1,5 +1,5 @@
 #pragma once
-// safetensors files (https://github.com/huggingface/safetensors, format described in DESIGN.md §10):
+// safetensors files (https://github.com/huggingface/safetensors, format notes in docs/design.md §4):
 //   [8 bytes: little-endian u64 header length N][N bytes: JSON header][data section]
 // The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} with offsets
 // relative to the data section; "__metadata__" holds string pairs. Writing always adds

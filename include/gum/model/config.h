@@ -47,6 +47,9 @@ LlamaConfig llama_preset(const std::string& name);
 // The `model` section of our config: {"preset": NAME, ...overrides} or the HF fields.
 // Unknown keys are errors naming the key and the closest valid one.
 LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& context);
+// The `model` section with every field (num_key_value_heads and head_dim resolved; our keys, not
+// Hugging Face's config.json), as the resolved config holds it; it reads back into `c`.
+nlohmann::json llama_config_to_json(const LlamaConfig& c);
 // A Hugging Face config.json object for LlamaForCausalLM (rope_theta and rope_parameters both).
 nlohmann::json llama_config_to_hf_json(const LlamaConfig& c);
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gum/backend/backend.h"
+#include "gum/core/config_fields.h"
 #include "gum/model/params.h"
 #include "gum/optim/optimizer_config.h"
 
@@ -90,9 +91,23 @@ std::vector<OptimParam> make_optim_params(LlamaModel& model);
 
 using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>;
 
-// The registry: name -> factory. Built-in optimizers register themselves in optim/registry.cpp.
+// A registered optimizer: its factory, the config keys it reads besides the common ones
+// (optimizer_config_json.h), each with the values it accepts, and its checks that involve
+// several keys but no model (null: none). Built-ins define theirs next to their class.
+struct OptimizerSpec {
+  OptimizerFactory make;
+  FieldTable<OptimizerConfig> keys;
+  std::function<void(const OptimizerConfig& config, const std::string& context)> validate;
+};
+
+// The registry: name -> spec. The built-ins are listed in optim/registry.cpp.
+void register_optimizer(const std::string& name, OptimizerSpec spec);
+// An optimizer that reads only the common keys.
 void register_optimizer(const std::string& name, OptimizerFactory factory);
-// Throws a usage error listing the registered names for an unknown name.
+// The spec registered as `name`; for an unknown name a usage error, prefixed by `context`
+// when given, with the closest and all registered names.
+OptimizerSpec optimizer_spec(const std::string& name, const std::string& context = "");
+// Checks the config (optimizer_spec(name) and its keys), then the parameters, then builds.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const OptimizerContext& ctx);
 std::vector<std::string> optimizer_names();
 

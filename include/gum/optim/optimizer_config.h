@@ -1,12 +1,13 @@
 #pragma once
-// Every optimizer hyperparameter, with the papers' defaults (see docs/optimizers.md).
-// Parsed from the config's `optimizer` section by the trainer's config module.
+// The values of every optimizer hyperparameter, with the papers' defaults (docs/optimizers.md).
+// Which keys an optimizer reads, and the values each accepts, is declared with its factory
+// (OptimizerSpec in src/optim/<name>.cpp); optimizer_config_json.h reads and writes the section.
 #include <string>
 
 namespace gum {
 
 struct OptimizerConfig {
-  std::string name = "adamw";  // registry name: adamw, muon, galore_adamw, gum, plumage, stiefel
+  std::string name = "adamw";  // registry name: adamw, muon, galore_adamw, plumage, stiefel, gum, galore_muon
   float lr = 1e-3f;
   float weight_decay = 0.0f;
   // AdamW (and the AdamW used for non-matrix params by the other optimizers)

@@ -1,24 +1,30 @@
 #pragma once
-// The config's `optimizer` section <-> OptimizerConfig. Keys are the field names of
-// OptimizerConfig; an unknown key is a usage error naming it and the closest valid key.
+// The config's `optimizer` section <-> OptimizerConfig. The keys are the common ones
+// (optimizer_common_keys) plus those the chosen optimizer declares in its OptimizerSpec.
 #include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
+#include "gum/optim/optimizer.h"
 #include "gum/optim/optimizer_config.h"
 
 namespace gum {
 
-// Reads `section` (a JSON object) over the defaults, then validate_optimizer_config().
-// `context` names the source in errors ("config.json").
-OptimizerConfig optimizer_config_from_json(const nlohmann::json& section, const std::string& context);
-// Every field, so a resolved config written next to a checkpoint reads back identically.
-nlohmann::json to_json(const OptimizerConfig& config);
-// The key names accepted in the `optimizer` section.
-std::vector<std::string> optimizer_config_keys();
+// Keys every optimizer reads: name, lr, weight_decay, the AdamW betas and eps (every
+// optimizer runs AdamW at least on the non-matrix parameters) and shard_states.
+const FieldTable<OptimizerConfig>& optimizer_common_keys();
 
-// Checks what can be checked without the model: positive lr/rank/gap, betas in [0, 1),
-// known projector / sample_unit / muon_scale names. Usage error naming context and key.
-void validate_optimizer_config(const OptimizerConfig& config, const std::string& context);
+// Reads `section` (a JSON object) over the defaults. `context` names the source in errors
+// ("config.json"). Every registered optimizer's keys are accepted, so a resolved config can
+// switch optimizer; one the chosen optimizer does not read is reported as ignored when it is
+// not at its default. A key no optimizer reads is a usage error naming the chosen optimizer
+// and the closest key. Then validate_optimizer_config().
+OptimizerConfig optimizer_config_from_json(const nlohmann::json& section, const std::string& context);
+// Every key of every registered optimizer, so a resolved config written next to a checkpoint
+// reads back identically whichever optimizer it names.
+nlohmann::json to_json(const OptimizerConfig& config);
+
+// What can be checked without the model: the common keys and `spec`'s keys against their
+// rules, then spec.validate. Usage error naming context and key.
+void validate_optimizer_config(const OptimizerSpec& spec, const OptimizerConfig& config, const std::string& context);
 
 }  // namespace gum

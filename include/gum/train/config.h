@@ -1,6 +1,6 @@
 #pragma once
 // The run configuration: one JSON file with sections model, data, optimizer, schedule,
-// training, eval, checkpoint and logging (DESIGN.md §4). Each section is a typed struct
+// training, eval, checkpoint and logging (docs/design.md §5). Each section is a typed struct
 // parsed once; unknown keys and wrong types are usage errors naming the key path and the
 // closest valid key. `--set a.b=value` overrides any key before parsing.
 #include <cstdint>
@@ -30,7 +30,7 @@ struct TrainingConfig {
   bool fused_update = false;       // per-layer update inside backward (only when grad_clip == 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;
-  int threads = 0;                 // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+  int threads = 0;  // CPU threads for OpenMP/OpenBLAS; 0 = all cores
 };
 
 struct EvalConfig {
@@ -87,8 +87,6 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& c
 // Every key of every section with its value: saved as RUN_DIR/config.json and in trainer.json,
 // and reads back into the same TrainConfig.
 nlohmann::json train_config_to_json(const TrainConfig& c);
-// The `model` section with every field (our keys, not Hugging Face's config.json).
-nlohmann::json model_section_to_json(const LlamaConfig& c);
 
 // Applies one "a.b.c=value" to `j`: the value is parsed as JSON, else taken as a string. The
 // key must exist in the schema (the resolved config `schema`); a value whose JSON type

@@ -1,5 +1,5 @@
 #pragma once
-// Validation loss and perplexity over EvalWindows (DESIGN.md §5): windows with stride seq_len,
+// Validation loss and perplexity over EvalWindows (docs/design.md §4): windows with stride seq_len,
 // so every token of the validation stream after the first is predicted exactly once. The
 // same function serves `gum_train eval` and the periodic evaluation during training.
 #include <cstdint>

@@ -47,7 +47,7 @@ std::string format_memory_plan(const MemoryPlan& plan);
 // and the plan is the one of the rank with the most state.
 MemoryPlan plan_run(const TrainConfig& config, int world_size);
 
-// Sharded optimizer state (optimizer.shard_states, ZeRO-1 by whole matrix, DESIGN §7): the owner
+// Sharded optimizer state (optimizer.shard_states, ZeRO-1 by whole matrix, docs/design.md §7): the owner
 // of each parameter, balancing the update work (Newton–Schulz or SVD of a block matrix,
 // elementwise Adam of the rest: embeddings, head, norms). Every rank computes the same plan from
 // the same parameters; the trainer and `gum_train plan` both use this one.

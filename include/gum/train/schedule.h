@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "gum/core/config_fields.h"
+
 namespace gum {
 
 struct ScheduleConfig {
@@ -13,6 +15,8 @@ struct ScheduleConfig {
   double decay_ratio = 0.2;     // wsd: fraction of the total steps spent decaying at the end
 };
 
+// The `schedule` section's keys, with the values each accepts.
+const FieldTable<ScheduleConfig>& schedule_fields();
 // Throws a usage error naming `context` and the key for an unknown type or a value out of range.
 void validate_schedule(const ScheduleConfig& s, const std::string& context);
 

@@ -1,5 +1,5 @@
 #pragma once
-// The training loop (DESIGN.md §1-§7): data-parallel over the communicator's ranks,
+// The training loop (docs/design.md §3): data-parallel over the communicator's ranks,
 // gradient accumulation over micro-batches, global-norm clipping, the fused per-layer
 // update, periodic evaluation, atomic checkpoints and a bitwise-exact resume.
 #include <string>

@@ -13,7 +13,7 @@ cd "$build"
 ctest --output-on-failure -j "$(nproc)" --timeout 900
 
 grep -q 'emulated on the CPU: ON' configure.log || exit 0
-emulated='^(cuda|cuda_emu):|nccl'
+emulated='^(cuda|cuda_emu):|nccl|backend cuda'
 # A fresh seed per run explores more orders over time; the seed is printed to replay a failure.
 seed="${GUM_CUDA_EMU_SEED:-$(date +%s)}"
 echo "test: CUDA-emulated tests in schedule random:$seed"

@@ -58,10 +58,10 @@ TEST_CASE("training 5 steps with backend cuda matches the cpu backend's losses (
     for (size_t step = 0; step < cpu.size(); ++step) {
       INFO(name << ", step " << step + 1 << ": cpu loss " << cpu[step] << ", cuda loss " << cuda[step]);
       // Measured on the emulator: relative differences <= 2e-8 for adamw, muon and galore_adamw
-      // (reduction orders of the GEMMs and kernels), up to 3e-6 for gum by step 5 (its SVDs go
-      // through another LAPACK driver than the CPU backend's and Newton-Schulz amplifies the
-      // difference). 1e-4 leaves room for a GPU's FMA contraction and libm ulps; a wrong kernel
-      // or update moves the loss by far more (the loss changes by ~1e-1 per step here).
+      // (reduction orders of the GEMMs and kernels), up to 3e-6 for gum by step 5 (the CPU backend's
+      // SVD is LAPACK's gesdd, cuSOLVER's is gesvd, and Newton-Schulz amplifies the difference). 1e-4 leaves room for a
+      // GPU's FMA contraction and libm ulps; a wrong kernel or update moves the loss by far more (the loss changes by
+      // ~1e-1 per step here).
       CHECK(std::fabs(cuda[step] - cpu[step]) <= 1e-4 * std::fabs(cpu[step]));
     }
   }

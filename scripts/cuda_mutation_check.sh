@@ -88,7 +88,7 @@ for m in "${mutations[@]}"; do
         if ! (cd "$build" && GUM_CUDA_EMU_SCHEDULE=$schedule ctest $suite -j "$(nproc)" --output-on-failure \
               --stop-on-failure >> "$log" 2>&1); then
           verdict="caught"
-          first="$(grep -m1 -oE 'Test +#[0-9]+: [^.]+' "$log" | sed -E 's/Test +#[0-9]+: //; s/ +$//' || true)"
+          first="$(grep -m1 -E 'Test +#[0-9]+: .*\*\*\*' "$log" | sed -E 's/.*Test +#[0-9]+: //; s/ \.+.*//' || true)"
           error="$(grep -m1 -oE 'gum_cuda_emu: .*|AddressSanitizer: [a-z-]+|cuBLAS [^)]*' "$log" | cut -c1-160 || true)"
           detail="$schedule: ${first:-?}${error:+; $error}"
           break 2

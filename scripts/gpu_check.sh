@@ -64,7 +64,7 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 
 # ---- 1. build ----
 if want build; then
-  if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=ON \
+  if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=ON -DGUM_CUDA_EMULATION=OFF \
        -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real" > "$out/configure.log" 2>&1 &&
      cmake --build "$build" -j "$jobs" > "$out/build.log" 2>&1; then
     record build ok "sm_80 + sm_90a"

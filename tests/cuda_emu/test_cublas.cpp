@@ -3,8 +3,8 @@
 // the backend's row-major call, and each argument check cuBLAS documents.
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
-#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -141,6 +141,22 @@ TEST_CASE("GemmEx with beta = 0 never reads C (NaN there stays out of the result
                        b_bits.data(), CUDA_R_16BF, k, &beta, c_bits.data(), CUDA_R_16BF, m, CUBLAS_COMPUTE_32F,
                        CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
   for (uint16_t bits : c_bits) REQUIRE(std::isfinite(gum::bf16_to_f32(bits)));
+}
+
+TEST_CASE("GemmEx with k = 0: C = beta C, zeros for beta = 0 whatever C held") {
+  Handle handle;
+  const int m = 2, n = 3;
+  const float alpha = 1.0f, half = 0.5f, zero = 0.0f, unused = 7.0f;
+  std::vector<float> c = {1, 2, 3, 4, 5, 6};
+  REQUIRE(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, 0, &alpha, &unused, CUDA_R_32F, m, &unused, CUDA_R_32F,
+                       1, &half, c.data(), CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(c == std::vector<float>{0.5f, 1.0f, 1.5f, 2.0f, 2.5f, 3.0f});
+  std::fill(c.begin(), c.end(), std::numeric_limits<float>::quiet_NaN());
+  REQUIRE(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, 0, &alpha, &unused, CUDA_R_32F, m, &unused, CUDA_R_32F,
+                       1, &zero, c.data(), CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(c == std::vector<float>(6, 0.0f));
 }
 
 TEST_CASE("GemmEx BF16 operands: widened to float, F32 output, every transpose pair") {

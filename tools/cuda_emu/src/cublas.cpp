@@ -11,10 +11,9 @@
 
 #include "gum/core/dtype.h"
 
-struct cublasContext {
-  cudaStream_t stream = nullptr;
-  cublasMath_t math_mode = CUBLAS_DEFAULT_MATH;
-};
+// Every emulated call completes before it returns and computes in plain fp32, so a handle needs
+// no state: the stream is ignored and the math mode only validated.
+struct cublasContext {};
 
 namespace {
 
@@ -83,9 +82,15 @@ struct FloatMatrix {
   std::vector<float> widened;
 };
 
+FloatMatrix dense_zeros(int rows, int cols) {
+  FloatMatrix m{nullptr, std::max(1, rows), std::vector<float>(size_t(rows) * cols)};
+  m.data = m.widened.data();
+  return m;
+}
+
 FloatMatrix as_float(const void* p, cudaDataType_t type, int rows, int cols, int ld) {
   if (type == CUDA_R_32F) return {static_cast<float*>(const_cast<void*>(p)), ld, {}};
-  FloatMatrix m{nullptr, std::max(1, rows), std::vector<float>(size_t(rows) * cols)};
+  FloatMatrix m = dense_zeros(rows, cols);
   const auto* bits = static_cast<const uint16_t*>(p);
   for (int j = 0; j < cols; ++j)
     for (int i = 0; i < rows; ++i) m.widened[i + size_t(j) * rows] = gum::bf16_to_f32(bits[i + size_t(j) * ld]);
@@ -100,10 +105,8 @@ void gemm(const GemmCall& g, const void* A, const void* B, void* C) {
   FloatMatrix a = as_float(A, g.operand_type, a_rows, a_cols, g.lda);
   FloatMatrix b = as_float(B, g.operand_type, b_rows, b_cols, g.ldb);
   // With beta == 0 cuBLAS does not read C (it may hold NaN); a BF16 C is widened only when read.
-  FloatMatrix c = g.c_type == CUDA_R_32F || g.beta != 0.0f
-                      ? as_float(C, g.c_type, g.m, g.n, g.ldc)
-                      : FloatMatrix{nullptr, g.m, std::vector<float>(size_t(g.m) * g.n)};
-  if (c.data == nullptr) c.data = c.widened.data();
+  FloatMatrix c =
+      g.c_type == CUDA_R_32F || g.beta != 0.0f ? as_float(C, g.c_type, g.m, g.n, g.ldc) : dense_zeros(g.m, g.n);
   auto op = [](cublasOperation_t t) { return t == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; };
   cblas_sgemm(CblasColMajor, op(g.transa), op(g.transb), g.m, g.n, g.k, g.alpha, a.data, a.ld, b.data, b.ld, g.beta,
               c.data, c.ld);
@@ -130,21 +133,18 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
-// Every emulated call completes before it returns, so the stream only needs remembering.
-cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
-  handle->stream = stream;
   return CUBLAS_STATUS_SUCCESS;
 }
 
-// Every mode computes F32 GEMMs in plain fp32 here (TF32 rounding is not emulated).
+// TF32 rounding is not emulated: every mode computes F32 GEMMs in plain fp32.
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   const int base = mode & ~CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
   if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TENSOR_OP_MATH && base != CUBLAS_PEDANTIC_MATH &&
       base != CUBLAS_TF32_TENSOR_OP_MATH)
     return CUBLAS_STATUS_INVALID_VALUE;
-  handle->math_mode = mode;
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -10,9 +10,8 @@
 #include <cctype>
 #include <cmath>
 
-struct cusolverDnContext {
-  cudaStream_t stream = nullptr;
-};
+// Every emulated call completes before it returns, so a handle needs no state (not even its stream).
+struct cusolverDnContext {};
 
 namespace {
 
@@ -89,10 +88,8 @@ cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t handle) {
   return CUSOLVER_STATUS_SUCCESS;
 }
 
-// Every emulated call completes before it returns, so the stream only needs remembering.
-cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t stream) {
+cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t) {
   if (handle == nullptr) return CUSOLVER_STATUS_NOT_INITIALIZED;
-  handle->stream = stream;
   return CUSOLVER_STATUS_SUCCESS;
 }
 

@@ -88,7 +88,6 @@ struct Fiber {
   void* sp = nullptr;     // saved stack pointer while switched out
   char* stack = nullptr;  // kStackBytes, the lowest page a guard page
   uint3 index{};
-  int linear = 0;
   State state = State::kRunnable;
   Site site;
   WarpOp op = WarpOp::kSync;
@@ -206,8 +205,8 @@ class Scheduler {
   const LaunchConfig* config_ = nullptr;
   void (*body_)(void*) = nullptr;
   void* body_context_ = nullptr;
-  bool stacks_dirty_ = false;  // a launch was abandoned with fibers mid-frame (ASan shadow stale)
 #if defined(GUM_EMU_ASAN)
+  bool stacks_dirty_ = false;  // a launch was abandoned with fibers mid-frame (ASan shadow stale)
   void* scheduler_fake_stack_ = nullptr;
   const void* scheduler_stack_bottom_ = nullptr;
   size_t scheduler_stack_size_ = 0;
@@ -259,9 +258,6 @@ void Scheduler::run(const LaunchConfig& config, void (*body)(void*), void* conte
   body_ = body;
   body_context_ = context;
   check_config(config);
-  const size_t shared_bytes = static_cast<size_t>(shared_end() - shared_begin());
-  if (shared_bytes > kMaxSharedBytes)  // nvcc checks each kernel; this is the sum over all of them
-    std::fprintf(stderr, "gum_cuda_emu: note: %zu bytes of __shared__ variables in the program\n", shared_bytes);
   gridDim = config.grid;
   blockDim = config.block;
   threads_ = static_cast<int>(config.block.x * config.block.y * config.block.z);
@@ -273,7 +269,6 @@ void Scheduler::run(const LaunchConfig& config, void (*body)(void*), void* conte
       mprotect(p, size_t(sysconf(_SC_PAGESIZE)), PROT_NONE);  // overflow faults instead of corrupting
       f.stack = static_cast<char*>(p);
     }
-    f.linear = i;
     f.index = uint3{unsigned(i) % config.block.x, unsigned(i) / config.block.x % config.block.y,
                     unsigned(i) / (config.block.x * config.block.y)};
   }
@@ -281,8 +276,8 @@ void Scheduler::run(const LaunchConfig& config, void (*body)(void*), void* conte
   if (stacks_dirty_)
     for (Fiber& f : fibers_)
       if (f.stack) __asan_unpoison_memory_region(f.stack + sysconf(_SC_PAGESIZE), kStackBytes - sysconf(_SC_PAGESIZE));
-#endif
   stacks_dirty_ = false;
+#endif
   order_.resize(threads_);
   std::iota(order_.begin(), order_.end(), 0);
   if (schedule_.order == Order::kReverse) std::reverse(order_.begin(), order_.end());
@@ -334,7 +329,9 @@ void Scheduler::run_block(uint3 block) {
                         "gum_cuda_emu: kernel " + std::string(config_->kernel) + ": no thread can proceed"};
     }
   } catch (...) {
+#if defined(GUM_EMU_ASAN)
     stacks_dirty_ = true;
+#endif
     throw;
   }
 }

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Plants bugs, one at a time, in a copy of the CUDA backend's sources and runs the emulated CUDA
+# tests against each (docs/cuda_verification.md): a planted bug the suite does not fail on is a
+# hole in the tests or in the emulator. The sources in src/ are never touched: the emulated backend
+# is built from the copy (GUM_CUDA_EMU_SOURCE_DIR) in its own build folder.
+# Usage: scripts/cuda_mutation_check.sh [NAME...]   (default: every mutation below)
+#   GUM_MUTATION_BUILD_DIR  build folder (default: build-mutation); extra cmake arguments in
+#   GUM_MUTATION_CMAKE_ARGS (e.g. ccache launchers).
+# Prints a table (mutation, caught or missed, the first failing test or the emulator's error);
+# exits non-zero when fewer than 9 mutations are caught.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${GUM_MUTATION_BUILD_DIR:-$root/build-mutation}"
+work="$build/mutated"
+mkdir -p "$build"
+
+# name ^ file under src/backend ^ exact text (must occur once) ^ replacement. "\n" is a newline.
+mutations=(
+  "block_sum: second barrier removed^cuda/device_utils.cuh^  if (lane == 0) scratch[warp] = v;\n  __syncthreads();\n  if (warp == 0) {\n    T total^  if (lane == 0) scratch[warp] = v;\n  if (warp == 0) {\n    T total"
+  "warp_sum: butterfly starts at offset 8^cuda/device_utils.cuh^  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync^  for (int offset = 8; offset > 0; offset >>= 1) v += __shfl_xor_sync"
+  "block_max_sum: barrier inside if (warp == 0)^cuda/device_utils.cuh^    if (lane == 0) scratch[0] = total;\n  }\n  __syncthreads();\n  return scratch[0];\n}\n\n}^    if (lane == 0) scratch[0] = total;\n    __syncthreads();\n  }\n  __syncthreads();\n  return scratch[0];\n}\n\n}"
+  "flash forward: lane 31 leaves before the warp reductions^cuda/attention.cu^  if (!query_row_of_warp(s, q_row)) return;\n  const int lane = threadIdx.x & 31;\n  const int t = q_row.t, h = q_row.h, kv = q_row.kv;\n  const int64_t b = q_row.b, row = q_row.index;\n  const int64_t W = s.width();\n  const int start^  if (!query_row_of_warp(s, q_row) || (threadIdx.x & 31) == 31) return;\n  const int lane = threadIdx.x & 31;\n  const int t = q_row.t, h = q_row.h, kv = q_row.kv;\n  const int64_t b = q_row.b, row = q_row.index;\n  const int64_t W = s.width();\n  const int start"
+  "embedding backward: off-by-one in the ballot prefix^cuda/transformer.cu^__popc(ballot & ((1u << lane) - 1u))^__popc(ballot & ((2u << lane) - 1u))"
+  "embedding backward: list barrier removed^cuda/transformer.cu^    list_size += total;\n    __syncthreads();^    list_size += total;"
+  "rmsnorm forward: reads one element past the row^cuda/transformer.cu^  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {\n    const double v = load(x, base + c);^  for (int64_t c = threadIdx.x; c <= C; c += blockDim.x) {\n    const double v = load(x, base + c);"
+  "transpose: barrier between tile write and read removed^cuda/elementwise.cu^  }\n  __syncthreads();\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {^  }\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {"
+  "svd_sign: arg-max reduction starts at a quarter of the block^cuda/elementwise.cu^int stride = blockDim.x / 2;^int stride = blockDim.x / 4;"
+  "gemm: wrong leading dimension of B^cuda/cuda_linalg.cpp^checked_int(ldb, op, \"ldb\"), a, cuda_type(a_type, op)^checked_int(lda, op, \"ldb\"), a, cuda_type(a_type, op)"
+  "attention backward: dqkv not zeroed before accumulation^cuda/cuda_linalg.cpp^  GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));\n^"
+  "copy_to_host: no stream synchronisation before the host reads^cuda/cuda_backend.cpp^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  synchronize();^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  check_device_status();"
+)
+
+selected=("$@")
+wanted() {
+  [ ${#selected[@]} -eq 0 ] && return 0
+  for s in "${selected[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
+
+# The copy keeps the sources' times, so only a mutated file (restored with a fresh time) rebuilds.
+rm -rf "$work"
+mkdir -p "$work/backend"
+cp -rp "$root/src/backend/cuda" "$root/src/backend/op_checks.h" "$work/backend/"
+
+# apply FILE OLD NEW: replaces the one occurrence of OLD ("\n" = newline); fails when not exactly one.
+apply() {
+  python3 - "$work/backend/$1" "$2" "$3" <<'EOF'
+import sys
+path, old, new = sys.argv[1], sys.argv[2].replace("\\n", "\n"), sys.argv[3].replace("\\n", "\n")
+text = open(path).read()
+if text.count(old) != 1:
+    sys.exit(f"{path}: the text to mutate occurs {text.count(old)} times (must be once)")
+open(path, "w").write(text.replace(old, new))
+EOF
+}
+
+# shellcheck disable=SC2086
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA_EMULATION=ON \
+  -DGUM_CUDA_EMU_SOURCE_DIR="$work/backend/cuda" ${GUM_MUTATION_CMAKE_ARGS:-} > "$build/configure.log" 2>&1 ||
+  { cat "$build/configure.log"; exit 1; }
+targets=(gum_test_cuda gum_test_train gum_train_app)
+cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$build/build.log" 2>&1 ||
+  { tail -n 30 "$build/build.log"; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# The fast op tests first, then model, decoder and training; forward, then reverse schedule.
+suites=("-R ^cuda: -E Llama" "-R ^cuda:Llama|backend.cuda")
+(cd "$build" && ctest -R "^cuda:|backend.cuda" -j "$(nproc)" > "$build/baseline.log" 2>&1) ||
+  { echo "cuda_mutation_check: the unmutated suite fails (see $build/baseline.log)"; exit 1; }
+
+results=()
+caught=0
+total=0
+for m in "${mutations[@]}"; do
+  IFS='^' read -r name file old new <<< "$m"
+  wanted "$name" || continue
+  total=$((total + 1))
+  apply "$file" "$old" "$new"
+  log="$build/mutation_${total}.log"
+  verdict="missed"
+  detail="all emulated CUDA tests pass"
+  if ! cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$log" 2>&1; then
+    verdict="caught"
+    detail="does not build"
+  else
+    for schedule in forward reverse; do
+      for suite in "${suites[@]}"; do
+        # shellcheck disable=SC2086
+        if ! (cd "$build" && GUM_CUDA_EMU_SCHEDULE=$schedule ctest $suite -j "$(nproc)" --output-on-failure \
+              --stop-on-failure >> "$log" 2>&1); then
+          verdict="caught"
+          first="$(grep -m1 -E 'Test +#[0-9]+: .*\*\*\*' "$log" | sed -E 's/.*Test +#[0-9]+: //; s/ \.+.*//' || true)"
+          error="$(grep -m1 -oE 'gum_cuda_emu: .*|AddressSanitizer: [a-z-]+|cuBLAS [^)]*' "$log" | cut -c1-160 || true)"
+          detail="$schedule: ${first:-?}${error:+; $error}"
+          break 2
+        fi
+      done
+    done
+  fi
+  cp "$root/src/backend/$file" "$work/backend/$file"
+  [ "$verdict" = caught ] && caught=$((caught + 1))
+  results+=("| $name | $verdict | $detail |")
+  echo "cuda_mutation_check: $name: $verdict ($detail)"
+done
+
+echo
+echo "| planted bug | result | first evidence |"
+echo "|---|---|---|"
+printf '%s\n' "${results[@]}"
+echo
+echo "cuda_mutation_check: $caught of $total planted bugs caught"
+[ "$total" -lt 10 ] || [ "$caught" -ge 9 ]

@@ -183,16 +183,19 @@ void check_unbiased_rate(const std::string& name, const Rate& rate, double lo, d
   }
 }
 
-const std::vector<int> kCheckpoints = {32, 128, 512};
-
 }  // namespace
 
 TEST_CASE("GUM's pre-orthogonalisation direction is unbiased: error at the 1/sqrt(draws) rate", "[optim][gum]") {
   Problem problem;
-  const Rate rate = error_rate(gum_sequence(problem, "gum"), problem.g, 6, kCheckpoints);
+  // The error of GUM's mean lives in few dimensions (which of the 4 layers was full-rank, per
+  // draw), so the ratio to the rate spreads like a chi-square with ~18 degrees of freedom over 6
+  // runs: measured 1.22, 0.90, 1.32; [0.5, 1.6] holds it with probability > 99.8%. Without
+  // 1/(1 − q) the ratio is 2.4, 4.3, 8.6 (a bias the mean never loses).
+  const std::vector<int> checkpoints = {32, 128, 512};
+  const Rate rate = error_rate(gum_sequence(problem, "gum"), problem.g, 6, checkpoints);
   check_unbiased_rate("gum", rate, 0.5, 1.6);
   // The biased baseline keeps only P Pᵀ G: its error does not fall.
-  const Rate biased = error_rate(gum_sequence(problem, "galore_muon"), problem.g, 1, kCheckpoints);
+  const Rate biased = error_rate(gum_sequence(problem, "galore_muon"), problem.g, 1, checkpoints);
   report("galore_muon", biased);
   CHECK(biased.measured.back() > 0.2);  // ‖G − P Pᵀ G‖ / ‖G‖ = 0.28 at rank 8
   CHECK(biased.measured.back() > 0.9 * biased.measured.front());
@@ -201,8 +204,10 @@ TEST_CASE("GUM's pre-orthogonalisation direction is unbiased: error at the 1/sqr
 TEST_CASE("PLUMAGE and Haar-Stiefel projected gradients are unbiased: error at the 1/sqrt(draws) rate",
           "[optim][plumage]") {
   Problem problem;
+  // Their error spreads over many singular directions, so the ratio to the rate is tight:
+  // measured 0.93 to 1.17. Each draw is a fresh optimizer (a new seed), hence fewer draws.
   for (const std::string name : {"plumage", "stiefel"}) {
-    const Rate rate = error_rate(projected_adam_sequence(problem, name), problem.g, 4, kCheckpoints);
+    const Rate rate = error_rate(projected_adam_sequence(problem, name), problem.g, 3, {16, 64, 256});
     check_unbiased_rate(name, rate, 0.5, 1.6);
   }
   const Rate top_r = error_rate(projected_adam_sequence(problem, "galore_adamw"), problem.g, 1, {32});

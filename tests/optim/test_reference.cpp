@@ -19,6 +19,9 @@ using nlohmann::json;
 
 namespace {
 
+// What every case sets, as literals. The reference applies them to its own table of defaults, so
+// each key not listed (β1, eps, momentum, Nesterov, ns_steps, muon_scale, GaLore's scale, the
+// projector, the sampling unit) runs at its default on both sides and a wrong default differs.
 json base_overrides(const std::string& name) {
   return json{{"name", name},      {"lr", 0.02}, {"weight_decay", 0.1},  {"beta2", 0.95},
               {"adamw_lr", 0.005}, {"rank", 4},  {"update_proj_gap", 5}, {"full_rank_layers", 1}};

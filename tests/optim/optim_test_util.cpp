@@ -9,7 +9,6 @@
 
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
-#include "gum/optim/optimizer_config_json.h"
 
 namespace gum::test {
 
@@ -98,17 +97,24 @@ static void write_f32(const std::filesystem::path& path, const std::vector<float
   GUM_CHECK(out.good(), "cannot write ", path.string());
 }
 
-std::vector<float> run_reference(const std::string& case_name, const std::string& optimizer_name,
-                                 const OptimizerConfig& config, uint64_t seed, const std::vector<OptimParam>& params,
-                                 const std::vector<float>& initial, const std::vector<float>& grads_per_step,
-                                 const std::vector<float>& lr, const std::vector<float>& lr_ratio) {
+static std::vector<float> read_f32(const std::filesystem::path& path, size_t count) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<float> values(count);
+  in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * 4));
+  GUM_CHECK(in.gcount() == static_cast<std::streamsize>(count * 4), "short reference output ", path.string());
+  return values;
+}
+
+ReferenceResult run_reference(const std::string& case_name, const nlohmann::json& overrides, uint64_t seed,
+                              const std::vector<OptimParam>& params, const std::vector<float>& initial,
+                              const std::vector<float>& grads_per_step, const std::vector<float>& lr,
+                              const std::vector<float>& lr_ratio) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(GUM_BINARY_DIR) / "optim_reference_cases" / case_name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   nlohmann::json spec;
-  spec["name"] = optimizer_name;
-  spec["optimizer"] = to_json(config);
+  spec["overrides"] = overrides;
   spec["seed"] = seed;
   spec["first_step"] = 1;
   spec["lr"] = lr;
@@ -126,10 +132,21 @@ std::vector<float> run_reference(const std::string& case_name, const std::string
                               "/tests/reference/optim_ref.py run " + dir.string() + " 2>&1";
   const int rc = std::system(command.c_str());
   GUM_CHECK(rc == 0, "reference failed: ", command);
-  std::ifstream in(dir / "result.bin", std::ios::binary);
-  std::vector<float> result(initial.size());
-  in.read(reinterpret_cast<char*>(result.data()), static_cast<std::streamsize>(result.size() * 4));
-  GUM_CHECK(in.gcount() == static_cast<std::streamsize>(result.size() * 4), "short reference result");
+  ReferenceResult result;
+  result.params = read_f32(dir / "result.bin", initial.size());
+  nlohmann::json index;
+  std::ifstream(dir / "state.json") >> index;
+  size_t total = 0;
+  for (const auto& entry : index) total += static_cast<size_t>(Shape(entry[1].get<std::vector<int64_t>>()).numel());
+  const std::vector<float> values = read_f32(dir / "state.bin", total);
+  size_t offset = 0;
+  for (const auto& entry : index) {
+    const Shape shape = Shape(entry[1].get<std::vector<int64_t>>());
+    const auto begin = values.begin() + static_cast<std::ptrdiff_t>(offset);
+    result.state[entry[0].get<std::string>()] =
+        HostTensor::from_f32(shape, std::vector<float>(begin, begin + shape.numel()));
+    offset += static_cast<size_t>(shape.numel());
+  }
   return result;
 }
 

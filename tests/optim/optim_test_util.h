@@ -2,6 +2,7 @@
 // Shared by the optimizer tests: a small parameter table on a backend, gradients from Philox,
 // host copies, and the PyTorch reference runner (tests/reference/optim_ref.py).
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -39,12 +40,19 @@ std::unique_ptr<Optimizer> build(Backend& backend, ParamTable& table, const Opti
 
 // True when GUM_SYSTEM_PYTHON can import torch.
 bool reference_available();
-// Writes the case (config, table, initial values, `grads_per_step`, lr schedule) into a fresh
-// directory, runs the reference, returns its final parameters (all concatenated).
-std::vector<float> run_reference(const std::string& case_name, const std::string& optimizer_name,
-                                 const OptimizerConfig& config, uint64_t seed, const std::vector<OptimParam>& params,
-                                 const std::vector<float>& initial, const std::vector<float>& grads_per_step,
-                                 const std::vector<float>& lr, const std::vector<float>& lr_ratio);
+// What the reference ends with: every parameter (concatenated in table order) and its
+// optimizer state under the C++ state names.
+struct ReferenceResult {
+  std::vector<float> params;
+  TensorMap state;
+};
+// Writes the case (the hyperparameter overrides as literals, with "name"; the table, initial
+// values, `grads_per_step`, lr schedule) into a fresh directory and runs the reference, which
+// applies the overrides to its own table of defaults.
+ReferenceResult run_reference(const std::string& case_name, const nlohmann::json& overrides, uint64_t seed,
+                              const std::vector<OptimParam>& params, const std::vector<float>& initial,
+                              const std::vector<float>& grads_per_step, const std::vector<float>& lr,
+                              const std::vector<float>& lr_ratio);
 
 double norm(const std::vector<float>& a);
 double distance(const std::vector<float>& a, const std::vector<float>& b);

@@ -6,10 +6,16 @@ in float64. Random choices are reproduced exactly: Philox4x32-10 (Salmon et al.,
 re-implemented here, so Gaussian sketches, Haar-Stiefel draws, PLUMAGE's uniform and GUM's
 block sampling come from the same (seed, stream, position) as in C++.
 
+The hyperparameters are the papers' defaults written below (DEFAULTS), overridden only by the
+literal values the test case lists: nothing is read from gum_train's own config writer, so a
+wrong default or a key read into the wrong field on the C++ side shows as a mismatch.
+
 Usage: optim_ref.py run CASE_DIR
-CASE_DIR holds case.json (optimizer config, parameter table, seed, per-step lr), init.bin
-(every parameter, float32 little-endian, in table order) and grads.bin (the gradients of
-every step, same layout). Writes result.bin: the parameters after the last step.
+CASE_DIR holds case.json (optimizer name, hyperparameter overrides, parameter table, seed,
+per-step lr), init.bin (every parameter, float32 little-endian, in table order) and grads.bin
+(the gradients of every step, same layout). Writes result.bin (the parameters after the last
+step) and the optimizer state under the C++ names: state.json ([name, shape] in order) and
+state.bin (float32, concatenated).
 """
 import json
 import math
@@ -21,6 +27,36 @@ import torch
 
 torch.set_default_dtype(torch.float64)
 MASK32 = 0xFFFFFFFF
+
+# The papers' defaults (docs/optimizers.md): AdamW (Loshchilov & Hutter) betas and eps, Muon's
+# momentum 0.95 with Nesterov, 5 Newton-Schulz steps and the original shape scale, GaLore's
+# rank 128, period 200 and alpha 0.25, GUM's gamma = 2 layer blocks.
+DEFAULTS = {
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "adamw_lr": -1.0,
+    "momentum": 0.95,
+    "nesterov": True,
+    "ns_steps": 5,
+    "muon_scale": "original",
+    "rank": 128,
+    "update_proj_gap": 200,
+    "scale": 0.25,
+    "projector": "svd",
+    "power_iterations": 1,
+    "oversampling": 8,
+    "full_rank_layers": 2,
+    "sample_unit": "layer",
+}
+
+
+def config_from(overrides):
+    unknown = set(overrides) - set(DEFAULTS)
+    assert not unknown, f"unknown hyperparameters {sorted(unknown)}"
+    return {**DEFAULTS, **overrides}
 
 # ---------------------------------------------------------------- Philox4x32-10
 
@@ -249,8 +285,9 @@ def other_lr(cfg, lr, ratio):
 
 class Reference:
     def __init__(self, case, params):
-        self.cfg = case["optimizer"]
-        self.name = case["name"]
+        overrides = dict(case["overrides"])
+        self.name = overrides.pop("name")
+        self.cfg = config_from(overrides)
         self.seed = case["seed"]
         self.params = params
         if self.name in ("gum", "galore_muon"):
@@ -295,8 +332,8 @@ class Reference:
 
     def update_muon(self, i, p, g, step, lr):
         st, mu = p.state, self.cfg["momentum"]
-        st["momentum"] = mu * st.get("momentum", torch.zeros_like(g)) + g
-        u = g + mu * st["momentum"] if self.cfg["nesterov"] else st["momentum"]
+        st["momentum_buffer"] = mu * st.get("momentum_buffer", torch.zeros_like(g)) + g
+        u = g + mu * st["momentum_buffer"] if self.cfg["nesterov"] else st["momentum_buffer"]
         o = newton_schulz(u, self.cfg["ns_steps"])
         s = muon_scale(self.cfg["muon_scale"], *p.shape)
         p.value = decay_factor(p, self.cfg, lr) * p.value - lr * s * o
@@ -317,10 +354,10 @@ class Reference:
             stream = refresh_stream(i, step)
             if estimator == "top_r":
                 fresh = top_r_projector(side, g, cfg, self.seed, stream)
-                fresh_scaled = fresh
+                fresh_scaled = None
             elif estimator == "stiefel":
                 fresh = qr_normalised(gaussian(self.seed, stream, side.d, side.r))
-                fresh_scaled = fresh * (side.d / side.r)
+                fresh_scaled = None
             else:
                 u, s, vh = svd_normalised(g)
                 vectors = u if side.left else vh.T
@@ -336,8 +373,15 @@ class Reference:
                     st["exp_avg"], st["exp_avg_sq"] = b @ st["exp_avg"], (b * b) @ st["exp_avg_sq"]
                 else:
                     st["exp_avg"], st["exp_avg_sq"] = st["exp_avg"] @ b.T, st["exp_avg_sq"] @ (b * b).T
-            st["projector"], st["projector_scaled"] = fresh, fresh_scaled
-        r = side.project(st["projector_scaled"], g)
+            st["projector"] = fresh
+            if fresh_scaled is not None:
+                st["projector_scaled"] = fresh_scaled
+        if estimator == "plumage":
+            r = side.project(st["projector_scaled"], g)
+        elif estimator == "stiefel":
+            r = side.project(st["projector"], g) * (side.d / side.r)
+        else:
+            r = side.project(st["projector"], g)
         if "exp_avg" not in st:
             st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(r), torch.zeros_like(r)
         n = adam_direction(st, r, cfg, step)
@@ -348,14 +392,19 @@ class Reference:
         side = Side(p.shape[0], p.shape[1], cfg["rank"])
         full = self.block[i] in self.full
         if i in self.pending:
+            # A new period: a fresh projector, momentum restarted (only the kind this block uses).
             self.pending.discard(i)
-            st["projector"] = top_r_projector(side, g, cfg, self.seed, refresh_stream(i, step))
-            st["momentum"] = torch.zeros_like(g) if full else torch.zeros_like(side.project(st["projector"], g))
+            projector = top_r_projector(side, g, cfg, self.seed, refresh_stream(i, step))
+            p.state = st = {"projector": projector}
+            if full:
+                st["momentum_full"] = torch.zeros_like(g)
+            else:
+                st["momentum"] = torch.zeros_like(side.project(projector, g))
         P, beta = st["projector"], cfg["momentum"]
         s = muon_scale(cfg["muon_scale"], p.shape[0], p.shape[1])
         if full:
-            st["momentum"] = beta * st["momentum"] + (g - side.back(P, side.project(P, g))) / self.q
-            update = newton_schulz(st["momentum"], cfg["ns_steps"])
+            st["momentum_full"] = beta * st["momentum_full"] + (g - side.back(P, side.project(P, g))) / self.q
+            update = newton_schulz(st["momentum_full"], cfg["ns_steps"])
         else:
             st["momentum"] = beta * st["momentum"] + side.project(P, g) / (1 - self.q)
             update = side.back(P, newton_schulz(st["momentum"], cfg["ns_steps"]))
@@ -391,6 +440,14 @@ def run(case_dir):
             ref.update(i, torch.from_numpy(g).reshape(specs[i]["shape"]), step, case["lr"][k], case["lr_ratio"][k])
     out = np.concatenate([p.value.reshape(-1).numpy() for p in params]).astype("<f4")
     out.tofile(os.path.join(case_dir, "result.bin"))
+    index, values = [], []
+    for p in params:
+        for key, tensor in p.state.items():
+            index.append([p.name + "." + key, list(tensor.shape)])
+            values.append(tensor.reshape(-1).numpy())
+    with open(os.path.join(case_dir, "state.json"), "w") as f:
+        json.dump(index, f)
+    np.concatenate(values).astype("<f4").tofile(os.path.join(case_dir, "state.bin"))
 
 
 if __name__ == "__main__":

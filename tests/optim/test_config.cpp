@@ -57,7 +57,7 @@ TEST_CASE("every optimizer key reads into its own field and writes back unchange
       {"nesterov", false},     {"ns_steps", 7},          {"muon_scale", "match_adamw"}, {"rank", 11},
       {"update_proj_gap", 13}, {"scale", 0.375f},        {"projector", "randomized"},   {"power_iterations", 3},
       {"oversampling", 17},    {"full_rank_layers", 19}, {"sample_unit", "matrix"},     {"shard_states", true}};
-  CHECK(distinct.size() == optimizer_config_keys().size());
+  CHECK(distinct.size() == to_json(OptimizerConfig{}).size());  // every key of every optimizer
   const OptimizerConfig c = optimizer_config_from_json(distinct, "test");
   CHECK(to_json(c) == distinct);
   CHECK(c.beta1 == 0.75f);

@@ -27,7 +27,7 @@ int command_export(const std::string& checkpoint, const std::string& out_dir) {
   HfFolder folder;
   folder.weights = read_safetensors(step_dir + "/model.safetensors");
   // Every tensor of the model must be there: transformers fills a missing lm_head randomly
-  // with only a warning (docs/design.md §8).
+  // with only a warning (docs/design.md §9).
   for (const auto& spec : llama_param_specs(config.model)) {
     auto it = folder.weights.find(spec.name);
     if (it == folder.weights.end()) runtime_error(step_dir, "/model.safetensors: tensor '", spec.name, "' is missing");

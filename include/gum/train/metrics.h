@@ -20,7 +20,7 @@ double training_flops_per_token(const LlamaConfig& c, int seq_len);
 double forward_flops_per_token(const LlamaConfig& c, int seq_len);
 
 // Dense peak of the device in TFLOP/s for MFU, from logging.peak_tflops or a known figure:
-// H100 SXM dense bf16 989 TFLOP/s (docs/design.md §8). 0 = unknown (MFU printed as n/a).
+// H100 SXM dense bf16 989 TFLOP/s (docs/design.md §9). 0 = unknown (MFU printed as n/a).
 double device_peak_tflops(const std::string& backend_name, double configured_peak_tflops);
 
 // Peak resident memory of this process (Linux getrusage), bytes.

@@ -54,9 +54,7 @@ exec 9> "$scratch/.lock"
 flock -n 9 || die "another mutation check is running in $scratch"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # tests that start mpirun themselves
 
-rows="$("${tool[@]}" rows "$mutants" --ids "$ids")" || exit 2
-[ -n "$rows" ] || die "no mutant selected"
-total="$(wc -l <<< "$rows")"
+"${tool[@]}" rows "$mutants" --ids "$ids" > /dev/null || exit 2
 started=$SECONDS
 
 # ---- 1. copy: only files whose content differs are rewritten (and so re-dated for make) ----
@@ -72,6 +70,11 @@ done < "$files"
 # Files deleted here since the last copy go there too (CMake globs the test sources).
 (cd "$tree" && find . -path ./build -prune -o -type f -printf '%P\n' | sort | comm -23 - "$files" |
   xargs -r -d '\n' rm -f)
+# From here on the copy's mutants file and tool: this tree may be edited while the check runs.
+mutants="$tree/scripts/mutants.tsv"
+tool=(/usr/bin/python3 "$tree/scripts/mutants.py")
+rows="$("${tool[@]}" rows "$mutants" --ids "$ids")" || exit 2
+total="$(wc -l <<< "$rows")"
 "${tool[@]}" check "$mutants" "$tree" --ids "$ids" || exit 2
 
 # ---- 2. build everything once, then the unmutated baseline ----

@@ -1,5 +1,6 @@
-// Checkpoint folders: atomic layout, MANIFEST verification, keep_last, and the fallback to
-// the previous checkpoint when the newest one is corrupt or incomplete.
+// Checkpoint folders: every tensor and the trainer state read back exactly, atomic layout,
+// MANIFEST verification, keep_last, and the fallback to the previous checkpoint when the newest
+// one is corrupt or incomplete.
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>

@@ -107,6 +107,26 @@ TEST_CASE("loader windows span shards and cover an epoch exactly once") {
   CHECK(take(ordered, 4) == std::vector<uint64_t>{0, 1, 2, 3});
 }
 
+TEST_CASE("a batch that crosses the end of an epoch takes its later rows from the next epoch's order") {
+  auto shards = make_shards("loader_cross_epoch", {1201});  // (1201 - 1) / 16 = 75 windows
+  const int seq_len = 16, batch = 7;                        // 7 does not divide 75: batches straddle epochs
+  TokenLoader loader(shards, seq_len, /*seed=*/3, /*shuffle=*/true, kFingerprint);
+  REQUIRE(loader.windows_per_epoch() == 75);
+  std::vector<uint64_t> order;
+  while (order.size() < 3 * 75) {
+    auto w = take(loader, batch);
+    order.insert(order.end(), w.begin(), w.end());
+  }
+  // The global order is the epochs' permutations end to end: position p is window
+  // perm_{p / 75}(p % 75), so each epoch's 75 positions hold every window once.
+  for (size_t p = 0; p < order.size(); ++p) {
+    INFO("position " << p);
+    REQUIRE(order[p] == WindowPermutation(75, 3, p / 75)(p % 75));
+  }
+  CHECK(loader.state().epoch == order.size() / 75);
+  CHECK(loader.state().next_window == order.size() % 75);
+}
+
 TEST_CASE("loader is deterministic and resumes exactly from its state") {
   auto shards = make_shards("loader_resume", {3000, 2000});
   const int seq_len = 32, batch = 8;

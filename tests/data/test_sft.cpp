@@ -109,8 +109,7 @@ TEST_CASE("chat template: per-role prefix/suffix, trained roles, EOS after each 
     rendered += s.text;
     if (s.trained) trained += s.text;
   }
-  CHECK(rendered ==
-        "### System:\nS\n\n### User:\nhi\n\n### Assistant:\nyo\n\n### User:\n?\n\n### Assistant:\n!\n\n");
+  CHECK(rendered == "### System:\nS\n\n### User:\nhi\n\n### Assistant:\nyo\n\n### User:\n?\n\n### Assistant:\n!\n\n");
   CHECK(trained == "yo\n\n!\n\n");
 
   SftConfig config = sft_config_from_json(nlohmann::json::parse(R"({
@@ -150,22 +149,22 @@ TEST_CASE("chat template: per-role prefix/suffix, trained roles, EOS after each 
 
 TEST_CASE("chat errors name the file, line and message", "[sft]") {
   SftConfig config;
-  CHECK_THROWS_WITH(
-      sft_example_from_json(nlohmann::json::parse(R"({"messages": [{"role": "tool", "content": "x"}]})"), config,
-                            byte_encoder(), "chat.jsonl:4"),
-      Contains("chat.jsonl:4") && Contains("messages[0]") && Contains("'tool'"));
+  CHECK_THROWS_WITH(sft_example_from_json(nlohmann::json::parse(R"({"messages": [{"role": "tool", "content": "x"}]})"),
+                                          config, byte_encoder(), "chat.jsonl:4"),
+                    Contains("chat.jsonl:4") && Contains("messages[0]") && Contains("'tool'"));
   CHECK_THROWS_WITH(sft_example_from_json(nlohmann::json::parse(R"({"messages": [{"role": "user"}]})"), config,
                                           byte_encoder(), "chat.jsonl:5"),
                     Contains("chat.jsonl:5") && Contains("content"));
-  CHECK_THROWS_WITH(sft_config_from_json(nlohmann::json::parse(R"({"chat_template": {"trained_roles": ["bot"]}})"),
-                                         "cfg.json"),
-                    Contains("cfg.json") && Contains("data.sft.chat_template.trained_roles") && Contains("'bot'"));
+  CHECK_THROWS_WITH(
+      sft_config_from_json(nlohmann::json::parse(R"({"chat_template": {"trained_roles": ["bot"]}})"), "cfg.json"),
+      Contains("cfg.json") && Contains("data.sft.chat_template.trained_roles") && Contains("'bot'"));
 }
 
 TEST_CASE("pre-tokenized input: labels -100 are ignored, absent labels train everything", "[sft]") {
   SftConfig config;
-  SftExample ex = sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]})"),
-                                        config, byte_encoder(), "t:1");
+  SftExample ex =
+      sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]})"),
+                            config, byte_encoder(), "t:1");
   CHECK(ex.tokens == std::vector<int32_t>{5, 6, 7, 8});
   CHECK(ex.labels == std::vector<int32_t>{-1, -1, 7, 8});
   ex = sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, 6]})"), config, byte_encoder(), "t:2");
@@ -173,19 +172,19 @@ TEST_CASE("pre-tokenized input: labels -100 are ignored, absent labels train eve
   CHECK_THROWS_WITH(sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, 6], "labels": [5]})"), config,
                                           byte_encoder(), "t:3"),
                     Contains("t:3") && Contains("labels"));
-  CHECK_THROWS_WITH(sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, 900]})"), config,
-                                          byte_encoder(), "t:4"),
-                    Contains("t:4") && Contains("input_ids[1]") && Contains("900"));
-  CHECK_THROWS_WITH(sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, "a"]})"), config,
-                                          byte_encoder(), "t:5"),
-                    Contains("t:5") && Contains("input_ids[1]"));
+  CHECK_THROWS_WITH(
+      sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, 900]})"), config, byte_encoder(), "t:4"),
+      Contains("t:4") && Contains("input_ids[1]") && Contains("900"));
+  CHECK_THROWS_WITH(
+      sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [5, "a"]})"), config, byte_encoder(), "t:5"),
+      Contains("t:5") && Contains("input_ids[1]"));
   // Pre-tokenized data needs no tokenizer; text does.
   TextEncoder ids_only;
   ids_only.vocab_size = 10;
   CHECK_NOTHROW(sft_example_from_json(nlohmann::json::parse(R"({"input_ids": [1, 2]})"), config, ids_only, "t:6"));
-  CHECK_THROWS_WITH(sft_example_from_json({{"prompt", "a"}, {"completion", "b"}}, config, ids_only, "t:7"),
-                    Contains("t:7") && Contains("tokenizer.model") && Contains("pre-tokenized") &&
-                        Contains("input_ids"));
+  CHECK_THROWS_WITH(
+      sft_example_from_json({{"prompt", "a"}, {"completion", "b"}}, config, ids_only, "t:7"),
+      Contains("t:7") && Contains("tokenizer.model") && Contains("pre-tokenized") && Contains("input_ids"));
 }
 
 TEST_CASE("truncation keeps seq_len + 1 tokens or drops, and both are counted", "[sft]") {
@@ -219,6 +218,21 @@ TEST_CASE("truncation keeps seq_len + 1 tokens or drops, and both are counted", 
   SftDataset cut({long_prompt, numbered_example(1, 3)}, config, byte_encoder(), 5);
   CHECK(cut.size() == 1);
   CHECK(cut.stats().dropped_untrained == 1);
+}
+
+TEST_CASE("an example trained only on its first token is dropped: nothing predicts that token", "[sft]") {
+  SftExample first_only;  // labels[0] is trained, but no position has the first token as its target
+  first_only.tokens = {5, 6, 7};
+  first_only.labels = {5, -1, -1};
+  SftExample single_token;  // pre-tokenized without labels: trains everything, which is nothing here
+  single_token.tokens = {5};
+  single_token.labels = {5};
+  SftDataset data({first_only, single_token, numbered_example(1, 3)}, in_memory_config(SftLayout::Pack, false),
+                  byte_encoder(), 8);
+  CHECK(data.size() == 1);
+  CHECK(data.stats().dropped_untrained == 2);
+  CHECK(data.stats().trained_tokens == 2);
+  CHECK(data.example(0).tokens == numbered_example(1, 3).tokens);
 }
 
 TEST_CASE("packing: positions restart, doc_start marks each example, no target crosses examples", "[sft]") {
@@ -331,10 +345,11 @@ TEST_CASE("ranks take contiguous slices of the same global batch", "[sft]") {
   CHECK(rank1.state().next_example == single.state().next_example);
 }
 
-TEST_CASE("files: JSONL and gzip read in order; malformed lines name file and line", "[sft]") {
+TEST_CASE("files: JSONL and gzip read in order, malformed lines name file and line", "[sft]") {
   fs::path dir = temp_dir("files");
-  write_lines(dir / "a.jsonl", {R"({"prompt": "p1", "completion": "c1"})", "",
-                                R"({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})"});
+  write_lines(dir / "a.jsonl",
+              {R"({"prompt": "p1", "completion": "c1"})", "",
+               R"({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})"});
   gzFile gz = gzopen((dir / "b.jsonl.gz").c_str(), "wb");
   const std::string gz_line = "{\"input_ids\": [7, 8, 9], \"labels\": [-100, 8, 9]}\n";
   gzwrite(gz, gz_line.data(), static_cast<unsigned>(gz_line.size()));
@@ -368,7 +383,8 @@ TEST_CASE("files: JSONL and gzip read in order; malformed lines name file and li
 TEST_CASE("config: defaults, round trip through JSON, unknown keys and bad values", "[sft]") {
   SftConfig c = sft_config_from_json(nlohmann::json::parse(R"({"files": "data/sft/*.jsonl", "layout": "pad",
       "valid_files": ["v1.jsonl", "v2.jsonl"],
-      "truncation": "drop", "seed": 9, "shuffle": false, "format": "messages"})"), "cfg.json");
+      "truncation": "drop", "seed": 9, "shuffle": false, "format": "messages"})"),
+                                     "cfg.json");
   CHECK(c.files == std::vector<std::string>{"data/sft/*.jsonl"});
   CHECK(c.valid_files == std::vector<std::string>{"v1.jsonl", "v2.jsonl"});
   CHECK(c.layout == SftLayout::Pad);
@@ -402,8 +418,8 @@ TEST_CASE("with a real SentencePiece tokenizer the trained tokens decode to the 
   Tokenizer tokenizer((dir / "tok.model").string());
 
   SftConfig config;
-  SftExample ex = sft_example_from_json({{"prompt", "Define: gamma\n"}, {"completion", "the meaning of delta"}},
-                                        config, text_encoder(tokenizer), "spm:1");
+  SftExample ex = sft_example_from_json({{"prompt", "Define: gamma\n"}, {"completion", "the meaning of delta"}}, config,
+                                        text_encoder(tokenizer), "spm:1");
   std::vector<int32_t> trained;
   for (size_t i = 0; i < ex.labels.size(); ++i)
     if (ex.labels[i] >= 0 && ex.labels[i] != tokenizer.eos_id()) trained.push_back(ex.labels[i]);

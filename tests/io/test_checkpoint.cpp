@@ -1,6 +1,8 @@
-// Checkpoint folders: atomic layout, MANIFEST verification, keep_last, and the fallback to
-// the previous checkpoint when the newest one is corrupt or incomplete.
+// Checkpoint folders: every tensor and the trainer state read back exactly, atomic layout,
+// MANIFEST verification, keep_last, and the fallback to the previous checkpoint when the newest
+// one is corrupt or incomplete.
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -19,12 +21,38 @@ std::string fresh_dir(const std::string& name) {
   return dir;
 }
 
+// Contents shaped like a trainer's: two weights, an F32 moment and an I64 flag tensor (as the
+// low-rank optimizers save), and a nested trainer state; every value differs from its neighbours
+// so a swapped, shifted or dropped element shows.
 CheckpointContents sample_contents(float value, int64_t step) {
   CheckpointContents c;
   c.model["model.embed_tokens.weight"] = HostTensor::from_f32(Shape{3, 2}, {value, 1, 2, 3, 4, 5});
-  c.optimizer["adamw.m.model.embed_tokens.weight"] = HostTensor::from_f32(Shape{3, 2}, {0, 0, 0, 0, 0, value});
-  c.trainer = {{"step", step}, {"tokens", step * 100}};
+  c.model["model.norm.weight"] = HostTensor::from_f32(Shape{4}, {0.5f, -1.25f, 3e-8f, value * 2});
+  c.optimizer["model.embed_tokens.weight.exp_avg"] = HostTensor::from_f32(Shape{3, 2}, {-6, 7e-5f, 8, 9, -1e9f, value});
+  HostTensor flags(DType::I64, Shape{3});
+  const int64_t flag_values[3] = {1, 0, int64_t(1) << 40};
+  std::memcpy(flags.bytes.data(), flag_values, sizeof(flag_values));
+  c.optimizer["galore_adamw.has_projector"] = flags;
+  c.trainer = {{"step", step},
+               {"tokens", step * 100},
+               {"elapsed_s", 12.5},
+               {"loader", {{"epoch", 2}, {"next_window", 17}}},
+               {"rng", {{"training_seed", 1234}, {"data_seed", 5678}}},
+               {"config", {{"optimizer", {{"name", "gum"}, {"lr", 0.01}}}}}};
   return c;
+}
+
+// Same names, and per name the same dtype, shape and bytes.
+void check_same(const TensorMap& loaded, const TensorMap& saved) {
+  REQUIRE(loaded.size() == saved.size());
+  for (const auto& [name, tensor] : saved) {
+    INFO(name);
+    REQUIRE(loaded.count(name) == 1);
+    const HostTensor& got = loaded.at(name);
+    CHECK(got.dtype == tensor.dtype);
+    CHECK(got.shape == tensor.shape);
+    CHECK(got.bytes == tensor.bytes);
+  }
 }
 
 void flip_byte(const std::string& path, size_t offset) {
@@ -50,11 +78,11 @@ TEST_CASE("checkpoint round trip writes every file and latest") {
   latest >> name;
   CHECK(name == "step_000100");
 
+  const CheckpointContents saved = sample_contents(7.5f, 100);
   CheckpointContents loaded = load_checkpoint(step_dir);
-  CHECK(loaded.trainer["step"] == 100);
-  CHECK(loaded.trainer["tokens"] == 10000);
-  CHECK(loaded.model.at("model.embed_tokens.weight").to_f32()[0] == 7.5f);
-  CHECK(loaded.optimizer.at("adamw.m.model.embed_tokens.weight").to_f32()[5] == 7.5f);
+  check_same(loaded.model, saved.model);
+  check_same(loaded.optimizer, saved.optimizer);
+  CHECK(loaded.trainer == saved.trainer);
   // No temporary folder is left behind.
   for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename().string().rfind(".tmp", 0) != 0);
 }

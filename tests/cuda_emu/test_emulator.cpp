@@ -207,7 +207,7 @@ __global__ void race_kernel(int* out) {
   out[threadIdx.x] = slot[(threadIdx.x + 1) % 64];
 }
 
-TEST_CASE("emulator: schedules order blocks and fibers; shared memory is poisoned at every block start") {
+TEST_CASE("emulator: schedules order blocks and fibers, shared memory is poisoned at every block start") {
   DeviceBuffer<int> out(64);
   {
     ScheduleScope scope("forward");  // thread t runs to its end before t + 1 writes: poison

@@ -500,7 +500,7 @@ TEST_CASE("load_hf_model converts BF16 and F16 weights to F32", "[hf_import]") {
   }
 }
 
-TEST_CASE("load_hf_model follows a sharded index; tied lm_head copies and rotary caches are dropped", "[hf_import]") {
+TEST_CASE("load_hf_model follows a sharded index, tied lm_head copies and rotary caches are dropped", "[hf_import]") {
   LlamaConfig c = tiny_config(true, false);
   fs::path dir = fresh_dir("sharded");
   write_config(dir, llama_config_to_hf_json(c));

@@ -336,7 +336,7 @@ TEST_CASE("a group runs its collectives at the outermost ncclGroupEnd") {
   REQUIRE(std::string(ncclGetLastError(nullptr)).find("ncclGroupStart") != std::string::npos);
 }
 
-TEST_CASE("non-blocking: ncclInProgress until the peer joins, then the result; no new call meanwhile") {
+TEST_CASE("non-blocking: ncclInProgress until the peer joins, then the result, no new call meanwhile") {
   Comm comm(false);
   REQUIRE(world_size() == 2);
   // Rank 1 joins only once rank 0 has started and checked (a go message on MPI_COMM_WORLD).

@@ -46,6 +46,9 @@ void reject_unknown_keys(const nlohmann::json& obj, const std::vector<std::strin
 
 namespace {
 
+// Deeper than this, read_json_file refuses a file: no config is nested more than a few levels.
+constexpr size_t kMaxJsonDepth = 100;
+
 // "PATH:LINE:COLUMN" of a byte offset into the text of PATH.
 std::string text_position(const std::string& path, const std::string& text, size_t offset) {
   offset = std::min(offset, text.size());

@@ -91,12 +91,24 @@ nlohmann::json read_json_file(const std::string& path) {
   buffer << in.rdbuf();
   const std::string text = buffer.str();
   check_json_nesting(path, text);
+  // The keys leading to the value being parsed, to name the key of a number out of range (1e999),
+  // which the parser reports without a position.
+  std::vector<std::string> keys;
+  auto track_keys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start) keys.emplace_back();
+    if (event == Event::key) keys.back() = parsed.get<std::string>();
+    if (event == Event::object_end) keys.pop_back();
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text, track_keys);
   } catch (const nlohmann::json::parse_error& e) {
     usage_error(text_position(path, text, static_cast<size_t>(e.byte)), ": invalid JSON (", e.what(), ")");
   } catch (const nlohmann::json::exception& e) {
-    usage_error(path, ": invalid JSON (", e.what(), ")");  // a number out of range: 1e999
+    std::string key;
+    for (const auto& k : keys) key += (key.empty() ? "" : ".") + k;
+    usage_error(path, ": key '", key, "': ", e.what());
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "gum/core/checked_math.h"
 #include "gum/core/error.h"
 
 namespace gum {
@@ -18,7 +19,11 @@ Shape::Shape(const std::vector<int64_t>& d) {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < rank; ++i) n *= dims[i];
+  for (int i = 0; i < rank; ++i) {
+    const std::optional<int64_t> product = checked_mul(n, dims[i]);
+    if (!product) runtime_error("shape ", str(), ": more elements than a 64-bit count holds");
+    n = *product;
+  }
   return n;
 }
 
@@ -77,11 +82,29 @@ std::vector<float> HostTensor::to_f32() const {
   const uint8_t* p = bytes.data();
   for (size_t i = 0; i < out.size(); ++i) {
     switch (dtype) {
-      case DType::F32: std::memcpy(&out[i], p + 4 * i, 4); break;
-      case DType::F64: { double d; std::memcpy(&d, p + 8 * i, 8); out[i] = static_cast<float>(d); break; }
-      case DType::BF16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = bf16_to_f32(h); break; }
-      case DType::F16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = f16_to_f32(h); break; }
-      default: runtime_error("to_f32: tensor of dtype ", dtype_name(dtype), " is not floating point");
+      case DType::F32:
+        std::memcpy(&out[i], p + 4 * i, 4);
+        break;
+      case DType::F64: {
+        double d;
+        std::memcpy(&d, p + 8 * i, 8);
+        out[i] = static_cast<float>(d);
+        break;
+      }
+      case DType::BF16: {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = bf16_to_f32(h);
+        break;
+      }
+      case DType::F16: {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = f16_to_f32(h);
+        break;
+      }
+      default:
+        runtime_error("to_f32: tensor of dtype ", dtype_name(dtype), " is not floating point");
     }
   }
   return out;

@@ -116,6 +116,22 @@ TEST_CASE("a failed checkpoint save removes its partial folder, and a start remo
   CHECK(fs::exists(checkpoints + "/step_000010/MANIFEST"));
 }
 
+TEST_CASE("weights made non-finite by the last update are not checkpointed") {
+  prepared_micro_data();
+  const std::string dir = fresh_test_dir("findings_inf_update");
+  // Muon steps by lr x its shape scale (above 1 for the [64, 32] MLP matrices): at lr 3e38, a
+  // finite float, that product is Inf, so the first update makes those weights Inf after the
+  // step's finite loss.
+  const std::string config =
+      write_config(dir, micro_config(dir + "/run", {{"optimizer", {{"name", "muon"}, {"lr", 3e38}}},
+                                                    {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
+                                                    {"training", {{"max_steps", 1}, {"grad_clip", 0}}}}));
+  CommandResult r = run_gum_train(config + " --resume never");
+  check_fails(r, 1, "step 1: after the update, weight '");
+  CHECK_THAT(r.output, Contains("(not saved); stopping. No checkpoint was written yet."));
+  CHECK(gum::list_checkpoints(dir + "/run/checkpoints").empty());
+}
+
 TEST_CASE("a checkpoint with NaN weights or a forged step is refused by eval and resume; sample needs a prompt") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("findings_checkpoint");

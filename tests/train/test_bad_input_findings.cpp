@@ -56,7 +56,7 @@ void check_fails(const CommandResult& r, int exit_code, const std::string& messa
 
 }  // namespace
 
-TEST_CASE("a second trainer on a run folder is refused naming the holder's pid; a killed holder blocks nothing") {
+TEST_CASE("a second trainer on a run folder is refused naming the holder's pid, and a killed holder blocks nothing") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("findings_lock");
   const std::string run_dir = dir + "/run";
@@ -132,7 +132,7 @@ TEST_CASE("weights made non-finite by the last update are not checkpointed") {
   CHECK(gum::list_checkpoints(dir + "/run/checkpoints").empty());
 }
 
-TEST_CASE("a checkpoint with NaN weights or a forged step is refused by eval and resume; sample needs a prompt") {
+TEST_CASE("a checkpoint with NaN weights or a forged step is refused by eval and resume, and sample needs a prompt") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("findings_checkpoint");
   const std::string step_dir = trained_step_dir(dir);

@@ -82,29 +82,11 @@ std::vector<float> HostTensor::to_f32() const {
   const uint8_t* p = bytes.data();
   for (size_t i = 0; i < out.size(); ++i) {
     switch (dtype) {
-      case DType::F32:
-        std::memcpy(&out[i], p + 4 * i, 4);
-        break;
-      case DType::F64: {
-        double d;
-        std::memcpy(&d, p + 8 * i, 8);
-        out[i] = static_cast<float>(d);
-        break;
-      }
-      case DType::BF16: {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        out[i] = bf16_to_f32(h);
-        break;
-      }
-      case DType::F16: {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        out[i] = f16_to_f32(h);
-        break;
-      }
-      default:
-        runtime_error("to_f32: tensor of dtype ", dtype_name(dtype), " is not floating point");
+      case DType::F32: std::memcpy(&out[i], p + 4 * i, 4); break;
+      case DType::F64: { double d; std::memcpy(&d, p + 8 * i, 8); out[i] = static_cast<float>(d); break; }
+      case DType::BF16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = bf16_to_f32(h); break; }
+      case DType::F16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = f16_to_f32(h); break; }
+      default: runtime_error("to_f32: tensor of dtype ", dtype_name(dtype), " is not floating point");
     }
   }
   return out;

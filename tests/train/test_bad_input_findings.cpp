@@ -114,6 +114,15 @@ TEST_CASE("a failed checkpoint save removes its partial folder, and a start remo
   CHECK_FALSE(fs::exists(checkpoints + "/.tmp_step_000010"));
   CHECK_FALSE(fs::exists(checkpoints + "/.latest.tmp"));
   CHECK(fs::exists(checkpoints + "/step_000010/MANIFEST"));
+
+  // A save that replaces a step moves the old folder aside first; killed before the new one took
+  // the name, the moved folder is that step's only copy: the next start puts it back.
+  fs::rename(checkpoints + "/step_000010", checkpoints + "/.old_step_000010");
+  CommandResult resumed = run_gum_train(config);
+  INFO(resumed.output);
+  CHECK(resumed.exit_code == 0);
+  CHECK_THAT(resumed.output, Contains("resumed from " + checkpoints + "/step_000010 at step 10"));
+  CHECK_FALSE(fs::exists(checkpoints + "/.old_step_000010"));
 }
 
 TEST_CASE("weights made non-finite by the last update are not checkpointed") {

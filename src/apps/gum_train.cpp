@@ -6,11 +6,13 @@
 #include <cstring>
 #include <cxxopts.hpp>
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "commands.h"
 #include "gum/core/error.h"
+#include "gum/core/json_util.h"
 
 namespace {
 
@@ -65,6 +67,18 @@ Config sections: model, data, optimizer, schedule, training, eval, checkpoint, l
 )";
 
 const std::vector<std::string> kVerbs = {"train", "eval", "prepare", "export", "plan", "sample"};
+
+// `gum_train trian x.json`: a first word that is neither a verb nor a file is a mistyped verb,
+// which the argument count would otherwise misreport.
+void reject_unknown_verb(const std::string& word) {
+  if (std::filesystem::exists(word) || std::filesystem::path(word).extension() == ".json") return;
+  std::string verbs;
+  for (const auto& v : kVerbs) verbs += (verbs.empty() ? "" : ", ") + v;
+  const std::string hint = gum::closest_match(word, kVerbs);
+  gum::usage_error("'", word, "' is neither a verb nor a config file",
+                   hint.empty() ? std::string() : " (did you mean '" + hint + "'?)", "; verbs: ", verbs,
+                   ", or gum_train CONFIG.json to train (see gum_train --help)");
+}
 
 int run(int argc, char** argv) {
   std::string verb = "train";
@@ -129,6 +143,7 @@ int run(int argc, char** argv) {
     source.hf_dir = parsed["hf"].as<std::string>();
     source.tokenizer = parsed["tokenizer"].as<std::string>();
     source.backend = parsed["backend"].as<std::string>();
+    if (!parsed.count("prompt")) gum::usage_error("sample needs --prompt TEXT (--prompt '' starts from BOS alone)");
     gum::SampleOptions sample;
     sample.prompt = parsed["prompt"].as<std::string>();
     sample.max_new_tokens = parsed["max-new-tokens"].as<int>();
@@ -137,6 +152,7 @@ int run(int argc, char** argv) {
     sample.seed = parsed["seed"].as<uint64_t>();
     return gum::command_sample(source, sample);
   }
+  if (!positional.empty()) reject_unknown_verb(positional[0]);
   if (positional.size() != 1)
     gum::usage_error(positional.empty()
                          ? "missing CONFIG.json"
@@ -148,7 +164,10 @@ int run(int argc, char** argv) {
     return gum::command_eval(config, overrides, checkpoint, parsed["data"].as<std::string>(),
                              parsed["max-tokens"].as<int64_t>());
   if (verb == "prepare") return gum::command_prepare(config, overrides);
-  return gum::command_plan(config, overrides, parsed["world-size"].as<int>());
+  const int world_size = parsed["world-size"].as<int>();
+  if (parsed.count("world-size") && world_size < 1)
+    gum::usage_error("--world-size must be at least 1, got ", world_size);
+  return gum::command_plan(config, overrides, world_size);
 }
 
 }  // namespace

@@ -11,7 +11,6 @@ namespace gum {
 int command_plan(const std::string& config_path, const std::vector<std::string>& overrides, int world_size) {
   TrainConfig config = load_train_config(config_path, overrides);
   setup_logging(0, 1, config.logging.verbose);
-  if (world_size < 0) usage_error("--world-size must be at least 1, got ", world_size);
   plan_run(config, world_size > 0 ? world_size : launch_info_from_environment().world_size);
   return 0;
 }

@@ -6,6 +6,7 @@
 #include "gum/core/logging.h"
 #include "gum/data/tokenizer.h"
 #include "gum/train/config.h"
+#include "gum/train/metrics.h"
 
 namespace gum {
 
@@ -19,6 +20,7 @@ int command_prepare(const std::string& config_path, const std::vector<std::strin
       "documents ({} shards written, {} reused)",
       config.data.shard_dir, s.tokenizer_path, tokenizer.vocab_size(), format_count(double(s.train_tokens)),
       s.train_documents, format_count(double(s.valid_tokens)), s.valid_documents, s.shards_written, s.shards_reused);
+  spdlog::info("prepare: peak memory {} ({} bytes)", format_bytes(double(peak_rss_bytes())), peak_rss_bytes());
   if (tokenizer.vocab_size() > config.model.vocab_size)
     usage_error(config_path, ": model.vocab_size (", config.model.vocab_size, ") is smaller than the tokenizer's ",
                 tokenizer.vocab_size(), " pieces: set model.vocab_size to ", tokenizer.vocab_size());

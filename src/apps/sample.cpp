@@ -162,6 +162,11 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
   const int64_t prompt_tokens = int64_t(tokenizer.encode(options.prompt).size()) + 1;  // + BOS
   const int window =
       static_cast<int>(std::clamp<int64_t>(prompt_tokens + options.max_new_tokens, 1, config.max_position_embeddings));
+  if (prompt_tokens > config.max_position_embeddings)
+    spdlog::warn(
+        "sample: the prompt is {} tokens (with BOS), more than the KV cache holds (max_position_embeddings "
+        "{}): only its last {} tokens are seen",
+        prompt_tokens, config.max_position_embeddings, config.max_position_embeddings);
   auto backend = make_backend(source.backend);
   // The decoder runs the forward: the model only holds the weights (and one row of activations).
   LlamaModel model(config, *backend, 1, 1, ModelUse::Inference);

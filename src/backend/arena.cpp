@@ -1,12 +1,19 @@
 #include "gum/backend/arena.h"
 
+#include "gum/core/checked_math.h"
 #include "gum/core/error.h"
 
 namespace gum {
 
 Arena::Arena(Backend& backend, DType dtype, const std::vector<NamedShape>& layout) : backend_(&backend), dtype_(dtype) {
-  for (const auto& entry : layout) total_elems_ += entry.shape.numel();
-  base_ = backend.allocate(static_cast<size_t>(total_elems_) * dtype_size(dtype));
+  for (const auto& entry : layout) {
+    const std::optional<int64_t> sum = checked_add(total_elems_, entry.shape.numel());
+    if (!sum) runtime_error("arena: the tensors up to ", entry.name, " hold more elements than a 64-bit count holds");
+    total_elems_ = *sum;
+  }
+  const std::optional<int64_t> bytes = checked_mul(total_elems_, static_cast<int64_t>(dtype_size(dtype)));
+  if (!bytes) runtime_error("arena of ", total_elems_, " elements: its byte count does not fit in 64 bits");
+  base_ = backend.allocate(static_cast<size_t>(*bytes));
   int64_t offset = 0;
   for (const auto& entry : layout) {
     GUM_CHECK(index_.count(entry.name) == 0, "duplicate arena tensor ", entry.name);

@@ -32,8 +32,8 @@ std::string closest_match(const std::string& name, const std::vector<std::string
   return best_distance <= std::max<size_t>(2, name.size() / 2) ? best : "";
 }
 
-void reject_unknown_keys(const nlohmann::json& obj, const std::vector<std::string>& known,
-                         const std::string& context, const std::string& path) {
+void reject_unknown_keys(const nlohmann::json& obj, const std::vector<std::string>& known, const std::string& context,
+                         const std::string& path) {
   const std::string prefix = path.empty() ? "" : path + ".";
   if (!obj.is_object()) usage_error(context, ": '", path, "' must be a JSON object, got ", obj.dump());
   for (const auto& item : obj.items()) {
@@ -44,21 +44,71 @@ void reject_unknown_keys(const nlohmann::json& obj, const std::vector<std::strin
   }
 }
 
+namespace {
+
+// Deeper than this, read_json_file refuses a file: no config is nested more than a few levels.
+constexpr size_t kMaxJsonDepth = 100;
+
+// "PATH:LINE:COLUMN" of a byte offset into the text of PATH.
+std::string text_position(const std::string& path, const std::string& text, size_t offset) {
+  offset = std::min(offset, text.size());
+  const size_t line = 1 + std::count(text.begin(), text.begin() + static_cast<long>(offset), '\n');
+  const size_t line_start = text.rfind('\n', offset == 0 ? 0 : offset - 1);
+  const size_t column = line_start == std::string::npos ? offset : offset - line_start - 1;
+  return path + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
+// Copying and destroying a parsed value recurse once per level, so a document nested 200,000
+// deep overflows the stack: refuse it before parsing. Strings are skipped (brackets in them count
+// for nothing).
+void check_json_nesting(const std::string& path, const std::string& text) {
+  size_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        usage_error(text_position(path, text, i), ": JSON nested deeper than ", kMaxJsonDepth, " levels");
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
+}  // namespace
+
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) runtime_error(path, ": cannot open file");
   std::stringstream buffer;
   buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  check_json_nesting(path, text);
+  // The keys leading to the value being parsed, to name the key of a number out of range (1e999),
+  // which the parser reports without a position.
+  std::vector<std::string> keys;
+  auto track_keys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start) keys.emplace_back();
+    if (event == Event::key) keys.back() = parsed.get<std::string>();
+    if (event == Event::object_end) keys.pop_back();
+    return true;
+  };
   try {
-    return nlohmann::json::parse(buffer.str());
+    return nlohmann::json::parse(text, track_keys);
   } catch (const nlohmann::json::parse_error& e) {
-    // Translate the byte offset into line:column for the user.
-    const std::string text = buffer.str();
-    size_t offset = std::min(static_cast<size_t>(e.byte), text.size());
-    size_t line = 1 + std::count(text.begin(), text.begin() + static_cast<long>(offset), '\n');
-    size_t line_start = text.rfind('\n', offset == 0 ? 0 : offset - 1);
-    size_t column = line_start == std::string::npos ? offset : offset - line_start - 1;
-    usage_error(path, ":", line, ":", column, ": invalid JSON (", e.what(), ")");
+    usage_error(text_position(path, text, static_cast<size_t>(e.byte)), ": invalid JSON (", e.what(), ")");
+  } catch (const nlohmann::json::exception& e) {
+    std::string key;
+    for (const auto& k : keys) key += (key.empty() ? "" : ".") + k;
+    usage_error(path, ": key '", key, "': ", e.what());
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "gum/core/checked_math.h"
 #include "gum/core/error.h"
 
 namespace gum {
@@ -18,7 +19,11 @@ Shape::Shape(const std::vector<int64_t>& d) {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < rank; ++i) n *= dims[i];
+  for (int i = 0; i < rank; ++i) {
+    const std::optional<int64_t> product = checked_mul(n, dims[i]);
+    if (!product) runtime_error("shape ", str(), ": more elements than a 64-bit count holds");
+    n = *product;
+  }
   return n;
 }
 

@@ -252,17 +252,36 @@ CorpusFileStats read_corpus_file(const std::string& path, const CorpusOptions& o
   return stats;
 }
 
+namespace {
+
+// The folder glob could not read and why (glob's error callback takes no context).
+thread_local std::string glob_failed_path;
+thread_local int glob_failed_errno = 0;
+
+int note_glob_error(const char* path, int error) {
+  glob_failed_path = path;
+  glob_failed_errno = error;
+  return 1;  // stop: the match would be incomplete
+}
+
+}  // namespace
+
 std::vector<std::string> expand_globs(const std::vector<std::string>& patterns, const std::string& context) {
   std::vector<std::string> files;
   for (const auto& pattern : patterns) {
     glob_t matches{};
-    int rc = ::glob(pattern.c_str(), GLOB_ERR, nullptr, &matches);
+    glob_failed_errno = 0;
+    int rc = ::glob(pattern.c_str(), GLOB_ERR, note_glob_error, &matches);
+    // A folder of the pattern that does not exist is no match, not a read error.
+    if (rc == GLOB_ABORTED && (glob_failed_errno == ENOENT || glob_failed_errno == ENOTDIR)) rc = GLOB_NOMATCH;
     size_t before = files.size();
     if (rc == 0)
       for (size_t i = 0; i < matches.gl_pathc; ++i)
         if (std::filesystem::is_regular_file(matches.gl_pathv[i])) files.emplace_back(matches.gl_pathv[i]);
     globfree(&matches);
-    if (rc != 0 && rc != GLOB_NOMATCH) runtime_error(context, ": cannot expand '", pattern, "' (read error)");
+    if (rc != 0 && rc != GLOB_NOMATCH)
+      runtime_error(context, ": cannot expand '", pattern, "': ",
+                    glob_failed_errno ? glob_failed_path + ": " + std::strerror(glob_failed_errno) : "out of memory");
     if (files.size() == before) usage_error(context, ": '", pattern, "' matches no file");
   }
   std::sort(files.begin(), files.end());

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kManifestVersion = 1;
-constexpr size_t kBatchTextBytes = 8 << 20;  // documents tokenized together in parallel
+constexpr size_t kBatchTextBytes = 8 << 20;  // pieces tokenized together in parallel
 constexpr double kProgressIntervalS = 5.0;
 
 std::string manifest_path(const DataConfig& config) { return (fs::path(config.shard_dir) / "prepare.json").string(); }
@@ -173,16 +173,22 @@ class Progress {
   uint64_t documents_ = 0, tokens_ = 0, bytes_ = 0;
 };
 
-// Tokenizes a batch of documents in parallel (SentencePiece encoding is read-only, thread-safe)
-// and appends them in order, each followed by EOS.
-void flush_batch(const Tokenizer& tokenizer, std::vector<std::string>& batch, ShardWriter& writer, FileResult& result,
+// A piece of a document; the last piece of each document is followed by EOS.
+struct TextPiece {
+  std::string text;
+  bool ends_document = true;
+};
+
+// Tokenizes a batch of pieces in parallel (SentencePiece encoding is read-only, thread-safe)
+// and appends them in order.
+void flush_batch(const Tokenizer& tokenizer, std::vector<TextPiece>& batch, ShardWriter& writer, FileResult& result,
                  Progress& progress) {
   std::vector<std::vector<int32_t>> encoded(batch.size());
   std::string first_error;
 #pragma omp parallel for schedule(dynamic, 16)
   for (size_t i = 0; i < batch.size(); ++i) {
     try {
-      encoded[i] = tokenizer.encode(batch[i]);
+      encoded[i] = tokenizer.encode(batch[i].text);
     } catch (const std::exception& e) {
 #pragma omp critical
       if (first_error.empty()) first_error = e.what();
@@ -190,17 +196,20 @@ void flush_batch(const Tokenizer& tokenizer, std::vector<std::string>& batch, Sh
   }
   if (!first_error.empty()) runtime_error(first_error);
   const int32_t eos = tokenizer.eos_id();
-  uint64_t tokens = 0, bytes = 0;
+  uint64_t documents = 0, tokens = 0, bytes = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    encoded[i].push_back(eos);
+    if (batch[i].ends_document) {
+      encoded[i].push_back(eos);
+      ++documents;
+    }
     writer.append_document(encoded[i].data(), encoded[i].size());
     tokens += encoded[i].size();
-    bytes += batch[i].size();
+    bytes += batch[i].text.size();
   }
-  result.documents += batch.size();
+  result.documents += documents;
   result.tokens += tokens;
   result.text_bytes += bytes;
-  progress.add(batch.size(), tokens, bytes);
+  progress.add(documents, tokens, bytes);
   batch.clear();
 }
 
@@ -208,19 +217,23 @@ FileResult tokenize_file(const DataConfig& config, const Tokenizer& tokenizer, c
                          const std::string& shard_path, Progress& progress) {
   ShardWriter writer(shard_path, static_cast<uint64_t>(tokenizer.vocab_size()), tokenizer.fingerprint());
   FileResult result;
-  std::vector<std::string> batch;
+  std::vector<TextPiece> batch;
   size_t batch_bytes = 0;
   read_corpus_file(source, config.corpus, [&](std::string_view text) {
-    batch.emplace_back(text);
-    batch_bytes += text.size();
-    if (batch_bytes >= kBatchTextBytes) {
-      flush_batch(tokenizer, batch, writer, result, progress);
-      batch_bytes = 0;
+    const std::vector<std::string_view> pieces = split_document(text, kMaxPieceBytes);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      batch.push_back({std::string(pieces[i]), i + 1 == pieces.size()});
+      batch_bytes += pieces[i].size();
+      if (batch_bytes >= kBatchTextBytes) {
+        flush_batch(tokenizer, batch, writer, result, progress);
+        batch_bytes = 0;
+      }
     }
     return true;
   });
   if (!batch.empty()) flush_batch(tokenizer, batch, writer, result, progress);
   writer.finish();
+  if (result.documents == 0) spdlog::warn("prepare: {} holds no documents: its shard {} is empty", source, shard_path);
   return result;
 }
 
@@ -282,6 +295,8 @@ void prepare_split(const DataConfig& config, const std::string& split, const std
       fs::remove(item.path());
     }
   }
+  if (split == "train" && tokens == 0)
+    runtime_error("data.train_files: the ", sources.size(), " file(s) hold no documents: nothing to train on");
   manifest["splits"][split] = entries;
   if (progress.has_work()) progress.report("tokenized ");
   spdlog::info("prepare {}: {} shards in {}, {} documents, {} tokens", split, sources.size(), config.shard_dir,
@@ -296,6 +311,23 @@ void prepare_split(const DataConfig& config, const std::string& split, const std
 }
 
 }  // namespace
+
+std::vector<std::string_view> split_document(std::string_view text, size_t max_piece_bytes) {
+  std::vector<std::string_view> pieces;
+  while (text.size() > max_piece_bytes) {
+    // The last whitespace of the piece starts the next one: words stay whole.
+    size_t cut = text.find_last_of(" \t\r\n", max_piece_bytes);
+    if (cut == std::string_view::npos || cut == 0) {
+      // No whitespace at all: cut before a UTF-8 lead byte, never inside a character.
+      cut = max_piece_bytes;
+      while (cut > 1 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    }
+    pieces.push_back(text.substr(0, cut));
+    text.remove_prefix(cut);
+  }
+  pieces.push_back(text);
+  return pieces;
+}
 
 std::string tokenizer_path(const DataConfig& config) {
   if (!config.tokenizer.empty()) return config.tokenizer;

@@ -88,7 +88,7 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
       {"model_type", options.model_type},
       {"character_coverage", std::to_string(options.character_coverage)},
       {"num_threads", std::to_string(std::max(1, threads))},
-      {"input_sentence_size", std::to_string(sentences.size())},
+      {"input_sentence_size", "0"},         // all of them (SentencePiece refuses a limit of 100 or less)
       {"shuffle_input_sentence", "false"},  // the caller's sample is already deterministic
       {"unk_id", "0"},
       {"bos_id", "1"},
@@ -110,8 +110,11 @@ void train_tokenizer(const std::vector<std::string>& sentences, const TokenizerT
   if (!trained.LoadFromSerializedProto(serialized).ok())
     runtime_error("tokenizer training for ", output_model_path, ": the trainer returned an invalid model");
   if (trained.GetPieceSize() < options.vocab_size)
-    spdlog::warn("tokenizer {}: the training text supports only {} pieces of the {} requested", output_model_path,
-                 trained.GetPieceSize(), options.vocab_size);
+    spdlog::warn(
+        "tokenizer {}: the training text ({} lines) supports only {} pieces of the {} requested: a vocabulary of "
+        "{} pieces needs text in which that many distinct pieces (characters and frequent character sequences) "
+        "occur; give more text or lower the vocabulary size",
+        output_model_path, sentences.size(), trained.GetPieceSize(), options.vocab_size, options.vocab_size);
 
   const std::string temporary = output_model_path + ".tmp";
   {

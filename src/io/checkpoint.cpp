@@ -162,21 +162,27 @@ std::string save_checkpoint(const std::string& ckpt_dir, int64_t step, const Che
   fs::create_directories(tmp_dir, ec);
   if (ec) runtime_error(tmp_dir, ": cannot create folder (", ec.message(), ")");
 
-  write_safetensors(tmp_dir + "/" + kModelFile, contents.model, {{"step", std::to_string(step)}});
-  write_safetensors(tmp_dir + "/" + kOptimizerFile, contents.optimizer, {{"step", std::to_string(step)}});
-  write_text_file_synced(tmp_dir + "/" + kTrainerFile, contents.trainer.dump(2) + "\n");
+  // A failed save (disk full) must not leave its partial folder holding the space it filled.
+  try {
+    write_safetensors(tmp_dir + "/" + kModelFile, contents.model, {{"step", std::to_string(step)}});
+    write_safetensors(tmp_dir + "/" + kOptimizerFile, contents.optimizer, {{"step", std::to_string(step)}});
+    write_text_file_synced(tmp_dir + "/" + kTrainerFile, contents.trainer.dump(2) + "\n");
 
-  std::ostringstream manifest;
-  manifest << kManifestHeader << "\n";
-  for (const char* file : {kModelFile, kOptimizerFile, kTrainerFile}) {
-    uint64_t bytes = 0;
-    uint32_t crc = file_crc32(tmp_dir + "/" + file, &bytes);
-    char hex[16];
-    std::snprintf(hex, sizeof(hex), "%08x", crc);
-    manifest << hex << " " << bytes << " " << file << "\n";
+    std::ostringstream manifest;
+    manifest << kManifestHeader << "\n";
+    for (const char* file : {kModelFile, kOptimizerFile, kTrainerFile}) {
+      uint64_t bytes = 0;
+      uint32_t crc = file_crc32(tmp_dir + "/" + file, &bytes);
+      char hex[16];
+      std::snprintf(hex, sizeof(hex), "%08x", crc);
+      manifest << hex << " " << bytes << " " << file << "\n";
+    }
+    write_text_file_synced(tmp_dir + "/" + kManifestFile, manifest.str());
+    fsync_path(tmp_dir, true);
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
   }
-  write_text_file_synced(tmp_dir + "/" + kManifestFile, manifest.str());
-  fsync_path(tmp_dir, true);
 
   // Re-saving a step (a resumed run that reaches it again) replaces the old folder.
   if (fs::exists(final_dir)) {
@@ -205,6 +211,35 @@ std::string save_checkpoint(const std::string& ckpt_dir, int64_t step, const Che
     }
   }
   return final_dir;
+}
+
+void remove_partial_checkpoints(const std::string& ckpt_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(ckpt_dir, ec)) return;
+  std::vector<fs::path> partial, moved_aside;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp_", 0) == 0 || name == ".latest.tmp") partial.push_back(entry.path());
+    if (name.rfind(".old_", 0) == 0) moved_aside.push_back(entry.path());
+  }
+  // A save that replaced a step folder moves the old one aside first: when it stopped before its
+  // new folder took the name, the old folder is the only copy of that step and goes back.
+  for (const auto& path : moved_aside) {
+    const fs::path original = path.parent_path() / path.filename().string().substr(5);
+    if (fs::exists(original, ec)) {
+      partial.push_back(path);
+      continue;
+    }
+    fs::rename(path, original, ec);
+    if (ec) spdlog::warn("{}: cannot move back to {} ({})", path.string(), original.string(), ec.message());
+  }
+  for (const auto& path : partial) {
+    fs::remove_all(path, ec);
+    if (ec)
+      spdlog::warn("{}: cannot remove what an interrupted checkpoint save left ({})", path.string(), ec.message());
+    else
+      spdlog::info("removed {}, left by an interrupted checkpoint save", path.string());
+  }
 }
 
 void verify_checkpoint(const std::string& step_dir) {
@@ -275,13 +310,13 @@ std::string find_resume_checkpoint(const std::string& ckpt_dir) {
   return "";
 }
 
-std::string resolve_checkpoint_path(const std::string& path) {
+std::string resolve_checkpoint_path(const std::string& path, const std::string& option) {
   if (fs::exists(path + "/" + kManifestFile)) return path;
   if (fs::is_directory(path)) {
     std::string found = find_resume_checkpoint(path);
     if (!found.empty()) return found;
   }
-  usage_error("--checkpoint ", path, ": no checkpoint there (expected a step_NNNNNN folder with a MANIFEST, ",
+  usage_error(option, " ", path, ": no checkpoint there (expected a step_NNNNNN folder with a MANIFEST, ",
               "or a checkpoint folder holding such step folders)");
 }
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "gum/core/error.h"
 
@@ -181,10 +182,17 @@ SafetensorsHeader read_header_from(const FileDescriptor& file, const std::string
   file.read_exact(text.data(), header_bytes, 8, "the header");
   if (text[0] != '{') runtime_error("safetensors ", path, ": header does not start with '{' (not a safetensors file?)");
 
+  // The parser keeps the last of two equal keys: a tensor named twice would silently lose one.
+  std::set<std::string> names;
+  auto reject_duplicate_names = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::key && depth == 1 && !names.insert(parsed.get<std::string>()).second)
+      runtime_error("safetensors ", path, ": header names '", parsed.get<std::string>(), "' twice");
+    return true;
+  };
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+    json = nlohmann::json::parse(text, reject_duplicate_names);
+  } catch (const nlohmann::json::exception& e) {
     runtime_error("safetensors ", path, ": header is not valid JSON: ", e.what());
   }
   if (!json.is_object()) runtime_error("safetensors ", path, ": header is not a JSON object");

@@ -1,8 +1,32 @@
 #include "gum/io/weights.h"
 
+#include <cmath>
+
 #include "gum/core/error.h"
 
 namespace gum {
+
+namespace {
+
+// "" when all n values are finite, else what the first other one is and where: "NaN at element 12".
+std::string first_non_finite(const float* values, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(values[i]))
+      return std::string(std::isnan(values[i]) ? "NaN" : "Inf") + " at element " + std::to_string(i);
+  return "";
+}
+
+}  // namespace
+
+std::string non_finite_tensor(const TensorMap& weights) {
+  for (const auto& [name, tensor] : weights) {
+    if (tensor.dtype != DType::F32) continue;
+    const std::string where =
+        first_non_finite(reinterpret_cast<const float*>(tensor.bytes.data()), static_cast<size_t>(tensor.numel()));
+    if (!where.empty()) return "'" + name + "' holds " + where;
+  }
+  return "";
+}
 
 TensorMap weights_to_host(Backend& backend, const Arena& params) {
   TensorMap out;
@@ -23,12 +47,15 @@ void load_weights(Backend& backend, const Arena& params, const TensorMap& weight
     if (!(it->second.shape == param.shape))
       runtime_error(source, ": tensor '", name, "' has shape ", it->second.shape.str(), ", the model needs ",
                     param.shape.str());
-    if (it->second.dtype == DType::F32) {
-      backend.copy_from_host(param, it->second.bytes.data());
-    } else {
-      std::vector<float> values = it->second.to_f32();
-      backend.copy_from_host(param, values.data());
+    std::vector<float> converted;
+    const float* values = reinterpret_cast<const float*>(it->second.bytes.data());
+    if (it->second.dtype != DType::F32) {
+      converted = it->second.to_f32();
+      values = converted.data();
     }
+    const std::string bad = first_non_finite(values, static_cast<size_t>(param.numel()));
+    if (!bad.empty()) runtime_error(source, ": tensor '", name, "' holds ", bad, ": these weights are unusable");
+    backend.copy_from_host(param, values);
   }
   if (weights.size() != params.count()) {
     for (const auto& [name, tensor] : weights)

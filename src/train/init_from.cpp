@@ -31,7 +31,7 @@ InitSource resolve_init_source(const std::string& dir, const std::string& contex
                 " holds neither config.json (a Hugging Face model) nor trainer.json (a gum_train checkpoint step "
                 "folder) nor step folders");
   s.is_checkpoint = true;
-  s.step_dir = resolve_checkpoint_path(s.dir);
+  s.step_dir = resolve_checkpoint_path(s.dir, "model.init_from");
   const std::string state_path = s.step_dir + "/trainer.json";
   const nlohmann::json state = read_checkpoint_trainer_state(s.step_dir);
   if (!state.contains("config") || !state["config"].contains("model"))

@@ -3,7 +3,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -54,7 +56,7 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : pat
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   file_ = std::fopen(path.c_str(), "w");
-  if (!file_) runtime_error(path, ": cannot create metrics file");
+  if (!file_) runtime_error(path, ": cannot create metrics file (", std::strerror(errno), ")");
   for (const auto& line : kept) std::fprintf(file_, "%s\n", line.c_str());
   std::fflush(file_);
 }

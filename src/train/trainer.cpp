@@ -1,9 +1,15 @@
 #include "gum/train/trainer.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -72,6 +78,42 @@ int64_t fault_kill_step(int rank) {
   return value ? std::atoll(value) : -1;
 }
 
+// Two trainers writing one run folder would interleave metrics.jsonl and race on checkpoints:
+// rank 0 holds an exclusive flock on RUN_DIR/.lock for the whole run. The kernel drops the lock
+// when the process ends however it ends (kill -9 included), so a dead run never blocks the next.
+// The file holds the holder's pid, for the message the second run prints.
+class RunDirLock {
+ public:
+  explicit RunDirLock(const std::string& run_dir) {
+    std::error_code ec;
+    fs::create_directories(run_dir, ec);
+    if (ec) runtime_error(run_dir, ": cannot create the run folder (", ec.message(), ")");
+    const std::string path = run_dir + "/.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) runtime_error(path, ": cannot open the run folder's lock file (", std::strerror(errno), ")");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      char holder[32] = {};
+      const ssize_t n = ::pread(fd_, holder, sizeof(holder) - 1, 0);
+      ::close(fd_);
+      if (error != EWOULDBLOCK) runtime_error(path, ": cannot lock (", std::strerror(error), ")");
+      std::string pid = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "unknown";
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      runtime_error(run_dir, ": another gum_train (pid ", pid, ") is training in this run folder; wait for it ",
+                    "to finish or give this run its own logging.run_dir");
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+      runtime_error(path, ": cannot write the pid (", std::strerror(errno), ")");
+  }
+  ~RunDirLock() { ::close(fd_); }
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 class Trainer {
  public:
   Trainer(const TrainConfig& config, Runtime& runtime);
@@ -102,7 +144,8 @@ class Trainer {
   TensorMap optimizer_state_for_checkpoint() const;
   void log_state_per_rank() const;
   void clip_gradients(const std::vector<size_t>& indices, double norm);
-  [[noreturn]] void stop_on_non_finite(const std::string& what) const;
+  // Ends the run at `step` naming what was not finite and the last checkpoint to go back to.
+  [[noreturn]] void stop_on_non_finite(int64_t step, const std::string& what) const;
 
   void log_step(const StepResult& result, double lr);
   void run_evaluation();
@@ -135,6 +178,7 @@ class Trainer {
   double peak_tflops_ = 0;
   double flops_per_token_ = 0;
   std::string last_checkpoint_;
+  std::optional<RunDirLock> run_dir_lock_;  // rank 0's, from the start of run() to the end
 };
 
 Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
@@ -211,8 +255,15 @@ void Trainer::restore(const std::string& step_dir) {
   load_weights(backend_, model_->params(), c.model, step_dir + "/model.safetensors");
   // The file holds the whole (unsharded) state; under sharding each rank takes its own part.
   optimizer_->load_state(c.optimizer);
+  if (!s.at("step").is_number_integer() || !s.at("tokens").is_number_integer())
+    runtime_error(step_dir, "/trainer.json: step and tokens must be integers, got ", s.at("step").dump(), " and ",
+                  s.at("tokens").dump());
   step_ = s.at("step").get<int64_t>();
   tokens_ = s.at("tokens").get<int64_t>();
+  // A step past the end would "complete" the run without training a step.
+  if (step_ < 0 || step_ > total_steps_ || tokens_ < step_)
+    runtime_error(step_dir, "/trainer.json: step ", step_, " with ", tokens_, " tokens is not a state of this run (",
+                  total_steps_, " steps; a step of training sees at least one token)");
   elapsed_s_ = s.value("elapsed_s", 0.0);
   data_->restore(s.at("loader"), step_dir + "/trainer.json");
 
@@ -264,6 +315,10 @@ TensorMap Trainer::optimizer_state_for_checkpoint() const {
 void Trainer::save_checkpoint_now() {
   CheckpointContents c;
   c.model = weights_to_host(backend_, model_->params());
+  // The loss of this step was finite, but its update may not be: such weights are never saved,
+  // so that the last checkpoint written is always one to go back to.
+  const std::string bad = non_finite_tensor(c.model);
+  if (!bad.empty()) stop_on_non_finite(step_, "after the update, weight " + bad + " (not saved)");
   c.optimizer = optimizer_state_for_checkpoint();
   c.trainer = trainer_state();
   if (is_root()) {
@@ -288,8 +343,8 @@ int64_t Trainer::load_micro_batches() {
   return static_cast<int64_t>(std::llround(comm_.all_reduce_host(static_cast<double>(valid), ReduceOp::Sum)));
 }
 
-void Trainer::stop_on_non_finite(const std::string& what) const {
-  runtime_error("step ", step_ + 1, ": ", what, "; stopping. ",
+void Trainer::stop_on_non_finite(int64_t step, const std::string& what) const {
+  runtime_error("step ", step, ": ", what, "; stopping. ",
                 last_checkpoint_.empty() ? std::string("No checkpoint was written yet.")
                                          : "The last good checkpoint is " + last_checkpoint_ + ".",
                 " Try a lower optimizer.lr, a longer warmup or training.grad_clip.");
@@ -331,7 +386,7 @@ double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets)
         where = "first non-finite gradient: " + p.name;
         break;
       }
-  stop_on_non_finite("loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " (" + where + ")");
+  stop_on_non_finite(step_ + 1, "loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " (" + where + ")");
 }
 
 // Micro-batch m of this rank's rows (load_micro_batches filled them).
@@ -370,7 +425,7 @@ Trainer::StepResult Trainer::train_step(const StepInfo& info) {
   // completed before it, whose reduction travelled during this layer's backward: the whole
   // gradient is never needed at once (and is never clipped: fused needs grad_clip 0).
   GradientSync sync(comm_, backend_, *optimizer_, sharded() ? &*shard_plan_ : nullptr,
-                    [this](const std::string& what) { stop_on_non_finite(what); });
+                    [this](const std::string& what) { stop_on_non_finite(step_ + 1, what); });
   model_->backward(loss_scale, [&](int layer) {
     sync.layer_done(layer);
     if (fused_) update_params(sync.complete(/*keep_in_flight=*/1));
@@ -431,7 +486,7 @@ void Trainer::restore_or_start(const std::string& resume) {
   if (resume == "auto")
     resume_from = find_resume_checkpoint(config_.checkpoint_dir());
   else if (resume != "never")
-    resume_from = resolve_checkpoint_path(resume);
+    resume_from = resolve_checkpoint_path(resume, "--resume");
   // Every rank must restore the same checkpoint: rank 0 decides.
   resume_from = comm_.broadcast_string(resume_from, 0);
   if (resume_from.empty())
@@ -484,6 +539,10 @@ void Trainer::after_step(const StepResult& result, double lr) {
 }
 
 void Trainer::run(const std::string& resume) {
+  if (is_root()) {
+    run_dir_lock_.emplace(config_.logging.run_dir);
+    remove_partial_checkpoints(config_.checkpoint_dir());  // safe: no other writer holds the lock
+  }
   restore_or_start(resume);
   log_startup();
   if (step_ == 0 && config_.eval.at_start) run_evaluation();

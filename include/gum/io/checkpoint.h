@@ -32,6 +32,11 @@ std::string checkpoint_folder_name(int64_t step);
 std::string save_checkpoint(const std::string& ckpt_dir, int64_t step, const CheckpointContents& contents,
                             int keep_last);
 
+// Deletes what an interrupted or failed save left in CKPT_DIR (.tmp_step_* folders,
+// .latest.tmp), so that their space is free again; a step folder moved aside (.old_step_*) goes
+// back to its name unless that name holds a complete folder again. Only for the run's single writer.
+void remove_partial_checkpoints(const std::string& ckpt_dir);
+
 // Checks every file listed in STEP_DIR/MANIFEST (present, size, CRC-32) and that the manifest
 // lists the three checkpoint files. Throws a runtime error naming the first bad file.
 void verify_checkpoint(const std::string& step_dir);
@@ -50,8 +55,8 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 std::string find_resume_checkpoint(const std::string& ckpt_dir);
 
 // Accepts either a step folder or a CKPT_DIR (then its newest valid checkpoint). Throws a
-// usage error naming `path` when it holds no checkpoint.
-std::string resolve_checkpoint_path(const std::string& path);
+// usage error naming `option` and `path` when it holds no checkpoint.
+std::string resolve_checkpoint_path(const std::string& path, const std::string& option = "--checkpoint");
 
 // CRC-32 (IEEE 802.3 polynomial, as zlib and PNG) of a file's bytes; `size` receives its length.
 uint32_t file_crc32(const std::string& path, uint64_t* size = nullptr);

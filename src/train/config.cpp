@@ -233,6 +233,8 @@ void apply_config_override(nlohmann::json& j, const nlohmann::json& schema, cons
     value = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error&) {
     value = text;  // not JSON: a bare string such as --set training.backend=cpu
+  } catch (const nlohmann::json::out_of_range&) {
+    usage_error("--set ", assignment, ": key '", key, "': the number is out of range");  // 1e999
   }
   if (!override_type_matches(*node, value))
     usage_error("--set ", assignment, ": key '", key, "' must be ", json_type_description(*node), ", got ",

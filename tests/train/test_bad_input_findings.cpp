@@ -192,6 +192,10 @@ TEST_CASE("a number out of range in a config file is a config error naming the k
   const std::string path = dir + "/config.json";
   std::ofstream(path) << R"({"optimizer": {"name": "adamw", "lr": 1e999}})";
   check_fails(run_gum_train("plan " + path), 2, "key 'optimizer.lr': [json.exception.out_of_range.406]");
+  const std::string valid = dir + "/valid.json";
+  std::ofstream(valid) << R"({"model": {"preset": "llama_tiny"}, "training": {"max_steps": 10}})";
+  check_fails(run_gum_train("plan " + valid + " --set optimizer.lr=1e999"), 2,
+              "--set optimizer.lr=1e999: key 'optimizer.lr': the number is out of range");
 }
 
 TEST_CASE("a safetensors header naming a tensor twice is refused naming it") {

@@ -1,6 +1,7 @@
 #include "train_test_util.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +49,29 @@ CommandResult run_command(const std::string& command_line) {
 
 CommandResult run_gum_train(const std::string& arguments, const std::string& environment) {
   return run_command(environment + (environment.empty() ? "" : " ") + gum_train_binary() + " " + arguments);
+}
+
+pid_t start_gum_train(const std::string& arguments, const std::string& log_path) {
+  const std::string command = "exec " + gum_train_binary() + " " + arguments + " > '" + log_path + "' 2>&1";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+bool process_finished(pid_t pid) {
+  int status = 0;
+  return waitpid(pid, &status, WNOHANG) == pid;
+}
+
+int kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return 0;  // reaped by process_finished: it had exited
+  return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
 std::string fresh_test_dir(const std::string& name) {

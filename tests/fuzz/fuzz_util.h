@@ -30,7 +30,7 @@ inline void write_bytes(const std::string& path, const void* data, size_t size) 
 }
 
 // Writes the input to SCRATCH/name and returns the path.
-inline std::string input_file(const std::string& name, const uint8_t* data, size_t size) {
+inline std::string input_file(const std::string& name, const void* data, size_t size) {
   const std::string path = scratch_dir() + "/" + name;
   write_bytes(path, data, size);
   return path;

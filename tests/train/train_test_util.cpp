@@ -170,30 +170,38 @@ void write_micro_corpus(const std::string& path, int documents, uint32_t seed) {
   }
 }
 
-std::string prepared_micro_data() {
-  const std::string root = data_root();
+void make_once(const std::string& root, const std::function<void()>& make) {
   fs::create_directories(root);
-  // One process prepares; the others wait on the lock and then find the shards done.
+  // One process makes it; the others wait on the lock and then find it done.
   int lock = ::open((root + "/.lock").c_str(), O_CREAT | O_RDWR, 0644);
   REQUIRE(lock >= 0);
   ::flock(lock, LOCK_EX);
-  const std::string done = root + "/.prepared";
+  const std::string done = root + "/.done";
+  std::string failure;
   if (!fs::exists(done)) {
+    try {
+      make();
+      std::ofstream(done) << "ok\n";
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  ::flock(lock, LOCK_UN);
+  ::close(lock);
+  if (!failure.empty()) FAIL("making " << root << " failed: " << failure);
+}
+
+std::string prepared_micro_data() {
+  const std::string root = data_root();
+  make_once(root, [&] {
     fs::create_directories(root + "/corpus");
     write_micro_corpus(root + "/corpus/train.jsonl", 600, 12345);
     write_micro_corpus(root + "/corpus/valid.jsonl", 40, 777);
     nlohmann::json config = micro_config(root + "/prepare_run");
     const std::string path = write_config(root, config);
     CommandResult r = run_gum_train("prepare " + path);
-    if (r.exit_code != 0) {
-      ::flock(lock, LOCK_UN);
-      ::close(lock);
-      FAIL("gum_train prepare failed:\n" << r.output);
-    }
-    std::ofstream(done) << "ok\n";
-  }
-  ::flock(lock, LOCK_UN);
-  ::close(lock);
+    if (r.exit_code != 0) throw std::runtime_error("gum_train prepare failed:\n" + r.output);
+  });
   return root + "/shards";
 }
 

@@ -4,6 +4,7 @@
 // gum_train executable as a subprocess.
 #include <sys/types.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -34,6 +35,11 @@ int kill_and_reap(pid_t pid);
 
 // A folder under the build tree for one test, emptied.
 std::string fresh_test_dir(const std::string& name);
+
+// Runs `make` once for ROOT across the test processes (CTest runs test cases as parallel
+// processes): the first takes a lock on ROOT/.lock and makes it, the others wait and find it
+// done. `make` throws std::exception to fail.
+void make_once(const std::string& root, const std::function<void()>& make);
 
 // The shared micro corpus, tokenizer and shards (made on first use). Returns the shard folder.
 std::string prepared_micro_data();

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -14,11 +15,16 @@
 
 namespace gum_fuzz {
 
-// A folder of this process for the files the readers open (parallel fuzzers do not collide).
+// A folder of this process for the files the readers open (parallel fuzzers do not collide),
+// removed at exit.
 inline const std::string& scratch_dir() {
   static const std::string dir = [] {
     std::filesystem::path p = std::filesystem::temp_directory_path() / ("gum_fuzz_" + std::to_string(getpid()));
     std::filesystem::create_directories(p);
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(scratch_dir(), ec);
+    });
     return p.string();
   }();
   return dir;

@@ -169,6 +169,8 @@ inline std::vector<BadInput> bad_inputs() {
        "key 'training.batch_size' must be"},
       {"config", "--set into a number", "{config} --set training.batch_size.x=1", 2, "has no sub-keys"},
       {"config", "--set bool as number", "{config} --set eval.at_end=1", 2, "eval.at_end"},
+      {"config", "--set 1e12 for an integer", "{config} --set training.batch_size=1e12", 2,
+       "key 'training.batch_size' must be an integer, got 1000000000000.0"},
       {"config", "--set out of range", "{config} --set training.seq_len=-16", 2, "training.seq_len must be positive"},
       // ---- command line ----
       {"cli", "no arguments", "", 2, "missing CONFIG.json"},
@@ -766,6 +768,68 @@ inline std::vector<BadInput> bad_inputs() {
 
 // Rows that fail today; each names the finding of issue 14 whose fix (branches rel-fixes,
 // arch-config) makes it pass. Move a row into bad_inputs() when its fix is merged.
-inline std::vector<BadInput> pending_bad_inputs() { return {}; }
+inline std::vector<BadInput> pending_bad_inputs() {
+  using S = ShardFields;
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  return {
+      // Integers wrap silently (arch-config: range checks before narrowing).
+      {"config", "batch_size wraps to 2", "{config} --set training.batch_size=4294967298", 2, "training.batch_size"},
+      {"config", "seq_len wraps", "{config} --set training.seq_len=4294967312", 2, "training.seq_len"},
+      {"config", "max_position_embeddings wraps", "{config} --set model.max_position_embeddings=4294967360", 2,
+       "model.max_position_embeddings"},
+      {"config", "seed negative", "{config}", 2, "training.seed", R"({"training": {"seed": -1}})"},
+      {"config", "warmup negative", "{config}", 2, "schedule.warmup_steps", R"({"schedule": {"warmup_steps": -1}})"},
+      // Sizes overflow (rel-fixes: checked size products naming the keys).
+      {"config", "hidden_size 1e9 overflows the arena size", "{config} --set model.hidden_size=1000000000", 2,
+       "model.hidden_size"},
+      // Deep JSON crashes (rel-fixes: nesting limit).
+      {"config",
+       "model nested 200000 deep",
+       "{dir}/c.json",
+       2,
+       "nest",
+       "{}",
+       {text("c.json", "{\"model\": " + deep + "}")}},
+      // Misleading messages (rel-fixes).
+      {"config", "lr 1e999 leaks a JSON exception", "{config} --set optimizer.lr=1e999", 2, "optimizer.lr"},
+      {"config", "unknown optimizer name names the key", "{config}", 2, "optimizer.name",
+       R"({"optimizer": {"name": "adamx"}})"},
+      {"cli", "unknown verb", "trian {config}", 2, "trian"},
+      {"cli", "--resume sometimes reported as --checkpoint", "{config} --resume sometimes", 2, "--resume sometimes"},
+      {"cli", "plan --world-size 0", "plan {config} --world-size 0", 2, "--world-size"},
+      {"cli", "sample without --prompt", "sample --checkpoint {ckpt}", 2, "--prompt", "{}", {}, Setup::Checkpoint},
+      // Silent acceptance of bad files (rel-fixes).
+      {"safetensors",
+       "safetensors duplicate tensor name",
+       "eval {config} --checkpoint {ckpt}",
+       1,
+       "duplicate",
+       "{}",
+       {safetensors(
+           "ckpt/model.safetensors",
+           R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+           8)},
+       Setup::ResealedCheckpoint},
+      {"checkpoint",
+       "trainer.json step 1e12 completes without training",
+       "{config} --resume {ckpt}",
+       1,
+       "step",
+       "{}",
+       {{"ckpt/trainer.json",
+         [](const BadInputEnv&, const std::string& old) {
+           return replace_all(old, "\"step\": 2,", "\"step\": 1000000000000,");
+         }}},
+       Setup::ResealedCheckpoint},
+      // Found by this suite, not in issue 14: a shard header with vocab size 0 is accepted.
+      {"shard",
+       "shard vocab zero",
+       "eval {config} --data {dir}/s.bin",
+       1,
+       "vocab size 0",
+       "{}",
+       {shard("s.bin", [](S& f) { f.vocab_size = 0; })}},
+  };
+}
 
 }  // namespace gum_test

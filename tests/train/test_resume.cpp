@@ -129,51 +129,79 @@ TEST_CASE("gum resumed mid-period after kill -9 is bitwise identical to an unint
         {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}}}});
 }
 
-// The soak: 12 SIGKILLs of one run, each resumed with --resume auto. Even-numbered kills wait
-// for a checkpoint's temporary folder to appear and kill inside that save; odd-numbered ones
-// kill after a random delay (anywhere: start-up, a step, a metrics line, a save). The finished
-// run must still be bitwise the uninterrupted one.
+// The step of the last complete line of RUN_DIR/metrics.jsonl, 0 when there is none.
+int64_t last_logged_step(const std::string& run_dir) {
+  const std::string text = read_file(run_dir + "/metrics.jsonl");
+  const size_t end = text.rfind('\n');
+  if (end == std::string::npos) return 0;
+  const size_t begin = text.rfind('\n', end - 1);
+  const nlohmann::json line = nlohmann::json::parse(text.substr(begin == std::string::npos ? 0 : begin + 1, end));
+  return line.value("step", int64_t(0));
+}
+
+// The step of a save in progress (a hidden .tmp_step_NNNNNN folder in CKPT_DIR), 0 when none.
+int64_t step_being_saved(const std::string& ckpt_dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp_step_", 0) == 0) return std::stoll(name.substr(10));
+  }
+  return 0;
+}
+
+// The soak: 12 SIGKILLs of one 60-step run, each resumed with --resume auto. Each attempt picks
+// a target 2-6 steps past the newest valid checkpoint; even-numbered attempts kill as soon as
+// the save of a step at or past the target is in progress (its temporary folder exists),
+// odd-numbered ones once the target step is logged plus a random delay of up to two steps'
+// time (inside a step, a metrics line or a save). The finished run must still be bitwise the
+// uninterrupted one.
 TEST_CASE("kill -9 soak: 12 kills at random points, some inside a checkpoint save, then bitwise the same run") {
-  const nlohmann::json patch = {{"training", {{"max_steps", 40}}},
+  const int64_t steps = 60;
+  const nlohmann::json patch = {{"training", {{"max_steps", steps}}},
                                 {"checkpoint", {{"every_steps", 2}, {"keep_last", 3}}}};
   Run straight = make_run("soak_straight", patch);
   const auto started = std::chrono::steady_clock::now();
   REQUIRE(run_gum_train(straight.config + " --resume never").exit_code == 0);
-  const double straight_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  const double step_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count() / steps;
 
   Run soak = make_run("soak_interrupted", patch);
   const std::string checkpoints = soak.run_dir + "/checkpoints";
   std::mt19937 random(20261203);
   int kills = 0, kills_in_save = 0;
+  int64_t newest_step = 0;
   for (int attempt = 0; attempt < 12; ++attempt) {
+    // Short of the end, so that every attempt is still running when it is killed.
+    const int64_t target = std::min(newest_step + std::uniform_int_distribution<int64_t>(2, 6)(random), steps - 4);
     const pid_t pid = start_gum_train(soak.config + " --resume auto", soak.run_dir + "_attempt.log");
     bool in_save = false;
     if (attempt % 2 == 0) {
-      // Poll for a save in progress (the hidden .tmp_step_* folder) while the trainer runs.
-      while (!in_save && !process_finished(pid)) {
-        std::error_code ec;
-        for (const auto& entry : fs::directory_iterator(checkpoints, ec))
-          if (entry.path().filename().string().rfind(".tmp_", 0) == 0) in_save = true;
-      }
+      while (!in_save && !process_finished(pid)) in_save = step_being_saved(checkpoints) >= target;
     } else {
-      // A third of the uninterrupted run's time: each attempt also pays start-up and redone steps.
-      std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(
-          std::uniform_real_distribution<double>(0, straight_ms / 3)(random)));
+      while (last_logged_step(soak.run_dir) < target && !process_finished(pid)) std::this_thread::yield();
+      std::this_thread::sleep_for(
+          std::chrono::duration<double, std::milli>(std::uniform_real_distribution<double>(0, 2 * step_ms)(random)));
     }
     const int signal = kill_and_reap(pid);
     INFO("attempt " << attempt << ": " << read_file(soak.run_dir + "_attempt.log"));
     REQUIRE(signal == SIGKILL);  // still running: the run must not finish before the last kill
     ++kills;
     kills_in_save += in_save;
+    const std::string resumable = gum::find_resume_checkpoint(checkpoints);
+    if (!resumable.empty()) newest_step = std::stoll(fs::path(resumable).filename().string().substr(5));
+    std::printf("kill -9 soak: kill %d %s (target step %lld), newest valid checkpoint: step %lld\n", kills,
+                in_save ? "inside a save" : "at a random time", static_cast<long long>(target),
+                static_cast<long long>(newest_step));
   }
   std::printf("kill -9 soak: %d kills, %d of them inside a checkpoint save\n", kills, kills_in_save);
   CHECK(kills_in_save >= 4);
+  // The kills are spread over the run, not all at start-up.
+  CHECK(newest_step >= 16);
 
   CommandResult finished = run_gum_train(soak.config + " --resume auto");
   INFO(finished.output);
   REQUIRE(finished.exit_code == 0);
-  check_same_as_uninterrupted(soak, straight, 40);
+  check_same_as_uninterrupted(soak, straight, steps);
 }
 
 TEST_CASE("resume after kill -9 in the second epoch takes up that epoch's data order") {

@@ -19,7 +19,7 @@ ctest --output-on-failure -j "$(nproc)" --timeout 900
 sanitizer_tests() {
   local sbuild="${GUM_SANITIZE_BUILD_DIR:-$build-sanitize}"
   CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=OFF \
-    -DGUM_SANITIZE=address,undefined -DGUM_FUZZ=ON "$@" > "$sbuild.configure.log" 2>&1 || {
+    -DGUM_SANITIZE=address,undefined -DGUM_FUZZ=ON > "$sbuild.configure.log" 2>&1 || {
     cat "$sbuild.configure.log"; return 1; }
   cmake --build "$sbuild" -j "$(nproc)" --target gum_test_core gum_test_cpu gum_test_io gum_test_data \
     gum_test_optim gum_test_model gum_test_dist gum_dist_collectives_check \
@@ -28,7 +28,10 @@ sanitizer_tests() {
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" LSAN_OPTIONS="suppressions=$root/tests/sanitizer_leaks.supp" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
     ctest --test-dir "$sbuild" --output-on-failure -j "$(nproc)" --timeout 900 \
-    -R '^(core|cpu|io|data|optim|model|dist|fuzz): ' -E "$GUM_SANITIZE_EXCLUDE"
+    -R '^(core|cpu|io|data|optim|model|dist|fuzz):' -E "$sanitize_exclude"
 }
-GUM_SANITIZE_EXCLUDE='gum_train|reference|mpirun'
+# Left out of the sanitizer run: tests with a Python (PyTorch, transformers) oracle and the dist
+# tests that train through gum_train under mpirun; the normal build runs them all.
+sanitize_exclude='PyTorch|transformers|matches the reference|data parallel|different number of ranks'
+sanitize_exclude+='|a rank killed|a rank that throws ends|non-finite gradient under sharded'
 [ "${GUM_SKIP_SANITIZERS:-0}" = 1 ] || sanitizer_tests

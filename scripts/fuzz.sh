@@ -12,8 +12,9 @@ seconds="${GUM_FUZZ_SECONDS:-300}"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors shard config sft manifest)
 
+mkdir -p "$build"
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=OFF -DGUM_MPI=OFF \
-  -DGUM_FUZZ=ON -DGUM_SANITIZE=address,undefined > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+  -DGUM_FUZZ=ON -DGUM_SANITIZE=address,undefined > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/gum_fuzz_}"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"

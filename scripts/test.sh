@@ -18,9 +18,10 @@ ctest --output-on-failure -j "$(nproc)" --timeout 900
 # each fuzz target's corpus and a seconds-long mutation run. Any report fails the test.
 sanitizer_tests() {
   local sbuild="${GUM_SANITIZE_BUILD_DIR:-$build-sanitize}"
+  mkdir -p "$sbuild"
   CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=OFF \
-    -DGUM_SANITIZE=address,undefined -DGUM_FUZZ=ON > "$sbuild.configure.log" 2>&1 || {
-    cat "$sbuild.configure.log"; return 1; }
+    -DGUM_SANITIZE=address,undefined -DGUM_FUZZ=ON > "$sbuild/configure.log" 2>&1 || {
+    cat "$sbuild/configure.log"; return 1; }
   cmake --build "$sbuild" -j "$(nproc)" --target gum_test_core gum_test_cpu gum_test_io gum_test_data \
     gum_test_optim gum_test_model gum_test_dist gum_dist_collectives_check \
     gum_fuzz_safetensors gum_fuzz_shard gum_fuzz_config gum_fuzz_sft gum_fuzz_manifest

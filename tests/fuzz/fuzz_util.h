@@ -16,18 +16,18 @@
 namespace gum_fuzz {
 
 // A folder of this process for the files the readers open (parallel fuzzers do not collide),
-// removed at exit.
+// removed at exit. The name is never destroyed: exit handlers run after static destructors.
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  static const std::string* dir = [] {
     std::filesystem::path p = std::filesystem::temp_directory_path() / ("gum_fuzz_" + std::to_string(getpid()));
     std::filesystem::create_directories(p);
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(scratch_dir(), ec);
     });
-    return p.string();
+    return new std::string(p.string());
   }();
-  return dir;
+  return *dir;
 }
 
 inline void write_bytes(const std::string& path, const void* data, size_t size) {

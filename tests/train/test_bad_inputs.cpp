@@ -91,10 +91,9 @@ std::string expand(const std::string& text, const std::string& dir) {
 
 // Rewrites MANIFEST for the files as they are now (a forged but consistent checkpoint).
 void reseal(const std::string& step_dir) {
+  const std::string original = read_file(base().checkpoint + "/MANIFEST");
   std::ofstream manifest(step_dir + "/MANIFEST");
-  manifest
-      << read_file(base().checkpoint + "/MANIFEST").substr(0, read_file(base().checkpoint + "/MANIFEST").find('\n'))
-      << "\n";
+  manifest << original.substr(0, original.find('\n') + 1);  // the format line
   for (const char* file : {"model.safetensors", "optimizer.safetensors", "trainer.json"}) {
     uint64_t bytes = 0;
     const uint32_t crc = gum::file_crc32(step_dir + "/" + file, &bytes);

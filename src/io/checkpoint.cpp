@@ -118,7 +118,8 @@ std::vector<ManifestEntry> read_manifest(const std::string& step_dir) {
     std::istringstream fields(line);
     std::string crc_hex;
     ManifestEntry e;
-    if (!(fields >> crc_hex >> e.bytes >> e.file))
+    if (!(fields >> crc_hex >> e.bytes >> e.file) || crc_hex.size() != 8 ||
+        crc_hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
       runtime_error(path, ":", line_number, ": malformed line '", line, "'");
     e.crc = static_cast<uint32_t>(std::stoul(crc_hex, nullptr, 16));
     entries.push_back(e);

@@ -218,7 +218,9 @@ void verify_checkpoint(const std::string& step_dir) {
   for (const auto& e : entries) {
     const std::string path = step_dir + "/" + e.file;
     if (!fs::exists(path)) runtime_error(path, ": missing (listed in MANIFEST)");
-    uint64_t bytes = fs::file_size(path);
+    std::error_code ec;
+    const uint64_t bytes = fs::file_size(path, ec);  // fails for a folder
+    if (ec) runtime_error(path, ": listed in MANIFEST but not a file (", ec.message(), ")");
     if (bytes != e.bytes) runtime_error(path, ": size ", bytes, " bytes, MANIFEST says ", e.bytes, " (truncated?)");
     uint32_t crc = file_crc32(path);
     if (crc != e.crc) {

@@ -12,6 +12,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libopenblas-dev liblapacke-dev
   zlib1g-dev
+  clang-14 libclang-rt-14-dev libomp-14-dev llvm-14
   python3 python3-torch python3-numpy python3-matplotlib python3-venv
   fortunes fortunes-min dict-gcide
 )

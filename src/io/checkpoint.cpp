@@ -118,7 +118,8 @@ std::vector<ManifestEntry> read_manifest(const std::string& step_dir) {
     std::istringstream fields(line);
     std::string crc_hex;
     ManifestEntry e;
-    if (!(fields >> crc_hex >> e.bytes >> e.file))
+    if (!(fields >> crc_hex >> e.bytes >> e.file) || crc_hex.size() != 8 ||
+        crc_hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
       runtime_error(path, ":", line_number, ": malformed line '", line, "'");
     e.crc = static_cast<uint32_t>(std::stoul(crc_hex, nullptr, 16));
     entries.push_back(e);
@@ -252,7 +253,9 @@ void verify_checkpoint(const std::string& step_dir) {
   for (const auto& e : entries) {
     const std::string path = step_dir + "/" + e.file;
     if (!fs::exists(path)) runtime_error(path, ": missing (listed in MANIFEST)");
-    uint64_t bytes = fs::file_size(path);
+    std::error_code ec;
+    const uint64_t bytes = fs::file_size(path, ec);  // fails for a folder
+    if (ec) runtime_error(path, ": listed in MANIFEST but not a file (", ec.message(), ")");
     if (bytes != e.bytes) runtime_error(path, ": size ", bytes, " bytes, MANIFEST says ", e.bytes, " (truncated?)");
     uint32_t crc = file_crc32(path);
     if (crc != e.crc) {

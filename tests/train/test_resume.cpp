@@ -3,12 +3,17 @@
 // falls back to the previous one. Also: the fused per-layer update and activation checkpointing
 // equal the plain step, accumulated micro-batches give the full batch's gradient, and clipping
 // scales the whole gradient by grad_clip / norm.
+#include <signal.h>
+
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
@@ -50,10 +55,27 @@ nlohmann::json trainer_state(const std::string& run_dir, int64_t step) {
   return nlohmann::json::parse(read_file(checkpoint_dir(run_dir, step) + "/trainer.json"));
 }
 
-// 20 steps straight against 13 steps, SIGKILL, resume from the step-10 checkpoint: the same
-// metrics, weights, optimizer state and trainer state (loader position, seeds, counters) at
-// step 20, bit for bit. Only the measured time (it carries on from the checkpoint) and the run
-// folder may differ. Returns the uninterrupted run.
+// `resumed` (interrupted and resumed, now finished) against `straight` (never interrupted),
+// both ending at step `steps`: the same metrics, weights, optimizer state and trainer state
+// (loader position, seeds, counters), bit for bit. Only the measured time (it carries on from
+// the checkpoint) and the run folder may differ.
+void check_same_as_uninterrupted(const Run& resumed, const Run& straight, int64_t steps) {
+  std::vector<std::string> expected = trajectory(straight.run_dir);
+  REQUIRE(expected.size() == size_t(steps));
+  CHECK(trajectory(resumed.run_dir) == expected);
+  CHECK(final_weights(resumed.run_dir, steps) == final_weights(straight.run_dir, steps));
+  CHECK(read_file(checkpoint_dir(resumed.run_dir, steps) + "/optimizer.safetensors") ==
+        read_file(checkpoint_dir(straight.run_dir, steps) + "/optimizer.safetensors"));
+  nlohmann::json got = trainer_state(resumed.run_dir, steps), want = trainer_state(straight.run_dir, steps);
+  for (nlohmann::json* state : {&got, &want}) {
+    state->erase("elapsed_s");
+    state->at("config").at("logging").erase("run_dir");
+  }
+  CHECK(got.dump(2) == want.dump(2));
+}
+
+// 20 steps straight against 13 steps, SIGKILL, resume from the step-10 checkpoint: bitwise the
+// same run (check_same_as_uninterrupted). Returns the uninterrupted run.
 Run check_resume_after_kill(const std::string& name, const nlohmann::json& patch) {
   Run straight = make_run(name + "_straight", patch);
   CommandResult a = run_gum_train(straight.config + " --resume never");
@@ -72,23 +94,10 @@ Run check_resume_after_kill(const std::string& name, const nlohmann::json& patch
   INFO(resumed.output);
   REQUIRE(resumed.exit_code == 0);
   CHECK(resumed.output.find("resumed from") != std::string::npos);
-
-  std::vector<std::string> expected = trajectory(straight.run_dir);
-  REQUIRE(expected.size() == 20);
-  CHECK(trajectory(interrupted.run_dir) == expected);
-  CHECK(final_weights(interrupted.run_dir, 20) == final_weights(straight.run_dir, 20));
-  CHECK(read_file(checkpoint_dir(interrupted.run_dir, 20) + "/optimizer.safetensors") ==
-        read_file(checkpoint_dir(straight.run_dir, 20) + "/optimizer.safetensors"));
-
+  check_same_as_uninterrupted(interrupted, straight, 20);
   // The clock carries on: step 11's elapsed time includes the 10 steps before the checkpoint.
   CHECK(metrics_lines(interrupted.run_dir, "loss").at(10)["elapsed_s"].get<double>() >
         trainer_state(interrupted.run_dir, 10)["elapsed_s"].get<double>());
-  nlohmann::json got = trainer_state(interrupted.run_dir, 20), want = trainer_state(straight.run_dir, 20);
-  for (nlohmann::json* state : {&got, &want}) {
-    state->erase("elapsed_s");
-    state->at("config").at("logging").erase("run_dir");
-  }
-  CHECK(got.dump(2) == want.dump(2));
   return straight;
 }
 
@@ -118,6 +127,81 @@ TEST_CASE("gum resumed mid-period after kill -9 is bitwise identical to an unint
       "resume_gum",
       {{"optimizer",
         {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}}}});
+}
+
+// The step of the last complete line of RUN_DIR/metrics.jsonl, 0 when there is none.
+int64_t last_logged_step(const std::string& run_dir) {
+  const std::string text = read_file(run_dir + "/metrics.jsonl");
+  const size_t end = text.rfind('\n');
+  if (end == std::string::npos) return 0;
+  const size_t begin = text.rfind('\n', end - 1);
+  const nlohmann::json line = nlohmann::json::parse(text.substr(begin == std::string::npos ? 0 : begin + 1, end));
+  return line.value("step", int64_t(0));
+}
+
+// The step of a save in progress (a hidden .tmp_step_NNNNNN folder in CKPT_DIR), 0 when none.
+int64_t step_being_saved(const std::string& ckpt_dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp_step_", 0) == 0) return std::stoll(name.substr(10));
+  }
+  return 0;
+}
+
+// The soak: 12 SIGKILLs of one 60-step run, each resumed with --resume auto. Each attempt picks
+// a target 2-6 steps past the newest valid checkpoint; even-numbered attempts kill as soon as
+// the save of a step at or past the target is in progress (its temporary folder exists),
+// odd-numbered ones once the target step is logged plus a random delay of up to two steps'
+// time (inside a step, a metrics line or a save). The finished run must still be bitwise the
+// uninterrupted one.
+TEST_CASE("kill -9 soak: 12 kills at random points, some inside a checkpoint save, then bitwise the same run") {
+  const int64_t steps = 60;
+  const nlohmann::json patch = {{"training", {{"max_steps", steps}}},
+                                {"checkpoint", {{"every_steps", 2}, {"keep_last", 3}}}};
+  Run straight = make_run("soak_straight", patch);
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE(run_gum_train(straight.config + " --resume never").exit_code == 0);
+  const double step_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count() / steps;
+
+  Run soak = make_run("soak_interrupted", patch);
+  const std::string checkpoints = soak.run_dir + "/checkpoints";
+  std::mt19937 random(20261203);
+  int kills = 0, kills_in_save = 0;
+  int64_t newest_step = 0;
+  for (int attempt = 0; attempt < 12; ++attempt) {
+    // Short of the end, so that every attempt is still running when it is killed.
+    const int64_t target = std::min(newest_step + std::uniform_int_distribution<int64_t>(2, 6)(random), steps - 4);
+    const pid_t pid = start_gum_train(soak.config + " --resume auto", soak.run_dir + "_attempt.log");
+    bool in_save = false;
+    if (attempt % 2 == 0) {
+      while (!in_save && !process_finished(pid)) in_save = step_being_saved(checkpoints) >= target;
+    } else {
+      while (last_logged_step(soak.run_dir) < target && !process_finished(pid)) std::this_thread::yield();
+      std::this_thread::sleep_for(
+          std::chrono::duration<double, std::milli>(std::uniform_real_distribution<double>(0, 2 * step_ms)(random)));
+    }
+    const int signal = kill_and_reap(pid);
+    INFO("attempt " << attempt << ": " << read_file(soak.run_dir + "_attempt.log"));
+    REQUIRE(signal == SIGKILL);  // still running: the run must not finish before the last kill
+    ++kills;
+    kills_in_save += in_save;
+    const std::string resumable = gum::find_resume_checkpoint(checkpoints);
+    if (!resumable.empty()) newest_step = std::stoll(fs::path(resumable).filename().string().substr(5));
+    std::printf("kill -9 soak: kill %d %s (target step %lld), newest valid checkpoint: step %lld\n", kills,
+                in_save ? "inside a save" : "at a random time", static_cast<long long>(target),
+                static_cast<long long>(newest_step));
+  }
+  std::printf("kill -9 soak: %d kills, %d of them inside a checkpoint save\n", kills, kills_in_save);
+  CHECK(kills_in_save >= 4);
+  // The kills are spread over the run, not all at start-up.
+  CHECK(newest_step >= 16);
+
+  CommandResult finished = run_gum_train(soak.config + " --resume auto");
+  INFO(finished.output);
+  REQUIRE(finished.exit_code == 0);
+  check_same_as_uninterrupted(soak, straight, steps);
 }
 
 TEST_CASE("resume after kill -9 in the second epoch takes up that epoch's data order") {

@@ -1,6 +1,7 @@
 #include "train_test_util.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +49,29 @@ CommandResult run_command(const std::string& command_line) {
 
 CommandResult run_gum_train(const std::string& arguments, const std::string& environment) {
   return run_command(environment + (environment.empty() ? "" : " ") + gum_train_binary() + " " + arguments);
+}
+
+pid_t start_gum_train(const std::string& arguments, const std::string& log_path) {
+  const std::string command = "exec " + gum_train_binary() + " " + arguments + " > '" + log_path + "' 2>&1";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+bool process_finished(pid_t pid) {
+  int status = 0;
+  return waitpid(pid, &status, WNOHANG) == pid;
+}
+
+int kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return 0;  // reaped by process_finished: it had exited
+  return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
 std::string fresh_test_dir(const std::string& name) {
@@ -146,30 +170,38 @@ void write_micro_corpus(const std::string& path, int documents, uint32_t seed) {
   }
 }
 
-std::string prepared_micro_data() {
-  const std::string root = data_root();
+void make_once(const std::string& root, const std::function<void()>& make) {
   fs::create_directories(root);
-  // One process prepares; the others wait on the lock and then find the shards done.
+  // One process makes it; the others wait on the lock and then find it done.
   int lock = ::open((root + "/.lock").c_str(), O_CREAT | O_RDWR, 0644);
   REQUIRE(lock >= 0);
   ::flock(lock, LOCK_EX);
-  const std::string done = root + "/.prepared";
+  const std::string done = root + "/.done";
+  std::string failure;
   if (!fs::exists(done)) {
+    try {
+      make();
+      std::ofstream(done) << "ok\n";
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  ::flock(lock, LOCK_UN);
+  ::close(lock);
+  if (!failure.empty()) FAIL("making " << root << " failed: " << failure);
+}
+
+std::string prepared_micro_data() {
+  const std::string root = data_root();
+  make_once(root, [&] {
     fs::create_directories(root + "/corpus");
     write_micro_corpus(root + "/corpus/train.jsonl", 600, 12345);
     write_micro_corpus(root + "/corpus/valid.jsonl", 40, 777);
     nlohmann::json config = micro_config(root + "/prepare_run");
     const std::string path = write_config(root, config);
     CommandResult r = run_gum_train("prepare " + path);
-    if (r.exit_code != 0) {
-      ::flock(lock, LOCK_UN);
-      ::close(lock);
-      FAIL("gum_train prepare failed:\n" << r.output);
-    }
-    std::ofstream(done) << "ok\n";
-  }
-  ::flock(lock, LOCK_UN);
-  ::close(lock);
+    if (r.exit_code != 0) throw std::runtime_error("gum_train prepare failed:\n" + r.output);
+  });
   return root + "/shards";
 }
 

@@ -2,6 +2,9 @@
 // Helpers for the trainer tests: a micro corpus and tokenizer prepared once (under a file lock,
 // since CTest runs test cases as parallel processes), micro-model configs, and running the
 // gum_train executable as a subprocess.
+#include <sys/types.h>
+
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -23,8 +26,20 @@ CommandResult run_command(const std::string& command_line);
 // Runs gum_train with `arguments` (already shell-quoted where needed).
 CommandResult run_gum_train(const std::string& arguments, const std::string& environment = "");
 
+// Starts gum_train with `arguments` in the background, stdout and stderr to `log_path`; returns its pid.
+pid_t start_gum_train(const std::string& arguments, const std::string& log_path);
+// Whether a process started by start_gum_train has exited (it is then reaped).
+bool process_finished(pid_t pid);
+// SIGKILLs and reaps the process: the signal that ended it, 0 when it had already exited.
+int kill_and_reap(pid_t pid);
+
 // A folder under the build tree for one test, emptied.
 std::string fresh_test_dir(const std::string& name);
+
+// Runs `make` once for ROOT across the test processes (CTest runs test cases as parallel
+// processes): the first takes a lock on ROOT/.lock and makes it, the others wait and find it
+// done. `make` throws std::exception to fail.
+void make_once(const std::string& root, const std::function<void()>& make);
 
 // The shared micro corpus, tokenizer and shards (made on first use). Returns the shard folder.
 std::string prepared_micro_data();

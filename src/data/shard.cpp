@@ -12,6 +12,11 @@
 #include "gum/core/error.h"
 
 namespace gum {
+
+namespace {
+// Token ids are stored as int32 in memory, so a vocabulary may not exceed 2^31 entries.
+bool valid_shard_vocab_size(uint64_t vocab_size) { return vocab_size > 0 && vocab_size <= (1ull << 31); }
+}  // namespace
 namespace {
 
 constexpr char kShardMagic[8] = {'G', 'U', 'M', 'T', 'O', 'K', 'S', '\0'};
@@ -48,6 +53,7 @@ ShardInfo decode_header(const std::string& path, const uint8_t* header, uint64_t
   std::memcpy(&info.tokenizer_fingerprint, header + 32, 8);
   std::memcpy(&info.payload_checksum, header + 40, 8);
   std::memcpy(&info.document_count, header + 48, 8);
+  if (!valid_shard_vocab_size(info.vocab_size)) runtime_error("shard ", path, ": invalid vocab size ", info.vocab_size);
   if (info.token_bytes != 2 && info.token_bytes != 4)
     runtime_error("shard ", path, ": token width ", info.token_bytes, " bytes (expected 2 or 4)");
   if (info.token_bytes != shard_token_bytes(info.vocab_size))
@@ -82,7 +88,7 @@ uint32_t shard_token_bytes(uint64_t vocab_size) { return vocab_size <= 65536 ? 2
 
 ShardWriter::ShardWriter(const std::string& path, uint64_t vocab_size, uint64_t tokenizer_fingerprint)
     : path_(path), temporary_path_(path + ".tmp") {
-  if (vocab_size == 0 || vocab_size > (1ull << 31)) runtime_error("shard ", path, ": invalid vocab size ", vocab_size);
+  if (!valid_shard_vocab_size(vocab_size)) runtime_error("shard ", path, ": invalid vocab size ", vocab_size);
   info_.token_bytes = shard_token_bytes(vocab_size);
   info_.vocab_size = vocab_size;
   info_.tokenizer_fingerprint = tokenizer_fingerprint;

@@ -78,6 +78,7 @@ inline BadFile shard(const std::string& path, std::function<void(ShardFields&)> 
 inline std::vector<BadInput> bad_inputs() {
   using S = ShardFields;
   const std::string F32x2 = R"("dtype":"F32","shape":[2],"data_offsets":[0,8])";
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
   return {
       // ---- config: JSON syntax ----
       {"config", "empty file", "{dir}/c.json --resume never", 2, "c.json", "{}", {text("c.json", "")}},
@@ -118,9 +119,9 @@ inline std::vector<BadInput> bad_inputs() {
       {"config", "unknown training key", "{config}", 2, "steps", R"({"training": {"steps": 5}})"},
       {"config", "unknown optimizer name", "{config}", 2, "adamx", R"({"optimizer": {"name": "adamx"}})"},
       {"config", "unknown schedule type", "{config}", 2, "schedule.type", R"({"schedule": {"type": "cosinus"}})"},
-      {"config", "unknown backend", "{config}", 2, "training.backend must be cpu, cuda or auto",
+      {"config", "unknown backend", "{config}", 2, R"(training.backend = "tpu" is not one of "cpu", "cuda", "auto")",
        R"({"training": {"backend": "tpu"}})"},
-      {"config", "unknown precision", "{config}", 2, "training.precision must be fp32 or bf16",
+      {"config", "unknown precision", "{config}", 2, R"(training.precision = "fp8" is not one of "fp32", "bf16")",
        R"({"training": {"precision": "fp8"}})"},
       {"config", "bf16 on cpu", "{config}", 2, "bf16 needs the cuda backend", R"({"training": {"precision": "bf16"}})"},
       {"config", "unknown preset", "{config}", 2, "llama_3m", R"({"model": {"preset": "llama_3m"}})"},
@@ -133,31 +134,32 @@ inline std::vector<BadInput> bad_inputs() {
        R"({"model": {"num_key_value_heads": 3}})"},
       {"config", "layers zero", "{config}", 2, "num_hidden_layers", R"({"model": {"num_hidden_layers": 0}})"},
       {"config", "vocab_size zero", "{config}", 2, "vocab_size", R"({"model": {"vocab_size": 0}})"},
-      {"config", "seq_len zero", "{config}", 2, "training.seq_len must be positive", R"({"training": {"seq_len": 0}})"},
+      {"config", "seq_len zero", "{config}", 2, "training.seq_len = 0 must be positive",
+       R"({"training": {"seq_len": 0}})"},
       {"config", "seq_len over max_position_embeddings", "{config}", 2, "exceeds model.max_position_embeddings",
        R"({"training": {"seq_len": 65}})"},
-      {"config", "batch_size zero", "{config}", 2, "training.batch_size must be positive",
+      {"config", "batch_size zero", "{config}", 2, "training.batch_size = 0 must be positive",
        R"({"training": {"batch_size": 0}})"},
       {"config", "micro_batch_size negative", "{config}", 2, "micro_batch_size",
        R"({"training": {"micro_batch_size": -1}})"},
       {"config", "max_steps negative", "{config}", 2, "training.max_steps", R"({"training": {"max_steps": -5}})"},
       {"config", "no run length", "{config}", 2, "training.max_steps or training.max_tokens",
        R"({"training": {"max_steps": 0}})"},
-      {"config", "grad_clip negative", "{config}", 2, "training.grad_clip must be >= 0",
+      {"config", "grad_clip negative", "{config}", 2, "training.grad_clip = -1 must be >= 0",
        R"({"training": {"grad_clip": -1}})"},
-      {"config", "threads negative", "{config}", 2, "training.threads must be >= 0",
+      {"config", "threads negative", "{config}", 2, "training.threads = -2 must be >= 0",
        R"({"training": {"threads": -2}})"},
       {"config", "lr negative", "{config}", 2, "optimizer.lr", R"({"optimizer": {"lr": -0.1}})"},
       {"config", "beta2 above one", "{config}", 2, "beta2", R"({"optimizer": {"beta2": 1.5}})"},
       {"config", "eps zero", "{config}", 2, "eps", R"({"optimizer": {"eps": 0}})"},
       {"config", "min_lr_ratio above one", "{config}", 2, "min_lr_ratio", R"({"schedule": {"min_lr_ratio": 2}})"},
-      {"config", "eval every_steps negative", "{config}", 2, "eval.every_steps and eval.max_tokens must be >= 0",
+      {"config", "eval every_steps negative", "{config}", 2, "eval.every_steps = -1 must be >= 0",
        R"({"eval": {"every_steps": -1}})"},
-      {"config", "keep_last negative", "{config}", 2, "checkpoint.every_steps and keep_last must be >= 0",
+      {"config", "keep_last negative", "{config}", 2, "checkpoint.keep_last = -1 must be >= 0",
        R"({"checkpoint": {"keep_last": -1}})"},
-      {"config", "logging every_steps zero", "{config}", 2, "logging.every_steps must be positive",
+      {"config", "logging every_steps zero", "{config}", 2, "logging.every_steps = 0 must be positive",
        R"({"logging": {"every_steps": 0}})"},
-      {"config", "peak_tflops negative", "{config}", 2, "logging.peak_tflops must be >= 0",
+      {"config", "peak_tflops negative", "{config}", 2, "logging.peak_tflops = -1 must be >= 0",
        R"({"logging": {"peak_tflops": -1}})"},
       {"config", "galore rank zero", "{config}", 2, "rank", R"({"optimizer": {"name": "galore_adamw", "rank": 0}})"},
       // ---- config: --set ----
@@ -171,7 +173,8 @@ inline std::vector<BadInput> bad_inputs() {
       {"config", "--set bool as number", "{config} --set eval.at_end=1", 2, "eval.at_end"},
       {"config", "--set 1e12 for an integer", "{config} --set training.batch_size=1e12", 2,
        "key 'training.batch_size' must be an integer, got 1000000000000.0"},
-      {"config", "--set out of range", "{config} --set training.seq_len=-16", 2, "training.seq_len must be positive"},
+      {"config", "--set out of range", "{config} --set training.seq_len=-16", 2,
+       "(with --set): training.seq_len = -16 must be positive"},
       // ---- command line ----
       {"cli", "no arguments", "", 2, "missing CONFIG.json"},
       {"cli", "two configs", "{config} {config}", 2, "expected one CONFIG.json, got 2"},
@@ -781,26 +784,16 @@ inline std::vector<BadInput> bad_inputs() {
        "SFT data: no usable example in 1 file(s)",
        R"({"data": {"sft": {"files": "{dir}/sft.jsonl"}}})",
        {text("sft.jsonl", "")}},
-  };
-}
-
-// Rows that fail today; each names the finding of issue 14 whose fix (branches rel-fixes,
-// arch-config) makes it pass. Move a row into bad_inputs() when its fix is merged.
-inline std::vector<BadInput> pending_bad_inputs() {
-  using S = ShardFields;
-  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
-  return {
-      // Integers wrap silently (arch-config: range checks before narrowing).
+      // Issue 14's findings: integers wrapped silently (now range-checked before narrowing).
       {"config", "batch_size wraps to 2", "{config} --set training.batch_size=4294967298", 2, "training.batch_size"},
       {"config", "seq_len wraps", "{config} --set training.seq_len=4294967312", 2, "training.seq_len"},
       {"config", "max_position_embeddings wraps", "{config} --set model.max_position_embeddings=4294967360", 2,
        "model.max_position_embeddings"},
       {"config", "seed negative", "{config}", 2, "training.seed", R"({"training": {"seed": -1}})"},
-      {"config", "warmup negative", "{config}", 2, "schedule.warmup_steps", R"({"schedule": {"warmup_steps": -1}})"},
-      // Sizes overflow (rel-fixes: checked size products naming the keys).
+      // Sizes overflowed (checked size products naming the keys).
       {"config", "hidden_size 1e9 overflows the arena size", "{config} --set model.hidden_size=1000000000", 2,
        "model.hidden_size"},
-      // Deep JSON crashes (rel-fixes: nesting limit).
+      // Deep JSON crashed (nesting limit).
       {"config",
        "model nested 200000 deep",
        "{dir}/c.json",
@@ -808,7 +801,7 @@ inline std::vector<BadInput> pending_bad_inputs() {
        "nest",
        "{}",
        {text("c.json", "{\"model\": " + deep + "}")}},
-      // Misleading messages (rel-fixes).
+      // Misleading messages.
       {"config", "lr 1e999 leaks a JSON exception", "{config} --set optimizer.lr=1e999", 2, "optimizer.lr"},
       {"config", "unknown optimizer name names the key", "{config}", 2, "optimizer.name",
        R"({"optimizer": {"name": "adamx"}})"},
@@ -816,12 +809,12 @@ inline std::vector<BadInput> pending_bad_inputs() {
       {"cli", "--resume sometimes reported as --checkpoint", "{config} --resume sometimes", 2, "--resume sometimes"},
       {"cli", "plan --world-size 0", "plan {config} --world-size 0", 2, "--world-size"},
       {"cli", "sample without --prompt", "sample --checkpoint {ckpt}", 2, "--prompt", "{}", {}, Setup::Checkpoint},
-      // Silent acceptance of bad files (rel-fixes).
+      // Silently accepted bad files.
       {"safetensors",
        "safetensors duplicate tensor name",
        "eval {config} --checkpoint {ckpt}",
        1,
-       "duplicate",
+       "header names 'w' twice",
        "{}",
        {safetensors(
            "ckpt/model.safetensors",
@@ -839,7 +832,7 @@ inline std::vector<BadInput> pending_bad_inputs() {
            return replace_all(old, "\"step\": 2,", "\"step\": 1000000000000,");
          }}},
        Setup::ResealedCheckpoint},
-      // Found by this suite, not in issue 14: a shard header with vocab size 0 is accepted.
+      // Found by this suite: a shard header with vocab size 0 was accepted.
       {"shard",
        "shard vocab zero",
        "eval {config} --data {dir}/s.bin",

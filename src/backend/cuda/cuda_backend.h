@@ -1,6 +1,7 @@
 #pragma once
 // CudaBackend: the Backend of include/gum/backend/backend.h on one NVIDIA GPU. Hand-written
-// kernels (kernels.h) for the elementwise and transformer ops, cuBLAS for GEMMs (also the
+// kernels for the elementwise and transformer ops (one file per op family, the kernels beside
+// the methods that launch them), cuBLAS for GEMMs (also the
 // batched GEMMs of attention), cuSOLVER for SVD and QR. Every op is enqueued on one stream
 // (created with default flags, so it also orders with the legacy default stream that other
 // libraries use); only functions that return host values synchronise.
@@ -18,7 +19,7 @@
 #include <unordered_map>
 
 #include "gum/backend/backend.h"
-#include "kernels.h"
+#include "op_args.h"
 
 namespace gum::cuda {
 
@@ -46,7 +47,7 @@ class CudaBackend final : public Backend {
   void* native_stream() override { return stream_; }
   size_t peak_memory_bytes() const override;
 
-  // ---- dense linear algebra (cuda_linalg.cpp) ----
+  // ---- dense linear algebra (gemm.cpp, linalg.cu) ----
   void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override;
   void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override;
   void qr_orthonormal(Tensor q, const Tensor& a) override;
@@ -116,8 +117,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
-  int* status_ = nullptr;            // device status word (kernels.h StatusBits)
-  double* reduce_buffer_ = nullptr;  // kReducePartials partials + 1 result
+  int* status_ = nullptr;            // device status word (op_args.h StatusBits)
+  double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
 
@@ -145,13 +146,5 @@ class WorkspaceLayout {
   static constexpr size_t kAlign = 256;
   size_t total_ = 0;
 };
-
-// ---- argument checks shared by cuda_backend.cpp and cuda_linalg.cpp ----
-void require_device(const Tensor& t, const char* op, const char* what);
-void require_f32(const Tensor& t, const char* op, const char* what);
-void require_i32(const Tensor& t, const char* op, const char* what);
-void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what);
-// F32 or BF16 on the GPU, as a FloatPtr for the kernels.
-FloatPtr float_ptr(const Tensor& t, const char* op, const char* what);
 
 }  // namespace gum::cuda

@@ -5,8 +5,6 @@
 #include "cuda_backend.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstdlib>
 #include <string>
 
 #include "../op_checks.h"
@@ -27,8 +25,13 @@ int cuda_runtime_device_count() {
   return count;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index) {
-  return std::make_unique<cuda::CudaBackend>(device_index);
+std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOptions& options) {
+  cuda::AttentionKernel attention = cuda::AttentionKernel::Gemm;
+  if (options.attention == "flash")
+    attention = cuda::AttentionKernel::Flash;
+  else if (options.attention != "gemm")
+    usage_error("cuda backend: attention '", options.attention, "' is not an attention kernel (valid: gemm, flash)");
+  return std::make_unique<cuda::CudaBackend>(device_index, attention);
 }
 
 namespace cuda {
@@ -67,17 +70,11 @@ const int32_t* i32_ptr(const Tensor& t, const char* op, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Lifetime.
 
-CudaBackend::CudaBackend(int device_index) : device_index_(device_index) {
+CudaBackend::CudaBackend(int device_index, AttentionKernel attention)
+    : device_index_(device_index), flash_attention_(attention == AttentionKernel::Flash) {
   const int count = cuda_runtime_device_count();
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");
-  if (const char* mode = std::getenv("GUM_CUDA_ATTENTION")) {
-    const std::string value = mode;
-    if (value == "flash")
-      flash_attention_ = true;
-    else if (value != "gemm" && !value.empty())
-      usage_error("GUM_CUDA_ATTENTION='", value, "' is not an attention implementation (valid: gemm, flash)");
-  }
   GUM_CUDA_CHECK(cudaSetDevice(device_index));
   GUM_CUDA_CHECK(cudaStreamCreate(&stream_));
   GUM_CUBLAS_CHECK(cublasCreate(&cublas_));

@@ -9,8 +9,6 @@
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
 // accumulation. Attention, SVD, QR and the optimizer moments are F32 only.
-//
-// Environment: GUM_CUDA_ATTENTION = gemm (default) | flash picks the attention kernels.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
@@ -23,9 +21,12 @@
 
 namespace gum::cuda {
 
+// The kernels of attention_forward/backward (attention.cu), from BackendOptions::attention.
+enum class AttentionKernel { Gemm, Flash };
+
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device_index);
+  CudaBackend(int device_index, AttentionKernel attention);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -111,8 +112,8 @@ class CudaBackend final : public Backend {
                         int64_t count, const char* op);
 
   int device_index_ = 0;
-  // GUM_CUDA_ATTENTION=flash: flash-style kernels, aux = log-sum-exp [B, H, T]; otherwise
-  // ("gemm", the default) batched cuBLAS GEMMs with the probabilities [B, H, T, T] in aux.
+  // AttentionKernel::Flash: flash-style kernels, aux = log-sum-exp [B, H, T]; Gemm: batched
+  // cuBLAS GEMMs with the probabilities [B, H, T, T] in aux.
   bool flash_attention_ = false;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;

@@ -58,13 +58,14 @@ EOF
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA_EMULATION=ON \
   -DGUM_CUDA_EMU_SOURCE_DIR="$work/backend/cuda" ${GUM_MUTATION_CMAKE_ARGS:-} > "$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 1; }
-targets=(gum_test_cuda gum_test_train gum_train_app)
+targets=(gum_test_ops gum_test_cuda gum_test_train gum_train_app)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$build/build.log" 2>&1 ||
   { tail -n 30 "$build/build.log"; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# The fast op tests first, then model, decoder and training; forward, then reverse schedule.
-suites=("-R ^cuda: -E Llama" "-R ^cuda:Llama|backend.cuda")
-(cd "$build" && ctest -R "^cuda:|backend.cuda" -j "$(nproc)" > "$build/baseline.log" 2>&1) ||
+# The fast op tests (the op table and tests/cuda) first, then model, decoder and training; forward,
+# then reverse schedule.
+suites=("-R ^(ops:cpu.vs.cuda|cuda:) -E Llama" "-R ^cuda:Llama|backend.cuda")
+(cd "$build" && ctest -R "^(ops:cpu.vs.cuda|cuda:)|backend.cuda" -j "$(nproc)" > "$build/baseline.log" 2>&1) ||
   { echo "cuda_mutation_check: the unmutated suite fails (see $build/baseline.log)"; exit 1; }
 
 results=()

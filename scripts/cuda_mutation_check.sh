@@ -20,13 +20,13 @@ mutations=(
   "warp_sum: butterfly starts at offset 8^cuda/device_utils.cuh^  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync^  for (int offset = 8; offset > 0; offset >>= 1) v += __shfl_xor_sync"
   "block_max_sum: barrier inside if (warp == 0)^cuda/device_utils.cuh^    if (lane == 0) scratch[0] = total;\n  }\n  __syncthreads();\n  return scratch[0];\n}\n\n}^    if (lane == 0) scratch[0] = total;\n    __syncthreads();\n  }\n  __syncthreads();\n  return scratch[0];\n}\n\n}"
   "flash forward: lane 31 leaves before the warp reductions^cuda/attention.cu^  if (!query_row_of_warp(s, q_row)) return;\n  const int lane = threadIdx.x & 31;\n  const int t = q_row.t, h = q_row.h, kv = q_row.kv;\n  const int64_t b = q_row.b, row = q_row.index;\n  const int64_t W = s.width();\n  const int start^  if (!query_row_of_warp(s, q_row) || (threadIdx.x & 31) == 31) return;\n  const int lane = threadIdx.x & 31;\n  const int t = q_row.t, h = q_row.h, kv = q_row.kv;\n  const int64_t b = q_row.b, row = q_row.index;\n  const int64_t W = s.width();\n  const int start"
-  "embedding backward: off-by-one in the ballot prefix^cuda/transformer.cu^__popc(ballot & ((1u << lane) - 1u))^__popc(ballot & ((2u << lane) - 1u))"
-  "embedding backward: list barrier removed^cuda/transformer.cu^    list_size += total;\n    __syncthreads();^    list_size += total;"
-  "rmsnorm forward: reads one element past the row^cuda/transformer.cu^  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {\n    const double v = load(x, base + c);^  for (int64_t c = threadIdx.x; c <= C; c += blockDim.x) {\n    const double v = load(x, base + c);"
-  "transpose: barrier between tile write and read removed^cuda/elementwise.cu^  }\n  __syncthreads();\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {^  }\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {"
-  "svd_sign: arg-max reduction starts at a quarter of the block^cuda/elementwise.cu^int stride = blockDim.x / 2;^int stride = blockDim.x / 4;"
-  "gemm: wrong leading dimension of B^cuda/cuda_linalg.cpp^checked_int(ldb, op, \"ldb\"), a, cuda_type(a_type, op)^checked_int(lda, op, \"ldb\"), a, cuda_type(a_type, op)"
-  "attention backward: dqkv not zeroed before accumulation^cuda/cuda_linalg.cpp^  GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));\n^"
+  "embedding backward: off-by-one in the ballot prefix^cuda/embedding.cu^__popc(ballot & ((1u << lane) - 1u))^__popc(ballot & ((2u << lane) - 1u))"
+  "embedding backward: list barrier removed^cuda/embedding.cu^    list_size += total;\n    __syncthreads();^    list_size += total;"
+  "rmsnorm forward: reads one element past the row^cuda/rmsnorm.cu^  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {\n    const double v = load(x, base + c);^  for (int64_t c = threadIdx.x; c <= C; c += blockDim.x) {\n    const double v = load(x, base + c);"
+  "transpose: barrier between tile write and read removed^cuda/linalg.cu^  }\n  __syncthreads();\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {^  }\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {"
+  "svd_sign: arg-max reduction starts at a quarter of the block^cuda/linalg.cu^int stride = blockDim.x / 2;^int stride = blockDim.x / 4;"
+  "gemm: wrong leading dimension of B^cuda/gemm.cpp^checked_int(ldb, op, \"ldb\"), a, cuda_type(a_type, op)^checked_int(lda, op, \"ldb\"), a, cuda_type(a_type, op)"
+  "attention backward: dqkv not zeroed before accumulation^cuda/attention.cu^  GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));\n^"
   "copy_to_host: no stream synchronisation before the host reads^cuda/cuda_backend.cpp^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  synchronize();^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  check_device_status();"
 )
 
@@ -58,13 +58,14 @@ EOF
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA_EMULATION=ON \
   -DGUM_CUDA_EMU_SOURCE_DIR="$work/backend/cuda" ${GUM_MUTATION_CMAKE_ARGS:-} > "$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 1; }
-targets=(gum_test_cuda gum_test_train gum_train_app)
+targets=(gum_test_ops gum_test_cuda gum_test_train gum_train_app)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$build/build.log" 2>&1 ||
   { tail -n 30 "$build/build.log"; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# The fast op tests first, then model, decoder and training; forward, then reverse schedule.
-suites=("-R ^cuda: -E Llama" "-R ^cuda:Llama|backend.cuda")
-(cd "$build" && ctest -R "^cuda:|backend.cuda" -j "$(nproc)" > "$build/baseline.log" 2>&1) ||
+# The fast op tests (the op table and tests/cuda) first, then model, decoder and training; forward,
+# then reverse schedule.
+suites=("-R ^(ops:cpu.vs.cuda|cuda:) -E Llama" "-R ^cuda:Llama|backend.cuda")
+(cd "$build" && ctest -R "^(ops:cpu.vs.cuda|cuda:)|backend.cuda" -j "$(nproc)" > "$build/baseline.log" 2>&1) ||
   { echo "cuda_mutation_check: the unmutated suite fails (see $build/baseline.log)"; exit 1; }
 
 results=()

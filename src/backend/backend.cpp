@@ -6,7 +6,7 @@ namespace gum {
 
 std::unique_ptr<Backend> make_cpu_backend();
 #ifdef GUM_HAVE_CUDA
-std::unique_ptr<Backend> make_cuda_backend(int device_index);
+std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOptions& options);
 int cuda_runtime_device_count();  // 0 on any CUDA error (no driver, no device)
 #endif
 
@@ -20,11 +20,11 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
-std::unique_ptr<Backend> make_backend(const std::string& name, int device_index) {
+std::unique_ptr<Backend> make_backend(const std::string& name, int device_index, const BackendOptions& options) {
   if (name == "cpu") return make_cpu_backend();
   if (name == "cuda" || name == "auto") {
 #ifdef GUM_HAVE_CUDA
-    if (cuda_available()) return make_cuda_backend(device_index);
+    if (cuda_available()) return make_cuda_backend(device_index, options);
 #endif
     if (name == "auto") return make_cpu_backend();
 #ifdef GUM_HAVE_CUDA

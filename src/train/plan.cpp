@@ -185,7 +185,8 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
   const int micro_batch = config.training.micro_batch_size > 0 ? config.training.micro_batch_size : rows_per_rank;
   // The target backend only answers attention_aux_elems; without a GPU the CPU stands in.
   std::unique_ptr<Backend> target =
-      make_backend(config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend);
+      make_backend(config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend, 0,
+                   backend_options(config.training));
   PlanningBackend planning(*target);
   LlamaModel model(config.model, planning, micro_batch, config.training.seq_len, training_model_use(config.training));
   OptimizerContext ctx;

@@ -28,9 +28,15 @@ Runtime make_runtime(const TrainConfig& config) {
   int device = 0;
   if (config.training.backend != "cpu" && cuda_available())
     device = device_index_for_local_rank(r.launch.local_rank, cuda_device_count());
-  r.backend = make_backend(config.training.backend, device);
+  r.backend = make_backend(config.training.backend, device, backend_options(config.training));
   r.comm = make_communicator(*r.backend);
   return r;
+}
+
+BackendOptions backend_options(const TrainingConfig& training) {
+  BackendOptions options;
+  options.attention = training.attention;
+  return options;
 }
 
 ModelUse training_model_use(const TrainingConfig& training) {

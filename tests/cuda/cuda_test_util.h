@@ -3,7 +3,6 @@
 // CUDA-only behaviour. A tensor exists on both backends with the same contents, and results are
 // compared by normalised L2 error ||gpu - cpu|| / ||cpu|| (the error measure of ggml's test-backend-ops).
 #include <catch2/catch.hpp>
-#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -50,20 +49,14 @@ inline std::vector<float> rounded_to(DType dtype, std::vector<float> v) {
 
 class BackendPair {
  public:
-  // cuda_attention: the GUM_CUDA_ATTENTION mode ("gemm" or "flash") the GPU backend is built with.
+  // cuda_attention: the attention kernel ("gemm" or "flash", BackendOptions::attention) of the GPU backend.
   explicit BackendPair(const char* cuda_attention = "gemm")
       : cpu_(make_backend("cpu")), gpu_(make_cuda_backend(cuda_attention)) {}
 
   static std::unique_ptr<Backend> make_cuda_backend(const char* attention) {
-    const char* previous = std::getenv("GUM_CUDA_ATTENTION");
-    const std::string saved = previous ? previous : "";
-    setenv("GUM_CUDA_ATTENTION", attention, 1);
-    auto backend = make_backend("cuda");
-    if (previous)
-      setenv("GUM_CUDA_ATTENTION", saved.c_str(), 1);
-    else
-      unsetenv("GUM_CUDA_ATTENTION");
-    return backend;
+    BackendOptions options;
+    options.attention = attention;
+    return make_backend("cuda", 0, options);
   }
   ~BackendPair() {
     for (auto& [backend, ptr] : owned_) backend->release(ptr);

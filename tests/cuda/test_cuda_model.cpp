@@ -39,7 +39,7 @@ TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gra
   for (const char* attention : {"gemm", "flash"})
     for (bool variant : {false, true}) {
       INFO((variant ? "attention biases, tied embeddings, packed documents" : "plain, untied, no doc_start")
-           << "; GUM_CUDA_ATTENTION=" << attention);
+           << "; training.attention=" << attention);
       const LlamaConfig config = small_config(variant);
       const int batch = 3, seq_len = 24;
       auto cpu = make_backend("cpu");

@@ -1,6 +1,6 @@
 // CUDA-only behaviour the op table (tests/ops, which compares every op with the CPU backend) cannot
-// express: a BF16/F32 operand mix the CPU backend never sees, and a bad id found by a kernel
-// reported at the next synchronisation.
+// express: a BF16/F32 operand mix the CPU backend never sees, a bad id found by a kernel reported
+// at the next synchronisation, and the attention kernel chosen by BackendOptions.
 #include <cmath>
 
 #include "cuda_test_util.h"
@@ -29,4 +29,19 @@ TEST_CASE("a kernel that meets a bad id reports it at the next synchronisation")
   const auto h = pair.gpu_values(out);
   REQUIRE(std::isnan(h[8]));
   REQUIRE(h[0] == pair.cpu_values(table)[8]);
+}
+
+TEST_CASE("BackendOptions::attention picks the cuda backend's attention kernel, whose aux size shows it") {
+  GUM_REQUIRE_GPU();
+  AttentionShape s;
+  s.batch = 2;
+  s.seq_len = 5;
+  s.n_head = 4;
+  s.n_kv_head = 2;
+  s.head_dim = 8;
+  const size_t rows = 2 * 4 * 5;  // one log-sum-exp per query row (flash), a row of T probabilities (gemm)
+  REQUIRE(BackendPair::make_cuda_backend("flash")->attention_aux_elems(s) == rows);
+  REQUIRE(BackendPair::make_cuda_backend("gemm")->attention_aux_elems(s) == rows * 5);
+  REQUIRE(make_backend("cuda")->attention_aux_elems(s) == rows * 5);  // gemm by default
+  REQUIRE_THROWS_WITH(BackendPair::make_cuda_backend("tiled"), Catch::Contains("attention 'tiled'"));
 }

@@ -175,7 +175,7 @@ TEST_CASE("cpu vs cuda: the CUDA backend equals the CPU backend on every row, tw
   auto cpu = make_backend("cpu");
   for (const OpCase& row : op_table()) {
     for (const char* attention : row.cuda_attention) {
-      DYNAMIC_SECTION(row.name << " [GUM_CUDA_ATTENTION=" << attention << "]") {
+      DYNAMIC_SECTION(row.name << " [training.attention=" << attention << "]") {
         auto cuda = cuda_test::BackendPair::make_cuda_backend(attention);
         const HostTensors initial = initial_values(row);
         DeviceTensors on_cpu(*cpu, row.tensors, initial), on_cuda(*cuda, row.tensors, initial),

@@ -4,6 +4,7 @@
 
 #include "gum/core/error.h"
 #include "gum/train/config.h"
+#include "gum/train/runtime.h"
 #include "train_test_util.h"
 
 using namespace gum;
@@ -81,6 +82,12 @@ TEST_CASE("an integer outside its key's type is an error naming the key, not a w
   CHECK(load_train_config(path, {"eval.every_steps=4294967298"}).eval.every_steps == 4294967298LL);
 }
 
+TEST_CASE("training.attention is gemm by default and reaches the backend factory's options") {
+  CHECK(backend_options(load_train_config(config_with("config_attention_default", {})).training).attention == "gemm");
+  const TrainConfig c = load_train_config(config_with("config_attention", {{"training", {{"attention", "flash"}}}}));
+  CHECK(backend_options(c.training).attention == "flash");
+}
+
 TEST_CASE("config errors name the key and the closest valid key") {
   std::string path = config_with("config_unknown", {{"training", {{"max_stpes", 5}}}});
   REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("unknown key 'training.max_stpes'") &&
@@ -91,6 +98,8 @@ TEST_CASE("config errors name the key and the closest valid key") {
   REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("training.seq_len") && Catch::Contains("integer"));
   path = config_with("config_bad_value", {{"training", {{"backend", "tpu"}}}});
   REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("training.backend"));
+  path = config_with("config_bad_attention", {{"training", {{"attention", "tiled"}}}});
+  REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("training.attention"));
   path = config_with("config_bad_batch", {{"training", {{"seq_len", 128}}}});
   REQUIRE_THROWS_WITH(load_train_config(path), Catch::Contains("max_position_embeddings"));
 }

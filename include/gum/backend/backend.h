@@ -19,11 +19,11 @@
 namespace gum {
 
 struct AttentionShape {
-  int batch = 0;       // B
-  int seq_len = 0;     // T
-  int n_head = 0;      // H query heads
-  int n_kv_head = 0;   // KV heads (grouped-query attention: H % KV == 0)
-  int head_dim = 0;    // D
+  int batch = 0;      // B
+  int seq_len = 0;    // T
+  int n_head = 0;     // H query heads
+  int n_kv_head = 0;  // KV heads (grouped-query attention: H % KV == 0)
+  int head_dim = 0;   // D
   int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim; }
 };
 
@@ -73,11 +73,11 @@ class Backend {
   virtual void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) = 0;
 
   // ---- elementwise and reductions ----
-  virtual void add(Tensor out, const Tensor& a, const Tensor& b) = 0;         // out = a + b (out may alias)
-  virtual void axpby(Tensor y, float a, const Tensor& x, float b) = 0;        // y = a * x + b * y
-  virtual void scale(Tensor x, float s) = 0;                                  // x *= s
-  virtual double sum(const Tensor& x) = 0;                                    // synchronises
-  virtual double sum_squares(const Tensor& x) = 0;                            // synchronises; NaN propagates
+  virtual void add(Tensor out, const Tensor& a, const Tensor& b) = 0;   // out = a + b (out may alias)
+  virtual void axpby(Tensor y, float a, const Tensor& x, float b) = 0;  // y = a * x + b * y
+  virtual void scale(Tensor x, float s) = 0;                            // x *= s
+  virtual double sum(const Tensor& x) = 0;                              // synchronises
+  virtual double sum_squares(const Tensor& x) = 0;                      // synchronises; NaN propagates
 
   // ---- transformer ops ----
   // out[n,:] = table[tokens[n],:]; tokens I32 [N].
@@ -88,8 +88,8 @@ class Backend {
   // out = x * rstd * weight, rstd[n] = 1/sqrt(mean(x[n,:]^2) + eps); rstd F32 [N] saved for backward.
   virtual void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& weight, float eps) = 0;
   // dx += d(out)/dx (accumulates into the residual-stream gradient), dweight += ...
-  virtual void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x,
-                                const Tensor& weight, const Tensor& rstd) = 0;
+  virtual void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
+                                const Tensor& rstd) = 0;
 
   // out[N,out] = x[N,in] * W^T (+ bias[out]).
   virtual void linear_forward(Tensor out, const Tensor& x, const Tensor& weight, const Tensor* bias) = 0;
@@ -103,8 +103,7 @@ class Backend {
   // positions I32 [N]; cos_sin F32 [max_positions, D/2, 2] holds (cos, sin) of position * inv_freq[j].
   virtual void rope_forward(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) = 0;
   // The inverse rotation, in place on the gradient.
-  virtual void rope_backward(Tensor dqkv, const Tensor& positions, const Tensor& cos_sin,
-                             const AttentionShape& s) = 0;
+  virtual void rope_backward(Tensor dqkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) = 0;
 
   // Causal softmax attention with grouped-query heads (query head h reads kv head h / (H/KV)),
   // scale 1/sqrt(D). qkv [N, (H + 2 KV) * D] rows are (q heads, k heads, v heads); out [N, H*D].
@@ -133,8 +132,7 @@ class Backend {
   // losses[n] = -log softmax(logits[n])[targets[n]], 0 where targets[n] < 0 (ignored). targets I32 [N].
   virtual void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) = 0;
   // dlogits = scale * (softmax(logits) - onehot(target)), 0 on ignored rows; dlogits may alias logits.
-  virtual void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets,
-                                      float scale) = 0;
+  virtual void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets, float scale) = 0;
 
   // ---- optimizer ops ----
   // AdamW on one tensor (m, v F32 like param): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
@@ -145,9 +143,18 @@ class Backend {
   virtual void adam_direction(Tensor direction, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) = 0;
 };
 
+// Choices among a backend's kernels for one op (the cpu backend has one kernel per op and ignores them).
+struct BackendOptions {
+  // Causal attention on the cuda backend (training.attention): "gemm" runs cuBLAS batched GEMMs around
+  // a masked-softmax kernel and keeps the probabilities [B, H, T, T] in aux; "flash" runs the
+  // flash-style kernels and keeps only each query row's log-sum-exp [B, H, T].
+  std::string attention = "gemm";
+};
+
 // "cpu", "cuda" or "auto" (cuda when a GPU is usable, else cpu). Throws a usage error for
-// an unknown name or "cuda" without a usable GPU.
-std::unique_ptr<Backend> make_backend(const std::string& name, int device_index = 0);
+// an unknown name, "cuda" without a usable GPU, or an unknown option value.
+std::unique_ptr<Backend> make_backend(const std::string& name, int device_index = 0,
+                                      const BackendOptions& options = {});
 // True when this build has the CUDA backend and a GPU is usable (any CUDA error = no GPU).
 bool cuda_available();
 int cuda_device_count();

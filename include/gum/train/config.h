@@ -27,7 +27,12 @@ struct TrainingConfig {
   int64_t max_tokens = 0;          // used when max_steps is 0
   double grad_clip = 1.0;          // global-norm clipping; 0 = off
   std::string precision = "fp32";  // fp32 | bf16 (cuda only)
-  bool fused_update = false;       // per-layer update inside backward (only when grad_clip == 0)
+  // Causal attention kernel of the cuda backend (BackendOptions::attention): gemm | flash. gemm by
+  // default: its score and output products run in cuBLAS, and the [B, H, T, T] probabilities it
+  // keeps are small at the sequence lengths we train (T <= 1024); flash (fp32 SIMT, no tensor
+  // cores) keeps only [B, H, T] and is for sequences whose probabilities do not fit.
+  std::string attention = "gemm";
+  bool fused_update = false;  // per-layer update inside backward (only when grad_clip == 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;
   int threads = 0;  // CPU threads for OpenMP/OpenBLAS; 0 = all cores

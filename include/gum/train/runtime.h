@@ -20,6 +20,9 @@ struct Runtime {
 // rank, CPU threads (training.threads).
 Runtime make_runtime(const TrainConfig& config);
 
+// The backend's kernel choices from the training section (training.attention).
+BackendOptions backend_options(const TrainingConfig& training);
+
 // How training builds its model: ModelUse::TrainingRecompute under training.activation_checkpointing.
 ModelUse training_model_use(const TrainingConfig& training);
 

@@ -1,11 +1,31 @@
-// Attention kernels around the cuBLAS batched GEMMs of CudaBackend::attention_forward/backward
-// (cuda_linalg.cpp): the per-(batch, head) pointer tables and the fused masked softmax and its
-// backward. Scores/probabilities are [B, H, T, T] row-major; one warp owns one query row.
+// Causal attention, forward and backward, and the cached attention of incremental decoding.
+// Two kernels, chosen by training.attention (CudaBackend's AttentionKernel): `gemm` runs cuBLAS
+// batched GEMMs (gemm.cpp) around the fused masked softmax and its backward here (the
+// per-(batch, head) pointer tables too); `flash` runs the flash-style warp-per-row kernels.
+// Scores/probabilities are [B, H, T, T] row-major; one warp owns one query row.
+#include <cmath>
+
+#include "../op_checks.h"
+#include "cuda_backend.h"
 #include "device_utils.cuh"
 
 namespace gum::cuda {
 
 namespace {
+
+// Pointer arrays for cublasGemmBatchedEx. Item i of a batch of (batch x heads_per_batch)
+// matrices is batch b = i / heads_per_batch, local head j = i % heads_per_batch; its matrix
+// starts at base + b * stride_batch + head * stride_head elements with head = (j / div) * mul + add.
+struct BatchPointerSpec {
+  const float* base = nullptr;
+  int64_t stride_batch = 0, stride_head = 0;
+  int div = 1, mul = 1, add = 0;
+};
+constexpr int kMaxPointerSpecs = 10;
+struct BatchPointerSpecs {
+  BatchPointerSpec spec[kMaxPointerSpecs];
+  int count = 0;
+};
 
 constexpr int kRowsPerBlock = kThreads / 32;
 
@@ -80,7 +100,7 @@ __global__ void causal_softmax_backward_kernel(float* dprobs, const float* probs
 // one warp per query row streams over its keys with the online softmax, so only the row's
 // log-sum-exp is stored (aux [B, H, T]) and nothing of size T x T exists. A lane holds head
 // elements d = lane + 32 i (i < kMaxPerLane, D <= 256). fp32 SIMT arithmetic, no tensor cores:
-// the memory-lean path, selected with GUM_CUDA_ATTENTION=flash.
+// the memory-lean path, selected with training.attention=flash.
 
 constexpr int kMaxPerLane = 8;
 
@@ -321,8 +341,7 @@ unsigned row_blocks(int64_t rows) {
   return static_cast<unsigned>(blocks);
 }
 
-}  // namespace
-
+// out[s * items + i] = pointer of item i under spec s.
 void launch_fill_batch_pointers(const float** out, const BatchPointerSpecs& specs, int64_t items, int heads_per_batch,
                                 cudaStream_t stream) {
   if (items <= 0 || specs.count <= 0) return;
@@ -331,6 +350,8 @@ void launch_fill_batch_pointers(const float** out, const BatchPointerSpecs& spec
   GUM_CUDA_CHECK_LAUNCH("fill_batch_pointers_kernel");
 }
 
+// In place on scores [B, H, T, T] (already scaled): row (b, h, t) becomes the softmax over
+// keys [start, t] and 0 elsewhere, start = doc_start[b*T + t] (or 0).
 void launch_causal_softmax(float* probs, const int32_t* doc_start, int B, int H, int T, int* status,
                            cudaStream_t stream) {
   const int64_t rows = int64_t(B) * H * T;
@@ -339,6 +360,9 @@ void launch_causal_softmax(float* probs, const int32_t* doc_start, int B, int H,
   GUM_CUDA_CHECK_LAUNCH("causal_softmax_kernel");
 }
 
+// Softmax backward for the query heads h = kv * group + g (one group member g at a time):
+// dprobs [B, KV, T, T] (the item order of the batched GEMMs) becomes
+// dS = P * (dP - sum_s P dP) inside the window and 0 outside; P read from probs [B, H, T, T].
 void launch_causal_softmax_backward(float* dprobs, const float* probs, const int32_t* doc_start, int B, int H, int KV,
                                     int T, int g, cudaStream_t stream) {
   const int64_t rows = int64_t(B) * KV * T;
@@ -348,11 +372,13 @@ void launch_causal_softmax_backward(float* dprobs, const float* probs, const int
 }
 
 // The warp-per-row kernels keep a head in kMaxPerLane registers per lane: D <= 256.
-static FlashDims flash_dims(const char* op, int B, int H, int KV, int T, int D) {
+FlashDims flash_dims(const char* op, int B, int H, int KV, int T, int D) {
   if (D > 32 * kMaxPerLane) runtime_error(op, ": head_dim ", D, " exceeds ", 32 * kMaxPerLane);
   return FlashDims{B, H, KV, T, D, static_cast<float>(1.0 / std::sqrt(double(D)))};
 }
 
+// Flash-style attention (one warp per query row, online softmax): out [N, H*D] and
+// lse [B, H, T] = log-sum-exp of each query row's scaled scores.
 void launch_flash_attention_forward(float* out, float* lse, const float* qkv, const int32_t* doc_start, int B, int H,
                                     int KV, int T, int D, int* status, cudaStream_t stream) {
   const FlashDims dims = flash_dims("flash attention", B, H, KV, T, D);
@@ -360,6 +386,10 @@ void launch_flash_attention_forward(float* out, float* lse, const float* qkv, co
   GUM_CUDA_CHECK_LAUNCH("flash_forward_kernel");
 }
 
+// Incremental decoding (CudaBackend::cached_attention_forward): copies the k/v heads of the n new
+// rows per sequence of qkv [B*n, W] into kv_cache [B, capacity, 2 KV D] rows [past_len, past_len + n),
+// then one warp per (new row, head) writes out [B*n, H*D] by the online softmax over cache rows
+// [0, past_len + i]. D <= 256.
 void launch_cached_attention_forward(float* out, float* kv_cache, const float* qkv, int B, int n, int past_len,
                                      int capacity, int H, int KV, int D, cudaStream_t stream) {
   const FlashDims dims = flash_dims("cached_attention_forward", B, H, KV, n, D);
@@ -371,6 +401,7 @@ void launch_cached_attention_forward(float* out, float* kv_cache, const float* q
   GUM_CUDA_CHECK_LAUNCH("cached_attention_kernel");
 }
 
+// Writes every element of dqkv (no memset needed); delta is [B, H, T] scratch (dO . O per row).
 void launch_flash_attention_backward(float* dqkv, float* delta, const float* dout, const float* out, const float* lse,
                                      const float* qkv, const int32_t* doc_start, int B, int H, int KV, int T, int D,
                                      cudaStream_t stream) {
@@ -381,6 +412,147 @@ void launch_flash_attention_backward(float* dqkv, float* delta, const float* dou
   flash_backward_dkv_kernel<<<row_blocks(int64_t(B) * KV * T), kThreads, 0, stream>>>(dqkv, dout, lse, delta, qkv,
                                                                                       doc_start, dims);
   GUM_CUDA_CHECK_LAUNCH("flash_backward_dkv_kernel");
+}
+
+void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, const char* op) {
+  op_checks::require_attention_args(s, qkv, doc_start, Device::CUDA, op);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Attention: S = scale Q K^T per (batch, head) by one batched GEMM over the full T x T, the
+// masked softmax kernel turns S into P in place (aux), O = P V by a second batched GEMM.
+// Grouped-query heads share K/V through the pointer tables (query head h reads kv head h / G).
+// With the flash kernel the flash-style kernels above run instead and aux holds only each query
+// row's log-sum-exp.
+
+size_t CudaBackend::attention_aux_elems(const AttentionShape& s) const {
+  const size_t rows = static_cast<size_t>(s.batch) * s.n_head * s.seq_len;
+  return flash_attention_ ? rows : rows * s.seq_len;
+}
+
+void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
+                                    const AttentionShape& s) {
+  const char* op = "attention_forward";
+  check_attention_shape(s, qkv, doc_start, op);
+  require_f32(out, op, "out");
+  require_f32(aux, op, "aux");
+  const int64_t B = s.batch, T = s.seq_len, H = s.n_head, KV = s.n_kv_head, D = s.head_dim, G = H / KV;
+  const int64_t W = s.qkv_width();
+  require_numel(out, B * T * H * D, op, "out");
+  if (aux.numel() < int64_t(attention_aux_elems(s)))
+    runtime_error(op, ": aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
+  const int32_t* doc = doc_start ? doc_start->ptr<int32_t>() : nullptr;
+  if (flash_attention_) {
+    launch_flash_attention_forward(out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H), int(KV), int(T), int(D),
+                                   status_, stream_);
+    return;
+  }
+  const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
+  const float* q = qkv.f32();
+  const int64_t items = B * H;
+
+  BatchPointerSpecs specs;
+  specs.spec[0] = {q, T * W, D, 1, 1, 0};                      // Q of head h
+  specs.spec[1] = {q + H * D, T * W, D, int(G), 1, 0};         // K of kv head h / G
+  specs.spec[2] = {aux.f32(), H * T * T, T * T, 1, 1, 0};      // S / P of (b, h)
+  specs.spec[3] = {q + (H + KV) * D, T * W, D, int(G), 1, 0};  // V of kv head h / G
+  specs.spec[4] = {out.f32(), T * H * D, D, 1, 1, 0};          // O of head h
+  specs.count = 5;
+  auto** pointers = static_cast<const float**>(workspace(specs.count * items * sizeof(float*)));
+  launch_fill_batch_pointers(pointers, specs, items, int(H), stream_);
+  const float* const* Q = pointers;
+  const float* const* Kp = pointers + items;
+  const float* const* P = pointers + 2 * items;
+  const float* const* Vp = pointers + 3 * items;
+  const float* const* O = pointers + 4 * items;
+
+  gemm_batched_f32(false, true, T, T, D, scale, Q, W, Kp, W, 0.0f, P, T, items, op);
+  launch_causal_softmax(aux.f32(), doc, int(B), int(H), int(T), status_, stream_);
+  gemm_batched_f32(false, false, T, D, T, 1.0f, P, T, Vp, W, 0.0f, O, H * D, items, op);
+}
+
+// Backward, one member g of every kv group at a time (so the dK/dV accumulations of the
+// G query heads that share a kv head never race): dV += P^T dO; dP = dO V^T; dS = softmax
+// backward; dQ = scale dS K; dK += scale dS^T Q.
+void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux,
+                                     const Tensor& qkv, const Tensor* doc_start, const AttentionShape& s) {
+  const char* op = "attention_backward";
+  check_attention_shape(s, qkv, doc_start, op);
+  require_f32(dqkv, op, "dqkv");
+  require_f32(dout, op, "dout");
+  require_f32(aux, op, "aux");
+  const int64_t B = s.batch, T = s.seq_len, H = s.n_head, KV = s.n_kv_head, D = s.head_dim, G = H / KV;
+  const int64_t W = s.qkv_width();
+  require_numel(dqkv, qkv.numel(), op, "dqkv");
+  require_numel(dout, B * T * H * D, op, "dout");
+  if (aux.numel() < int64_t(attention_aux_elems(s)))
+    runtime_error(op, ": aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
+  const int32_t* doc = doc_start ? doc_start->ptr<int32_t>() : nullptr;
+  if (flash_attention_) {
+    require_f32(out, op, "out");
+    require_numel(out, B * T * H * D, op, "out");
+    float* delta = static_cast<float*>(workspace(size_t(B * H * T) * sizeof(float)));
+    launch_flash_attention_backward(dqkv.f32(), delta, dout.f32(), out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H),
+                                    int(KV), int(T), int(D), stream_);
+    return;
+  }
+  const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
+  const int64_t items = B * KV;
+  constexpr int kSpecs = 9;
+
+  WorkspaceLayout layout;
+  const size_t pointers_at = layout.add(kSpecs * items * sizeof(float*));
+  const size_t dprobs_at = layout.add(items * T * T * sizeof(float));
+  void* base = workspace(layout.total());
+  auto** pointers = WorkspaceLayout::at<const float*>(base, pointers_at);
+  float* dprobs = WorkspaceLayout::at<float>(base, dprobs_at);
+
+  GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));
+  const float* q = qkv.f32();
+  float* dq = dqkv.f32();
+  const float* const* P = pointers;
+  const float* const* dO = pointers + items;
+  const float* const* dV = pointers + 2 * items;
+  const float* const* Vp = pointers + 3 * items;
+  const float* const* dS = pointers + 4 * items;
+  const float* const* Kp = pointers + 5 * items;
+  const float* const* dQ = pointers + 6 * items;
+  const float* const* Q = pointers + 7 * items;
+  const float* const* dK = pointers + 8 * items;
+  for (int g = 0; g < G; ++g) {
+    // Items are (b, kv); query head h = kv * G + g.
+    BatchPointerSpecs specs;
+    specs.spec[0] = {aux.f32(), H * T * T, T * T, 1, int(G), g};
+    specs.spec[1] = {dout.f32(), T * H * D, D, 1, int(G), g};
+    specs.spec[2] = {dq + (H + KV) * D, T * W, D, 1, 1, 0};
+    specs.spec[3] = {q + (H + KV) * D, T * W, D, 1, 1, 0};
+    specs.spec[4] = {dprobs, KV * T * T, T * T, 1, 1, 0};
+    specs.spec[5] = {q + H * D, T * W, D, 1, 1, 0};
+    specs.spec[6] = {dq, T * W, D, 1, int(G), g};
+    specs.spec[7] = {q, T * W, D, 1, int(G), g};
+    specs.spec[8] = {dq + H * D, T * W, D, 1, 1, 0};
+    specs.count = kSpecs;
+    launch_fill_batch_pointers(pointers, specs, items, int(KV), stream_);
+
+    gemm_batched_f32(true, false, T, D, T, 1.0f, P, T, dO, H * D, 1.0f, dV, W, items, op);
+    gemm_batched_f32(false, true, T, T, D, 1.0f, dO, H * D, Vp, W, 0.0f, dS, T, items, op);
+    launch_causal_softmax_backward(dprobs, aux.f32(), doc, int(B), int(H), int(KV), int(T), g, stream_);
+    gemm_batched_f32(false, false, T, D, T, scale, dS, T, Kp, W, 0.0f, dQ, W, items, op);
+    gemm_batched_f32(true, false, T, D, T, scale, dS, T, Q, W, 1.0f, dK, W, items, op);
+  }
+}
+
+// Incremental decoding: the warp-per-row kernels above (append, then online softmax over the
+// cache), whichever attention kernel is chosen: one query row per head is too thin for GEMMs.
+void CudaBackend::cached_attention_forward(Tensor out, Tensor kv_cache, const Tensor& qkv, int past_len,
+                                           const AttentionShape& s) {
+  const int64_t capacity = op_checks::require_cached_attention_args(s, out, kv_cache, qkv, past_len, Device::CUDA,
+                                                                    "cached_attention_forward");
+  launch_cached_attention_forward(out.f32(), kv_cache.f32(), qkv.f32(), s.batch, s.seq_len, past_len,
+                                  checked_int(capacity, "cached_attention_forward", "capacity"), s.n_head, s.n_kv_head,
+                                  s.head_dim, stream_);
 }
 
 }  // namespace gum::cuda

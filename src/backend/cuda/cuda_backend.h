@@ -1,6 +1,7 @@
 #pragma once
 // CudaBackend: the Backend of include/gum/backend/backend.h on one NVIDIA GPU. Hand-written
-// kernels (kernels.h) for the elementwise and transformer ops, cuBLAS for GEMMs (also the
+// kernels for the elementwise and transformer ops (one file per op family, the kernels beside
+// the methods that launch them), cuBLAS for GEMMs (also the
 // batched GEMMs of attention), cuSOLVER for SVD and QR. Every op is enqueued on one stream
 // (created with default flags, so it also orders with the legacy default stream that other
 // libraries use); only functions that return host values synchronise.
@@ -8,8 +9,6 @@
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
 // accumulation. Attention, SVD, QR and the optimizer moments are F32 only.
-//
-// Environment: GUM_CUDA_ATTENTION = gemm (default) | flash picks the attention kernels.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
@@ -18,13 +17,16 @@
 #include <unordered_map>
 
 #include "gum/backend/backend.h"
-#include "kernels.h"
+#include "op_args.h"
 
 namespace gum::cuda {
 
+// The kernels of attention_forward/backward (attention.cu), from BackendOptions::attention.
+enum class AttentionKernel { Gemm, Flash };
+
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device_index);
+  CudaBackend(int device_index, AttentionKernel attention);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -46,7 +48,7 @@ class CudaBackend final : public Backend {
   void* native_stream() override { return stream_; }
   size_t peak_memory_bytes() const override;
 
-  // ---- dense linear algebra (cuda_linalg.cpp) ----
+  // ---- dense linear algebra (gemm.cpp, linalg.cu) ----
   void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override;
   void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override;
   void qr_orthonormal(Tensor q, const Tensor& a) override;
@@ -110,14 +112,14 @@ class CudaBackend final : public Backend {
                         int64_t count, const char* op);
 
   int device_index_ = 0;
-  // GUM_CUDA_ATTENTION=flash: flash-style kernels, aux = log-sum-exp [B, H, T]; otherwise
-  // ("gemm", the default) batched cuBLAS GEMMs with the probabilities [B, H, T, T] in aux.
+  // AttentionKernel::Flash: flash-style kernels, aux = log-sum-exp [B, H, T]; Gemm: batched
+  // cuBLAS GEMMs with the probabilities [B, H, T, T] in aux.
   bool flash_attention_ = false;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
-  int* status_ = nullptr;            // device status word (kernels.h StatusBits)
-  double* reduce_buffer_ = nullptr;  // kReducePartials partials + 1 result
+  int* status_ = nullptr;            // device status word (op_args.h StatusBits)
+  double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
 
@@ -145,13 +147,5 @@ class WorkspaceLayout {
   static constexpr size_t kAlign = 256;
   size_t total_ = 0;
 };
-
-// ---- argument checks shared by cuda_backend.cpp and cuda_linalg.cpp ----
-void require_device(const Tensor& t, const char* op, const char* what);
-void require_f32(const Tensor& t, const char* op, const char* what);
-void require_i32(const Tensor& t, const char* op, const char* what);
-void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what);
-// F32 or BF16 on the GPU, as a FloatPtr for the kernels.
-FloatPtr float_ptr(const Tensor& t, const char* op, const char* what);
 
 }  // namespace gum::cuda

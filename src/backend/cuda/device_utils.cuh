@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "cuda_check.h"
-#include "kernels.h"
+#include "op_args.h"
 
 namespace gum::cuda {
 
@@ -20,6 +20,12 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   if (blocks < 1) blocks = 1;
   if (blocks > (int64_t(1) << 20)) blocks = int64_t(1) << 20;
   return static_cast<unsigned>(blocks);
+}
+
+// Grid of one block per row (rmsnorm, cross-entropy): the row count must fit the grid limit.
+inline unsigned row_grid(int64_t rows, const char* op) {
+  if (rows > 0x7fffffff) runtime_error(op, ": ", rows, " rows exceed the grid limit");
+  return static_cast<unsigned>(rows);
 }
 
 #define GUM_GRID_STRIDE_LOOP(i, n) \

@@ -1,0 +1,79 @@
+// The Adam step (Kingma & Ba 2015, Alg. 1) with AdamW's decoupled decay (Loshchilov & Hutter
+// 2019): the in-place parameter update and the direction that muon/galore/gum consume.
+#include <cmath>
+
+#include "cuda_backend.h"
+#include "device_utils.cuh"
+
+namespace gum::cuda {
+
+namespace {
+
+struct AdamParams {
+  double beta1, beta2, eps;
+  double bias1, bias2;  // 1 - beta^step
+  double lr, weight_decay, update_scale;
+};
+
+// Adam moments in double like the CPU reference (kernels.h of the cpu backend): the stored
+// moments are float, the arithmetic of one step is double.
+__global__ void adam_kernel(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, AdamParams p,
+                            bool write_direction) {
+  GUM_GRID_STRIDE_LOOP(i, n) {
+    const double g = load(grad, i);
+    const float m_new = static_cast<float>(p.beta1 * m[i] + (1.0 - p.beta1) * g);
+    const float v_new = static_cast<float>(p.beta2 * v[i] + (1.0 - p.beta2) * g * g);
+    m[i] = m_new;
+    v[i] = v_new;
+    const double mhat = m_new / p.bias1, vhat = v_new / p.bias2;
+    const float direction = static_cast<float>(mhat / (sqrt(vhat) + p.eps));
+    if (write_direction) {
+      store(out, i, direction);
+    } else {
+      const double param = load(out, i);
+      store(out, i, static_cast<float>(param - p.lr * (p.update_scale * direction + p.weight_decay * param)));
+    }
+  }
+}
+
+// write_direction: out = mhat / (sqrt(vhat) + eps); else out (the parameter) is updated in place.
+void launch_adam(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, const AdamParams& p, bool write_direction,
+                 cudaStream_t stream) {
+  if (n <= 0) return;
+  adam_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, grad, m, v, n, p, write_direction);
+  GUM_CUDA_CHECK_LAUNCH("adam_kernel");
+}
+
+}  // namespace
+
+void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args, bool write_direction,
+                       const char* op) {
+  const int64_t n = out.numel();
+  require_numel(grad, n, op, "grad");
+  require_f32(m, op, "m");
+  require_f32(v, op, "v");
+  require_numel(m, n, op, "m");
+  require_numel(v, n, op, "v");
+  if (args.step < 1) runtime_error(op, ": step must be >= 1 (1-based, for bias correction), got ", args.step);
+  AdamParams p{};
+  p.beta1 = args.beta1;
+  p.beta2 = args.beta2;
+  p.eps = args.eps;
+  p.bias1 = 1.0 - std::pow(double(args.beta1), double(args.step));
+  p.bias2 = 1.0 - std::pow(double(args.beta2), double(args.step));
+  p.lr = args.lr;
+  p.weight_decay = args.weight_decay;
+  p.update_scale = args.update_scale;
+  launch_adam(float_ptr(out, op, write_direction ? "direction" : "param"), float_ptr(grad, op, "grad"), m.f32(),
+              v.f32(), n, p, write_direction, stream_);
+}
+
+void CudaBackend::adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) {
+  adam(param, grad, m, v, args, false, "adamw_update");
+}
+
+void CudaBackend::adam_direction(Tensor direction, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) {
+  adam(direction, grad, m, v, args, true, "adam_direction");
+}
+
+}  // namespace gum::cuda

@@ -1,0 +1,114 @@
+// Reductions: sum and sum of squares (in double, a deterministic two-pass reduction) and the
+// column sums (reduce.h) behind rmsnorm's dweight and linear's dbias.
+#include <algorithm>
+
+#include "cuda_backend.h"
+#include "device_utils.cuh"
+#include "reduce.h"
+
+namespace gum::cuda {
+
+namespace {
+
+// Pass 1: block b sums a grid-stride share of x in double; pass 2: one block sums the
+// partials in index order. The grid size depends only on n, so the result is reproducible.
+__global__ void sum_partials_kernel(double* partials, FloatPtr x, int64_t n, bool squares) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  GUM_GRID_STRIDE_LOOP(i, n) {
+    const double v = load(x, i);
+    acc += squares ? v * v : v;
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+__global__ void sum_finish_kernel(double* result, const double* partials, int count) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) result[0] = acc;
+}
+
+// Column sums by row splits. Block (32, 8): threadIdx.x picks the column (coalesced rows),
+// threadIdx.y strides the split's rows; the 8 row-partials are added in y order.
+constexpr int kColumnTile = 32, kColumnRowsPerThread = 8, kRowsPerSplitTarget = 128, kMaxSplits = 256;
+
+int64_t column_splits(int64_t rows) {
+  int64_t splits = (rows + kRowsPerSplitTarget - 1) / kRowsPerSplitTarget;
+  if (splits < 1) splits = 1;
+  if (splits > kMaxSplits) splits = kMaxSplits;
+  return splits;
+}
+
+__global__ void column_partials_kernel(float* partials, FloatPtr a, FloatPtr b, const float* row_scale, int64_t rows,
+                                       int64_t cols, int64_t rows_per_split) {
+  __shared__ float tile[kColumnRowsPerThread][kColumnTile + 1];
+  const int64_t col = int64_t(blockIdx.x) * kColumnTile + threadIdx.x;
+  const int64_t row_begin = int64_t(blockIdx.y) * rows_per_split;
+  const int64_t row_end = min(rows, row_begin + rows_per_split);
+  float acc = 0.0f;
+  if (col < cols) {
+    for (int64_t r = row_begin + threadIdx.y; r < row_end; r += kColumnRowsPerThread) {
+      float value = load(a, r * cols + col);
+      if (b.data) value *= load(b, r * cols + col);
+      if (row_scale) value *= row_scale[r];
+      acc += value;
+    }
+  }
+  tile[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {
+    float total = 0.0f;
+    for (int y = 0; y < kColumnRowsPerThread; ++y) total += tile[y][threadIdx.x];
+    partials[int64_t(blockIdx.y) * cols + col] = total;
+  }
+}
+
+__global__ void column_finish_kernel(float* dst, const float* partials, int64_t splits, int64_t cols) {
+  GUM_GRID_STRIDE_LOOP(col, cols) {
+    float total = 0.0f;
+    for (int64_t s = 0; s < splits; ++s) total += partials[s * cols + col];
+    dst[col] += total;
+  }
+}
+
+void launch_sum(double* result, double* partials, FloatPtr x, int64_t n, bool squares, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(grid_for(n), kReducePartials));
+  sum_partials_kernel<<<blocks, kThreads, 0, stream>>>(partials, x, n, squares);
+  GUM_CUDA_CHECK_LAUNCH("sum_partials_kernel");
+  sum_finish_kernel<<<1, kThreads, 0, stream>>>(result, partials, static_cast<int>(blocks));
+  GUM_CUDA_CHECK_LAUNCH("sum_finish_kernel");
+}
+
+}  // namespace
+
+int64_t column_reduce_partials_size(int64_t rows, int64_t cols) { return column_splits(rows) * cols; }
+
+void launch_column_reduce(float* dst, FloatPtr a, FloatPtr b, const float* row_scale, int64_t rows, int64_t cols,
+                          float* partials, cudaStream_t stream) {
+  if (cols <= 0) return;
+  const int64_t splits = column_splits(rows);
+  const int64_t rows_per_split = std::max<int64_t>(1, (rows + splits - 1) / splits);
+  const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(splits));
+  const dim3 block(kColumnTile, kColumnRowsPerThread);
+  column_partials_kernel<<<grid, block, 0, stream>>>(partials, a, b, row_scale, rows, cols, rows_per_split);
+  GUM_CUDA_CHECK_LAUNCH("column_partials_kernel");
+  column_finish_kernel<<<grid_for(cols), kThreads, 0, stream>>>(dst, partials, splits, cols);
+  GUM_CUDA_CHECK_LAUNCH("column_finish_kernel");
+}
+
+double CudaBackend::reduce(const Tensor& x, bool squares, const char* op) {
+  launch_sum(reduce_buffer_ + kReducePartials, reduce_buffer_, float_ptr(x, op, "x"), x.numel(), squares, stream_);
+  double result = 0.0;
+  GUM_CUDA_CHECK(
+      cudaMemcpyAsync(&result, reduce_buffer_ + kReducePartials, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  synchronize();
+  return result;
+}
+
+double CudaBackend::sum(const Tensor& x) { return reduce(x, false, "sum"); }
+double CudaBackend::sum_squares(const Tensor& x) { return reduce(x, true, "sum_squares"); }
+
+}  // namespace gum::cuda

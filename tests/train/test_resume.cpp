@@ -327,7 +327,7 @@ TEST_CASE("gradient accumulation over micro-batches gives the full batch's gradi
   }
 }
 
-TEST_CASE("clipping scales every gradient by grad_clip / global norm") {
+TEST_CASE("clipping scales every gradient by grad_clip / global norm, and only above grad_clip") {
   // After one AdamW step the moments hold the gradient the optimizer got: exp_avg = (1 - beta1) g
   // and exp_avg_sq = (1 - beta2) g^2. Clipped at 0.25, every tensor's moments are the unclipped
   // run's times s = 0.25 / (norm + 1e-6) and s^2, with the norm that metrics.jsonl logs (1.158).
@@ -337,7 +337,13 @@ TEST_CASE("clipping scales every gradient by grad_clip / global norm") {
   Run unclipped = make_run("clip_off", base);
   Run clipped = make_run("clip_on", {{"training", {{"max_steps", 1}, {"grad_clip", 0.25}}},
                                      {"checkpoint", {{"every_steps", 0}, {"at_end", true}}}});
-  for (const Run* run : {&unclipped, &clipped}) REQUIRE(run_gum_train(run->config + " --resume never").exit_code == 0);
+  // A threshold above the norm leaves the gradient alone: byte-identical optimizer state.
+  Run above = make_run("clip_above", {{"training", {{"max_steps", 1}, {"grad_clip", 100.0}}},
+                                      {"checkpoint", {{"every_steps", 0}, {"at_end", true}}}});
+  for (const Run* run : {&unclipped, &clipped, &above})
+    REQUIRE(run_gum_train(run->config + " --resume never").exit_code == 0);
+  CHECK(read_file(checkpoint_dir(above.run_dir, 1) + "/optimizer.safetensors") ==
+        read_file(checkpoint_dir(unclipped.run_dir, 1) + "/optimizer.safetensors"));
   const double norm = metrics_lines(clipped.run_dir, "loss").at(0)["grad_norm"].get<double>();
   CHECK(norm == metrics_lines(unclipped.run_dir, "loss").at(0)["grad_norm"].get<double>());  // logged before clipping
   REQUIRE(norm > 0.5);

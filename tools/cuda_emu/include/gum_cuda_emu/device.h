@@ -192,57 +192,23 @@ constexpr std::common_type_t<A, B> max(A a, B b) {
 
 // Atomics: fibers switch only at synchronisation points, so a plain read-modify-write is atomic.
 // The operand converts to the pointee type, as with CUDA's overloads (atomicOr(int*, int)).
-template <typename T>
-T atomicAdd(T* address, std::type_identity_t<T> value) {
+template <typename T, typename Update>
+T atomic_update(T* address, Update update) {
   const T old = *address;
-  *address = old + value;
+  *address = update(old);
   return old;
 }
+// clang-format off
+template <typename T> T atomicAdd(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(o + v); }); }
+template <typename T> T atomicSub(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(o - v); }); }
+template <typename T> T atomicOr(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(o | v); }); }
+template <typename T> T atomicAnd(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(o & v); }); }
+template <typename T> T atomicXor(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(o ^ v); }); }
+template <typename T> T atomicMax(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(max(o, v)); }); }
+template <typename T> T atomicMin(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T o) { return T(min(o, v)); }); }
+template <typename T> T atomicExch(T* a, std::type_identity_t<T> v) { return atomic_update(a, [v](T) { return v; }); }
 template <typename T>
-T atomicSub(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = old - value;
-  return old;
+T atomicCAS(T* a, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+  return atomic_update(a, [compare, v](T o) { return o == compare ? v : o; });
 }
-template <typename T>
-T atomicOr(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = old | value;
-  return old;
-}
-template <typename T>
-T atomicAnd(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = old & value;
-  return old;
-}
-template <typename T>
-T atomicXor(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = old ^ value;
-  return old;
-}
-template <typename T>
-T atomicMax(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = max(old, value);
-  return old;
-}
-template <typename T>
-T atomicMin(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = min(old, value);
-  return old;
-}
-template <typename T>
-T atomicExch(T* address, std::type_identity_t<T> value) {
-  const T old = *address;
-  *address = value;
-  return old;
-}
-template <typename T>
-T atomicCAS(T* address, std::type_identity_t<T> compare, std::type_identity_t<T> value) {
-  const T old = *address;
-  if (old == compare) *address = value;
-  return old;
-}
+// clang-format on

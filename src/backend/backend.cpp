@@ -22,6 +22,11 @@ bool cuda_available() { return cuda_device_count() > 0; }
 
 std::unique_ptr<Backend> make_backend(const std::string& name, int device_index, const BackendOptions& options) {
   if (name == "cpu") return make_cpu_backend();
+#ifdef GUM_CUDA_EMULATED
+  // The emulator proves the kernels on the CPU; it is far too slow to train on, so `auto` means
+  // the CPU backend here and only an explicit `cuda` (the tests) runs the emulated kernels.
+  if (name == "auto") return make_cpu_backend();
+#endif
   if (name == "cuda" || name == "auto") {
 #ifdef GUM_HAVE_CUDA
     if (cuda_available()) return make_cuda_backend(device_index, options);

@@ -134,8 +134,10 @@ int64_t last_logged_step(const std::string& run_dir) {
   const std::string text = read_file(run_dir + "/metrics.jsonl");
   const size_t end = text.rfind('\n');
   if (end == std::string::npos) return 0;
-  const size_t begin = text.rfind('\n', end - 1);
-  const nlohmann::json line = nlohmann::json::parse(text.substr(begin == std::string::npos ? 0 : begin + 1, end));
+  const size_t begin = end == 0 ? std::string::npos : text.rfind('\n', end - 1);
+  const size_t start = begin == std::string::npos ? 0 : begin + 1;
+  // Only the complete line: a line being written after the last '\n' is left out.
+  const nlohmann::json line = nlohmann::json::parse(text.substr(start, end - start));
   return line.value("step", int64_t(0));
 }
 

@@ -1,17 +1,19 @@
 #include "gum/data/corpus.h"
 
 #include <glob.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "gum/core/error.h"
 #include "gum/core/logging.h"
+#include "json_line_scanner.h"
+#include "line_reader.h"
 
 namespace gum {
 namespace {
@@ -24,137 +26,120 @@ bool is_blank(std::string_view line) {
   return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\f' || c == '\v'; });
 }
 
-bool file_starts_with_gzip_magic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) runtime_error(path, ": cannot open file: ", std::strerror(errno));
-  unsigned char magic[2] = {0, 0};
-  in.read(reinterpret_cast<char*>(magic), 2);
-  return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-}
-
-// Streams the lines of a gzip or plain file (zlib reads plain files transparently) in fixed-size
-// chunks: memory use is one chunk plus the longest line, whatever the file size.
-class LineReader {
- public:
-  explicit LineReader(const std::string& path) : path_(path) {
-    bool gzip = file_starts_with_gzip_magic(path);
-    if (!gzip && ends_with(path, ".gz")) runtime_error(path, ": not gzip data (the name ends in .gz)");
-    file_ = gzopen(path.c_str(), "rb");
-    if (!file_) runtime_error(path, ": cannot open file: ", std::strerror(errno));
-    gzbuffer(file_, 1 << 18);
-    chunk_.resize(1 << 20);
-  }
-  ~LineReader() {
-    if (file_) gzclose(file_);
-  }
-  LineReader(const LineReader&) = delete;
-  LineReader& operator=(const LineReader&) = delete;
-
-  // Calls on_line(line, line_number) without the line end ("\n" or "\r\n"); stops when it
-  // returns false. The last line needs no final newline.
-  template <typename OnLine>
-  void for_each_line(OnLine&& on_line) {
-    uint64_t line_number = 0;
-    std::string pending;  // the start of a line that continues into the next chunk
-    while (true) {
-      int n = gzread(file_, chunk_.data(), static_cast<unsigned>(chunk_.size()));
-      check_stream(n, line_number);
-      if (n == 0) break;
-      std::string_view data(chunk_.data(), static_cast<size_t>(n));
-      size_t start = 0;
-      while (true) {
-        size_t newline = data.find('\n', start);
-        if (newline == std::string_view::npos) {
-          pending.append(data.substr(start));
-          break;
-        }
-        std::string_view line = data.substr(start, newline - start);
-        if (!pending.empty()) {
-          pending.append(line);
-          line = pending;
-        }
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-        bool keep_going = on_line(line, ++line_number);
-        pending.clear();
-        if (!keep_going) return;
-        start = newline + 1;
-      }
-    }
-    if (!pending.empty()) {
-      std::string_view line = pending;
-      if (line.back() == '\r') line.remove_suffix(1);
-      on_line(line, ++line_number);
-    }
-  }
-
- private:
-  void check_stream(int n, uint64_t lines_so_far) {
-    int code = Z_OK;
-    const char* message = gzerror(file_, &code);
-    // zlib reports a truncated member as Z_BUF_ERROR ("unexpected end of file") and keeps
-    // returning 0, so a clean end of file and a truncated one differ only in the error code.
-    if (n < 0 || (code != Z_OK && code != Z_STREAM_END))
-      runtime_error(path_, ": bad gzip data after line ", lines_so_far, ": ", message ? message : "read error",
-                    code == Z_BUF_ERROR ? " (truncated file?)" : "");
-  }
-
-  std::string path_;
-  gzFile file_ = nullptr;
-  std::vector<char> chunk_;
-};
-
 // A UTF-8 byte order mark at the start of a file is not text.
 std::string_view strip_bom(std::string_view line, uint64_t line_number) {
   if (line_number == 1 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
   return line;
 }
 
-class DocumentSink {
+// Where split_document cuts a text longer than max_piece_bytes.
+size_t piece_cut(std::string_view text, size_t max_piece_bytes) {
+  // The last whitespace of the piece starts the next one: words stay whole.
+  size_t cut = text.find_last_of(" \t\r\n", max_piece_bytes);
+  if (cut == std::string_view::npos || cut == 0) {
+    // No whitespace at all: cut before a UTF-8 lead byte, never inside a character.
+    cut = max_piece_bytes;
+    while (cut > 1 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  }
+  return cut;
+}
+
+// Builds documents from appended bytes and hands them on in pieces as soon as the text beyond a
+// piece is known (split_document's cuts depend only on the first max_piece_bytes + 1 bytes), so
+// it holds at most one piece plus the last append.
+class PieceSink {
  public:
-  DocumentSink(const DocumentCallback& callback, CorpusFileStats& stats) : callback_(callback), stats_(stats) {}
-  bool deliver(std::string_view text) {
-    if (text.empty()) {
+  PieceSink(size_t max_piece_bytes, const PieceCallback& callback, CorpusFileStats& stats)
+      : max_piece_bytes_(max_piece_bytes), callback_(callback), stats_(stats) {}
+
+  bool append(std::string_view bytes) {
+    if (stopped_) return false;
+    buffer_.append(bytes);
+    document_bytes_ += bytes.size();
+    size_t start = 0;
+    while (buffer_.size() - start > max_piece_bytes_ && !stopped_) {
+      const std::string_view rest = std::string_view(buffer_).substr(start);
+      const size_t cut = piece_cut(rest, max_piece_bytes_);
+      stopped_ = !callback_(rest.substr(0, cut), false);
+      start += cut;
+    }
+    buffer_.erase(0, start);
+    return !stopped_;
+  }
+
+  // Ends the document: its last piece goes out; an empty document is only counted.
+  bool end_document() {
+    if (stopped_) return false;
+    if (document_bytes_ == 0) {
       ++stats_.empty_documents;
       return true;
     }
     ++stats_.documents;
-    stats_.text_bytes += text.size();
-    return callback_(text);
+    stats_.text_bytes += document_bytes_;
+    stopped_ = !callback_(buffer_, true);
+    buffer_.clear();
+    document_bytes_ = 0;
+    return !stopped_;
   }
 
+  bool stopped() const { return stopped_; }
+
  private:
-  const DocumentCallback& callback_;
+  size_t max_piece_bytes_;
+  const PieceCallback& callback_;
   CorpusFileStats& stats_;
+  std::string buffer_;
+  uint64_t document_bytes_ = 0;
+  bool stopped_ = false;
 };
 
-// Trailing newlines carry no text (a file or block normally ends with one).
-std::string_view trim_trailing_newlines(std::string_view text) {
-  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-  return text;
-}
-
-void read_text_file(const std::string& path, const CorpusOptions& options, LineReader& reader, DocumentSink& sink,
-                    CorpusFileStats& stats) {
-  std::string document;
-  bool stopped = false;
-  reader.for_each_line([&](std::string_view line, uint64_t line_number) {
-    ++stats.lines;
-    line = strip_bom(line, line_number);
-    if (options.text_split == TextSplit::BlankLine && is_blank(line)) {
-      bool keep_going = sink.deliver(trim_trailing_newlines(document));
-      document.clear();
-      stopped = !keep_going;
-      return keep_going;
+// Documents are the file, or blocks between blank lines; the newlines that end a document carry
+// no text and are dropped, so they are held back (as a count) until more text follows.
+void read_text_file(const CorpusOptions& options, LineReader& reader, PieceSink& sink, CorpusFileStats& stats) {
+  const bool split_at_blank = options.text_split == TextSplit::BlankLine;
+  uint64_t held_newlines = 0;
+  bool line_blank = true;   // the line read so far holds only blanks: it may be a separator
+  std::string blank_start;  // its bytes
+  bool line_begins = true;
+  auto write = [&](std::string_view bytes) {
+    if (bytes.empty()) return true;
+    for (; held_newlines > 0; --held_newlines)
+      if (!sink.append("\n")) return false;
+    return sink.append(bytes);
+  };
+  reader.for_each_line_part([&](std::string_view part, uint64_t line_number, bool line_ends) {
+    if (line_begins) part = strip_bom(part, line_number);
+    line_begins = line_ends;
+    if (split_at_blank && line_blank) {
+      if (is_blank(part)) {
+        if (!line_ends) {
+          blank_start.append(part);
+          return true;
+        }
+        ++stats.lines;
+        blank_start.clear();
+        held_newlines = 0;
+        return sink.end_document();
+      }
+      line_blank = false;
+      if (!write(blank_start)) return false;
+      blank_start.clear();
     }
-    document.append(line);
-    document.push_back('\n');
+    if (!write(part)) return false;
+    if (line_ends) {
+      ++stats.lines;
+      ++held_newlines;
+      line_blank = true;
+    }
     return true;
   });
-  if (!stopped) sink.deliver(trim_trailing_newlines(document));
+  if (!sink.stopped()) sink.end_document();
 }
-
+// One JSON object per line; the document is its text_field. A line longer than
+// kInMemoryJsonLineBytes is checked by a JsonLineScanner as it streams and, when good, read
+// again to unescape its text into the sink, so it is never held whole.
 void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusOptions& options, LineReader& reader,
-                     DocumentSink& sink, CorpusFileStats& stats) {
+                     PieceSink& sink, CorpusFileStats& stats) {
   constexpr uint64_t kWarningsPerFile = 3;
   auto bad_line = [&](uint64_t line_number, const std::string& why) {
     if (!options.skip_bad_lines)
@@ -162,10 +147,10 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
     if (stats.bad_lines < kWarningsPerFile) spdlog::warn("{}:{}: {}; line skipped", path, line_number, why);
     ++stats.bad_lines;
   };
-  reader.for_each_line([&](std::string_view line, uint64_t line_number) {
-    ++stats.lines;
-    line = strip_bom(line, line_number);
-    if (is_blank(line)) return true;
+  const bool c4 = format == CorpusFormat::C4;
+  const std::vector<std::string> keys = {options.text_field, "timestamp", "url"};  // C4 checks the last two
+
+  auto in_memory_line = [&](std::string_view line, uint64_t line_number) {
     nlohmann::json object;
     try {
       object = nlohmann::json::parse(line);
@@ -186,7 +171,7 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
       bad_line(line_number, "field '" + options.text_field + "' is not a string");
       return true;
     }
-    if (format == CorpusFormat::C4) {
+    if (c4) {
       for (const char* field : {"timestamp", "url"}) {
         auto it = object.find(field);
         if (it != object.end() && !it->is_string()) {
@@ -195,7 +180,78 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
         }
       }
     }
-    return sink.deliver(text->get_ref<const std::string&>());
+    return sink.append(text->get_ref<const std::string&>()) && sink.end_document();
+  };
+
+  auto streamed_line = [&](JsonLineScanner& checked, uint64_t line_number) {
+    const std::string error = checked.finish();
+    if (!error.empty()) {
+      bad_line(line_number, "invalid JSON: " + error);
+      return true;
+    }
+    if (checked.top_type() != JsonType::Object) {
+      bad_line(line_number, "expected a JSON object");
+      return true;
+    }
+    const JsonLineScanner::KeyStats& text = checked.key(0);
+    if (text.count == 0) {
+      bad_line(line_number, "missing field '" + options.text_field + "'");
+      return true;
+    }
+    if (text.last_type != JsonType::String) {
+      bad_line(line_number, "field '" + options.text_field + "' is not a string");
+      return true;
+    }
+    if (c4) {
+      for (size_t k : {1, 2}) {
+        if (checked.key(k).count > 0 && checked.key(k).last_type != JsonType::String) {
+          bad_line(line_number, "C4 field '" + keys[k] + "' is not a string");
+          return true;
+        }
+      }
+    }
+    JsonLineScanner emit(keys, 0, text.count, [&](std::string_view bytes) { sink.append(bytes); });
+    bool first_part = true;
+    reader.reread_line([&](std::string_view part) {
+      if (first_part) part = strip_bom(part, line_number);
+      first_part = false;
+      emit.feed(part);
+    });
+    emit.finish();
+    return !sink.stopped() && sink.end_document();
+  };
+
+  std::string line;                        // a line up to kInMemoryJsonLineBytes
+  std::optional<JsonLineScanner> scanner;  // a longer one
+  bool blank = true;
+  bool line_begins = true;
+  reader.for_each_line_part([&](std::string_view part, uint64_t line_number, bool line_ends) {
+    if (line_begins) part = strip_bom(part, line_number);
+    line_begins = line_ends;
+    if (scanner) {
+      scanner->feed(part);
+      blank = blank && is_blank(part);
+    } else {
+      line.append(part);
+      if (line.size() > kInMemoryJsonLineBytes) {
+        scanner.emplace(keys);
+        scanner->feed(line);
+        blank = is_blank(line);
+        std::string().swap(line);
+      }
+    }
+    if (!line_ends) return true;
+    ++stats.lines;
+    bool keep_going = true;
+    if (scanner) {
+      if (!blank) keep_going = streamed_line(*scanner, line_number);
+      scanner.reset();
+      blank = true;
+    } else {
+      if (!is_blank(line)) keep_going = in_memory_line(line, line_number);
+      line.clear();
+    }
+    return keep_going;
   });
   if (stats.bad_lines > 0) spdlog::warn("{}: skipped {} malformed lines", path, stats.bad_lines);
 }
@@ -239,17 +295,35 @@ TextSplit text_split_from_name(const std::string& name, const std::string& conte
 
 const char* text_split_name(TextSplit split) { return split == TextSplit::File ? "file" : "blank_line"; }
 
-CorpusFileStats read_corpus_file(const std::string& path, const CorpusOptions& options,
-                                 const DocumentCallback& on_document) {
+CorpusFileStats read_corpus_pieces(const std::string& path, const CorpusOptions& options, size_t max_piece_bytes,
+                                   const PieceCallback& on_piece) {
   CorpusFileStats stats;
-  DocumentSink sink(on_document, stats);
+  PieceSink sink(max_piece_bytes, on_piece, stats);
   LineReader reader(path);
-  CorpusFormat format = resolve_corpus_format(options.format, path);
+  const CorpusFormat format = resolve_corpus_format(options.format, path);
   if (format == CorpusFormat::Text)
-    read_text_file(path, options, reader, sink, stats);
+    read_text_file(options, reader, sink, stats);
   else
     read_jsonl_file(path, format, options, reader, sink, stats);
   return stats;
+}
+
+CorpusFileStats read_corpus_file(const std::string& path, const CorpusOptions& options,
+                                 const DocumentCallback& on_document) {
+  // Never cut: each document is one piece.
+  return read_corpus_pieces(path, options, std::numeric_limits<size_t>::max(),
+                            [&](std::string_view text, bool) { return on_document(text); });
+}
+
+std::vector<std::string_view> split_document(std::string_view text, size_t max_piece_bytes) {
+  std::vector<std::string_view> pieces;
+  while (text.size() > max_piece_bytes) {
+    const size_t cut = piece_cut(text, max_piece_bytes);
+    pieces.push_back(text.substr(0, cut));
+    text.remove_prefix(cut);
+  }
+  pieces.push_back(text);
+  return pieces;
 }
 
 namespace {

@@ -92,18 +92,30 @@ nlohmann::json tokenizer_recipe(const DataConfig& config, const std::vector<std:
 }
 
 // The first tokenizer_train_sentences non-blank lines of the training corpus, in file order.
+// A line is kept only in its first kMaxPieceBytes + 1 bytes, so a huge document is not held:
+// SentencePiece's trainer skips sentences longer than its max_sentence_length (4192 bytes)
+// anyway, and the line still counts towards the limit as before.
 std::vector<std::string> sample_sentences(const DataConfig& config, const std::vector<std::string>& train_files) {
   std::vector<std::string> sentences;
   const size_t limit = static_cast<size_t>(config.tokenizer_train_sentences);
+  std::string line;
+  bool line_has_text = false;
   for (const auto& file : train_files) {
     if (sentences.size() >= limit) break;
-    read_corpus_file(file, config.corpus, [&](std::string_view text) {
+    read_corpus_pieces(file, config.corpus, kMaxPieceBytes, [&](std::string_view piece, bool ends_document) {
       size_t start = 0;
-      while (start < text.size() && sentences.size() < limit) {
-        size_t end = text.find('\n', start);
-        if (end == std::string_view::npos) end = text.size();
-        std::string_view line = text.substr(start, end - start);
-        if (line.find_first_not_of(" \t\r") != std::string_view::npos) sentences.emplace_back(line);
+      while (sentences.size() < limit) {
+        size_t end = piece.find('\n', start);
+        const bool line_ends = end != std::string_view::npos || ends_document;
+        if (end == std::string_view::npos) end = piece.size();
+        const std::string_view part = piece.substr(start, end - start);
+        line.append(part.substr(0, kMaxPieceBytes + 1 - std::min(line.size(), kMaxPieceBytes + 1)));
+        line_has_text = line_has_text || part.find_first_not_of(" \t\r") != std::string_view::npos;
+        if (!line_ends) break;
+        if (line_has_text) sentences.push_back(line);
+        line.clear();
+        line_has_text = false;
+        if (end == piece.size()) break;
         start = end + 1;
       }
       return sentences.size() < limit;
@@ -219,15 +231,12 @@ FileResult tokenize_file(const DataConfig& config, const Tokenizer& tokenizer, c
   FileResult result;
   std::vector<TextPiece> batch;
   size_t batch_bytes = 0;
-  read_corpus_file(source, config.corpus, [&](std::string_view text) {
-    const std::vector<std::string_view> pieces = split_document(text, kMaxPieceBytes);
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      batch.push_back({std::string(pieces[i]), i + 1 == pieces.size()});
-      batch_bytes += pieces[i].size();
-      if (batch_bytes >= kBatchTextBytes) {
-        flush_batch(tokenizer, batch, writer, result, progress);
-        batch_bytes = 0;
-      }
+  read_corpus_pieces(source, config.corpus, kMaxPieceBytes, [&](std::string_view piece, bool ends_document) {
+    batch.push_back({std::string(piece), ends_document});
+    batch_bytes += piece.size();
+    if (batch_bytes >= kBatchTextBytes) {
+      flush_batch(tokenizer, batch, writer, result, progress);
+      batch_bytes = 0;
     }
     return true;
   });
@@ -311,23 +320,6 @@ void prepare_split(const DataConfig& config, const std::string& split, const std
 }
 
 }  // namespace
-
-std::vector<std::string_view> split_document(std::string_view text, size_t max_piece_bytes) {
-  std::vector<std::string_view> pieces;
-  while (text.size() > max_piece_bytes) {
-    // The last whitespace of the piece starts the next one: words stay whole.
-    size_t cut = text.find_last_of(" \t\r\n", max_piece_bytes);
-    if (cut == std::string_view::npos || cut == 0) {
-      // No whitespace at all: cut before a UTF-8 lead byte, never inside a character.
-      cut = max_piece_bytes;
-      while (cut > 1 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-    }
-    pieces.push_back(text.substr(0, cut));
-    text.remove_prefix(cut);
-  }
-  pieces.push_back(text);
-  return pieces;
-}
 
 std::string tokenizer_path(const DataConfig& config) {
   if (!config.tokenizer.empty()) return config.tokenizer;

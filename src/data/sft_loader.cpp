@@ -1,7 +1,5 @@
 #include "gum/data/sft_loader.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 
 #include "gum/core/error.h"
@@ -9,40 +7,11 @@
 #include "gum/core/logging.h"
 #include "gum/data/corpus.h"
 #include "gum/data/loader.h"
+#include "line_reader.h"
 
 namespace gum {
 
 namespace {
-
-// Reads the lines of a plain or gzip file (zlib reads both).
-class LineReader {
- public:
-  explicit LineReader(const std::string& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
-    if (!file_) runtime_error(path, ": cannot open file");
-  }
-  ~LineReader() { gzclose(file_); }
-  LineReader(const LineReader&) = delete;
-  LineReader& operator=(const LineReader&) = delete;
-
-  bool next(std::string& line) {
-    line.clear();
-    char chunk[1 << 16];
-    while (gzgets(file_, chunk, sizeof(chunk))) {
-      line += chunk;
-      if (!line.empty() && line.back() == '\n') break;
-    }
-    int err = 0;
-    const char* message = gzerror(file_, &err);
-    if (err != Z_OK && err != Z_STREAM_END) runtime_error(path_, ": read error: ", message);
-    if (line.empty()) return false;
-    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-    return true;
-  }
-
- private:
-  std::string path_;
-  gzFile file_;
-};
 
 int32_t choose_pad_token(const TextEncoder& encoder) {
   // Padding is never a target and never attended to by real tokens, so any valid id works.
@@ -61,11 +30,10 @@ SftDataset::SftDataset(const SftConfig& config, const TextEncoder& encoder, int 
   if (patterns.empty()) usage_error("SFT data: ", key, " is empty");
   const std::vector<std::string> files = expand_globs(patterns, key);
   stats_.files = files.size();
-  std::string text;
   for (const std::string& path : files) {
     LineReader reader(path);
-    for (uint64_t line_number = 1; reader.next(text); ++line_number) {
-      if (text.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines separate nothing
+    reader.for_each_line([&](std::string_view text, uint64_t line_number) {
+      if (text.find_first_not_of(" \t") == std::string_view::npos) return true;  // blank lines separate nothing
       const std::string where = path + ":" + std::to_string(line_number);
       nlohmann::json line;
       try {
@@ -74,7 +42,8 @@ SftDataset::SftDataset(const SftConfig& config, const TextEncoder& encoder, int 
         runtime_error(where, ": invalid JSON (", e.what(), ")");
       }
       keep(sft_example_from_json(line, config_, encoder, where));
-    }
+      return true;
+    });
   }
   if (examples_.empty())
     runtime_error("SFT data: no usable example in ", files.size(), " file(s) (", stats_.lines, " read, ",

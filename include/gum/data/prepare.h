@@ -25,17 +25,9 @@ struct PrepareSummary {
 PrepareSummary prepare_data(const DataConfig& config);
 
 // Encoding a text costs SentencePiece about a hundred bytes of memory per byte, so prepare
-// tokenizes a document in pieces of at most this many bytes (one 200 MB line would need 20 GB).
+// tokenizes a document in pieces of at most this many bytes (one 200 MB line would need 20 GB),
+// read as pieces (read_corpus_pieces) so that no document is held whole.
 inline constexpr size_t kMaxPieceBytes = 64 << 10;
-
-// `text` cut into consecutive pieces of at most max_piece_bytes, each cut at whitespace (which
-// begins the next piece), else, in a run without any, before a UTF-8 character. The pieces'
-// tokens are the document's: with whitespace splitting and whitespace normalisation (SentencePiece's
-// defaults, used by the tokenizers prepare trains) a word never spans a cut, and the space
-// opening a piece encodes as the word-start mark it would be inside the whole text. With a
-// tokenizer that keeps extra whitespace, a seam may encode its space differently (at most one
-// token per piece). Only the last piece is followed by EOS.
-std::vector<std::string_view> split_document(std::string_view text, size_t max_piece_bytes);
 
 // The tokenizer a run uses: data.tokenizer when set, else the one prepare trains.
 std::string tokenizer_path(const DataConfig& config);

@@ -122,19 +122,26 @@ bool JsonLineScanner::step(unsigned char c) {
 
 void JsonLineScanner::begin_value(unsigned char c) {
   JsonType type = JsonType::None;
-  if (c == '{') type = JsonType::Object;
-  else if (c == '[') type = JsonType::Array;
-  else if (c == '"') type = JsonType::String;
-  else if (c == '-' || is_digit(c)) type = JsonType::Number;
-  else if (c == 't' || c == 'f') type = JsonType::Boolean;
-  else if (c == 'n') type = JsonType::Null;
+  if (c == '{')
+    type = JsonType::Object;
+  else if (c == '[')
+    type = JsonType::Array;
+  else if (c == '"')
+    type = JsonType::String;
+  else if (c == '-' || is_digit(c))
+    type = JsonType::Number;
+  else if (c == 't' || c == 'f')
+    type = JsonType::Boolean;
+  else if (c == 'n')
+    type = JsonType::Null;
   if (type == JsonType::None) return fail("unexpected character");
   if (stack_.empty()) top_type_ = type;
   if (stack_.size() == 1 && stack_[0] == '{' && member_key_ >= 0) {
     KeyStats& s = stats_[static_cast<size_t>(member_key_)];
     ++s.count;
     s.last_type = type;
-    emitting_ = type == JsonType::String && static_cast<size_t>(member_key_) == emit_key_ && s.count == emit_occurrence_;
+    emitting_ =
+        type == JsonType::String && static_cast<size_t>(member_key_) == emit_key_ && s.count == emit_occurrence_;
   }
   member_key_ = -1;
   switch (type) {
@@ -182,19 +189,28 @@ void JsonLineScanner::string_byte(unsigned char c) {
     escape_ = 0;
     if (high_surrogate_ && c != 'u') return fail("a high surrogate escape without its low half");
     switch (c) {
-      case '"': return out('"');
-      case '\\': return out('\\');
-      case '/': return out('/');
-      case 'b': return out('\b');
-      case 'f': return out('\f');
-      case 'n': return out('\n');
-      case 'r': return out('\r');
-      case 't': return out('\t');
+      case '"':
+        return out('"');
+      case '\\':
+        return out('\\');
+      case '/':
+        return out('/');
+      case 'b':
+        return out('\b');
+      case 'f':
+        return out('\f');
+      case 'n':
+        return out('\n');
+      case 'r':
+        return out('\r');
+      case 't':
+        return out('\t');
       case 'u':
         escape_ = 2;
         hex_ = 0;
         return;
-      default: return fail("invalid escape");
+      default:
+        return fail("invalid escape");
     }
   }
   if (high_surrogate_ && c != '\\') return fail("a high surrogate escape without its low half");
@@ -205,14 +221,22 @@ void JsonLineScanner::string_byte(unsigned char c) {
   if (c == '"') return end_string();
   if (c < 0x20) return fail("control character in a string");
   if (c >= 0x80) {
-    if (c >= 0xC2 && c <= 0xDF) utf8_left_ = 1;
-    else if (c == 0xE0) utf8_left_ = 2, utf8_lo_ = 0xA0;
-    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) utf8_left_ = 2;
-    else if (c == 0xED) utf8_left_ = 2, utf8_hi_ = 0x9F;
-    else if (c == 0xF0) utf8_left_ = 3, utf8_lo_ = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) utf8_left_ = 3;
-    else if (c == 0xF4) utf8_left_ = 3, utf8_hi_ = 0x8F;
-    else return fail("ill-formed UTF-8 in a string");
+    if (c >= 0xC2 && c <= 0xDF)
+      utf8_left_ = 1;
+    else if (c == 0xE0)
+      utf8_left_ = 2, utf8_lo_ = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+      utf8_left_ = 2;
+    else if (c == 0xED)
+      utf8_left_ = 2, utf8_hi_ = 0x9F;
+    else if (c == 0xF0)
+      utf8_left_ = 3, utf8_lo_ = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+      utf8_left_ = 3;
+    else if (c == 0xF4)
+      utf8_left_ = 3, utf8_hi_ = 0x8F;
+    else
+      return fail("ill-formed UTF-8 in a string");
   }
   out(c);
 }

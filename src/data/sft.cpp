@@ -9,10 +9,14 @@ namespace {
 
 const char* format_name(SftFormat f) {
   switch (f) {
-    case SftFormat::Auto: return "auto";
-    case SftFormat::PromptCompletion: return "prompt_completion";
-    case SftFormat::Messages: return "messages";
-    case SftFormat::Tokenized: return "tokenized";
+    case SftFormat::Auto:
+      return "auto";
+    case SftFormat::PromptCompletion:
+      return "prompt_completion";
+    case SftFormat::Messages:
+      return "messages";
+    case SftFormat::Tokenized:
+      return "tokenized";
   }
   return "?";
 }
@@ -65,14 +69,15 @@ ChatTemplate chat_template_from_json(const nlohmann::json& j, const std::string&
     if (!trained.is_array()) usage_error(context, ": key '", path, ".trained_roles' must be a list of role names");
     chat.trained_roles.clear();
     for (const auto& role : trained) {
-      if (!role.is_string()) usage_error(context, ": key '", path, ".trained_roles' must hold strings, got ", role.dump());
+      if (!role.is_string())
+        usage_error(context, ": key '", path, ".trained_roles' must hold strings, got ", role.dump());
       chat.trained_roles.push_back(role.get<std::string>());
     }
   }
   for (const auto& role : chat.trained_roles)
     if (!chat.roles.count(role))
-      usage_error(context, ": key '", path, ".trained_roles' names role '", role, "', which has no template in '",
-                  path, ".roles'");
+      usage_error(context, ": key '", path, ".trained_roles' names role '", role, "', which has no template in '", path,
+                  ".roles'");
   return chat;
 }
 
@@ -89,8 +94,8 @@ ChatTemplate ChatTemplate::default_template() {
 
 SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& context, const std::string& path) {
   reject_unknown_keys(j,
-                      {"files", "valid_files", "format", "prompt_field", "completion_field", "chat_template", "add_bos", "add_eos",
-                       "layout", "truncation", "shuffle", "seed"},
+                      {"files", "valid_files", "format", "prompt_field", "completion_field", "chat_template", "add_bos",
+                       "add_eos", "layout", "truncation", "shuffle", "seed"},
                       context, path);
   SftConfig c;
   auto read_globs = [&](const char* key, std::vector<std::string>& out) {
@@ -114,7 +119,8 @@ SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& conte
   c.format = enum_from_name(name, kFormats, context, path + ".format");
   read_key(j, "prompt_field", c.prompt_field, context, path);
   read_key(j, "completion_field", c.completion_field, context, path);
-  if (j.contains("chat_template")) c.chat_template = chat_template_from_json(j["chat_template"], context, path + ".chat_template");
+  if (j.contains("chat_template"))
+    c.chat_template = chat_template_from_json(j["chat_template"], context, path + ".chat_template");
   read_key(j, "add_bos", c.add_bos, context, path);
   read_key(j, "add_eos", c.add_eos, context, path);
   name = enum_name(c.layout, kLayouts);
@@ -130,7 +136,8 @@ SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& conte
 
 nlohmann::json to_json(const SftConfig& c) {
   nlohmann::json roles = nlohmann::json::object();
-  for (const auto& [name, role] : c.chat_template.roles) roles[name] = {{"prefix", role.prefix}, {"suffix", role.suffix}};
+  for (const auto& [name, role] : c.chat_template.roles)
+    roles[name] = {{"prefix", role.prefix}, {"suffix", role.suffix}};
   return {{"files", c.files},
           {"valid_files", c.valid_files},
           {"format", format_name(c.format)},

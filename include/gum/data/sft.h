@@ -31,7 +31,7 @@ enum class SftTruncation {
 struct SftConfig {
   std::vector<std::string> files;        // JSONL glob patterns (.gz accepted)
   std::vector<std::string> valid_files;  // held-out examples for evaluation (same formats); may be empty
-  SftFormat format = SftFormat::Auto;  // Auto: decided per line from its keys
+  SftFormat format = SftFormat::Auto;    // Auto: decided per line from its keys
   std::string prompt_field = "prompt";
   std::string completion_field = "completion";
   ChatTemplate chat_template = ChatTemplate::default_template();

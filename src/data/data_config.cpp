@@ -15,27 +15,6 @@ std::string absolute_path(const std::string& path) {
   return std::filesystem::absolute(path).lexically_normal().string();
 }
 
-// A glob pattern or a list of them.
-std::vector<std::string> read_patterns(const nlohmann::json& section, const std::string& key,
-                                       const std::string& context, std::vector<std::string> fallback) {
-  auto it = section.find(key);
-  if (it == section.end() || it->is_null()) return fallback;
-  std::vector<std::string> patterns;
-  if (it->is_string()) {
-    patterns.push_back(it->get<std::string>());
-  } else if (it->is_array()) {
-    for (const auto& item : *it) {
-      if (!item.is_string()) usage_error(context, ": key 'data.", key, "' must hold strings, got ", item.dump());
-      patterns.push_back(item.get<std::string>());
-    }
-  } else {
-    usage_error(context, ": key 'data.", key, "' must be a glob string or a list of them, got ", it->dump());
-  }
-  for (const auto& p : patterns)
-    if (p.empty()) usage_error(context, ": key 'data.", key, "' holds an empty pattern");
-  return patterns;
-}
-
 // The keys held directly in DataConfig and in its CorpusOptions; the file patterns and the
 // corpus format and text split (enums, named in JSON) are read around them.
 const FieldTable<DataConfig> kDataFields = {
@@ -58,6 +37,27 @@ const std::vector<std::string> kNamedKeys = {"train_files", "valid_files", "form
 
 }  // namespace
 
+std::optional<std::vector<std::string>> read_glob_patterns(const nlohmann::json& section, const std::string& key,
+                                                           const std::string& context, const std::string& path) {
+  auto it = section.find(key);
+  if (it == section.end() || it->is_null()) return std::nullopt;
+  const std::string where = path + "." + key;
+  std::vector<std::string> patterns;
+  if (it->is_string()) {
+    patterns.push_back(it->get<std::string>());
+  } else if (it->is_array()) {
+    for (const auto& item : *it) {
+      if (!item.is_string()) usage_error(context, ": key '", where, "' must hold strings, got ", item.dump());
+      patterns.push_back(item.get<std::string>());
+    }
+  } else {
+    usage_error(context, ": key '", where, "' must be a glob string or a list of them, got ", it->dump());
+  }
+  for (const auto& p : patterns)
+    if (p.empty()) usage_error(context, ": key '", where, "' holds an empty pattern");
+  return patterns;
+}
+
 DataConfig data_config_from_json(const nlohmann::json& section, const std::string& context) {
   DataConfig config;
   const nlohmann::json empty = nlohmann::json::object();
@@ -69,10 +69,11 @@ DataConfig data_config_from_json(const nlohmann::json& section, const std::strin
 
   // The embedded corpus is the default; a user corpus has no validation split unless named.
   const bool default_corpus = !s.contains("train_files") || s["train_files"].is_null();
-  config.train_files = read_patterns(s, "train_files", context, {"data/corpus/c4-train.*.json.gz"});
-  config.valid_files = read_patterns(
-      s, "valid_files", context,
-      default_corpus ? std::vector<std::string>{"data/corpus/c4-validation.*.json.gz"} : std::vector<std::string>{});
+  config.train_files = read_glob_patterns(s, "train_files", context, "data")
+                           .value_or(std::vector<std::string>{"data/corpus/c4-train.*.json.gz"});
+  config.valid_files = read_glob_patterns(s, "valid_files", context, "data")
+                           .value_or(default_corpus ? std::vector<std::string>{"data/corpus/c4-validation.*.json.gz"}
+                                                    : std::vector<std::string>{});
   for (auto& p : config.train_files) p = absolute_path(p);
   for (auto& p : config.valid_files) p = absolute_path(p);
 

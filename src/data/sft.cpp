@@ -1,36 +1,13 @@
 #include "gum/data/sft.h"
 
+#include "gum/core/config_fields.h"
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
+#include "gum/data/data_config.h"
 
 namespace gum {
 
 namespace {
-
-const char* format_name(SftFormat f) {
-  switch (f) {
-    case SftFormat::Auto:
-      return "auto";
-    case SftFormat::PromptCompletion:
-      return "prompt_completion";
-    case SftFormat::Messages:
-      return "messages";
-    case SftFormat::Tokenized:
-      return "tokenized";
-  }
-  return "?";
-}
-
-template <typename Enum>
-Enum enum_from_name(const std::string& name, const std::vector<std::pair<const char*, Enum>>& table,
-                    const std::string& context, const std::string& key) {
-  std::string valid;
-  for (const auto& [n, value] : table) {
-    if (name == n) return value;
-    valid += (valid.empty() ? "" : ", ") + std::string(n);
-  }
-  usage_error(context, ": key '", key, "' is '", name, "'; expected one of ", valid);
-}
 
 const std::vector<std::pair<const char*, SftFormat>> kFormats = {{"auto", SftFormat::Auto},
                                                                  {"prompt_completion", SftFormat::PromptCompletion},
@@ -46,6 +23,31 @@ const char* enum_name(Enum value, const std::vector<std::pair<const char*, Enum>
     if (v == value) return n;
   return "?";
 }
+
+// Reads section[key], when present, as one of the names of `table` (a bad name gets the
+// closest as a hint).
+template <typename Enum>
+void read_enum(const nlohmann::json& section, const std::string& key,
+               const std::vector<std::pair<const char*, Enum>>& table, Enum& value, const std::string& context,
+               const std::string& path) {
+  std::string name = enum_name(value, table);
+  read_key(section, key, name, context, path);
+  std::vector<std::string> names;
+  for (const auto& [n, v] : table) names.push_back(n);
+  check_string(one_of(names), name, context, path + "." + key);
+  for (const auto& [n, v] : table)
+    if (name == n) value = v;
+}
+
+// The keys held as plain values; the file patterns, the enums (named in JSON) and the chat
+// template are read around them.
+const FieldTable<SftConfig> kSftFields = {
+    {"prompt_field", &SftConfig::prompt_field}, {"completion_field", &SftConfig::completion_field},
+    {"add_bos", &SftConfig::add_bos},           {"add_eos", &SftConfig::add_eos},
+    {"shuffle", &SftConfig::shuffle},           {"seed", &SftConfig::seed},
+};
+
+const std::vector<std::string> kNamedKeys = {"files", "valid_files", "format", "chat_template", "layout", "truncation"};
 
 ChatTemplate chat_template_from_json(const nlohmann::json& j, const std::string& context, const std::string& path) {
   reject_unknown_keys(j, {"roles", "trained_roles"}, context, path);
@@ -93,44 +95,19 @@ ChatTemplate ChatTemplate::default_template() {
 }
 
 SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& context, const std::string& path) {
-  reject_unknown_keys(j,
-                      {"files", "valid_files", "format", "prompt_field", "completion_field", "chat_template", "add_bos",
-                       "add_eos", "layout", "truncation", "shuffle", "seed"},
-                      context, path);
+  std::vector<std::string> keys = kNamedKeys;
+  const std::vector<std::string> field_names = field_keys(kSftFields);
+  keys.insert(keys.end(), field_names.begin(), field_names.end());
+  reject_unknown_keys(j, keys, context, path);
   SftConfig c;
-  auto read_globs = [&](const char* key, std::vector<std::string>& out) {
-    if (!j.contains(key)) return;
-    const auto& value = j[key];
-    if (value.is_string()) {
-      out.push_back(value.get<std::string>());
-    } else if (value.is_array()) {
-      for (const auto& f : value) {
-        if (!f.is_string()) usage_error(context, ": key '", path, ".", key, "' must hold strings, got ", f.dump());
-        out.push_back(f.get<std::string>());
-      }
-    } else if (!value.is_null()) {
-      usage_error(context, ": key '", path, ".", key, "' must be a glob pattern or a list of them");
-    }
-  };
-  read_globs("files", c.files);
-  read_globs("valid_files", c.valid_files);
-  std::string name = format_name(c.format);
-  read_key(j, "format", name, context, path);
-  c.format = enum_from_name(name, kFormats, context, path + ".format");
-  read_key(j, "prompt_field", c.prompt_field, context, path);
-  read_key(j, "completion_field", c.completion_field, context, path);
+  c.files = read_glob_patterns(j, "files", context, path).value_or(std::vector<std::string>{});
+  c.valid_files = read_glob_patterns(j, "valid_files", context, path).value_or(std::vector<std::string>{});
+  read_enum(j, "format", kFormats, c.format, context, path);
+  read_enum(j, "layout", kLayouts, c.layout, context, path);
+  read_enum(j, "truncation", kTruncations, c.truncation, context, path);
   if (j.contains("chat_template"))
     c.chat_template = chat_template_from_json(j["chat_template"], context, path + ".chat_template");
-  read_key(j, "add_bos", c.add_bos, context, path);
-  read_key(j, "add_eos", c.add_eos, context, path);
-  name = enum_name(c.layout, kLayouts);
-  read_key(j, "layout", name, context, path);
-  c.layout = enum_from_name(name, kLayouts, context, path + ".layout");
-  name = enum_name(c.truncation, kTruncations);
-  read_key(j, "truncation", name, context, path);
-  c.truncation = enum_from_name(name, kTruncations, context, path + ".truncation");
-  read_key(j, "shuffle", c.shuffle, context, path);
-  read_key(j, "seed", c.seed, context, path);
+  read_fields(j, kSftFields, c, context, path);
   return c;
 }
 
@@ -138,18 +115,14 @@ nlohmann::json to_json(const SftConfig& c) {
   nlohmann::json roles = nlohmann::json::object();
   for (const auto& [name, role] : c.chat_template.roles)
     roles[name] = {{"prefix", role.prefix}, {"suffix", role.suffix}};
-  return {{"files", c.files},
-          {"valid_files", c.valid_files},
-          {"format", format_name(c.format)},
-          {"prompt_field", c.prompt_field},
-          {"completion_field", c.completion_field},
-          {"chat_template", {{"roles", roles}, {"trained_roles", c.chat_template.trained_roles}}},
-          {"add_bos", c.add_bos},
-          {"add_eos", c.add_eos},
-          {"layout", enum_name(c.layout, kLayouts)},
-          {"truncation", enum_name(c.truncation, kTruncations)},
-          {"shuffle", c.shuffle},
-          {"seed", c.seed}};
+  nlohmann::json j = {{"files", c.files},
+                      {"valid_files", c.valid_files},
+                      {"format", enum_name(c.format, kFormats)},
+                      {"layout", enum_name(c.layout, kLayouts)},
+                      {"truncation", enum_name(c.truncation, kTruncations)},
+                      {"chat_template", {{"roles", roles}, {"trained_roles", c.chat_template.trained_roles}}}};
+  write_fields(kSftFields, c, j);
+  return j;
 }
 
 const char* sft_layout_name(SftLayout layout) { return enum_name(layout, kLayouts); }

@@ -2,6 +2,7 @@
 // The `data` section of a gum_train config.
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,5 +37,10 @@ struct DataConfig {
 DataConfig data_config_from_json(const nlohmann::json& section, const std::string& context);
 // The resolved config (absolute paths, every key), as written next to checkpoints.
 nlohmann::json to_json(const DataConfig& config);
+
+// A glob pattern or a list of them at section[key]; nothing when absent or null. Anything else
+// and empty patterns are usage errors naming context and `path`.key.
+std::optional<std::vector<std::string>> read_glob_patterns(const nlohmann::json& section, const std::string& key,
+                                                           const std::string& context, const std::string& path);
 
 }  // namespace gum

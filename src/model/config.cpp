@@ -41,6 +41,19 @@ const std::map<std::string, LlamaConfig>& presets() {
   return table;
 }
 
+// model.rope_scaling. "type" (older Hugging Face configs) is read as "rope_type", which wins
+// when both are given; "default" means no scaling.
+const FieldTable<RopeScaling>& rope_scaling_fields() {
+  static const FieldTable<RopeScaling> fields = {
+      {"rope_type", &RopeScaling::type, one_of({"", "linear", "llama3"})},
+      {"factor", &RopeScaling::factor, positive()},
+      {"low_freq_factor", &RopeScaling::low_freq_factor, positive()},
+      {"high_freq_factor", &RopeScaling::high_freq_factor, positive()},
+      {"original_max_position_embeddings", &RopeScaling::original_max_position_embeddings, positive()},
+  };
+  return fields;
+}
+
 }  // namespace
 
 int64_t LlamaConfig::num_parameters() const {
@@ -74,11 +87,22 @@ void LlamaConfig::validate(const std::string& context) const {
                 num_attention_heads, ")");
   if (!(rms_norm_eps > 0)) usage_error(context, ": model.rms_norm_eps must be positive");
   if (!(rope_theta > 0)) usage_error(context, ": model.rope_theta must be positive");
-  if (!rope_scaling.type.empty() && rope_scaling.type != "linear" && rope_scaling.type != "llama3")
-    usage_error(context, ": model.rope_scaling.rope_type '", rope_scaling.type,
-                "' is not supported (supported: linear, llama3)");
-  if (!rope_scaling.type.empty() && !(rope_scaling.factor > 0))
-    usage_error(context, ": model.rope_scaling.factor must be positive");
+  check_fields(rope_scaling_fields(), rope_scaling, context, "model.rope_scaling");
+  if (rope_scaling.type == "llama3" && !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
+    usage_error(context, ": model.rope_scaling.high_freq_factor (", rope_scaling.high_freq_factor,
+                ") must exceed low_freq_factor (", rope_scaling.low_freq_factor, ") for llama3 scaling");
+  // Far above any released model; beyond them a run (and plan, which builds the model without
+  // computing) would only hang on one entry per layer or exhaust memory on the RoPE table.
+  if (num_hidden_layers > kMaxHiddenLayers)
+    usage_error(context, ": model.num_hidden_layers ", num_hidden_layers, " is above the limit of ", kMaxHiddenLayers);
+  if (max_position_embeddings > kMaxPositionEmbeddings)
+    usage_error(context, ": model.max_position_embeddings ", max_position_embeddings, " is above the limit of ",
+                kMaxPositionEmbeddings);
+  if (int64_t(max_position_embeddings) * attention_head_dim() > kMaxRopeTableElements)
+    usage_error(context, ": the RoPE table of model.max_position_embeddings (", max_position_embeddings,
+                ") x head dimension (", attention_head_dim(),
+                head_dim > 0 ? ", model.head_dim" : ", model.hidden_size / model.num_attention_heads",
+                ") floats is above the limit of ", kMaxRopeTableElements, " floats");
 }
 
 std::vector<std::string> llama_preset_names() {
@@ -99,23 +123,18 @@ LlamaConfig llama_preset(const std::string& name) {
   return it->second;
 }
 
-static RopeScaling rope_scaling_from_json(const nlohmann::json& j, const std::string& context) {
-  RopeScaling r;
-  if (j.is_null()) return r;
-  reject_unknown_keys(
-      j, {"type", "rope_type", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
-      context, "model.rope_scaling");
-  read_key(j, "type", r.type, context, "model.rope_scaling");
-  read_key(j, "rope_type", r.type, context, "model.rope_scaling");
-  if (r.type == "default") r.type.clear();
-  read_key(j, "factor", r.factor, context, "model.rope_scaling");
-  read_key(j, "low_freq_factor", r.low_freq_factor, context, "model.rope_scaling");
-  read_key(j, "high_freq_factor", r.high_freq_factor, context, "model.rope_scaling");
-  read_key(j, "original_max_position_embeddings", r.original_max_position_embeddings, context, "model.rope_scaling");
-  return r;
-}
-
 namespace {
+
+RopeScaling rope_scaling_from_json(const nlohmann::json& j, const std::string& context) {
+  if (j.is_null()) return RopeScaling();
+  nlohmann::json section = j;
+  if (section.is_object() && section.contains("type")) {
+    if (!section.contains("rope_type")) section["rope_type"] = section["type"];
+    section.erase("type");
+  }
+  if (section.is_object() && section.value("rope_type", nlohmann::json()) == "default") section["rope_type"] = "";
+  return section_from_json(section, rope_scaling_fields(), context, "model.rope_scaling");
+}
 
 // The plain fields of the `model` section (besides `preset` and `rope_scaling`).
 const FieldTable<LlamaConfig>& llama_config_fields() {
@@ -170,15 +189,8 @@ nlohmann::json llama_config_to_json(const LlamaConfig& m) {
   write_fields(llama_config_fields(), m, j);
   j["num_key_value_heads"] = m.kv_heads();
   j["head_dim"] = m.attention_head_dim();
-  if (m.rope_scaling.type.empty()) {
-    j["rope_scaling"] = nullptr;
-  } else {
-    j["rope_scaling"] = {{"rope_type", m.rope_scaling.type},
-                         {"factor", m.rope_scaling.factor},
-                         {"low_freq_factor", m.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", m.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings}};
-  }
+  j["rope_scaling"] = nullptr;
+  if (!m.rope_scaling.type.empty()) write_fields(rope_scaling_fields(), m.rope_scaling, j["rope_scaling"]);
   return j;
 }
 

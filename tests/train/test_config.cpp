@@ -36,6 +36,34 @@ TEST_CASE("config reads every section and the resolved form reads back identical
   CHECK(train_config_to_json(again) == resolved);
 }
 
+TEST_CASE("model.rope_scaling and data.sft read their older spellings and round-trip through the resolved form") {
+  const std::string dir = fresh_test_dir("config_tables");
+  // "type" (older Hugging Face configs) for rope_type; data.sft with a single glob string.
+  TrainConfig c = load_train_config(write_config(
+      dir, micro_config(dir + "/run", {{"model", {{"rope_scaling", {{"type", "linear"}, {"factor", 2.5}}}}},
+                                       {"data", {{"sft", {{"files", "a.jsonl"}, {"layout", "pad"}, {"seed", 7}}}}}})));
+  CHECK(c.model.rope_scaling.type == "linear");
+  CHECK(c.model.rope_scaling.factor == 2.5);
+  REQUIRE(c.sft);
+  CHECK(c.sft->files == std::vector<std::string>{"a.jsonl"});
+  CHECK(c.sft->layout == SftLayout::Pad);
+  CHECK(c.sft->seed == 7);
+  const nlohmann::json resolved = train_config_to_json(c);
+  CHECK(resolved["model"]["rope_scaling"] == nlohmann::json{{"rope_type", "linear"},
+                                                            {"factor", 2.5},
+                                                            {"low_freq_factor", 1.0},
+                                                            {"high_freq_factor", 4.0},
+                                                            {"original_max_position_embeddings", 8192}});
+  CHECK(resolved["data"]["sft"]["layout"] == "pad");
+  CHECK(resolved["data"]["sft"]["seed"] == 7);
+  CHECK(train_config_to_json(train_config_from_json(resolved, "resolved")) == resolved);
+  // rope_type "default" (transformers' name for none) is no scaling, written back as null.
+  TrainConfig plain = load_train_config(
+      write_config(dir, micro_config(dir + "/run", {{"model", {{"rope_scaling", {{"rope_type", "default"}}}}}})));
+  CHECK(plain.model.rope_scaling.type.empty());
+  CHECK(train_config_to_json(plain)["model"]["rope_scaling"].is_null());
+}
+
 TEST_CASE("max_tokens sets the number of steps") {
   const std::string dir = fresh_test_dir("config_max_tokens");
   TrainConfig c = load_train_config(

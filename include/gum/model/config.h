@@ -14,6 +14,12 @@ struct RopeScaling {
   int original_max_position_embeddings = 8192;  // llama3
 };
 
+// Limits far above released models (Llama 3.1 405B: 126 layers, 131072 positions, head dim
+// 128), checked by LlamaConfig::validate.
+inline constexpr int kMaxHiddenLayers = 1024;
+inline constexpr int kMaxPositionEmbeddings = 1 << 21;
+inline constexpr int64_t kMaxRopeTableElements = int64_t(1) << 28;  // max_position_embeddings x head dim (1 GiB)
+
 struct LlamaConfig {
   int hidden_size = 0;
   int intermediate_size = 0;

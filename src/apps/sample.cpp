@@ -150,7 +150,7 @@ int command_sample(const SampleSource& source, const SampleOptions& options) {
     if (tokenizer_file.empty()) tokenizer_file = hf.tokenizer_path;
     if (tokenizer_file.empty())
       usage_error(source.hf_dir,
-                  ": no tokenizer.model (only SentencePiece tokenizers are supported): pass --tokenizer FILE");
+                  ": no tokenizer.model or tokenizer.json: pass --tokenizer FILE");
     origin = source.hf_dir;
   }
   Tokenizer tokenizer(tokenizer_file);

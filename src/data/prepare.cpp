@@ -127,7 +127,7 @@ std::vector<std::string> sample_sentences(const DataConfig& config, const std::v
 std::string ensure_tokenizer(const DataConfig& config, const std::vector<std::string>& train_files,
                              nlohmann::json& manifest) {
   if (!config.tokenizer.empty()) {
-    if (!fs::is_regular_file(config.tokenizer))
+    if (!fs::exists(config.tokenizer))  // a .model, a tokenizer.json or a Hugging Face folder
       usage_error("data.tokenizer: ", config.tokenizer, " does not exist (leave it empty to train one)");
     return config.tokenizer;
   }

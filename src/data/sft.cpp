@@ -49,7 +49,25 @@ const FieldTable<SftConfig> kSftFields = {
 
 const std::vector<std::string> kNamedKeys = {"files", "valid_files", "format", "chat_template", "layout", "truncation"};
 
+// The chat formats of the models people fine-tune most, by name: each turn ends with the model's
+// own end-of-turn token, which is trained on assistant turns.
+ChatTemplate named_chat_template(const std::string& name, const std::string& context, const std::string& path) {
+  ChatTemplate chat;
+  for (const char* role : {"system", "user", "assistant"}) {
+    if (name == "llama3")
+      chat.roles[role] = {std::string("<|start_header_id|>") + role + "<|end_header_id|>\n\n", "<|eot_id|>"};
+    else if (name == "chatml")  // Qwen2 and others
+      chat.roles[role] = {std::string("<|im_start|>") + role + "\n", "<|im_end|>\n"};
+    else
+      usage_error(context, ": key '", path, "' names an unknown chat template '", name,
+                  "' (expected llama3, chatml or {\"roles\": ...})");
+  }
+  chat.trained_roles = {"assistant"};
+  return chat;
+}
+
 ChatTemplate chat_template_from_json(const nlohmann::json& j, const std::string& context, const std::string& path) {
+  if (j.is_string()) return named_chat_template(j.get<std::string>(), context, path);
   reject_unknown_keys(j, {"roles", "trained_roles"}, context, path);
   ChatTemplate chat = ChatTemplate::default_template();
   if (j.contains("roles")) {
@@ -107,6 +125,8 @@ SftConfig sft_config_from_json(const nlohmann::json& j, const std::string& conte
   read_enum(j, "truncation", kTruncations, c.truncation, context, path);
   if (j.contains("chat_template"))
     c.chat_template = chat_template_from_json(j["chat_template"], context, path + ".chat_template");
+  // A named template's turns end with their own end token: an EOS after it would be a second one.
+  if (j.contains("chat_template") && j["chat_template"].is_string()) c.add_eos = false;
   read_fields(j, kSftFields, c, context, path);
   return c;
 }

@@ -20,8 +20,8 @@ SftExample tokenize_segments(const std::vector<SftSegment>& segments, const SftC
                              const TextEncoder& encoder, const std::string& where) {
   if (!encoder.encode)
     runtime_error(where,
-                  ": a text example needs a SentencePiece tokenizer (data.tokenizer, or tokenizer.model in the "
-                  "model.init_from folder; tokenizer.json is not supported): without one, write the examples "
+                  ": a text example needs a tokenizer (data.tokenizer, or tokenizer.model or tokenizer.json in the "
+                  "model.init_from folder): without one, write the examples "
                   "pre-tokenized as {\"input_ids\": [...], \"labels\": [...]} (-100 = not trained on)");
   SftExample ex;
   auto push = [&](int32_t token, bool trained) {

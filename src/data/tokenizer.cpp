@@ -5,54 +5,114 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
 #include "gum/core/error.h"
 #include "gum/core/logging.h"
 #include "gum/data/checksum.h"
+#include "gum/data/hf_tokenizer.h"
 
 namespace gum {
 
-Tokenizer::Tokenizer(const std::string& model_path)
-    : path_(model_path), processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  if (!std::filesystem::is_regular_file(model_path)) runtime_error("tokenizer ", model_path, ": no such file");
-  const auto status = processor_->Load(model_path);
-  if (!status.ok()) runtime_error("tokenizer ", model_path, ": not a valid SentencePiece model: ", status.ToString());
-  fingerprint_ = checksum64_file(model_path);
+namespace {
+
+class SentencePieceModel : public TokenizerModel {
+ public:
+  explicit SentencePieceModel(const std::string& path) : path_(path) {
+    const auto status = processor_.Load(path);
+    if (!status.ok()) runtime_error("tokenizer ", path, ": not a valid SentencePiece model: ", status.ToString());
+  }
+
+  std::vector<int32_t> encode(std::string_view text) const override {
+    std::vector<int> ids;
+    const auto status = processor_.Encode(absl::string_view(text.data(), text.size()), &ids);
+    if (!status.ok()) runtime_error("tokenizer ", path_, ": encode failed: ", status.ToString());
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::vector<int> as_int(ids.begin(), ids.end());
+    for (int id : as_int)
+      if (id < 0 || id >= processor_.GetPieceSize())
+        runtime_error("tokenizer ", path_, ": cannot decode id ", id, " (vocabulary size ", processor_.GetPieceSize(),
+                      ")");
+    std::string text;
+    const auto status = processor_.Decode(as_int, &text);
+    if (!status.ok()) runtime_error("tokenizer ", path_, ": decode failed: ", status.ToString());
+    return text;
+  }
+
+  std::string piece(int32_t id) const override {
+    if (id < 0 || id >= processor_.GetPieceSize()) runtime_error("tokenizer ", path_, ": no piece with id ", id);
+    return processor_.IdToPiece(id);
+  }
+
+  int32_t vocab_size() const override { return processor_.GetPieceSize(); }
+  int32_t bos_id() const override { return processor_.bos_id(); }
+  int32_t eos_id() const override { return processor_.eos_id(); }
+  int32_t pad_id() const override { return processor_.pad_id(); }
+  int32_t unk_id() const override { return processor_.unk_id(); }
+
+ private:
+  std::string path_;
+  sentencepiece::SentencePieceProcessor processor_;
+};
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) runtime_error("tokenizer ", path, ": cannot read");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(const std::string& path) : path_(path) {
+  namespace fs = std::filesystem;
+  std::string json_path;
+  std::string config_path;
+  if (fs::is_directory(path)) {
+    json_path = (fs::path(path) / "tokenizer.json").string();
+    if (!fs::is_regular_file(json_path))
+      runtime_error("tokenizer ", path,
+                    ": the folder has no tokenizer.json (a Hugging Face tokenizer folder needs one)");
+    config_path = (fs::path(path) / "tokenizer_config.json").string();
+    if (!fs::is_regular_file(config_path)) config_path.clear();
+  } else if (!fs::is_regular_file(path)) {
+    runtime_error("tokenizer ", path, ": no such file");
+  } else if (fs::path(path).extension() == ".json") {
+    json_path = path;
+  }
+  if (json_path.empty()) {
+    model_ = std::make_unique<SentencePieceModel>(path);
+    files_ = {path};
+  } else {
+    const std::string config_text = config_path.empty() ? std::string() : read_text_file(config_path);
+    model_ = std::make_unique<HfTokenizer>(read_text_file(json_path), config_text, json_path);
+    files_ = {json_path};
+    if (!config_path.empty()) files_.push_back(config_path);
+    is_hf_ = true;
+  }
+  Checksum64Stream checksum;
+  for (const auto& file : files_) {
+    const std::string bytes = read_text_file(file);
+    checksum.update(bytes.data(), bytes.size());
+  }
+  // For a lone .model this equals checksum64_file, the fingerprint existing shards record.
+  fingerprint_ = checksum.finish();
 }
 
 Tokenizer::~Tokenizer() = default;
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
-  std::vector<int> ids;
-  const auto status = processor_->Encode(absl::string_view(text.data(), text.size()), &ids);
-  if (!status.ok()) runtime_error("tokenizer ", path_, ": encode failed: ", status.ToString());
-  return std::vector<int32_t>(ids.begin(), ids.end());
+std::string tokenizer_in_folder(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (fs::exists(fs::path(dir) / "tokenizer.model")) return (fs::path(dir) / "tokenizer.model").string();
+  if (fs::exists(fs::path(dir) / "tokenizer.json")) return dir;
+  return {};
 }
-
-std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
-  std::vector<int> as_int(ids.begin(), ids.end());
-  for (int id : as_int)
-    if (id < 0 || id >= processor_->GetPieceSize())
-      runtime_error("tokenizer ", path_, ": cannot decode id ", id, " (vocabulary size ", processor_->GetPieceSize(),
-                    ")");
-  std::string text;
-  const auto status = processor_->Decode(as_int, &text);
-  if (!status.ok()) runtime_error("tokenizer ", path_, ": decode failed: ", status.ToString());
-  return text;
-}
-
-std::string Tokenizer::piece(int32_t id) const {
-  if (id < 0 || id >= processor_->GetPieceSize()) runtime_error("tokenizer ", path_, ": no piece with id ", id);
-  return processor_->IdToPiece(id);
-}
-
-int32_t Tokenizer::vocab_size() const { return processor_->GetPieceSize(); }
-int32_t Tokenizer::bos_id() const { return processor_->bos_id(); }
-int32_t Tokenizer::eos_id() const { return processor_->eos_id(); }
-int32_t Tokenizer::pad_id() const { return processor_->pad_id(); }
-int32_t Tokenizer::unk_id() const { return processor_->unk_id(); }
 
 void check_tokenizer_model_type(const std::string& model_type, const std::string& context) {
   if (model_type != "unigram" && model_type != "bpe" && model_type != "char" && model_type != "word")

@@ -42,10 +42,12 @@ void write_hf_folder(const std::string& out_dir, const HfFolder& folder) {
   write_json_file(out_dir + "/generation_config.json", folder.generation_config);
   if (!folder.tokenizer_config.is_null()) write_json_file(out_dir + "/tokenizer_config.json", folder.tokenizer_config);
 
-  if (!folder.tokenizer_model_path.empty()) {
-    const std::string target = out_dir + "/tokenizer.model";
-    fs::copy_file(folder.tokenizer_model_path, target + ".tmp", fs::copy_options::overwrite_existing, ec);
-    if (ec) runtime_error(folder.tokenizer_model_path, ": cannot copy to ", target, " (", ec.message(), ")");
+  for (const auto& [source, name] : {std::pair{folder.tokenizer_model_path, "tokenizer.model"},
+                                     std::pair{folder.tokenizer_json_path, "tokenizer.json"}}) {
+    if (source.empty()) continue;
+    const std::string target = out_dir + "/" + name;
+    fs::copy_file(source, target + ".tmp", fs::copy_options::overwrite_existing, ec);
+    if (ec) runtime_error(source, ": cannot copy to ", target, " (", ec.message(), ")");
     fs::rename(target + ".tmp", target, ec);
     if (ec) runtime_error(target, ": cannot rename (", ec.message(), ")");
   }

@@ -195,7 +195,10 @@ HfModel load_hf_model(const std::string& dir_name) {
       runtime_error(dir_name, ": unexpected tensor '", name, "' (not part of a ", "LLaMA model with this config)");
   }
   const fs::path tokenizer = dir / "tokenizer.model";
-  if (fs::exists(tokenizer)) model.tokenizer_path = tokenizer.string();
+  if (fs::exists(tokenizer))
+    model.tokenizer_path = tokenizer.string();
+  else if (fs::exists(dir / "tokenizer.json"))  // the folder: Tokenizer also reads tokenizer_config.json
+    model.tokenizer_path = dir.string();
   return model;
 }
 

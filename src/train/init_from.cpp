@@ -6,6 +6,7 @@
 #include "gum/core/json_util.h"
 #include "gum/data/data_config.h"
 #include "gum/data/prepare.h"
+#include "gum/data/tokenizer.h"
 #include "gum/io/checkpoint.h"
 #include "gum/io/safetensors.h"
 #include "gum/model/hf_import.h"
@@ -23,7 +24,7 @@ InitSource resolve_init_source(const std::string& dir, const std::string& contex
   if (fs::exists(s.dir + "/config.json")) {
     const std::string config_path = s.dir + "/config.json";
     s.config = hf_config_from_json(read_json_file(config_path), config_path);
-    if (fs::exists(s.dir + "/tokenizer.model")) s.tokenizer = s.dir + "/tokenizer.model";
+    s.tokenizer = tokenizer_in_folder(s.dir);
     return s;
   }
   if (!fs::exists(s.dir + "/trainer.json") && !fs::exists(s.dir + "/latest") && list_checkpoints(s.dir).empty())
@@ -39,9 +40,8 @@ InitSource resolve_init_source(const std::string& dir, const std::string& contex
   nlohmann::json model = state["config"]["model"];
   model.erase("init_from");  // the checkpoint's own base model: its fields are listed beside it
   s.config = llama_config_from_json(model, state_path);
-  if (fs::exists(s.step_dir + "/tokenizer.model")) {
-    s.tokenizer = s.step_dir + "/tokenizer.model";
-  } else if (state["config"].contains("data")) {
+  s.tokenizer = tokenizer_in_folder(s.step_dir);
+  if (s.tokenizer.empty() && state["config"].contains("data")) {
     nlohmann::json data = state["config"]["data"];
     data.erase("sft");
     const std::string saved = tokenizer_path(data_config_from_json(data, state_path));

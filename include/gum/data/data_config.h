@@ -19,7 +19,9 @@ struct DataConfig {
   std::vector<std::string> valid_files;
   CorpusOptions corpus;  // format, text_field, text_split, skip_bad_lines
 
-  // An existing SentencePiece .model; empty: prepare trains one into shard_dir/tokenizer.model.
+  // An existing SentencePiece .model, a Hugging Face tokenizer.json or a folder holding one (with
+  // its tokenizer_config.json); empty: prepare trains a SentencePiece model into
+  // shard_dir/tokenizer.model.
   std::string tokenizer;
   int tokenizer_vocab_size = 32000;
   std::string tokenizer_model_type = "unigram";

@@ -44,7 +44,8 @@ struct SftConfig {
 };
 
 // The section (e.g. "data.sft") of a config: {"files", "valid_files", "format", "prompt_field", "completion_field",
-// "chat_template": {"roles": {ROLE: {"prefix", "suffix"}}, "trained_roles": [...]}, "add_bos",
+// "chat_template": {"roles": {ROLE: {"prefix", "suffix"}}, "trained_roles": [...]} or a named one
+// ("llama3", "chatml"; add_eos then defaults to false: their turns end with their own token), "add_bos",
 // "add_eos", "layout", "truncation", "shuffle", "seed"}. Unknown keys and bad values are usage
 // errors naming context and `path`.key.
 SftConfig sft_config_from_json(const nlohmann::json& section, const std::string& context,

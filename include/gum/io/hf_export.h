@@ -18,6 +18,7 @@ struct HfFolder {
   nlohmann::json tokenizer_config;   // tokenizer_config.json (null: not written)
   TensorMap weights;                 // model.safetensors
   std::string tokenizer_model_path;  // copied to tokenizer.model ("" : none)
+  std::string tokenizer_json_path;   // copied to tokenizer.json ("" : none)
 };
 
 // Writes the folder's files into OUT_DIR (created when missing; existing files of the same

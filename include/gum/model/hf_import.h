@@ -18,7 +18,7 @@ LlamaConfig hf_config_from_json(const nlohmann::json& hf, const std::string& con
 struct HfModel {
   LlamaConfig config;
   TensorMap weights;           // F32, named and shaped as llama_param_specs(config)
-  std::string tokenizer_path;  // DIR/tokenizer.model when present, else empty
+  std::string tokenizer_path;  // DIR/tokenizer.model when present, else DIR when it has tokenizer.json, else empty
 };
 
 // Reads DIR/config.json and the weights; every tensor of llama_param_specs must be present

@@ -83,8 +83,9 @@ struct Compare {
   std::string tensor;
   double vs_double;  // tolerance of the double column; kNotCompared to skip
   double vs_cuda;    // tolerance of the cuda column; kNotCompared to skip
-  // A backend-defined layout (attention's aux) is compared with the CPU in the cuda column only
-  // for this CUDA attention kernel ("gemm" keeps the CPU's probabilities, "flash" a log-sum-exp).
+  // Compared with the CPU in the cuda column only for this CUDA attention kernel: a backend-defined
+  // layout (attention's aux: "gemm" keeps the CPU's probabilities, the flash kernels a log-sum-exp)
+  // or a tolerance of the kernel's own ("flash_wmma" computes with bf16 operands).
   std::string cuda_attention_only = {};
 };
 constexpr double kNotCompared = -1.0;
@@ -115,7 +116,7 @@ struct OpCase {
   // Calls with invalid arguments: each must throw gum::Error on every backend (at the call or at
   // the next synchronize).
   std::vector<std::pair<std::string, Run>> rejects;
-  // CUDA attention kernels ("gemm", "flash") the cuda column runs this row with.
+  // CUDA attention kernels ("gemm", "flash", "flash_wmma") the cuda column runs this row with.
   std::vector<const char*> cuda_attention = {"gemm"};
 };
 

@@ -187,7 +187,7 @@ TEST_CASE("cpu vs cuda: the CUDA backend equals the CPU backend on every row, tw
         for (const Compare& c : row.compare) {
           const bool same_layout = c.cuda_attention_only.empty() || c.cuda_attention_only == attention;
           if (c.vs_cuda != kNotCompared && same_layout)
-            expect_close(row.name, expected, result, c, c.vs_cuda, "cuda vs cpu");
+            expect_close(row.name + " [" + attention + "]", expected, result, c, c.vs_cuda, "cuda vs cpu");
           // No float atomics: a second run gives the same bits (NaN where the first had NaN).
           expect_close(row.name, result, repeated, c, 0.0, "cuda run twice");
         }

@@ -110,8 +110,9 @@ TEST_CASE("an integer outside its key's type is an error naming the key, not a w
   CHECK(load_train_config(path, {"eval.every_steps=4294967298"}).eval.every_steps == 4294967298LL);
 }
 
-TEST_CASE("training.attention is gemm by default and reaches the backend factory's options") {
-  CHECK(backend_options(load_train_config(config_with("config_attention_default", {})).training).attention == "gemm");
+TEST_CASE("training.attention is flash_wmma by default and reaches the backend factory's options") {
+  CHECK(backend_options(load_train_config(config_with("config_attention_default", {})).training).attention ==
+        "flash_wmma");
   const TrainConfig c = load_train_config(config_with("config_attention", {{"training", {{"attention", "flash"}}}}));
   CHECK(backend_options(c.training).attention == "flash");
 }

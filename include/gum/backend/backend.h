@@ -146,8 +146,10 @@ class Backend {
 // Choices among a backend's kernels for one op (the cpu backend has one kernel per op and ignores them).
 struct BackendOptions {
   // Causal attention on the cuda backend (training.attention): "gemm" runs cuBLAS batched GEMMs around
-  // a masked-softmax kernel and keeps the probabilities [B, H, T, T] in aux; "flash" runs the
-  // flash-style kernels and keeps only each query row's log-sum-exp [B, H, T].
+  // a masked-softmax kernel and keeps the probabilities [B, H, T, T] in aux; "flash" (fp32, one warp
+  // per query row) and "flash_wmma" (tensor cores, bf16 operands, heads up to 128) run flash kernels
+  // and keep only each query row's log-sum-exp [B, H, T]. training.attention defaults to flash_wmma;
+  // here the default stays the fp32 gemm, which the backend tests compare with the CPU bit-closely.
   std::string attention = "gemm";
 };
 

@@ -27,11 +27,12 @@ struct TrainingConfig {
   int64_t max_tokens = 0;          // used when max_steps is 0
   double grad_clip = 1.0;          // global-norm clipping; 0 = off
   std::string precision = "fp32";  // fp32 | bf16 (cuda only)
-  // Causal attention kernel of the cuda backend (BackendOptions::attention): gemm | flash. gemm by
-  // default: its score and output products run in cuBLAS, and the [B, H, T, T] probabilities it
-  // keeps are small at the sequence lengths we train (T <= 1024); flash (fp32 SIMT, no tensor
-  // cores) keeps only [B, H, T] and is for sequences whose probabilities do not fit.
-  std::string attention = "gemm";
+  // Causal attention kernel of the cuda backend (BackendOptions::attention): flash_wmma | gemm |
+  // flash. flash_wmma by default: tensor-core tiles (bf16 operands, fp32 sums and softmax) that
+  // keep only the [B, H, T] log-sum-exp; gemm (cuBLAS fp32 products, keeps the [B, H, T, T]
+  // probabilities) and flash (fp32 SIMT, one warp per query row, the reference of flash_wmma)
+  // compute in fp32 throughout.
+  std::string attention = "flash_wmma";
   bool fused_update = false;  // per-layer update inside backward (only when grad_clip == 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;

@@ -1,11 +1,13 @@
 // Causal attention, forward and backward, and the cached attention of incremental decoding.
-// Two kernels, chosen by training.attention (CudaBackend's AttentionKernel): `gemm` runs cuBLAS
+// Three kernels, chosen by training.attention (CudaBackend's AttentionKernel): `gemm` runs cuBLAS
 // batched GEMMs (gemm.cpp) around the fused masked softmax and its backward here (the
-// per-(batch, head) pointer tables too); `flash` runs the flash-style warp-per-row kernels.
+// per-(batch, head) pointer tables too); `flash` runs the flash-style warp-per-row kernels (fp32,
+// the reference of) `flash_wmma`, the tensor-core tiles of attention_wmma.cu.
 // Scores/probabilities are [B, H, T, T] row-major; one warp owns one query row.
 #include <cmath>
 
 #include "../op_checks.h"
+#include "attention_common.cuh"
 #include "cuda_backend.h"
 #include "device_utils.cuh"
 
@@ -42,18 +44,6 @@ __global__ void fill_batch_pointers_kernel(const float** out, BatchPointerSpecs 
   }
 }
 
-// First key position query t of sequence b may attend to (packed documents); a value outside
-// [0, t] is reported through the status word and clamped so the kernel stays in bounds.
-__device__ __forceinline__ int window_start(const int32_t* doc_start, int64_t b, int T, int t, int* status) {
-  if (!doc_start) return 0;
-  int start = doc_start[b * T + t];
-  if (start < 0 || start > t) {
-    atomicOr(status, kStatusDocStartOutOfRange);
-    start = start < 0 ? 0 : t;
-  }
-  return start;
-}
-
 // In place: scaled scores -> probabilities over [start, t], zeros elsewhere (the masked part of
 // the full T x T GEMM output is overwritten, so it never needs initialising).
 __global__ void causal_softmax_kernel(float* probs, const int32_t* doc_start, int B, int H, int T, int* status) {
@@ -85,8 +75,7 @@ __global__ void causal_softmax_backward_kernel(float* dprobs, const float* probs
   const int64_t b = item / KV;
   const int kv = static_cast<int>(item % KV);
   const int h = kv * (H / KV) + g;
-  int start = doc_start ? doc_start[b * T + t] : 0;  // validated (and reported) by the forward pass
-  start = start < 0 ? 0 : (start > t ? t : start);
+  const int start = clamped_window_start(doc_start, b, T, t);
   const float* p = probs + ((b * H + h) * int64_t(T) + t) * T;
   float* d = dprobs + row * T;
   float weighted = 0.0f;
@@ -103,12 +92,6 @@ __global__ void causal_softmax_backward_kernel(float* dprobs, const float* probs
 // the memory-lean path, selected with training.attention=flash.
 
 constexpr int kMaxPerLane = 8;
-
-struct FlashDims {
-  int B, H, KV, T, D;
-  float scale;
-  __host__ __device__ int64_t width() const { return int64_t(H + 2 * KV) * D; }
-};
 
 // The query row (b, h, t) a warp owns in the one-warp-per-row kernels, and its kv head;
 // false for the warps past the last row.
@@ -219,8 +202,7 @@ __global__ void flash_backward_dq_kernel(float* dqkv, float* delta_out, const fl
   const int t = q_row.t, h = q_row.h, kv = q_row.kv;
   const int64_t b = q_row.b, row = q_row.index;
   const int64_t W = s.width(), token = b * s.T + t;
-  int start = doc_start ? doc_start[token] : 0;  // validated (and reported) by the forward pass
-  start = start < 0 ? 0 : (start > t ? t : start);
+  const int start = clamped_window_start(doc_start, b, s.T, t);
   float q[kMaxPerLane], go[kMaxPerLane], dq[kMaxPerLane];
   load_row(q, qkv + token * W + int64_t(h) * s.D, s.D, lane);
   load_row(go, dout + token * int64_t(s.H) * s.D + int64_t(h) * s.D, s.D, lane);
@@ -270,9 +252,7 @@ __global__ void flash_backward_dkv_kernel(float* dqkv, const float* dout, const 
     const int h = kv * group + g;
     for (int t = u; t < s.T; ++t) {
       const int64_t token = b * s.T + t;
-      int start = doc_start ? doc_start[token] : 0;
-      start = start < 0 ? 0 : (start > t ? t : start);
-      if (start > u) continue;  // key u lies before query t's document
+      if (clamped_window_start(doc_start, b, s.T, t) > u) continue;  // key u lies before query t's document
       const int64_t stat = (b * s.H + h) * s.T + t;
       const float* q = qkv + token * W + int64_t(h) * s.D;
       const float* go = dout + token * int64_t(s.H) * s.D + int64_t(h) * s.D;
@@ -377,11 +357,18 @@ FlashDims flash_dims(const char* op, int B, int H, int KV, int T, int D) {
   return FlashDims{B, H, KV, T, D, static_cast<float>(1.0 / std::sqrt(double(D)))};
 }
 
-// Flash-style attention (one warp per query row, online softmax): out [N, H*D] and
-// lse [B, H, T] = log-sum-exp of each query row's scaled scores.
-void launch_flash_attention_forward(float* out, float* lse, const float* qkv, const int32_t* doc_start, int B, int H,
-                                    int KV, int T, int D, int* status, cudaStream_t stream) {
+// The tensor-core kernels take heads up to kWmmaFlashMaxHeadDim; larger ones run the scalar kernels.
+bool use_tensor_cores(AttentionKernel kernel, int D) {
+  return kernel == AttentionKernel::FlashWmma && D <= kWmmaFlashMaxHeadDim;
+}
+
+// Flash-style attention (online softmax): out [N, H*D] and lse [B, H, T] = log-sum-exp of each
+// query row's scaled scores; the scalar kernel has one warp per query row.
+void launch_flash_attention_forward(AttentionKernel kernel, float* out, float* lse, const float* qkv,
+                                    const int32_t* doc_start, int B, int H, int KV, int T, int D, int* status,
+                                    cudaStream_t stream) {
   const FlashDims dims = flash_dims("flash attention", B, H, KV, T, D);
+  if (use_tensor_cores(kernel, D)) return launch_wmma_flash_forward(out, lse, qkv, doc_start, dims, status, stream);
   flash_forward_kernel<<<row_blocks(int64_t(B) * H * T), kThreads, 0, stream>>>(out, lse, qkv, doc_start, dims, status);
   GUM_CUDA_CHECK_LAUNCH("flash_forward_kernel");
 }
@@ -402,10 +389,12 @@ void launch_cached_attention_forward(float* out, float* kv_cache, const float* q
 }
 
 // Writes every element of dqkv (no memset needed); delta is [B, H, T] scratch (dO . O per row).
-void launch_flash_attention_backward(float* dqkv, float* delta, const float* dout, const float* out, const float* lse,
-                                     const float* qkv, const int32_t* doc_start, int B, int H, int KV, int T, int D,
-                                     cudaStream_t stream) {
+void launch_flash_attention_backward(AttentionKernel kernel, float* dqkv, float* delta, const float* dout,
+                                     const float* out, const float* lse, const float* qkv, const int32_t* doc_start,
+                                     int B, int H, int KV, int T, int D, cudaStream_t stream) {
   const FlashDims dims = flash_dims("flash attention", B, H, KV, T, D);
+  if (use_tensor_cores(kernel, D))
+    return launch_wmma_flash_backward(dqkv, delta, dout, out, lse, qkv, doc_start, dims, stream);
   flash_backward_dq_kernel<<<row_blocks(int64_t(B) * H * T), kThreads, 0, stream>>>(dqkv, delta, dout, out, lse, qkv,
                                                                                     doc_start, dims);
   GUM_CUDA_CHECK_LAUNCH("flash_backward_dq_kernel");
@@ -429,7 +418,7 @@ void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Ten
 
 size_t CudaBackend::attention_aux_elems(const AttentionShape& s) const {
   const size_t rows = static_cast<size_t>(s.batch) * s.n_head * s.seq_len;
-  return flash_attention_ ? rows : rows * s.seq_len;
+  return attention_ == AttentionKernel::Gemm ? rows * s.seq_len : rows;
 }
 
 void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
@@ -444,9 +433,9 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
   if (aux.numel() < int64_t(attention_aux_elems(s)))
     runtime_error(op, ": aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
   const int32_t* doc = doc_start ? doc_start->ptr<int32_t>() : nullptr;
-  if (flash_attention_) {
-    launch_flash_attention_forward(out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H), int(KV), int(T), int(D),
-                                   status_, stream_);
+  if (attention_ != AttentionKernel::Gemm) {
+    launch_flash_attention_forward(attention_, out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H), int(KV), int(T),
+                                   int(D), status_, stream_);
     return;
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
@@ -490,12 +479,12 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
   if (aux.numel() < int64_t(attention_aux_elems(s)))
     runtime_error(op, ": aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
   const int32_t* doc = doc_start ? doc_start->ptr<int32_t>() : nullptr;
-  if (flash_attention_) {
+  if (attention_ != AttentionKernel::Gemm) {
     require_f32(out, op, "out");
     require_numel(out, B * T * H * D, op, "out");
     float* delta = static_cast<float*>(workspace(size_t(B * H * T) * sizeof(float)));
-    launch_flash_attention_backward(dqkv.f32(), delta, dout.f32(), out.f32(), aux.f32(), qkv.f32(), doc, int(B), int(H),
-                                    int(KV), int(T), int(D), stream_);
+    launch_flash_attention_backward(attention_, dqkv.f32(), delta, dout.f32(), out.f32(), aux.f32(), qkv.f32(), doc,
+                                    int(B), int(H), int(KV), int(T), int(D), stream_);
     return;
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));

@@ -29,8 +29,11 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOption
   cuda::AttentionKernel attention = cuda::AttentionKernel::Gemm;
   if (options.attention == "flash")
     attention = cuda::AttentionKernel::Flash;
+  else if (options.attention == "flash_wmma")
+    attention = cuda::AttentionKernel::FlashWmma;
   else if (options.attention != "gemm")
-    usage_error("cuda backend: attention '", options.attention, "' is not an attention kernel (valid: gemm, flash)");
+    usage_error("cuda backend: attention '", options.attention,
+                "' is not an attention kernel (valid: gemm, flash, flash_wmma)");
   return std::make_unique<cuda::CudaBackend>(device_index, attention);
 }
 
@@ -71,7 +74,7 @@ const int32_t* i32_ptr(const Tensor& t, const char* op, const char* what) {
 // Lifetime.
 
 CudaBackend::CudaBackend(int device_index, AttentionKernel attention)
-    : device_index_(device_index), flash_attention_(attention == AttentionKernel::Flash) {
+    : device_index_(device_index), attention_(attention) {
   const int count = cuda_runtime_device_count();
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");

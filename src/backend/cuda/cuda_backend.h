@@ -22,7 +22,7 @@
 namespace gum::cuda {
 
 // The kernels of attention_forward/backward (attention.cu), from BackendOptions::attention.
-enum class AttentionKernel { Gemm, Flash };
+enum class AttentionKernel { Gemm, Flash, FlashWmma };
 
 class CudaBackend final : public Backend {
  public:
@@ -112,9 +112,9 @@ class CudaBackend final : public Backend {
                         int64_t count, const char* op);
 
   int device_index_ = 0;
-  // AttentionKernel::Flash: flash-style kernels, aux = log-sum-exp [B, H, T]; Gemm: batched
-  // cuBLAS GEMMs with the probabilities [B, H, T, T] in aux.
-  bool flash_attention_ = false;
+  // Gemm: batched cuBLAS GEMMs with the probabilities [B, H, T, T] in aux; Flash (scalar fp32)
+  // and FlashWmma (tensor cores, bf16 operands): flash kernels, aux = log-sum-exp [B, H, T].
+  AttentionKernel attention_ = AttentionKernel::Gemm;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;

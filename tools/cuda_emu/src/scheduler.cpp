@@ -82,7 +82,7 @@ constexpr size_t kStackBytes = 256 * 1024;
 #endif
 constexpr size_t kStackStagger = 208;  // bytes, a multiple of 16; 256 colours span 52 KiB
 
-enum class State { kRunnable, kAtBarrier, kAtWarpOp, kExited };
+enum class State { kRunnable, kAtBarrier, kAtWarpOp, kExited, kFailed };
 
 struct Fiber {
   void* sp = nullptr;     // saved stack pointer while switched out
@@ -153,6 +153,14 @@ const char* op_name(WarpOp op) {
       return "__any_sync";
     case WarpOp::kAll:
       return "__all_sync";
+    case WarpOp::kWmmaFill:
+      return "wmma::fill_fragment";
+    case WarpOp::kWmmaLoad:
+      return "wmma::load_matrix_sync";
+    case WarpOp::kWmmaStore:
+      return "wmma::store_matrix_sync";
+    case WarpOp::kWmmaMma:
+      return "wmma::mma_sync";
   }
   return "?";
 }
@@ -180,6 +188,7 @@ class Scheduler {
   // Called on a fiber's stack.
   void syncthreads(Site site);
   uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int operand, int width, Site site);
+  [[noreturn]] void device_error(const char* what, Site site);
   static void fiber_main();
 
  private:
@@ -201,6 +210,7 @@ class Scheduler {
   std::vector<int> order_;
   int threads_ = 0;
   Fiber* current_ = nullptr;
+  std::string device_error_;  // the message of the fiber in State::kFailed
   void* scheduler_sp_ = nullptr;
   const LaunchConfig* config_ = nullptr;
   void (*body_)(void*) = nullptr;
@@ -322,6 +332,7 @@ void Scheduler::run_block(uint3 block) {
       for (int i : order_for_round()) {
         if (fibers_[i].state != State::kRunnable) continue;
         resume(fibers_[i]);
+        if (fibers_[i].state == State::kFailed) fail(fibers_[i], device_error_);
         if (fibers_[i].state == State::kExited) ++exited;
       }
       if (exited == threads_ || resolve_warp_ops() || release_barrier()) continue;
@@ -400,6 +411,14 @@ uint64_t Scheduler::warp_collective(WarpOp op, unsigned mask, uint64_t value, in
   return f.result;
 }
 
+void Scheduler::device_error(const char* what, Site site) {
+  Fiber& f = *current_;
+  f.state = State::kFailed;
+  device_error_ = std::string(what) + " at " + format_site(site);
+  yield_to_scheduler(false);
+  std::abort();  // a failed fiber is never resumed
+}
+
 // Every fiber is blocked or exited. Resolves each warp collective whose mask has fully arrived.
 bool Scheduler::resolve_warp_ops() {
   bool resolved = false;
@@ -430,7 +449,12 @@ void Scheduler::resolve_warp(int first, int lanes) {
   for (int lane = 0; lane < warpSize; ++lane) {
     if (!(mask >> lane & 1u)) continue;
     const Fiber* other = lane < lanes ? &fibers_[first + lane] : nullptr;
-    if (other && other->state == State::kAtWarpOp && other->mask == mask && other->op == f.op) continue;
+    if (other && other->state == State::kAtWarpOp && other->mask == mask && other->op == f.op) {
+      if (f.op < WarpOp::kWmmaFill || other->value == f.value) continue;
+      fail(*other, std::string(op_name(f.op)) + " at " + format_site(other->site) + ": lane " + std::to_string(lane) +
+                       " passes other arguments (pointer, ldm, layout or value) than lane " + std::to_string(leader) +
+                       " at " + format_site(f.site));
+    }
     std::ostringstream s;
     s << op_name(f.op) << " at " << format_site(f.site) << " with mask 0x" << std::hex << mask << std::dec << ": lane "
       << lane;
@@ -454,6 +478,10 @@ void Scheduler::resolve_warp(int first, int lanes) {
     self.state = State::kRunnable;
     switch (f.op) {
       case WarpOp::kSync:
+      case WarpOp::kWmmaFill:
+      case WarpOp::kWmmaLoad:
+      case WarpOp::kWmmaStore:
+      case WarpOp::kWmmaMma:
         break;
       case WarpOp::kBallot:
         self.result = votes;
@@ -513,6 +541,8 @@ void syncthreads(Site site) { scheduler().syncthreads(site); }
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int operand, int width, Site site) {
   return scheduler().warp_collective(op, mask, value, operand, width, site);
 }
+
+void device_error(const char* what, Site site) { scheduler().device_error(what, site); }
 
 void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   std::lock_guard<std::mutex> lock(launch_mutex());

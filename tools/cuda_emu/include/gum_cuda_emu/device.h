@@ -41,12 +41,29 @@ namespace gum_emu {
 
 using Site = std::source_location;
 
-enum class WarpOp { kSync, kShfl, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll };
+// The kWmma* operations (mma.h) need every lane of the warp, passing the same argument word.
+enum class WarpOp {
+  kSync,
+  kShfl,
+  kShflUp,
+  kShflDown,
+  kShflXor,
+  kBallot,
+  kAny,
+  kAll,
+  kWmmaFill,
+  kWmmaLoad,
+  kWmmaStore,
+  kWmmaMma
+};
 
 void syncthreads(Site site);
 // Blocks the calling fiber until every lane named in `mask` has reached a warp collective with
 // the same mask; returns this lane's result (the value's bits for shuffles, the vote otherwise).
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int operand, int width, Site site);
+// Stops the launch with an error naming the kernel, block, thread and `site` (an invalid argument
+// of a device-side API); the calling fiber never resumes.
+[[noreturn]] void device_error(const char* what, Site site);
 
 template <typename T>
 uint64_t to_bits(T value) {

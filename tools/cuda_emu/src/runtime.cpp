@@ -78,8 +78,29 @@ using gum_emu::invalid_value;
 
 extern "C" {
 
+cudaError_t cudaDriverGetVersion(int* version) {
+  if (!version) return invalid_value("cudaDriverGetVersion");
+  const char* env = std::getenv("GUM_CUDA_EMU_DRIVER_VERSION");
+  *version = env ? std::atoi(env) : GUM_CUDA_EMU_RUNTIME_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  if (!version) return invalid_value("cudaRuntimeGetVersion");
+  *version = GUM_CUDA_EMU_RUNTIME_VERSION;
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetDeviceCount(int* count) {
   if (!count) return invalid_value("cudaGetDeviceCount");
+  *count = 0;
+  int driver = 0;
+  cudaDriverGetVersion(&driver);
+  // Minor-version compatibility: any driver of the runtime's major version runs it.
+  if (driver / 1000 < GUM_CUDA_EMU_RUNTIME_VERSION / 1000) {
+    gum_emu::raise_error(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version");
+    return cudaErrorInsufficientDriver;
+  }
   *count = gum_emu::device_count();
   return cudaSuccess;
 }
@@ -135,6 +156,8 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration:
       return "cudaErrorInvalidConfiguration";
+    case cudaErrorInsufficientDriver:
+      return "cudaErrorInsufficientDriver";
     case cudaErrorInvalidDevice:
       return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle:
@@ -165,6 +188,8 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "out of memory";
     case cudaErrorInvalidConfiguration:
       return "invalid configuration argument";
+    case cudaErrorInsufficientDriver:
+      return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorInvalidDevice:
       return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle:

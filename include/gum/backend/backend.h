@@ -149,6 +149,10 @@ struct BackendOptions {
   // a masked-softmax kernel and keeps the probabilities [B, H, T, T] in aux; "flash" runs the
   // flash-style kernels and keeps only each query row's log-sum-exp [B, H, T].
   std::string attention = "gemm";
+  // The cuda backend's F32 GEMMs (matmuls and attention's batched products) on the tensor cores in
+  // TF32: operands rounded to 10 mantissa bits, fp32 accumulation (relative error ~1e-3 instead of
+  // ~1e-6). Off here so that backend-level comparisons stay fp32; training.allow_tf32 turns it on.
+  bool allow_tf32 = false;
 };
 
 // "cpu", "cuda" or "auto" (cuda when a GPU is usable, else cpu). Throws a usage error for

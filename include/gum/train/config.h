@@ -32,6 +32,9 @@ struct TrainingConfig {
   // keeps are small at the sequence lengths we train (T <= 1024); flash (fp32 SIMT, no tensor
   // cores) keeps only [B, H, T] and is for sequences whose probabilities do not fit.
   std::string attention = "gemm";
+  // F32 GEMMs of the cuda backend in TF32 on the tensor cores (BackendOptions::allow_tf32); the
+  // CPU backend ignores it.
+  bool allow_tf32 = true;
   bool fused_update = false;  // per-layer update inside backward (only when grad_clip == 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;

@@ -47,7 +47,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOption
     attention = cuda::AttentionKernel::Flash;
   else if (options.attention != "gemm")
     usage_error("cuda backend: attention '", options.attention, "' is not an attention kernel (valid: gemm, flash)");
-  return std::make_unique<cuda::CudaBackend>(device_index, attention);
+  return std::make_unique<cuda::CudaBackend>(device_index, attention, options.allow_tf32);
 }
 
 namespace cuda {
@@ -86,8 +86,10 @@ const int32_t* i32_ptr(const Tensor& t, const char* op, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Lifetime.
 
-CudaBackend::CudaBackend(int device_index, AttentionKernel attention)
-    : device_index_(device_index), flash_attention_(attention == AttentionKernel::Flash) {
+CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32)
+    : device_index_(device_index),
+      flash_attention_(attention == AttentionKernel::Flash),
+      f32_compute_(allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {
   const int count = cuda_runtime_device_count(nullptr);
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");
@@ -95,7 +97,7 @@ CudaBackend::CudaBackend(int device_index, AttentionKernel attention)
   GUM_CUDA_CHECK(cudaStreamCreate(&stream_));
   GUM_CUBLAS_CHECK(cublasCreate(&cublas_));
   GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // Plain fp32 math for F32 GEMMs (no TF32): the CPU comparison tests hold to 1e-5.
+  // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
   GUM_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
   GUM_CUSOLVER_CHECK(cusolverDnCreate(&cusolver_));
   GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver_, stream_));

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gum/core/dtype.h"
+#include "gum_cuda_emu/control.h"
 
 // Every emulated call completes before it returns, so a handle holds only its math mode (the
 // stream is ignored): CUBLAS_TF32_TENSOR_OP_MATH makes CUBLAS_COMPUTE_32F F32 GEMMs TF32, as on a GPU.
@@ -127,6 +129,17 @@ FloatMatrix as_float(const void* p, cudaDataType_t type, int rows, int cols, int
   return m;
 }
 
+// The work counters' entry for `count` GEMMs of this shape: 2 m n k FLOPs each, and the bytes of
+// A and B read, C read (beta != 0) and written.
+void count_gemms(const char* call, const GemmCall& g, int count) {
+  const double operand = g.operand_type == CUDA_R_32F ? 4 : 2, out = g.c_type == CUDA_R_32F ? 4 : 2;
+  const double m = g.m, n = g.n, k = g.k;
+  const double bytes = (m * k + k * n) * operand + m * n * out * (g.beta != 0.0f ? 2 : 1);
+  const std::string name =
+      std::string(call) + (g.operand_type == CUDA_R_32F ? " F32" : " BF16") + (g.tf32 ? " tf32" : "");
+  gum_emu::count_library_call(name.c_str(), 2 * m * n * k * count, bytes * count);
+}
+
 void gemm(const GemmCall& g, const void* A, const void* B, void* C) {
   if (g.m == 0 || g.n == 0) return;
   const int a_rows = stored_rows(g.transa, g.m, g.k), a_cols = stored_rows(g.transa, g.k, g.m);
@@ -236,9 +249,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const cublasStatus_t status = check_gemm(handle, transa, transb, m, n, k, alpha, Atype, lda, Btype, ldb, beta, Ctype,
                                            ldc, 1, computeType, algo);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
-  gemm({transa, transb, m, n, k, *static_cast<const float*>(alpha), *static_cast<const float*>(beta), Atype, Ctype, lda,
-        ldb, ldc, uses_tf32(handle, Atype, computeType)},
-       A, B, C);
+  const GemmCall call{
+      transa, transb, m,   n,   k,   *static_cast<const float*>(alpha),    *static_cast<const float*>(beta),
+      Atype,  Ctype,  lda, ldb, ldc, uses_tf32(handle, Atype, computeType)};
+  count_gemms("cublasGemmEx", call, 1);
+  gemm(call, A, B, C);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -253,6 +268,7 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t tran
   const GemmCall call{
       transa, transb, m,   n,   k,   *static_cast<const float*>(alpha),    *static_cast<const float*>(beta),
       Atype,  Ctype,  lda, ldb, ldc, uses_tf32(handle, Atype, computeType)};
+  count_gemms("cublasGemmBatchedEx", call, batchCount);
   for (int i = 0; i < batchCount; ++i) gemm(call, Aarray[i], Barray[i], Carray[i]);
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Training throughput benchmark on one GPU: gum_train (cuda backend, bf16 and fp32) against
-# PyTorch doing the same work (Hugging Face LlamaForCausalLM + torch.optim.AdamW, bf16 autocast
-# with fp32 master weights, eager and torch.compile), for llama_60m, llama_350m and llama_1b.
+# Training throughput benchmark on one GPU: gum_train (cuda backend) against PyTorch doing the
+# same work (Hugging Face LlamaForCausalLM + torch.optim.AdamW, bf16 autocast with fp32 master
+# weights, eager and torch.compile), for the shapes of llama_60m, llama_350m and llama_1b. Every
+# run trains on the embedded corpus (data/corpus, the quickstart's llama_tiny data section and its
+# 4096-piece tokenizer), which exists on a fresh machine, so the vocabulary is 4096, not C4's 32000.
 # Reports tokens/s, MFU and peak memory, writes one JSON (device, commit, date, every
 # measurement) and a summary table into OUT_DIR (default bench/results). See bench/README.md.
+# Exit code: 0 when every row ran, 1 when any row failed (a PyTorch row without torch installed
+# is "skipped", not failed), 2 for a usage error.
 #
 # MFU = model FLOPs per token * tokens/s / peak, with
 #   model FLOPs per token = 6 * N_matmul + 12 * L * T * (H * D)
@@ -19,6 +23,8 @@
 #   GUM_BENCH_SEQ_LEN  (default 256, the GaLore papers' sequence length)
 #   GUM_BENCH_BATCH    micro-batch in sequences (default: 32 for 60m, 16 for 350m, 8 for 1b)
 #   GUM_BENCH_STEPS / GUM_BENCH_WARMUP  timed and untimed steps (default 20 / 5)
+#   GUM_BENCH_SET      extra gum_train overrides, "SECTION.KEY=VALUE ..." (space-separated)
+#   GUM_BENCH_PREPARE=0  the corpus and shards are already there (skip make_corpus + prepare)
 #   GUM_BENCH_BUILD_DIR  where bin/gum_train is (default build-gpu, then build)
 #   GUM_BENCH_PYTHON   interpreter with torch >= 2 and transformers (default python3)
 #   GUM_BENCH_SKIP_TORCH=1 / GUM_BENCH_SKIP_GUM=1  run one side only
@@ -34,6 +40,16 @@ fi
 python="${GUM_BENCH_PYTHON:-python3}"
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
+# The embedded corpus and its shards (the quickstart's data): made here when missing.
+if [ "${GUM_BENCH_PREPARE:-1}" != 0 ] && [ "${GUM_BENCH_SKIP_GUM:-0}" != 1 ]; then
+  if ! compgen -G "$root/data/corpus/c4-train.*.json.gz" > /dev/null; then
+    "$root/scripts/make_corpus.sh" > "$out/make_corpus.log" 2>&1 ||
+      { echo "bench_gpu: scripts/make_corpus.sh failed: see $out/make_corpus.log" >&2; exit 1; }
+  fi
+  (cd "$root" && "$build/bin/gum_train" prepare configs/llama_tiny.json) > "$out/prepare.log" 2>&1 ||
+    { echo "bench_gpu: gum_train prepare configs/llama_tiny.json failed: see $out/prepare.log" >&2; exit 1; }
+fi
+
 exec "$python" - "$root" "$out" "$build/bin/gum_train" "$commit" <<'EOF'
 import datetime, json, os, re, statistics, subprocess, sys, time
 
@@ -43,7 +59,9 @@ seq_len = int(os.environ.get("GUM_BENCH_SEQ_LEN", "256"))
 steps = int(os.environ.get("GUM_BENCH_STEPS", "20"))
 warmup = int(os.environ.get("GUM_BENCH_WARMUP", "5"))
 default_batch = {"llama_60m": 32, "llama_350m": 16, "llama_1b": 8}
-# The GaLore presets (src/model/config.cpp): hidden, intermediate, heads, layers; vocab 32000, untied.
+extra_sets = os.environ.get("GUM_BENCH_SET", "").split()
+# The GaLore presets (src/model/config.cpp): hidden, intermediate, heads, layers; untied, here with
+# the embedded corpus's 4096-piece vocabulary (configs/llama_tiny.json).
 presets = {
     "llama_20m": (256, 688, 4, 4),
     "llama_60m": (512, 1376, 8, 8),
@@ -52,7 +70,8 @@ presets = {
     "llama_1b": (2048, 5461, 32, 24),
     "llama_7b": (4096, 11008, 32, 32),
 }
-VOCAB = 32000
+tiny = json.load(open(os.path.join(root, "configs", "llama_tiny.json")))
+VOCAB = tiny["model"]["vocab_size"]
 
 def device_name():
     try:
@@ -93,13 +112,26 @@ def parse_bytes(text):
         return None
     return int(float(m.group(1)) * UNITS[m.group(2)])
 
+def bench_config(model):
+    """The preset's shapes with the quickstart's data section: data that exists on a fresh machine."""
+    config = {"model": {"preset": model, "vocab_size": VOCAB}, "data": tiny["data"],
+              "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}, "schedule": {"type": "constant"},
+              "training": {"backend": "cuda", "max_steps": warmup + steps}}
+    path = os.path.join(out_dir, f"config_{model}.json")
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+    return path
+
+# The trainer's warning when precision bf16 falls back to fp32 (src/train/trainer.cpp): such a run
+# is not a bf16 measurement and is not reported as one.
+BF16_IN_FP32 = "this run computes in fp32"
+
 def bench_gum(model, batch, precision):
-    entry = {"impl": "gum_train", "mode": precision, "model": model, "batch": batch, "seq_len": seq_len}
-    config = os.path.join(root, "configs", model + ".json")
+    entry = {"impl": "gum_train", "mode": "fp32, TF32 GEMMs" if precision == "fp32" else precision,
+             "model": model, "batch": batch, "seq_len": seq_len}
     if not os.path.exists(gum_train):
-        return dict(entry, status="missing gum_train binary " + gum_train)
-    if not os.path.exists(config):
-        return dict(entry, status="missing config " + config)
+        return dict(entry, status="failed: missing gum_train binary " + gum_train)
+    config = bench_config(model)
     run_dir = os.path.join(out_dir, "runs", f"{model}_{precision}")
     cmd = [gum_train, config, "--resume", "never",
            "--set", "training.backend=cuda", "--set", f"training.precision={precision}",
@@ -107,6 +139,8 @@ def bench_gum(model, batch, precision):
            "--set", f"training.micro_batch_size={batch}", "--set", f"training.max_steps={warmup + steps}",
            "--set", "logging.every_steps=1", "--set", f"logging.run_dir={run_dir}",
            "--set", "checkpoint.at_end=false", "--set", "eval.at_start=false", "--set", "eval.at_end=false"]
+    for extra in extra_sets:
+        cmd += ["--set", extra]
     entry["command"] = " ".join(cmd)
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
@@ -115,19 +149,19 @@ def bench_gum(model, batch, precision):
     if proc.returncode != 0:
         last = log.strip().splitlines()[-1] if log.strip() else ""
         return dict(entry, status=f"failed (exit {proc.returncode}): {last[:300]}")
+    if precision == "bf16" and BF16_IN_FP32 in log:
+        return dict(entry, status="not bf16: this build computes precision bf16 in fp32 (trainer warning), not measured")
     rates = []
     metrics = os.path.join(run_dir, "metrics.jsonl")
-    for path in [metrics] + [os.path.join(run_dir, f) for f in os.listdir(run_dir) if f.endswith(".jsonl")]:
-        if os.path.exists(path):
-            with open(path) as f:
-                records = [json.loads(line) for line in f if line.strip()]
-            rates = [r["tok_per_s"] for r in records if "tok_per_s" in r and r.get("step", 0) > warmup]
-            if rates:
-                break
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        rates = [r["tok_per_s"] for r in records if "tok_per_s" in r and r.get("step", 0) > warmup]
+    if not rates:
+        return dict(entry, status=f"failed: no tok_per_s after step {warmup} in {metrics}")
     memory = re.findall(r"\| mem ([0-9.]+ ?[A-Za-z]+) \|", log)
-    tok_per_s = statistics.median(rates) if rates else None
-    return dict(entry, status="ok" if rates else "ok, but no tok_per_s in the metrics file",
-                tok_per_s=tok_per_s, mfu=mfu(model, tok_per_s),
+    tok_per_s = statistics.median(rates)
+    return dict(entry, status="ok", tok_per_s=tok_per_s, mfu=mfu(model, tok_per_s),
                 peak_memory_bytes=parse_bytes(memory[-1]) if memory else None)
 
 def bench_torch(model, batch, compiled):
@@ -138,7 +172,7 @@ def bench_torch(model, batch, compiled):
         import torch.nn.functional as F
         import transformers
     except Exception as e:  # not the interpreter with torch 2 + transformers
-        return dict(entry, status=f"missing torch/transformers in {sys.executable}: {e}")
+        return dict(entry, status=f"skipped: no torch/transformers in {sys.executable}: {e}")
     entry["torch"] = torch.__version__
     entry["transformers"] = transformers.__version__
     hidden, inter, heads, layers = presets[model]
@@ -190,7 +224,7 @@ for model in models:
         sys.exit(2)
     batch = int(os.environ.get("GUM_BENCH_BATCH", default_batch.get(model, 8)))
     if os.environ.get("GUM_BENCH_SKIP_GUM") != "1":
-        for precision in ("bf16", "fp32"):
+        for precision in ("fp32", "bf16"):
             results.append(bench_gum(model, batch, precision))
             print(json.dumps(results[-1]), flush=True)
     if os.environ.get("GUM_BENCH_SKIP_TORCH") != "1":
@@ -217,10 +251,14 @@ for r in results:
     m = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
     mem = f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r.get("peak_memory_bytes") else "-"
     lines.append(f"{r['model']:<11} {r['impl']:<10} {r['mode']:<30} {r['batch']:>5} {tok:>10} {m:>7} {mem:>10}  "
-                 f"{r['status'][:60]}")
+                 f"{r['status'][:100]}")
 summary = "\n".join(lines)
 with open(os.path.join(out_dir, "summary.txt"), "w") as f:
     f.write(summary + "\n")
 print(summary)
 print("results:", path)
+failed = [r for r in results if r["status"].startswith("failed")]
+if failed:
+    print(f"bench_gpu: {len(failed)} of {len(results)} rows failed", file=sys.stderr)
+    sys.exit(1)
 EOF

@@ -8,14 +8,19 @@
 #      the overlapped per-layer all-reduce, the reduce-to-owner of sharded state, and the fused
 #      update pipelined by one layer (which must equal the unfused run)
 #   5. the benchmark (scripts/bench_gpu.sh)
-# Each step's log and a results JSON go to OUT_DIR; a summary table is printed last. A step
-# that fails is recorded and the script goes on, so one run shows everything; the exit code
-# is non-zero when any step failed.
+# Each step's log goes to OUT_DIR, and gpu_check.json is rewritten after every step, so a call cut
+# short still returns what finished; a summary table is printed last. A step that fails is
+# recorded and the script goes on, so one run shows everything; the exit code is non-zero when
+# any step failed, timed out or found no time left to run.
+# Time: each step runs under `timeout` with what is left of GUM_GPU_BUDGET_S (default 450 s, so
+# one call stays under the 8 minutes a lent machine allows per command, with room for the
+# summary); run the check as several calls (see bench/README.md), each with its GUM_GPU_STEPS.
 # Needs: the CUDA toolkit (nvcc, cuBLAS, cuSOLVER, compute-sanitizer), NCCL, our Debian packages
 # (scripts/install_deps.sh), mpirun for the NCCL steps and PyTorch for the benchmark's comparison.
 # Usage: scripts/gpu_check.sh [OUT_DIR]     (default: gpu_check_<date>)
 #   GUM_GPU_BUILD_DIR  build folder (default: build-gpu)
 #   GUM_GPU_SKIP_BENCH=1  skip step 5;  GUM_TRAIN_STEPS (default 200)
+#   GUM_GPU_BUDGET_S  this call's time in seconds (default 450); a step killed by it is TIMEOUT
 #   GUM_GPU_STEPS   the steps to run, comma-separated (default all): build, tests, memcheck, train,
 #                   nccl, bench. Later steps use the build folder of an earlier run, so a check can
 #                   be split over several runs (each into its own OUT_DIR).
@@ -40,10 +45,41 @@ jobs="$(nproc)"
 # may have its own python3 and no /usr/bin/python3).
 python="$(command -v python3 || echo /usr/bin/python3)"
 
+budget="${GUM_GPU_BUDGET_S:-450}"
+deadline=$(( $(date +%s) + budget ))
+margin=10  # seconds kept for the JSON and the summary
+# left: the seconds this call may still spend on a step (0 when spent).
+left() { local n=$(( deadline - margin - $(date +%s) )); echo $(( n > 0 ? n : 0 )); }
+# timed CMD...: CMD under the rest of the budget; exit 124 when it was killed for time.
+timed() {
+  local t; t="$(left)"
+  [ "$t" -gt 0 ] || return 124
+  timeout --kill-after=5 "$t" "$@"
+}
+# begin NAME: false (and the step recorded as FAILED) when no time is left to start it.
+begin() {
+  if [ "$(left)" -le 0 ]; then record "$1" FAILED "not run: GUM_GPU_BUDGET_S=${budget} s spent"; return 1; fi
+}
+
 declare -a names=() states=() notes=()
-record() {  # record NAME STATE NOTE
+record() {  # record NAME STATE NOTE; rewrites gpu_check.json
   names+=("$1"); states+=("$2"); notes+=("$3")
   echo "== $1: $2 ${3:+($3)}"
+  write_json
+}
+write_json() {
+  {
+    printf '{\n  "device": "%s",\n  "commit": "%s",\n  "date": "%s",\n  "budget_s": %s,\n  "steps": [\n' \
+      "${device//\"/\'}" "$commit" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$budget"
+    local i note
+    for i in "${!names[@]}"; do
+      note="${notes[$i]//\\/\\\\}"
+      note="${note//\"/\\\"}"
+      printf '    {"name": "%s", "state": "%s", "note": "%s"}%s\n' "${names[$i]}" "${states[$i]}" "$note" \
+        "$([ "$i" -lt $((${#names[@]} - 1)) ] && echo ,)"
+    done
+    printf '  ]\n}\n'
+  } > "$out/gpu_check.json.tmp" && mv "$out/gpu_check.json.tmp" "$out/gpu_check.json"
 }
 # record_ctest NAME LOG EXIT_CODE: ok only when every test ran and passed; a skipped test (exit
 # 77: no usable GPU) makes the step SKIPPED, not ok.
@@ -51,7 +87,8 @@ record_ctest() {
   local summary skipped
   summary="$(grep -E 'tests passed|tests failed' "$2" | tail -1)"
   skipped="$(grep -c '(Skipped)' "$2" || true)"
-  if [ "$3" -ne 0 ]; then record "$1" FAILED "$summary"
+  if [ "$3" -eq 124 ]; then record "$1" TIMEOUT "killed after the budget; $summary"
+  elif [ "$3" -ne 0 ]; then record "$1" FAILED "$summary"
   elif [ "$skipped" -ne 0 ]; then record "$1" SKIPPED "$skipped skipped: is the GPU visible? $summary"
   else record "$1" ok "$summary"; fi
 }
@@ -61,13 +98,30 @@ device="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,n
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "gpu_check: device ${device}; commit ${commit}; output ${out}"
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+write_json
+
+# ---- 0. driver against toolkit ----
+# A CUDA 12.x runtime needs a driver for CUDA 12.0 or newer (minor-version compatibility runs our
+# sm_80/sm_90a code on an older 12.y driver, not on an 11.y one); otherwise every CUDA call fails
+# with cudaErrorInsufficientDriver, which is said here once instead of in every step.
+driver_cuda="$(sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' "$out/nvidia-smi.txt" | head -1)"
+toolkit_cuda="$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p' | head -1)"
+if [ -n "$driver_cuda" ] && [ -n "$toolkit_cuda" ]; then
+  if [ "${driver_cuda%%.*}" -lt "${toolkit_cuda%%.*}" ]; then
+    record driver FAILED "the driver supports CUDA $driver_cuda, older than the toolkit's CUDA $toolkit_cuda: update the driver or use a CUDA ${driver_cuda%%.*}.x toolkit"
+  else
+    record driver ok "driver CUDA $driver_cuda, toolkit CUDA $toolkit_cuda"
+  fi
+fi
 
 # ---- 1. build ----
-if want build; then
-  if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=ON -DGUM_CUDA_EMULATION=OFF \
+if want build && begin build; then
+  if timed cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGUM_CUDA=ON -DGUM_CUDA_EMULATION=OFF \
        -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real" > "$out/configure.log" 2>&1 &&
-     cmake --build "$build" -j "$jobs" > "$out/build.log" 2>&1; then
-    record build ok "sm_80 + sm_90a"
+     timed cmake --build "$build" -j "$jobs" > "$out/build.log" 2>&1; then
+    record build ok "sm_80 + sm_90a; $(grep -o 'NCCL [A-Z]*' "$out/configure.log" | tail -1)"
+  elif [ $? -eq 124 ]; then
+    record build TIMEOUT "killed after the budget: rerun to continue the build"
   else
     record build FAILED "see configure.log / build.log"
   fi
@@ -75,9 +129,9 @@ fi
 
 # ---- 2. CUDA tests ----
 test_bin="$build/tests/gum_test_cuda"
-if want tests; then
+if want tests && begin cuda_tests; then
   if [ -x "$test_bin" ]; then
-    (cd "$build" && ctest -R '^(cuda|ops):' --output-on-failure --timeout 900 --output-junit "$out/ctest_cuda.xml") \
+    (cd "$build" && timed ctest -R '^(cuda|ops):' --output-on-failure --timeout 900 --output-junit "$out/ctest_cuda.xml") \
       > "$out/ctest_cuda.log" 2>&1
     record_ctest cuda_tests "$out/ctest_cuda.log" $?
   else
@@ -86,19 +140,21 @@ if want tests; then
 fi
 
 # ---- 3. compute-sanitizer ----
-if want memcheck; then
+if want memcheck && begin memcheck; then
   sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
   if [ -x "$sanitizer" ] && [ -x "$test_bin" ]; then
     # The whole-model test is slow under memcheck; the op table's CUDA column runs every kernel.
-    "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$test_bin" '~LlamaModel*' \
+    timed "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$test_bin" '~LlamaModel*' \
       > "$out/memcheck.log" 2>&1
     rc=$?
-    "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$build/tests/gum_test_ops" 'cpu vs cuda*' \
+    timed "$sanitizer" --tool memcheck --error-exitcode 3 --leak-check full "$build/tests/gum_test_ops" 'cpu vs cuda*' \
       >> "$out/memcheck.log" 2>&1
     ops_rc=$?
     [ $rc -ne 0 ] || rc=$ops_rc
     errors="$(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -1)"
-    if [ $rc -eq 0 ]; then record memcheck ok "$errors"; else record memcheck FAILED "rc $rc; $errors"; fi
+    if [ $rc -eq 0 ]; then record memcheck ok "$errors"
+    elif [ $rc -eq 124 ] || [ $ops_rc -eq 124 ]; then record memcheck TIMEOUT "killed after the budget; $errors"
+    else record memcheck FAILED "rc $rc; $errors"; fi
   else
     record memcheck SKIPPED "compute-sanitizer or test binary missing"
   fi
@@ -117,11 +173,11 @@ make_corpus() {  # the kit's corpus on an offline machine (its sources are not t
     scripts/make_corpus.sh
   fi
 }
-if ! want train; then
-  :  # not among GUM_GPU_STEPS
+if ! want train || ! begin train; then
+  :  # not among GUM_GPU_STEPS, or no time left
 elif [ ! -x "$train_bin" ]; then
   record train SKIPPED "gum_train binary missing in $build"
-elif ! (cd "$root" && make_corpus && "$train_bin" prepare configs/llama_tiny.json) \
+elif ! (cd "$root" && make_corpus && timed "$train_bin" prepare configs/llama_tiny.json) \
        > "$out/prepare.log" 2>&1; then
   record train FAILED "corpus or prepare failed: see prepare.log"
 else
@@ -148,20 +204,30 @@ print(("ok" if common and worst <= tol else "FAILED") +
       f" max rel. loss diff over {len(common)} steps {worst:.2e} (tol {tol}); step {last} loss {got[last]:.4f}")
 PY
   }
+  # record_run_failure NAME LOG RC: TIMEOUT when the run was killed for time, else FAILED with the log's last line.
+  record_run_failure() {
+    if [ "$3" -eq 124 ]; then record "$1" TIMEOUT "killed after the budget: see $(basename "$2")"
+    else record "$1" FAILED "$(tail -1 "$2" | cut -c1-110)"; fi
+  }
   run_train() {  # run_train NAME STEPS ARGS...
     local name="$1" n="$2"; shift 2
-    (cd "$root" && "$@" "$train_config" --set training.max_steps="$n" --set logging.every_steps=1 \
+    (cd "$root" && timed "$@" "$train_config" --set training.max_steps="$n" --set logging.every_steps=1 \
        --set logging.run_dir="$out/train_$name" --resume never) > "$out/train_$name.log" 2>&1
   }
   if run_train cpu_fp32 "$cpu_steps" "$train_bin" --set training.backend=cpu; then
+    # fp32 with training.allow_tf32=false: TF32 GEMMs (the cuda default) would not hold 1e-3.
     for precision in fp32 bf16; do
       if run_train "cuda_$precision" "$steps" "$train_bin" --set training.backend=cuda \
-           --set training.precision=$precision; then
+           --set training.precision=$precision --set training.allow_tf32=false; then
         tolerance=$([ "$precision" = fp32 ] && echo 1e-3 || echo 3e-2)
         verdict="$(compare_losses "$out/train_cpu_fp32" "$out/train_cuda_$precision" "$tolerance")"
-        record "train_$precision" "${verdict%% *}" "${verdict#* }"
+        if [ "$precision" = bf16 ] && grep -q 'this run computes in fp32' "$out/train_cuda_bf16.log"; then
+          record train_bf16 SKIPPED "this build computes precision bf16 in fp32 (trainer warning): not a bf16 check"
+        else
+          record "train_$precision" "${verdict%% *}" "${verdict#* }"
+        fi
       else
-        record "train_$precision" FAILED "$(tail -1 "$out/train_cuda_$precision.log" | cut -c1-110)"
+        record_run_failure "train_$precision" "$out/train_cuda_$precision.log" $?
       fi
     done
     # World size 1 through NCCL: the data-parallel path on one GPU. Each layer's gradients are
@@ -173,7 +239,7 @@ PY
     nccl_run() {  # nccl_run NAME RECORD_AS REFERENCE_RUN TOLERANCE ARGS...
       local name="$1" as="$2" ref="$3" tol="$4"; shift 4
       if ! run_train "$name" 20 "${mpirun_1[@]}" "$@"; then
-        record "$as" FAILED "$(tail -1 "$out/train_$name.log" | cut -c1-110)"
+        record_run_failure "$as" "$out/train_$name.log" $?
       elif ! grep -q 'on 1 x cuda (nccl communicator)' "$out/train_$name.log"; then
         record "$as" FAILED "the run did not use the nccl communicator: see train_$name.log"
       else
@@ -182,44 +248,34 @@ PY
         record "$as" "${verdict%% *}" "${verdict#* }"
       fi
     }
-    nccl_run nccl_1 nccl_1gpu cpu_fp32 1e-3
-    nccl_run nccl_1_sharded nccl_sharded cpu_fp32 1e-3 --set optimizer.shard_states=true
+    nccl_run nccl_1 nccl_1gpu cpu_fp32 1e-3 --set training.allow_tf32=false
+    nccl_run nccl_1_sharded nccl_sharded cpu_fp32 1e-3 --set training.allow_tf32=false --set optimizer.shard_states=true
     if run_train nccl_1_noclip 20 "${mpirun_1[@]}" --set training.grad_clip=0; then
       nccl_run nccl_1_fused nccl_fused nccl_1_noclip 1e-5 --set training.grad_clip=0 --set training.fused_update=true
     else
-      record nccl_fused FAILED "unfused reference: $(tail -1 "$out/train_nccl_1_noclip.log" | cut -c1-100)"
+      record_run_failure nccl_fused "$out/train_nccl_1_noclip.log" $?
     fi
   else
-    record train FAILED "CPU reference run failed: see train_cpu_fp32.log"
+    record_run_failure train "$out/train_cpu_fp32.log" $?
   fi
 fi
-if want nccl; then
-  (cd "$build" && ctest -R 'nccl' --output-on-failure --timeout 300) > "$out/ctest_nccl.log" 2>&1
+if want nccl && begin nccl_tests; then
+  (cd "$build" && timed ctest -R 'nccl' --output-on-failure --timeout 300) > "$out/ctest_nccl.log" 2>&1
   record_ctest nccl_tests "$out/ctest_nccl.log" $?
 fi
 
 # ---- 5. benchmark ----
-if ! want bench; then
-  :  # not among GUM_GPU_STEPS (or GUM_GPU_SKIP_BENCH=1)
-elif GUM_BENCH_BUILD_DIR="$build" "$root/scripts/bench_gpu.sh" "$out/bench" > "$out/bench.log" 2>&1; then
+if ! want bench || ! begin bench; then
+  :  # not among GUM_GPU_STEPS (or GUM_GPU_SKIP_BENCH=1), or no time left
+elif GUM_BENCH_BUILD_DIR="$build" timed "$root/scripts/bench_gpu.sh" "$out/bench" > "$out/bench.log" 2>&1; then
   record bench ok "$(ls "$out"/bench/*.json 2>/dev/null | head -1)"
+elif [ $? -eq 124 ]; then
+  record bench TIMEOUT "killed after the budget: see bench.log"
 else
-  record bench FAILED "see bench.log"
+  record bench FAILED "$(grep -E 'rows failed|failed:' "$out/bench.log" | tail -1 | cut -c1-110) (see bench.log)"
 fi
 
-# ---- results JSON and summary (printed last) ----
-{
-  printf '{\n  "device": "%s",\n  "commit": "%s",\n  "date": "%s",\n  "steps": [\n' \
-    "${device//\"/\'}" "$commit" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  for i in "${!names[@]}"; do
-    note="${notes[$i]//\\/\\\\}"
-    note="${note//\"/\\\"}"
-    printf '    {"name": "%s", "state": "%s", "note": "%s"}%s\n' "${names[$i]}" "${states[$i]}" "$note" \
-      "$([ "$i" -lt $((${#names[@]} - 1)) ] && echo ,)"
-  done
-  printf '  ]\n}\n'
-} > "$out/gpu_check.json"
-
+# ---- summary (printed last; gpu_check.json is already written) ----
 failed=0
 echo
 echo "gpu_check summary (${device}; commit ${commit})"
@@ -227,7 +283,7 @@ printf '%-12s %-8s %s\n' step state note
 printf '%-12s %-8s %s\n' ------------ -------- ----
 for i in "${!names[@]}"; do
   printf '%-12s %-8s %s\n' "${names[$i]}" "${states[$i]}" "${notes[$i]}"
-  [ "${states[$i]}" = FAILED ] && failed=1
+  case "${states[$i]}" in FAILED | TIMEOUT) failed=1 ;; esac
 done
 if [ -f "$out/bench/summary.txt" ]; then echo; cat "$out/bench/summary.txt"; fi
 echo "results: $out/gpu_check.json"

@@ -7,12 +7,12 @@ namespace gum {
 std::unique_ptr<Backend> make_cpu_backend();
 #ifdef GUM_HAVE_CUDA
 std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOptions& options);
-int cuda_runtime_device_count();  // 0 on any CUDA error (no driver, no device)
+int cuda_runtime_device_count(std::string* reason);  // 0 on any CUDA error (no driver, no device)
 #endif
 
 int cuda_device_count() {
 #ifdef GUM_HAVE_CUDA
-  return cuda_runtime_device_count();
+  return cuda_runtime_device_count(nullptr);
 #else
   return 0;
 #endif
@@ -33,7 +33,9 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int device_index,
 #endif
     if (name == "auto") return make_cpu_backend();
 #ifdef GUM_HAVE_CUDA
-    usage_error("backend 'cuda' was asked for but no usable GPU was found (cudaGetDeviceCount failed or returned 0)");
+    std::string reason = "cudaGetDeviceCount returned 0";
+    cuda_runtime_device_count(&reason);
+    usage_error("backend 'cuda' was asked for but no usable GPU was found (", reason, ")");
 #else
     usage_error("backend 'cuda' was asked for but this build has no CUDA backend (configure with GUM_CUDA=ON)");
 #endif

@@ -55,7 +55,7 @@ void report_fatal(const Communicator& comm, const std::string& message);
 
 #ifdef GUM_HAVE_MPI
 std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options);
-#if defined(GUM_HAVE_CUDA)
+#if defined(GUM_HAVE_NCCL)
 std::unique_ptr<Communicator> make_nccl_communicator(Backend& backend, const CommunicatorOptions& options);
 #endif
 #endif

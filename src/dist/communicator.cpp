@@ -314,8 +314,12 @@ std::unique_ptr<Communicator> make_communicator(Backend& backend, const Communic
   if (!launch.under_mpirun) return make_single_communicator(backend);
 #ifdef GUM_HAVE_MPI
   if (backend.device() == Device::CUDA) {
-#ifdef GUM_HAVE_CUDA
+#ifdef GUM_HAVE_NCCL
     return make_nccl_communicator(backend, options);
+#else
+    usage_error(
+        "launched under mpirun with training.backend=cuda but this gum_train was built without NCCL: "
+        "install NCCL and reconfigure (CMake reports 'NCCL ON')");
 #endif
   }
   return make_mpi_communicator(options);

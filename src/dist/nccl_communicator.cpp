@@ -10,7 +10,7 @@
 // start order. The host never synchronises on start, so backward keeps queueing kernels while a
 // bucket is reduced; a blocking collective is start() followed by wait().
 // Compiled, not run: there was no GPU where this was written (scripts/gpu_check.sh runs it).
-#if defined(GUM_HAVE_MPI) && defined(GUM_HAVE_CUDA)
+#if defined(GUM_HAVE_MPI) && defined(GUM_HAVE_NCCL)
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -319,4 +319,4 @@ std::unique_ptr<Communicator> make_nccl_communicator(Backend& backend, const Com
 }
 
 }  // namespace gum::dist_detail
-#endif  // GUM_HAVE_MPI && GUM_HAVE_CUDA
+#endif  // GUM_HAVE_MPI && GUM_HAVE_NCCL

@@ -32,6 +32,7 @@ const FieldTable<TrainingConfig> kTrainingFields = {
     {"grad_clip", &TrainingConfig::grad_clip, at_least(0)},
     {"precision", &TrainingConfig::precision, one_of({"fp32", "bf16"})},
     {"attention", &TrainingConfig::attention, one_of({"gemm", "flash", "flash_wmma"})},
+    {"allow_tf32", &TrainingConfig::allow_tf32},
     {"fused_update", &TrainingConfig::fused_update},
     {"activation_checkpointing", &TrainingConfig::activation_checkpointing},
     {"threads", &TrainingConfig::threads, at_least(0)},

@@ -36,6 +36,7 @@ Runtime make_runtime(const TrainConfig& config) {
 BackendOptions backend_options(const TrainingConfig& training) {
   BackendOptions options;
   options.attention = training.attention;
+  options.allow_tf32 = training.allow_tf32;
   return options;
 }
 

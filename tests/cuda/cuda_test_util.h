@@ -23,6 +23,10 @@ namespace gum::cuda_test {
   } while (0)
 
 constexpr double kF32Tolerance = 1e-5;
+// GEMM results in TF32 (operands rounded to 10 mantissa bits, unit roundoff 2^-11 = 4.9e-4): the
+// normalised error of a K = 256 product of normal operands measured 3.0e-4 on the emulator; a wrong
+// result (a transposed or unrounded operand path aside) is off by O(1).
+constexpr double kTF32Tolerance = 1e-3;
 
 // The same logical tensor on the CPU (always F32) and on the GPU (F32 or BF16).
 struct Pair {
@@ -49,13 +53,15 @@ inline std::vector<float> rounded_to(DType dtype, std::vector<float> v) {
 
 class BackendPair {
  public:
-  // cuda_attention: the attention kernel ("gemm" or "flash", BackendOptions::attention) of the GPU backend.
-  explicit BackendPair(const char* cuda_attention = "gemm")
-      : cpu_(make_backend("cpu")), gpu_(make_cuda_backend(cuda_attention)) {}
+  // cuda_attention: the attention kernel ("gemm" or "flash", BackendOptions::attention) of the GPU
+  // backend; allow_tf32: its F32 GEMMs in TF32 (BackendOptions::allow_tf32; compare with kTF32Tolerance).
+  explicit BackendPair(const char* cuda_attention = "gemm", bool allow_tf32 = false)
+      : cpu_(make_backend("cpu")), gpu_(make_cuda_backend(cuda_attention, allow_tf32)) {}
 
-  static std::unique_ptr<Backend> make_cuda_backend(const char* attention) {
+  static std::unique_ptr<Backend> make_cuda_backend(const char* attention, bool allow_tf32 = false) {
     BackendOptions options;
     options.attention = attention;
+    options.allow_tf32 = allow_tf32;
     return make_backend("cuda", 0, options);
   }
   ~BackendPair() {

@@ -17,6 +17,26 @@ TEST_CASE("gemm rejects operands of different dtypes") {
   REQUIRE_THROWS_AS(pair.gpu().gemm(false, true, 1.0f, a.gpu, f32.gpu, 0.0f, c.gpu), gum::Error);
 }
 
+TEST_CASE("BackendOptions::allow_tf32: F32 GEMMs in TF32, within TF32's error of the CPU and outside fp32's") {
+  GUM_REQUIRE_GPU();
+  for (bool tf32 : {false, true}) {
+    INFO("allow_tf32 " << tf32);
+    BackendPair pair("gemm", tf32);
+    Pair a = pair.random(Shape{64, 256}, 30), b = pair.random(Shape{48, 256}, 31);
+    Pair c = pair.zeros(Shape{64, 48});
+    pair.cpu().gemm(false, true, 1.0f, a.cpu, b.cpu, 0.0f, c.cpu);
+    pair.gpu().gemm(false, true, 1.0f, a.gpu, b.gpu, 0.0f, c.gpu);
+    const double error = relative_error(pair.cpu_values(c), pair.gpu_values(c));
+    UNSCOPED_INFO("normalised error " << error);
+    if (tf32) {
+      REQUIRE(error <= kTF32Tolerance);
+      REQUIRE(error > kF32Tolerance);  // TF32 really ran: fp32 would be 100x closer
+    } else {
+      REQUIRE(error <= kF32Tolerance);
+    }
+  }
+}
+
 TEST_CASE("a kernel that meets a bad id reports it at the next synchronisation") {
   GUM_REQUIRE_GPU();
   BackendPair pair;

@@ -206,6 +206,58 @@ TEST_CASE("GemmEx BF16 output: the float result rounded to nearest even, padding
   }
 }
 
+// TF32 as the tensor cores read an F32 operand: 11 significant bits (10 stored), to nearest with ties
+// away from zero; written with frexp/round, independently of the shim's bit manipulation.
+Matrix rounded_to_tf32(const Matrix& m) {
+  Matrix r = m;
+  for (float& x : r.data) {
+    int e = 0;
+    const double f = std::frexp(double(x), &e);  // x = f 2^e, 0.5 <= |f| < 1
+    x = float(std::ldexp(std::round(std::ldexp(f, 11)), e - 11));
+  }
+  return r;
+}
+
+TEST_CASE("GemmEx TF32: operands rounded to 10 mantissa bits, fp32 accumulation, math mode and pedantic compute") {
+  Handle handle;
+  const int m = 9, n = 6, k = 64;
+  const float alpha = 1.0f, beta = 0.0f;
+  const Matrix a(m, k, m, 21), b(k, n, k, 22);
+  Matrix c(m, n, m, 23);
+  const Reference exact = reference_gemm(CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, alpha, a, b, beta, c);
+  const Reference tf32 =
+      reference_gemm(CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, alpha, rounded_to_tf32(a), rounded_to_tf32(b), beta, c);
+  auto run = [&](cublasComputeType_t compute) {
+    Matrix out(m, n, m, 24);
+    REQUIRE(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a.data.data(), CUDA_R_32F, m,
+                         b.data.data(), CUDA_R_32F, k, &beta, out.data.data(), CUDA_R_32F, m, compute,
+                         CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+    return out;
+  };
+  const Matrix fast = run(CUBLAS_COMPUTE_32F_FAST_TF32);
+  // The product of the TF32-rounded operands, accumulated in float: the fp32 GEMM bound holds.
+  require_matches(fast, tf32, k);
+  // Against the exact product, the error is TF32's: each operand off by at most 2^-11 relative
+  // (half of 2^-10), so each product by 2^-10 (+ 2^-22); with the float sum, |error| <= (2^-10 +
+  // float bound) * magnitude. The worst element must exceed the fp32 bound: TF32 really is emulated.
+  double worst_fp32_ratio = 0.0;
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      const size_t at = i + size_t(j) * m;
+      const double error = std::fabs(fast.at(i, j) - exact.value[at]);
+      REQUIRE(error <= (std::ldexp(1.0, -10) + float_gemm_bound(k, 1.0)) * exact.magnitude[at]);
+      worst_fp32_ratio = std::max(worst_fp32_ratio, error / float_gemm_bound(k, exact.magnitude[at]));
+    }
+  REQUIRE(worst_fp32_ratio > 1.0);
+
+  // CUBLAS_COMPUTE_32F under CUBLAS_TF32_TENSOR_OP_MATH is TF32 too; the pedantic compute type is not.
+  const Matrix plain = run(CUBLAS_COMPUTE_32F);
+  REQUIRE(cublasSetMathMode(handle.h, CUBLAS_TF32_TENSOR_OP_MATH) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(run(CUBLAS_COMPUTE_32F).data == fast.data);
+  REQUIRE(run(CUBLAS_COMPUTE_32F_PEDANTIC).data == plain.data);
+  require_matches(plain, exact, k);
+}
+
 TEST_CASE("GemmBatchedEx: each item through its own pointers") {
   Handle handle;
   const int m = 3, n = 4, k = 5, batch = 3;
@@ -296,7 +348,7 @@ TEST_CASE("GemmEx argument checks return cuBLAS's documented status") {
   REQUIRE(call(handle.h, N, N, m, n, k, m, k, m, CUDA_R_16F, CUDA_R_16F, CUDA_R_32F) == CUBLAS_STATUS_NOT_SUPPORTED);
   REQUIRE(call(handle.h, N, N, m, n, k, m, k, m, CUDA_R_16BF, CUDA_R_16BF, CUDA_R_32F, CUBLAS_COMPUTE_16F) ==
           CUBLAS_STATUS_NOT_SUPPORTED);
-  REQUIRE(call(handle.h, N, N, m, n, k, m, k, m, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32) ==
+  REQUIRE(call(handle.h, N, N, m, n, k, m, k, m, CUDA_R_16BF, CUDA_R_16BF, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32) ==
           CUBLAS_STATUS_NOT_SUPPORTED);
   REQUIRE(call(handle.h, N, N, m, n, k, m, k, m, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F,
                cublasGemmAlgo_t(5)) == CUBLAS_STATUS_NOT_SUPPORTED);

@@ -245,3 +245,25 @@ TEST_CASE("emulator: launch limits and fresh device memory") {
 }
 
 }  // namespace
+
+__global__ void add_one_kernel(float* x) { x[blockIdx.x * blockDim.x + threadIdx.x] += 1.0f; }
+
+TEST_CASE("emulator: the work counters count launches, allocations and one host round trip per wait on queued work") {
+  const gum_emu::Stats before = gum_emu::stats();
+  DeviceBuffer<float> x(64);
+  x.upload(std::vector<float>(64, 0.0f));  // a blocking copy: the host waits for it, one round trip
+  LAUNCH(add_one_kernel, dim3(2), dim3(32))(x.data);
+  LAUNCH(add_one_kernel, dim3(2), dim3(32))(x.data);
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);  // waits for the two launches: one round trip
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);         // nothing queued since: free
+  REQUIRE(x.host() == std::vector<float>(64, 2.0f));       // a readback: one more
+  const gum_emu::Stats after = gum_emu::stats();
+  REQUIRE(after.allocations - before.allocations == 1);
+  const auto launches = [](const gum_emu::Stats& s) {
+    const auto it = s.kernels.find("add_one_kernel");
+    return it == s.kernels.end() ? gum_emu::KernelCount{} : it->second;
+  };
+  REQUIRE(launches(after).launches - launches(before).launches == 2);
+  REQUIRE(launches(after).threads - launches(before).threads == 128);
+  REQUIRE(after.host_syncs - before.host_syncs == 3);
+}

@@ -6,7 +6,7 @@ include_guard(GLOBAL)
 add_library(gum_cuda_emu_libs STATIC ${CMAKE_CURRENT_LIST_DIR}/src/cublas.cpp ${CMAKE_CURRENT_LIST_DIR}/src/cusolver.cpp)
 target_include_directories(gum_cuda_emu_libs SYSTEM PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
 target_include_directories(gum_cuda_emu_libs PRIVATE ${CBLAS_INCLUDE_DIR} ${LAPACKE_INCLUDE_DIR})
-target_link_libraries(gum_cuda_emu_libs PRIVATE gum_core ${LAPACKE_LIBRARY} LAPACK::LAPACK BLAS::BLAS)
+target_link_libraries(gum_cuda_emu_libs PRIVATE gum_core gum_cuda_emu_runtime ${LAPACKE_LIBRARY} LAPACK::LAPACK BLAS::BLAS)
 
 if(GUM_HAVE_MPI)
   add_library(gum_cuda_emu_nccl STATIC ${CMAKE_CURRENT_LIST_DIR}/src/nccl.cpp)

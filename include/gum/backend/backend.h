@@ -151,6 +151,10 @@ struct BackendOptions {
   // and keep only each query row's log-sum-exp [B, H, T]. training.attention defaults to flash_wmma;
   // here the default stays the fp32 gemm, which the backend tests compare with the CPU bit-closely.
   std::string attention = "gemm";
+  // The cuda backend's F32 GEMMs (matmuls and attention's batched products) on the tensor cores in
+  // TF32: operands rounded to 10 mantissa bits, fp32 accumulation (relative error ~1e-3 instead of
+  // ~1e-6). Off here so that backend-level comparisons stay fp32; training.allow_tf32 turns it on.
+  bool allow_tf32 = false;
 };
 
 // "cpu", "cuda" or "auto" (cuda when a GPU is usable, else cpu). Throws a usage error for

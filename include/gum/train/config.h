@@ -33,6 +33,9 @@ struct TrainingConfig {
   // probabilities) and flash (fp32 SIMT, one warp per query row, the reference of flash_wmma)
   // compute in fp32 throughout.
   std::string attention = "flash_wmma";
+  // F32 GEMMs of the cuda backend in TF32 on the tensor cores (BackendOptions::allow_tf32); the
+  // CPU backend ignores it.
+  bool allow_tf32 = true;
   bool fused_update = false;  // per-layer update inside backward (only when grad_clip == 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;

@@ -14,15 +14,31 @@
 
 namespace gum {
 
+namespace {
+std::string version_text(int version) {  // 12040 -> "12.4"
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+}  // namespace
+
 // Declared in src/backend/backend.cpp under GUM_HAVE_CUDA. Called only at run time (never during
-// static initialisation), and any CUDA error, e.g. no driver, means "no GPU".
-int cuda_runtime_device_count() {
+// static initialisation), and any CUDA error, e.g. no driver, means "no GPU"; *reason says why.
+int cuda_runtime_device_count(std::string* reason) {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // reset the runtime's last-error state so later calls start clean
-    return 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status == cudaSuccess) return count;
+  cudaGetLastError();  // reset the runtime's last-error state so later calls start clean
+  if (reason) {
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    if (status == cudaErrorInsufficientDriver)
+      *reason = "the NVIDIA driver supports CUDA " + version_text(driver) + " but this gum_train was built with CUDA " +
+                version_text(runtime) + ": update the driver, or build with a toolkit no newer than " +
+                version_text(driver);
+    else
+      *reason = std::string("cudaGetDeviceCount failed: ") + cudaGetErrorName(status);
   }
-  return count;
+  return 0;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOptions& options) {
@@ -34,7 +50,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOption
   else if (options.attention != "gemm")
     usage_error("cuda backend: attention '", options.attention,
                 "' is not an attention kernel (valid: gemm, flash, flash_wmma)");
-  return std::make_unique<cuda::CudaBackend>(device_index, attention);
+  return std::make_unique<cuda::CudaBackend>(device_index, attention, options.allow_tf32);
 }
 
 namespace cuda {
@@ -73,16 +89,18 @@ const int32_t* i32_ptr(const Tensor& t, const char* op, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Lifetime.
 
-CudaBackend::CudaBackend(int device_index, AttentionKernel attention)
-    : device_index_(device_index), attention_(attention) {
-  const int count = cuda_runtime_device_count();
+CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32)
+    : device_index_(device_index),
+      attention_(attention),
+      f32_compute_(allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {
+  const int count = cuda_runtime_device_count(nullptr);
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");
   GUM_CUDA_CHECK(cudaSetDevice(device_index));
   GUM_CUDA_CHECK(cudaStreamCreate(&stream_));
   GUM_CUBLAS_CHECK(cublasCreate(&cublas_));
   GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // Plain fp32 math for F32 GEMMs (no TF32): the CPU comparison tests hold to 1e-5.
+  // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
   GUM_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
   GUM_CUSOLVER_CHECK(cusolverDnCreate(&cusolver_));
   GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver_, stream_));

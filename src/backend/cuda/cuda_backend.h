@@ -26,7 +26,8 @@ enum class AttentionKernel { Gemm, Flash, FlashWmma };
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device_index, AttentionKernel attention);
+  // allow_tf32: F32 GEMMs on the tensor cores in TF32 (BackendOptions::allow_tf32).
+  CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32 = false);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -115,6 +116,9 @@ class CudaBackend final : public Backend {
   // Gemm: batched cuBLAS GEMMs with the probabilities [B, H, T, T] in aux; Flash (scalar fp32)
   // and FlashWmma (tensor cores, bf16 operands): flash kernels, aux = log-sum-exp [B, H, T].
   AttentionKernel attention_ = AttentionKernel::Gemm;
+  // The compute type of F32 GEMMs: CUBLAS_COMPUTE_32F_FAST_TF32 under allow_tf32, else plain fp32
+  // (the handle keeps CUBLAS_DEFAULT_MATH, which never turns CUBLAS_COMPUTE_32F into TF32).
+  cublasComputeType_t f32_compute_ = CUBLAS_COMPUTE_32F;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;

@@ -44,8 +44,8 @@ void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N
   GUM_CUBLAS_CHECK(cublasGemmEx(cublas_, op_of(trans_b), op_of(trans_a), checked_int(N, op, "N"),
                                 checked_int(M, op, "M"), checked_int(K, op, "K"), &alpha, b, cuda_type(b_type, op),
                                 checked_int(ldb, op, "ldb"), a, cuda_type(a_type, op), checked_int(lda, op, "lda"),
-                                &beta, c, cuda_type(c_type, op), checked_int(ldc, op, "ldc"), CUBLAS_COMPUTE_32F,
-                                CUBLAS_GEMM_DEFAULT));
+                                &beta, c, cuda_type(c_type, op), checked_int(ldc, op, "ldc"),
+                                a_type == DType::F32 ? f32_compute_ : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm_batched_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -56,7 +56,7 @@ void CudaBackend::gemm_batched_f32(bool trans_a, bool trans_b, int64_t M, int64_
       checked_int(K, op, "K"), &alpha, reinterpret_cast<const void* const*>(b), CUDA_R_32F, checked_int(ldb, op, "ldb"),
       reinterpret_cast<const void* const*>(a), CUDA_R_32F, checked_int(lda, op, "lda"), &beta,
       reinterpret_cast<void* const*>(const_cast<float* const*>(c)), CUDA_R_32F, checked_int(ldc, op, "ldc"),
-      checked_int(count, op, "batch count"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      checked_int(count, op, "batch count"), f32_compute_, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta,

@@ -3,11 +3,13 @@
 // Device memory is host memory and every call completes before it returns. GemmEx and
 // GemmBatchedEx take F32 or BF16 operands (both the same), an F32 output (or BF16 with BF16
 // operands) and CUBLAS_COMPUTE_32F(_PEDANTIC); BF16 operands are widened to float and the
-// product computed in float, as cuBLAS does. The argument checks are cuBLAS's documented ones:
+// product computed in float, as cuBLAS does. F32 operands under CUBLAS_COMPUTE_32F_FAST_TF32 (or
+// CUBLAS_COMPUTE_32F with the math mode CUBLAS_TF32_TENSOR_OP_MATH) are rounded to TF32 (10
+// mantissa bits, to nearest, ties away) and multiplied in float, so tests see TF32's precision. The argument checks are cuBLAS's documented ones:
 // a null handle is CUBLAS_STATUS_NOT_INITIALIZED; negative sizes, a leading dimension below
 // max(1, rows as stored), a null alpha/beta or an unknown operation are CUBLAS_STATUS_INVALID_VALUE;
 // a type/compute/algorithm combination outside the above is CUBLAS_STATUS_NOT_SUPPORTED (this
-// includes combinations a GPU accepts but the emulator does not compute, such as FP16 or TF32).
+// includes combinations a GPU accepts but the emulator does not compute, such as FP16).
 #include "library_types.h"
 
 typedef struct CUstream_st* cudaStream_t;

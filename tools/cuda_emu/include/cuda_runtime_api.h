@@ -9,6 +9,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInsufficientDriver = 35,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorNotReady = 600,
@@ -31,7 +32,14 @@ typedef struct CUevent_st* cudaEvent_t;
 constexpr unsigned cudaStreamDefault = 0x0, cudaStreamNonBlocking = 0x1;
 constexpr unsigned cudaEventDefault = 0x0, cudaEventBlockingSync = 0x1, cudaEventDisableTiming = 0x2;
 
+// The runtime version the emulator claims to be (CUDA 12.4, as 1000 * major + 10 * minor).
+constexpr int GUM_CUDA_EMU_RUNTIME_VERSION = 12040;
+
 extern "C" {
+// GUM_CUDA_EMU_DRIVER_VERSION (default: the runtime's) emulates another driver: one of an older major
+// version makes cudaGetDeviceCount fail with cudaErrorInsufficientDriver, as the real runtime does.
+cudaError_t cudaDriverGetVersion(int* version);
+cudaError_t cudaRuntimeGetVersion(int* version);
 cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int* device);

@@ -7,13 +7,18 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "gum/core/dtype.h"
+#include "gum_cuda_emu/control.h"
 
-// Every emulated call completes before it returns and computes in plain fp32, so a handle needs
-// no state: the stream is ignored and the math mode only validated.
-struct cublasContext {};
+// Every emulated call completes before it returns, so a handle holds only its math mode (the
+// stream is ignored): CUBLAS_TF32_TENSOR_OP_MATH makes CUBLAS_COMPUTE_32F F32 GEMMs TF32, as on a GPU.
+struct cublasContext {
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
+};
 
 namespace {
 
@@ -24,7 +29,28 @@ struct GemmCall {
   float alpha, beta;
   cudaDataType_t operand_type, c_type;
   int lda, ldb, ldc;
+  bool tf32;  // F32 operands rounded to TF32 (10 mantissa bits) before the fp32 product
 };
+
+// TF32 computation of F32 GEMMs: CUBLAS_COMPUTE_32F_FAST_TF32, or CUBLAS_COMPUTE_32F under
+// CUBLAS_TF32_TENSOR_OP_MATH (the _PEDANTIC compute types never use it).
+bool uses_tf32(cublasHandle_t handle, cudaDataType_t operand_type, cublasComputeType_t compute) {
+  if (operand_type != CUDA_R_32F) return false;
+  const int base = handle->math & ~CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+  return compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+         (compute == CUBLAS_COMPUTE_32F && base == CUBLAS_TF32_TENSOR_OP_MATH);
+}
+
+// A float rounded to TF32 as the tensor cores' operand conversion does (cvt.rna.tf32.f32: the 13
+// low mantissa bits dropped, to nearest with ties away from zero); infinities and NaN pass.
+float round_to_tf32(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return x;
+  bits = (bits + 0x1000u) & 0xffffe000u;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
 
 bool is_operation(cublasOperation_t op) { return op == CUBLAS_OP_N || op == CUBLAS_OP_T || op == CUBLAS_OP_C; }
 
@@ -52,9 +78,10 @@ bool is_known_compute_type(cublasComputeType_t t) {
 // The combinations the emulator computes exactly as a GPU does (see cublas_v2.h).
 bool is_emulated(cudaDataType_t a, cudaDataType_t b, cudaDataType_t c, cublasComputeType_t compute,
                  cublasGemmAlgo_t algo) {
-  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_PEDANTIC) return false;
   if (algo != CUBLAS_GEMM_DEFAULT && algo != CUBLAS_GEMM_DEFAULT_TENSOR_OP) return false;
   if (a != b) return false;
+  if (compute == CUBLAS_COMPUTE_32F_FAST_TF32) return a == CUDA_R_32F && c == CUDA_R_32F;
+  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_PEDANTIC) return false;
   if (a == CUDA_R_32F) return c == CUDA_R_32F;
   return a == CUDA_R_16BF && (c == CUDA_R_32F || c == CUDA_R_16BF);
 }
@@ -88,22 +115,37 @@ FloatMatrix dense_zeros(int rows, int cols) {
   return m;
 }
 
-FloatMatrix as_float(const void* p, cudaDataType_t type, int rows, int cols, int ld) {
-  if (type == CUDA_R_32F) return {static_cast<float*>(const_cast<void*>(p)), ld, {}};
+// tf32: an F32 operand's dense copy rounded to TF32 (never for C, which stays fp32).
+FloatMatrix as_float(const void* p, cudaDataType_t type, int rows, int cols, int ld, bool tf32 = false) {
+  if (type == CUDA_R_32F && !tf32) return {static_cast<float*>(const_cast<void*>(p)), ld, {}};
   FloatMatrix m = dense_zeros(rows, cols);
-  const auto* bits = static_cast<const uint16_t*>(p);
   for (int j = 0; j < cols; ++j)
-    for (int i = 0; i < rows; ++i) m.widened[i + size_t(j) * rows] = gum::bf16_to_f32(bits[i + size_t(j) * ld]);
+    for (int i = 0; i < rows; ++i) {
+      const size_t at = i + size_t(j) * ld;
+      m.widened[i + size_t(j) * rows] = type == CUDA_R_32F ? round_to_tf32(static_cast<const float*>(p)[at])
+                                                           : gum::bf16_to_f32(static_cast<const uint16_t*>(p)[at]);
+    }
   m.data = m.widened.data();
   return m;
+}
+
+// The work counters' entry for `count` GEMMs of this shape: 2 m n k FLOPs each, and the bytes of
+// A and B read, C read (beta != 0) and written.
+void count_gemms(const char* call, const GemmCall& g, int count) {
+  const double operand = g.operand_type == CUDA_R_32F ? 4 : 2, out = g.c_type == CUDA_R_32F ? 4 : 2;
+  const double m = g.m, n = g.n, k = g.k;
+  const double bytes = (m * k + k * n) * operand + m * n * out * (g.beta != 0.0f ? 2 : 1);
+  const std::string name =
+      std::string(call) + (g.operand_type == CUDA_R_32F ? " F32" : " BF16") + (g.tf32 ? " tf32" : "");
+  gum_emu::count_library_call(name.c_str(), 2 * m * n * k * count, bytes * count);
 }
 
 void gemm(const GemmCall& g, const void* A, const void* B, void* C) {
   if (g.m == 0 || g.n == 0) return;
   const int a_rows = stored_rows(g.transa, g.m, g.k), a_cols = stored_rows(g.transa, g.k, g.m);
   const int b_rows = stored_rows(g.transb, g.k, g.n), b_cols = stored_rows(g.transb, g.n, g.k);
-  FloatMatrix a = as_float(A, g.operand_type, a_rows, a_cols, g.lda);
-  FloatMatrix b = as_float(B, g.operand_type, b_rows, b_cols, g.ldb);
+  FloatMatrix a = as_float(A, g.operand_type, a_rows, a_cols, g.lda, g.tf32);
+  FloatMatrix b = as_float(B, g.operand_type, b_rows, b_cols, g.ldb, g.tf32);
   // With beta == 0 cuBLAS does not read C (it may hold NaN); a BF16 C is widened only when read.
   FloatMatrix c =
       g.c_type == CUDA_R_32F || g.beta != 0.0f ? as_float(C, g.c_type, g.m, g.n, g.ldc) : dense_zeros(g.m, g.n);
@@ -138,13 +180,13 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
-// TF32 rounding is not emulated: every mode computes F32 GEMMs in plain fp32.
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   const int base = mode & ~CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
   if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TENSOR_OP_MATH && base != CUBLAS_PEDANTIC_MATH &&
       base != CUBLAS_TF32_TENSOR_OP_MATH)
     return CUBLAS_STATUS_INVALID_VALUE;
+  handle->math = mode;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -207,9 +249,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const cublasStatus_t status = check_gemm(handle, transa, transb, m, n, k, alpha, Atype, lda, Btype, ldb, beta, Ctype,
                                            ldc, 1, computeType, algo);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
-  gemm({transa, transb, m, n, k, *static_cast<const float*>(alpha), *static_cast<const float*>(beta), Atype, Ctype, lda,
-        ldb, ldc},
-       A, B, C);
+  const GemmCall call{
+      transa, transb, m,   n,   k,   *static_cast<const float*>(alpha),    *static_cast<const float*>(beta),
+      Atype,  Ctype,  lda, ldb, ldc, uses_tf32(handle, Atype, computeType)};
+  count_gemms("cublasGemmEx", call, 1);
+  gemm(call, A, B, C);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -221,8 +265,10 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t tran
   const cublasStatus_t status = check_gemm(handle, transa, transb, m, n, k, alpha, Atype, lda, Btype, ldb, beta, Ctype,
                                            ldc, batchCount, computeType, algo);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
-  const GemmCall call{transa, transb, m,   n,   k,  *static_cast<const float*>(alpha), *static_cast<const float*>(beta),
-                      Atype,  Ctype,  lda, ldb, ldc};
+  const GemmCall call{
+      transa, transb, m,   n,   k,   *static_cast<const float*>(alpha),    *static_cast<const float*>(beta),
+      Atype,  Ctype,  lda, ldb, ldc, uses_tf32(handle, Atype, computeType)};
+  count_gemms("cublasGemmBatchedEx", call, batchCount);
   for (int i = 0; i < batchCount; ++i) gemm(call, Aarray[i], Barray[i], Carray[i]);
   return CUBLAS_STATUS_SUCCESS;
 }

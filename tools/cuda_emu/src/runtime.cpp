@@ -78,8 +78,29 @@ using gum_emu::invalid_value;
 
 extern "C" {
 
+cudaError_t cudaDriverGetVersion(int* version) {
+  if (!version) return invalid_value("cudaDriverGetVersion");
+  const char* env = std::getenv("GUM_CUDA_EMU_DRIVER_VERSION");
+  *version = env ? std::atoi(env) : GUM_CUDA_EMU_RUNTIME_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  if (!version) return invalid_value("cudaRuntimeGetVersion");
+  *version = GUM_CUDA_EMU_RUNTIME_VERSION;
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetDeviceCount(int* count) {
   if (!count) return invalid_value("cudaGetDeviceCount");
+  *count = 0;
+  int driver = 0;
+  cudaDriverGetVersion(&driver);
+  // Minor-version compatibility: any driver of the runtime's major version runs it.
+  if (driver / 1000 < GUM_CUDA_EMU_RUNTIME_VERSION / 1000) {
+    gum_emu::raise_error(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version");
+    return cudaErrorInsufficientDriver;
+  }
   *count = gum_emu::device_count();
   return cudaSuccess;
 }
@@ -101,7 +122,10 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  gum_emu::count_host_sync();
+  return cudaSuccess;
+}
 
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (!free_bytes || !total_bytes) return invalid_value("cudaMemGetInfo");
@@ -135,6 +159,8 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration:
       return "cudaErrorInvalidConfiguration";
+    case cudaErrorInsufficientDriver:
+      return "cudaErrorInsufficientDriver";
     case cudaErrorInvalidDevice:
       return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle:
@@ -165,6 +191,8 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "out of memory";
     case cudaErrorInvalidConfiguration:
       return "invalid configuration argument";
+    case cudaErrorInsufficientDriver:
+      return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorInvalidDevice:
       return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle:
@@ -190,26 +218,40 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   }
   std::memset(p, 0xFF, bytes);
   *ptr = p;
+  gum_emu::count_allocation();
   return cudaSuccess;
 }
 
 cudaError_t cudaFree(void* ptr) {
+  if (ptr) gum_emu::count_free();
   std::free(ptr);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+namespace {
+cudaError_t copy(void* dst, const void* src, size_t bytes) {
   if (bytes && (!dst || !src)) return invalid_value("cudaMemcpy");
   if (bytes) std::memcpy(dst, src, bytes);  // memcpy, not memmove: overlap is an error (ASan reports it)
   return cudaSuccess;
 }
+}  // namespace
+
+// A blocking copy, and an asynchronous one into (pageable) host memory, make the host wait.
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  gum_emu::count_device_work();
+  if (kind != cudaMemcpyDeviceToDevice) gum_emu::count_host_sync();
+  return copy(dst, src, bytes);
+}
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+  gum_emu::count_device_work();
+  if (kind == cudaMemcpyDeviceToHost) gum_emu::count_host_sync();
+  return copy(dst, src, bytes);
 }
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (bytes && !ptr) return invalid_value("cudaMemset");
+  gum_emu::count_device_work();
   if (bytes) std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
@@ -229,7 +271,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  gum_emu::count_host_sync();
+  return cudaSuccess;
+}
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
   return event ? cudaSuccess : invalid_value("cudaStreamWaitEvent");
@@ -251,7 +296,9 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
 cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : invalid_value("cudaEventQuery"); }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return event ? cudaSuccess : invalid_value("cudaEventSynchronize");
+  if (!event) return invalid_value("cudaEventSynchronize");
+  gum_emu::count_host_sync();
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {

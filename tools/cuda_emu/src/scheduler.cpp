@@ -545,6 +545,8 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int operand, 
 void device_error(const char* what, Site site) { scheduler().device_error(what, site); }
 
 void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
+  count_launch(config.kernel,
+               1ull * config.grid.x * config.grid.y * config.grid.z * config.block.x * config.block.y * config.block.z);
   std::lock_guard<std::mutex> lock(launch_mutex());
   try {
     scheduler().run(config, body, context);

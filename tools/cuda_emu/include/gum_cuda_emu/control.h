@@ -1,5 +1,6 @@
 #pragma once
 // Emulator controls for tests and tools; kernels and the backend never need them.
+#include <map>
 #include <string>
 
 namespace gum_emu {
@@ -13,5 +14,34 @@ std::string schedule();
 
 // The message of the last error a launch raised (empty if none): kernel, block, thread, source line.
 std::string last_error_message();
+
+// Work counters since the process started (src/stats.cpp). A host synchronisation is a call that
+// makes the host wait for the device on a GPU (cudaStreamSynchronize, cudaDeviceSynchronize,
+// cudaEventSynchronize, a blocking cudaMemcpy, cudaMemcpyAsync into pageable host memory), counted
+// once per round trip: a wait counts only when device work (a launch, a library call, a copy, a
+// memset) was queued since the previous wait, so a readback followed by a stream synchronisation
+// counts once, and a blocking copy always counts (the host waits for the copy itself).
+// Library calls carry their exact cost: cuBLAS GEMMs 2 m n k FLOPs per product and the bytes of A,
+// B, C (read when beta != 0) and C written. GUM_CUDA_EMU_STATS=PATH writes them as JSON at exit.
+struct KernelCount {
+  unsigned long long launches = 0, threads = 0;
+};
+struct LibraryCount {
+  unsigned long long calls = 0;
+  double flops = 0, bytes = 0;
+};
+struct Stats {
+  unsigned long long allocations = 0, frees = 0, host_syncs = 0;
+  std::map<std::string, KernelCount> kernels;   // by kernel name
+  std::map<std::string, LibraryCount> library;  // by call, e.g. "cublasGemmEx F32 tf32"
+};
+Stats stats();
+void write_stats(const char* path);
+void count_launch(const char* kernel, unsigned long long threads);
+void count_library_call(const char* call, double flops, double bytes);
+void count_allocation();
+void count_free();
+void count_host_sync();
+void count_device_work();  // a queued copy or memset
 
 }  // namespace gum_emu

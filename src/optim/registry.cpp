@@ -62,6 +62,10 @@ void register_optimizer(const std::string& name, OptimizerSpec spec) {
   const OptimizerKeys& k = spec.keys;
   if (name.empty() || !spec.make || !k.defaults || !k.holds || !k.read || !k.check || !k.write)
     usage_error("register_optimizer: empty name, factory or keys (build the keys with optimizer_keys<S>)");
+  for (const auto& key : k.names)
+    for (const auto& common : optimizer_common_keys())
+      if (key == common.key)
+        usage_error("register_optimizer: optimizer '", name, "' declares the common key '", key, "'");
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
   r.specs[name] = std::move(spec);

@@ -110,4 +110,10 @@ TEST_CASE("the registry lists the built-ins and accepts an optimizer with only t
   CHECK(opt->name() == "adamw");
   CHECK_THROWS_WITH(optimizer_config_from_json(json{{"name", "adamw_alias"}, {"momentun", 0.9}}, "c"),
                     Catch::Contains("unknown key 'optimizer.momentun' for optimizer 'adamw_alias'"));
+  // Its own keys cannot shadow a common one: `optimizer.lr` has one meaning.
+  struct ShadowOptions {
+    float lr = 1;
+  };
+  OptimizerSpec shadow{scaled_sgd_spec().make, optimizer_keys<ShadowOptions>({{"lr", &ShadowOptions::lr}})};
+  CHECK_THROWS_WITH(register_optimizer("shadow", shadow), Catch::Contains("declares the common key 'lr'"));
 }

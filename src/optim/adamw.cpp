@@ -2,7 +2,7 @@
 // m ← β1 m + (1-β1) G, v ← β2 v + (1-β2) G², W ← W − η (m̂ / (√v̂ + ε) + λ W) with the bias
 // corrections m̂ = m / (1-β1^k), v̂ = v / (1-β2^k); no decay on norm weights and biases
 // (OptimParam::weight_decay). The arithmetic is the backend's fused adamw_update.
-#include "optimizers.h"
+#include "optimizer_common.h"
 
 namespace gum {
 namespace {
@@ -25,7 +25,7 @@ class AdamW final : public ArenaOptimizer {
 
 // The common keys only (optimizer_common_keys): lr, weight_decay, beta1, beta2, eps.
 OptimizerSpec adamw_spec() {
-  return {[](const OptimizerContext& ctx) { return std::make_unique<AdamW>(ctx); }, {}, nullptr};
+  return {[](const OptimizerContext& ctx) { return std::make_unique<AdamW>(ctx); }};
 }
 
 }  // namespace gum

@@ -23,17 +23,21 @@
 
 #include "gum/core/philox.h"
 #include "low_rank_optimizer.h"
-#include "optimizers.h"
 
 namespace gum {
 namespace {
 
 enum class Estimator { TopR, Plumage, Stiefel };
 
+// The keys of the three estimators; PLUMAGE and Stiefel do not read the range finder's.
+struct ProjectedAdamOptions : LowRankKeys {
+  float scale = 0.25f;  // GaLore's alpha
+};
+
 class ProjectedAdam final : public LowRankOptimizer {
  public:
-  ProjectedAdam(const OptimizerContext& ctx, Estimator estimator, std::string name)
-      : LowRankOptimizer(ctx), estimator_(estimator), name_(std::move(name)) {
+  ProjectedAdam(const OptimizerContext& ctx, const ProjectedAdamOptions& options, Estimator estimator, std::string name)
+      : LowRankOptimizer(ctx, options), options_(options), estimator_(estimator), name_(std::move(name)) {
     size_t workspace = 0;
     for (size_t i : declare_adamw_for_non_matrices()) {
       const LowRankShape& s = shape(i);
@@ -61,7 +65,7 @@ class ProjectedAdam final : public LowRankOptimizer {
     const OptimParam& p = params_[index];
     const LowRankShape& s = shape(index);
     ScratchPad& pad = scratch();
-    const bool refresh_step = (info_.step - 1) % config_.update_proj_gap == 0;
+    const bool refresh_step = (info_.step - 1) % options_.update_proj_gap == 0;
     if (refresh_step || !has_projector_[index]) refresh_projector(index, pad);
 
     const Tensor& exp_avg = state(index, 0);
@@ -83,7 +87,7 @@ class ProjectedAdam final : public LowRankOptimizer {
     Tensor direction = pad.take(s.projected());
     backend_.adam_direction(direction, projected, exp_avg, exp_avg_sq, args);
     const float lr = info_.lr;
-    project_back(backend_, s, p.param, projector, direction, -lr * config_.scale, decay_factor(index, lr));
+    project_back(backend_, s, p.param, projector, direction, -lr * options_.scale, decay_factor(index, lr));
   }
 
  private:
@@ -158,43 +162,38 @@ class ProjectedAdam final : public LowRankOptimizer {
     }
   }
 
+  ProjectedAdamOptions options_;
   Estimator estimator_;
   std::string name_;
 };
 
 // galore_adamw's keys, and PLUMAGE's and Stiefel's without the randomized range finder.
-FieldTable<OptimizerConfig> projected_adam_keys(bool range_finder) {
-  return join_fields<OptimizerConfig>({matrix_optimizer_keys(),
-                                       projection_keys(),
-                                       {{"scale", &OptimizerConfig::scale, positive()}},
-                                       range_finder ? range_finder_keys() : FieldTable<OptimizerConfig>{}});
+FieldTable<ProjectedAdamOptions> projected_adam_keys(bool range_finder) {
+  return join_fields<ProjectedAdamOptions>(
+      matrix_optimizer_keys(), projection_keys(),
+      FieldTable<ProjectedAdamOptions>{{"scale", &ProjectedAdamOptions::scale, positive()}},
+      range_finder ? range_finder_keys() : FieldTable<RangeFinderKeys>{});
 }
 
-// PLUMAGE and Stiefel make their own projector (`why`), so optimizer.projector must stay "svd".
-OptimizerSpec own_projector_spec(Estimator estimator, const std::string& name, const std::string& why) {
-  return {[=](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, estimator, name); },
-          projected_adam_keys(false),
-          [=](const OptimizerConfig& c, const std::string& context) {
-            if (c.projector != "svd")
-              usage_error(context, ": optimizer.projector = '", c.projector, "' does not apply to ", name, ": ", why,
-                          " (leave it \"svd\")");
-          }};
+OptimizerFactory projected_adam_factory(Estimator estimator, const std::string& name) {
+  return [=](const OptimizerContext& ctx) {
+    return std::make_unique<ProjectedAdam>(ctx, optimizer_options<ProjectedAdamOptions>(ctx.config), estimator, name);
+  };
 }
 
 }  // namespace
 
 OptimizerSpec galore_adamw_spec() {
-  return {
-      [](const OptimizerContext& ctx) { return std::make_unique<ProjectedAdam>(ctx, Estimator::TopR, "galore_adamw"); },
-      projected_adam_keys(true), nullptr};
+  return {projected_adam_factory(Estimator::TopR, "galore_adamw"), optimizer_keys(projected_adam_keys(true))};
 }
 
+// PLUMAGE and Stiefel make their own projector: their tables leave out the range finder's keys.
 OptimizerSpec plumage_spec() {
-  return own_projector_spec(Estimator::Plumage, "plumage", "its sampling needs the full singular spectrum");
+  return {projected_adam_factory(Estimator::Plumage, "plumage"), optimizer_keys(projected_adam_keys(false))};
 }
 
 OptimizerSpec stiefel_spec() {
-  return own_projector_spec(Estimator::Stiefel, "stiefel", "its projector is a random Haar-Stiefel draw");
+  return {projected_adam_factory(Estimator::Stiefel, "stiefel"), optimizer_keys(projected_adam_keys(false))};
 }
 
 }  // namespace gum

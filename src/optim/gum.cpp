@@ -22,17 +22,22 @@
 #include "gum/core/philox.h"
 #include "low_rank_optimizer.h"
 #include "newton_schulz.h"
-#include "optimizers.h"
 
 namespace gum {
 namespace {
 
 constexpr uint64_t kGumSamplerStream = 0x47554d5341ull;  // "GUMSA"
 
+// galore_muon reads the low-rank projection and Muon's update; gum also the full-rank sampling.
+struct GumOptions : LowRankKeys, MuonUpdateKeys {
+  int full_rank_layers = 2;           // gamma: blocks per period with a full-rank step
+  std::string sample_unit = "layer";  // "layer" | "matrix"
+};
+
 class Gum final : public LowRankOptimizer {
  public:
-  Gum(const OptimizerContext& ctx, bool unbiased)
-      : LowRankOptimizer(ctx), unbiased_(unbiased), sampler_(ctx.seed, kGumSamplerStream) {
+  Gum(const OptimizerContext& ctx, const GumOptions& options, bool unbiased)
+      : LowRankOptimizer(ctx, options), options_(options), unbiased_(unbiased), sampler_(ctx.seed, kGumSamplerStream) {
     // Blocks: the distinct layers of the matrix parameters, or each matrix on its own.
     block_of_param_.assign(params_.size(), -1);
     std::vector<int> layers;
@@ -43,19 +48,19 @@ class Gum final : public LowRankOptimizer {
     int matrices = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!params_[i].is_matrix()) continue;
-      if (config_.sample_unit == "matrix")
+      if (options_.sample_unit == "matrix")
         block_of_param_[i] = matrices;
       else
         block_of_param_[i] =
             static_cast<int>(std::lower_bound(layers.begin(), layers.end(), params_[i].layer) - layers.begin());
       ++matrices;
     }
-    num_blocks_ = config_.sample_unit == "matrix" ? matrices : static_cast<int>(layers.size());
-    full_rank_count_ = unbiased_ ? config_.full_rank_layers : 0;
+    num_blocks_ = options_.sample_unit == "matrix" ? matrices : static_cast<int>(layers.size());
+    full_rank_count_ = unbiased_ ? options_.full_rank_layers : 0;
     if (unbiased_ && (full_rank_count_ <= 0 || full_rank_count_ >= num_blocks_))
       usage_error("optimizer.full_rank_layers = ", full_rank_count_,
                   " gives q = gamma/N_L outside (0, 1) with N_L = ", num_blocks_, " blocks (sample_unit '",
-                  config_.sample_unit, "'): need 0 < full_rank_layers < ", num_blocks_);
+                  options_.sample_unit, "'): need 0 < full_rank_layers < ", num_blocks_);
     q_ = unbiased_ ? static_cast<double>(full_rank_count_) / num_blocks_ : 0.0;
 
     // Full-rank momenta live in a pool of γ slots, each as large as the largest block (its
@@ -99,7 +104,7 @@ class Gum final : public LowRankOptimizer {
 
   void begin_step(const StepInfo& info) override {
     ArenaOptimizer::begin_step(info);
-    if (period_start_ == 0 || (info.step - 1) % config_.update_proj_gap == 0) start_period(info.step);
+    if (period_start_ == 0 || (info.step - 1) % options_.update_proj_gap == 0) start_period(info.step);
   }
 
  protected:
@@ -124,9 +129,9 @@ class Gum final : public LowRankOptimizer {
       refresh_pending_[index] = 0;
       pad.reset();
     }
-    const float beta = config_.momentum;
+    const float beta = options_.momentum;
     const float lr = info_.lr;
-    const float s_scale = muon_shape_scale(config_.muon_scale, s.m, s.n);
+    const float s_scale = muon_shape_scale(options_.muon_scale, s.m, s.n);
     if (full_rank) {
       // R ← β R + (1/q) (G − P Pᵀ G)
       const float inv_q = static_cast<float>(1.0 / q_);
@@ -136,13 +141,13 @@ class Gum final : public LowRankOptimizer {
       backend_.axpby(full, inv_q, p.grad, beta);
       project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
       Tensor orthogonal = pad.take(p.param.shape);
-      newton_schulz(backend_, orthogonal, full, config_.ns_steps, pad);
+      newton_schulz(backend_, orthogonal, full, options_.ns_steps, pad);
       backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
     } else {
       // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
       project(backend_, s, momentum, projector, p.grad, static_cast<float>(1.0 / (1.0 - q_)), beta);
       Tensor orthogonal = pad.take(s.projected());
-      newton_schulz(backend_, orthogonal, momentum, config_.ns_steps, pad);
+      newton_schulz(backend_, orthogonal, momentum, options_.ns_steps, pad);
       project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));
     }
   }
@@ -216,6 +221,7 @@ class Gum final : public LowRankOptimizer {
     return pool_.view(static_cast<size_t>(slot)).flat_slice(offset_in_block_[index], params_[index].param.shape);
   }
 
+  GumOptions options_;
   bool unbiased_;
   PhiloxStream sampler_;
   int num_blocks_ = 0;
@@ -232,26 +238,28 @@ class Gum final : public LowRankOptimizer {
 };
 
 // galore_muon's keys: the low-rank projection (with the range finder) and Muon's update.
-FieldTable<OptimizerConfig> galore_muon_keys() {
-  return join_fields<OptimizerConfig>(
-      {matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_momentum_keys()});
+FieldTable<GumOptions> galore_muon_keys() {
+  return join_fields<GumOptions>(matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_update_keys());
+}
+
+OptimizerFactory gum_factory(bool unbiased) {
+  return [unbiased](const OptimizerContext& ctx) {
+    return std::make_unique<Gum>(ctx, optimizer_options<GumOptions>(ctx.config), unbiased);
+  };
 }
 
 }  // namespace
 
 OptimizerSpec gum_spec() {
-  return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, true); },
-          join_fields<OptimizerConfig>({galore_muon_keys(),
-                                        {
-                                            // γ; the constructor checks it against the number of blocks.
-                                            {"full_rank_layers", &OptimizerConfig::full_rank_layers, at_least(1)},
-                                            {"sample_unit", &OptimizerConfig::sample_unit, one_of({"layer", "matrix"})},
-                                        }}),
-          nullptr};
+  return {gum_factory(true),
+          optimizer_keys(join_fields<GumOptions>(
+              galore_muon_keys(), FieldTable<GumOptions>{
+                                      // γ; the constructor checks it against the number of blocks.
+                                      {"full_rank_layers", &GumOptions::full_rank_layers, at_least(1)},
+                                      {"sample_unit", &GumOptions::sample_unit, one_of({"layer", "matrix"})},
+                                  }))};
 }
 
-OptimizerSpec galore_muon_spec() {
-  return {[](const OptimizerContext& ctx) { return std::make_unique<Gum>(ctx, false); }, galore_muon_keys(), nullptr};
-}
+OptimizerSpec galore_muon_spec() { return {gum_factory(false), optimizer_keys(galore_muon_keys())}; }
 
 }  // namespace gum

@@ -8,39 +8,40 @@
 
 namespace gum {
 
-FieldTable<OptimizerConfig> projection_keys() {
+FieldTable<ProjectionKeys> projection_keys() {
   return {
-      {"rank", &OptimizerConfig::rank, at_least(1)},
-      {"update_proj_gap", &OptimizerConfig::update_proj_gap, at_least(1)},
+      {"rank", &ProjectionKeys::rank, at_least(1)},
+      {"update_proj_gap", &ProjectionKeys::update_proj_gap, at_least(1)},
   };
 }
 
-FieldTable<OptimizerConfig> range_finder_keys() {
+FieldTable<RangeFinderKeys> range_finder_keys() {
   return {
-      {"projector", &OptimizerConfig::projector, one_of({"svd", "randomized"})},
-      {"power_iterations", &OptimizerConfig::power_iterations, at_least(0)},
-      {"oversampling", &OptimizerConfig::oversampling, at_least(0)},
+      {"projector", &RangeFinderKeys::projector, one_of({"svd", "randomized"})},
+      {"power_iterations", &RangeFinderKeys::power_iterations, at_least(0)},
+      {"oversampling", &RangeFinderKeys::oversampling, at_least(0)},
   };
 }
 
-LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx) : MatrixOptimizer(ctx) {
+LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx, const LowRankKeys& keys)
+    : MatrixOptimizer(ctx, keys), keys_(keys) {
   shapes_.resize(params_.size());
   has_projector_.assign(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i) {
     const OptimParam& p = params_[i];
     if (!p.is_matrix()) continue;
     const int64_t smaller = std::min(p.param.dim(0), p.param.dim(1));
-    if (config_.rank > smaller)
-      usage_error("optimizer.rank = ", config_.rank, " exceeds min(m, n) = ", smaller, " of '", p.name, "' ",
+    if (keys_.rank > smaller)
+      usage_error("optimizer.rank = ", keys_.rank, " exceeds min(m, n) = ", smaller, " of '", p.name, "' ",
                   p.param.shape.str());
-    shapes_[i] = low_rank_shape(p.param.shape, config_.rank);
+    shapes_[i] = low_rank_shape(p.param.shape, keys_.rank);
   }
 }
 
 size_t LowRankOptimizer::top_r_workspace_elems(size_t index) const {
   const LowRankShape& s = shapes_[index];
-  return config_.projector == "randomized" ? randomized_projector_workspace_elems(s, config_.oversampling)
-                                           : gradient_svd_workspace_elems(s);
+  return keys_.projector == "randomized" ? randomized_projector_workspace_elems(s, keys_.oversampling)
+                                         : gradient_svd_workspace_elems(s);
 }
 
 void LowRankOptimizer::allocate_low_rank(size_t workspace_elems) {
@@ -48,7 +49,7 @@ void LowRankOptimizer::allocate_low_rank(size_t workspace_elems) {
   int64_t max_small = 1;
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].is_matrix()) max_small = std::max(max_small, shapes_[i].small_dim());
-  constants_ = Arena(backend_, DType::F32, {NamedShape{"identity_prefix", Shape{max_small, config_.rank}}});
+  constants_ = Arena(backend_, DType::F32, {NamedShape{"identity_prefix", Shape{max_small, keys_.rank}}});
   identity_prefix_ = constants_.view(0);
   fill_identity_prefix(backend_, identity_prefix_);
 }
@@ -65,8 +66,8 @@ bool LowRankOptimizer::gradient_usable_for_projector(size_t index) {
 void LowRankOptimizer::top_r_projector(size_t index, Tensor fresh, ScratchPad& pad) {
   const LowRankShape& s = shapes_[index];
   const Tensor& g = params_[index].grad;
-  if (config_.projector == "randomized") {
-    randomized_projector(backend_, s, g, config_.oversampling, config_.power_iterations, seed_, refresh_stream(index),
+  if (keys_.projector == "randomized") {
+    randomized_projector(backend_, s, g, keys_.oversampling, keys_.power_iterations, seed_, refresh_stream(index),
                          identity_prefix_, fresh, pad);
   } else {
     GradientSvd svd = gradient_svd(backend_, s, g, pad);

@@ -2,21 +2,35 @@
 // The part GaLore, PLUMAGE, the Haar-Stiefel estimator and GUM share (private to src/optim):
 // per-matrix projection shapes, the GaLore projector refresh (exact SVD or randomized range
 // finder) with its guard against NaN/zero gradients, and the record of which projectors exist.
+#include <string>
 #include <vector>
 
 #include "optimizer_common.h"
 
 namespace gum {
 
-// The keys of every low-rank optimizer: rank and update_proj_gap.
-FieldTable<OptimizerConfig> projection_keys();
-// The keys of the GaLore projector refresh (top_r_projector): projector, power_iterations, oversampling.
-FieldTable<OptimizerConfig> range_finder_keys();
+// The keys of every low-rank optimizer.
+struct ProjectionKeys {
+  int rank = 128;
+  int update_proj_gap = 200;  // steps between projector refreshes (GUM: the period)
+};
+FieldTable<ProjectionKeys> projection_keys();
+
+// The keys of the GaLore projector refresh (top_r_projector).
+struct RangeFinderKeys {
+  std::string projector = "svd";  // "svd" | "randomized"
+  int power_iterations = 1;       // randomized range finder
+  int oversampling = 8;           // randomized range finder
+};
+FieldTable<RangeFinderKeys> range_finder_keys();
+
+// What LowRankOptimizer reads; each low-rank family's options derive from it.
+struct LowRankKeys : MatrixOptimizerKeys, ProjectionKeys, RangeFinderKeys {};
 
 class LowRankOptimizer : public MatrixOptimizer {
  protected:
   // Usage error when optimizer.rank exceeds min(m, n) of a matrix parameter.
-  explicit LowRankOptimizer(const OptimizerContext& ctx);
+  LowRankOptimizer(const OptimizerContext& ctx, const LowRankKeys& keys);
 
   const LowRankShape& shape(size_t index) const { return shapes_[index]; }
   // Workspace of top_r_projector for matrix `index` (fresh projector excluded).
@@ -45,6 +59,7 @@ class LowRankOptimizer : public MatrixOptimizer {
   std::vector<char> has_projector_;
 
  private:
+  LowRankKeys keys_;
   Arena constants_;
   Tensor identity_prefix_;
 };

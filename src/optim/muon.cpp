@@ -6,14 +6,18 @@
 #include <algorithm>
 
 #include "newton_schulz.h"
-#include "optimizers.h"
+#include "optimizer_common.h"
 
 namespace gum {
 namespace {
 
+struct MuonOptions : MatrixOptimizerKeys, MuonUpdateKeys {
+  bool nesterov = true;
+};
+
 class Muon final : public MatrixOptimizer {
  public:
-  explicit Muon(const OptimizerContext& ctx) : MatrixOptimizer(ctx) {
+  Muon(const OptimizerContext& ctx, const MuonOptions& options) : MatrixOptimizer(ctx, options), options_(options) {
     size_t workspace = 0;
     for (size_t i : declare_adamw_for_non_matrices()) {
       const OptimParam& p = params_[i];
@@ -32,37 +36,41 @@ class Muon final : public MatrixOptimizer {
     const OptimParam& p = params_[index];
     ScratchPad& pad = scratch();
     const Tensor& momentum = state(index, 0);
-    const float mu = config_.momentum;
+    const float mu = options_.momentum;
     backend_.axpby(momentum, 1.0f, p.grad, mu);  // M = μ M + G
     Tensor direction = momentum;
-    if (config_.nesterov) {
+    if (options_.nesterov) {
       direction = pad.take(p.param.shape);
       backend_.copy(direction, p.grad);
       backend_.axpby(direction, mu, momentum, 1.0f);  // U = G + μ M
     }
     Tensor orthogonal = pad.take(p.param.shape);
-    newton_schulz(backend_, orthogonal, direction, config_.ns_steps, pad);
+    newton_schulz(backend_, orthogonal, direction, options_.ns_steps, pad);
     const float lr = info_.lr;
-    const float s = muon_shape_scale(config_.muon_scale, p.param.dim(0), p.param.dim(1));
+    const float s = muon_shape_scale(options_.muon_scale, p.param.dim(0), p.param.dim(1));
     backend_.axpby(p.param, -lr * s, orthogonal, decay_factor(index, lr));  // W = (1 - ηλ) W − η s O
   }
+
+ private:
+  MuonOptions options_;
 };
 
 }  // namespace
 
-FieldTable<OptimizerConfig> muon_momentum_keys() {
+FieldTable<MuonUpdateKeys> muon_update_keys() {
   return {
-      {"momentum", &OptimizerConfig::momentum, in_range(0, false, 1, true)},
-      {"ns_steps", &OptimizerConfig::ns_steps, at_least(1)},
-      {"muon_scale", &OptimizerConfig::muon_scale, one_of({"original", "match_adamw"})},
+      {"momentum", &MuonUpdateKeys::momentum, in_range(0, false, 1, true)},
+      {"ns_steps", &MuonUpdateKeys::ns_steps, at_least(1)},
+      {"muon_scale", &MuonUpdateKeys::muon_scale, one_of({"original", "match_adamw"})},
   };
 }
 
 OptimizerSpec muon_spec() {
-  return {[](const OptimizerContext& ctx) { return std::make_unique<Muon>(ctx); },
-          join_fields<OptimizerConfig>(
-              {matrix_optimizer_keys(), muon_momentum_keys(), {{"nesterov", &OptimizerConfig::nesterov}}}),
-          nullptr};
+  return {[](const OptimizerContext& ctx) {
+            return std::make_unique<Muon>(ctx, optimizer_options<MuonOptions>(ctx.config));
+          },
+          optimizer_keys(join_fields<MuonOptions>(matrix_optimizer_keys(), muon_update_keys(),
+                                                  FieldTable<MuonOptions>{{"nesterov", &MuonOptions::nesterov}}))};
 }
 
 }  // namespace gum

@@ -85,10 +85,6 @@ void ArenaOptimizer::adamw_step(size_t index, float lr) {
   backend_.adamw_update(p.param, p.grad, state(index, slot), state(index, slot + 1), args);
 }
 
-float ArenaOptimizer::other_params_lr() const {
-  return config_.adamw_lr < 0 ? info_.lr : config_.adamw_lr * info_.lr_ratio;
-}
-
 float ArenaOptimizer::decay_factor(size_t index, float lr) const {
   return params_[index].weight_decay ? 1.0f - lr * config_.weight_decay : 1.0f;
 }
@@ -130,10 +126,12 @@ void fill_identity_prefix(Backend& backend, Tensor identity) {
   backend.copy_from_host(identity, host.data());
 }
 
-FieldTable<OptimizerConfig> matrix_optimizer_keys() {
+FieldTable<MatrixOptimizerKeys> matrix_optimizer_keys() {
   const FieldRule nonzero{[](double x) { return x != 0; }, "must be positive (or negative for 'same as lr')", {}};
-  return {{"adamw_lr", &OptimizerConfig::adamw_lr, nonzero}};
+  return {{"adamw_lr", &MatrixOptimizerKeys::adamw_lr, nonzero}};
 }
+
+float MatrixOptimizer::other_params_lr() const { return adamw_lr_ < 0 ? info_.lr : adamw_lr_ * info_.lr_ratio; }
 
 void MatrixOptimizer::update(size_t index) {
   require_owned(index);

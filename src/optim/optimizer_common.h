@@ -38,11 +38,9 @@ class ArenaOptimizer : public Optimizer {
   virtual void save_extra_state(TensorMap& out) const {}
   virtual void load_extra_state(const TensorMap& in) {}
 
-  // AdamW state (exp_avg, exp_avg_sq) and step for a parameter outside the low-rank/Muon
-  // treatment, at lr `optimizer.adamw_lr` times the schedule (or the main lr when unset).
+  // AdamW state (exp_avg, exp_avg_sq) and step for a parameter, at `lr`.
   void declare_adamw_state(size_t index);
   void adamw_step(size_t index, float lr);
-  float other_params_lr() const;
   // Decoupled weight decay factor for parameter `index`: W <- (1 - lr·λ) W (Loshchilov & Hutter).
   float decay_factor(size_t index, float lr) const;
   // Throws naming the parameter when another rank owns it (sharded state): the start of update().
@@ -63,6 +61,12 @@ class ArenaOptimizer : public Optimizer {
   std::vector<int> adamw_slot_;
 };
 
+// The key every MatrixOptimizer reads.
+struct MatrixOptimizerKeys {
+  float adamw_lr = -1;  // lr of the non-matrix parameters; < 0 means = lr
+};
+FieldTable<MatrixOptimizerKeys> matrix_optimizer_keys();
+
 // Muon, GaLore and GUM give the 2-D block matrices their own rule and every other parameter
 // AdamW at other_params_lr() (docs/optimizers.md): this class makes that split once.
 class MatrixOptimizer : public ArenaOptimizer {
@@ -70,15 +74,27 @@ class MatrixOptimizer : public ArenaOptimizer {
   void update(size_t index) final;
 
  protected:
-  using ArenaOptimizer::ArenaOptimizer;
+  MatrixOptimizer(const OptimizerContext& ctx, const MatrixOptimizerKeys& keys)
+      : ArenaOptimizer(ctx), adamw_lr_(keys.adamw_lr) {}
   // Declares AdamW state for the owned non-matrix parameters; returns the owned matrices,
   // whose state the constructor declares.
   std::vector<size_t> declare_adamw_for_non_matrices();
   virtual void update_matrix(size_t index) = 0;
+
+ private:
+  // optimizer.adamw_lr times the schedule, or the main lr when adamw_lr is negative.
+  float other_params_lr() const;
+  float adamw_lr_;
 };
 
-// The key every MatrixOptimizer reads: adamw_lr, the lr of its non-matrix parameters.
-FieldTable<OptimizerConfig> matrix_optimizer_keys();
+// Muon's update of a matrix, which GUM's update reads too (defined in muon.cpp).
+struct MuonUpdateKeys {
+  float momentum = 0.95f;
+  int ns_steps = 5;
+  // "original": sqrt(max(1, m/n)); "match_adamw": 0.2*sqrt(max(m,n))
+  std::string muon_scale = "original";
+};
+FieldTable<MuonUpdateKeys> muon_update_keys();
 
 // Muon's shape scale s for a [m, n] update: "original" sqrt(max(1, m/n)) (Keller Jordan 2024),
 // "match_adamw" 0.2·sqrt(max(m, n)) (Liu et al., "Muon is scalable for LLM training", 2025, eq. 4).

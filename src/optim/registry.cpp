@@ -1,13 +1,27 @@
-#include <algorithm>
 #include <map>
 #include <mutex>
 
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
 #include "gum/optim/optimizer_config_json.h"
-#include "optimizers.h"
+
+// The built-in optimizers, one line each: NAME registers NAME_spec(), defined beside the
+// optimizer's class in src/optim/NAME.cpp or its family's file.
+#define GUM_BUILTIN_OPTIMIZERS(X) \
+  X(adamw)                        \
+  X(muon)                         \
+  X(galore_adamw)                 \
+  X(plumage)                      \
+  X(stiefel)                      \
+  X(gum)                          \
+  X(galore_muon)
 
 namespace gum {
+
+#define GUM_DECLARE_SPEC(name) OptimizerSpec name##_spec();
+GUM_BUILTIN_OPTIMIZERS(GUM_DECLARE_SPEC)
+#undef GUM_DECLARE_SPEC
+
 namespace {
 
 struct Registry {
@@ -21,13 +35,9 @@ Registry& registry() {
   static Registry instance;
   static std::once_flag builtins;
   std::call_once(builtins, [] {
-    instance.specs["adamw"] = adamw_spec();
-    instance.specs["muon"] = muon_spec();
-    instance.specs["galore_adamw"] = galore_adamw_spec();
-    instance.specs["plumage"] = plumage_spec();
-    instance.specs["stiefel"] = stiefel_spec();
-    instance.specs["gum"] = gum_spec();
-    instance.specs["galore_muon"] = galore_muon_spec();
+#define GUM_REGISTER_SPEC(name) instance.specs[#name] = name##_spec();
+    GUM_BUILTIN_OPTIMIZERS(GUM_REGISTER_SPEC)
+#undef GUM_REGISTER_SPEC
   });
   return instance;
 }
@@ -49,14 +59,20 @@ void validate_context(const std::string& name, const OptimizerSpec& spec, const 
 }  // namespace
 
 void register_optimizer(const std::string& name, OptimizerSpec spec) {
-  if (name.empty() || !spec.make) usage_error("register_optimizer: empty name or factory");
+  const OptimizerKeys& k = spec.keys;
+  if (name.empty() || !spec.make || !k.defaults || !k.holds || !k.read || !k.check || !k.write)
+    usage_error("register_optimizer: empty name, factory or keys (build the keys with optimizer_keys<S>)");
+  for (const auto& key : k.names)
+    for (const auto& common : optimizer_common_keys())
+      if (key == common.key)
+        usage_error("register_optimizer: optimizer '", name, "' declares the common key '", key, "'");
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
   r.specs[name] = std::move(spec);
 }
 
 void register_optimizer(const std::string& name, OptimizerFactory factory) {
-  register_optimizer(name, OptimizerSpec{std::move(factory), {}, nullptr});
+  register_optimizer(name, OptimizerSpec{std::move(factory)});
 }
 
 std::vector<std::string> optimizer_names() {

@@ -263,6 +263,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   if (overrides.empty()) return base;
   nlohmann::json schema = train_config_to_json(base);
   schema["model"]["preset"] = "";  // accepted by the model section though not part of the resolved form
+  schema["optimizer"] = every_optimizer_key_json();  // --set may switch the optimizer, then set its keys
   if (!schema["model"].contains("init_from")) schema["model"]["init_from"] = "";
   for (const auto& assignment : overrides) apply_config_override(j, schema, assignment);
   return train_config_from_json(j, path + " (with --set)");

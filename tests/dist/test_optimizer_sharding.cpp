@@ -17,16 +17,11 @@ using namespace gum::test;
 
 namespace {
 
-OptimizerConfig sharding_config(const std::string& name) {
-  OptimizerConfig c;
-  c.name = name;
-  c.lr = 0.02f;
-  c.weight_decay = 0.1f;
-  c.rank = 8;
-  c.update_proj_gap = 2;  // several projector refreshes and GUM periods in a few steps
-  c.full_rank_layers = 1;
-  return c;
-}
+// update_proj_gap 2: several projector refreshes and GUM periods in a few steps
+const nlohmann::json kShardingKeys = {
+    {"lr", 0.02}, {"weight_decay", 0.1}, {"rank", 8}, {"update_proj_gap", 2}, {"full_rank_layers", 1}};
+
+OptimizerConfig sharding_config(const std::string& name) { return optimizer_config(name, kShardingKeys); }
 
 std::unique_ptr<Optimizer> build_owning(Backend& backend, ParamTable& table, const OptimizerConfig& config,
                                         std::vector<char> owned) {
@@ -165,8 +160,9 @@ TEST_CASE("sharded gum - owners' updates and the merged state equal one unsharde
 
 TEST_CASE("GUM on two ranks with different owned matrices draws the same full-rank blocks", "[dist][shard][gum]") {
   auto backend = make_backend("cpu");
-  OptimizerConfig config = sharding_config("gum");
-  config.update_proj_gap = 1;  // a new draw every step
+  nlohmann::json keys = kShardingKeys;
+  keys["update_proj_gap"] = 1;  // a new draw every step
+  const OptimizerConfig config = optimizer_config("gum", keys);
   const ShardPlan plan = plan_for(make_param_table(*backend, toy_model(), 3)->params, 2);
   std::vector<std::unique_ptr<ParamTable>> tables;
   std::vector<std::unique_ptr<Optimizer>> ranks;

@@ -1,5 +1,6 @@
 #include "optim_test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
+#include "gum/optim/optimizer_config_json.h"
 
 namespace gum::test {
 
@@ -70,6 +72,17 @@ std::vector<float> concat_all(Backend& backend, const std::vector<OptimParam>& p
 void fill_gradients(Backend& backend, const std::vector<OptimParam>& params, uint64_t seed, int64_t step) {
   for (size_t i = 0; i < params.size(); ++i)
     backend.fill_normal(params[i].grad, seed, (static_cast<uint64_t>(step) << 16) + i, 0.0f, 1.0f);
+}
+
+OptimizerConfig optimizer_config(const std::string& name, const nlohmann::json& keys) {
+  const std::vector<std::string> common = field_keys(optimizer_common_keys());
+  const std::vector<std::string>& own = optimizer_spec(name).keys.names;
+  nlohmann::json section = {{"name", name}};
+  for (const auto& [key, value] : keys.items())
+    if (std::find(common.begin(), common.end(), key) != common.end() ||
+        std::find(own.begin(), own.end(), key) != own.end())
+      section[key] = value;
+  return optimizer_config_from_json(section, "test config");
 }
 
 std::unique_ptr<Optimizer> build(Backend& backend, ParamTable& table, const OptimizerConfig& config, uint64_t seed) {

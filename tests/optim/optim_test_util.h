@@ -36,6 +36,9 @@ std::vector<float> concat_all(Backend& backend, const std::vector<OptimParam>& p
 // Gradients of step `step`: standard normals from Philox (seed, stream = step).
 void fill_gradients(Backend& backend, const std::vector<OptimParam>& params, uint64_t seed, int64_t step);
 
+// The config of optimizer `name`: `keys` read as the `optimizer` section, less those `name`
+// does not read, so one set of settings serves every optimizer of a loop.
+OptimizerConfig optimizer_config(const std::string& name, const nlohmann::json& keys);
 std::unique_ptr<Optimizer> build(Backend& backend, ParamTable& table, const OptimizerConfig& config, uint64_t seed);
 
 // True when GUM_SYSTEM_PYTHON can import torch.

@@ -30,12 +30,8 @@ double regression_loss_ratio(const std::string& optimizer) {
   const int64_t m = 8, n = 12;
   const float sigma = 1000.0f;
   auto table = make_param_table(*backend, four_blocks(Shape{m, n}), 11);
-  OptimizerConfig c;
-  c.name = optimizer;
-  c.rank = 1;
-  c.update_proj_gap = 10;
-  c.full_rank_layers = 2;
-  c.lr = 0.5f;
+  const OptimizerConfig c =
+      optimizer_config(optimizer, {{"rank", 1}, {"update_proj_gap", 10}, {"full_rank_layers", 2}, {"lr", 0.5}});
   auto opt = build(*backend, *table, c, 3);
   std::vector<std::vector<float>> target, u, v;
   for (size_t b = 0; b < table->params.size(); ++b) {

@@ -15,14 +15,9 @@ namespace {
 const std::vector<std::string> kAll = {"adamw", "muon", "galore_adamw", "plumage", "stiefel", "gum", "galore_muon"};
 
 OptimizerConfig config_for(const std::string& name) {
-  OptimizerConfig c;
-  c.name = name;
-  c.lr = 0.01f;
-  c.weight_decay = 0.05f;
-  c.rank = 4;
-  c.update_proj_gap = 5;  // a refresh / new period inside both halves of the run
-  c.full_rank_layers = 1;
-  return c;
+  // update_proj_gap 5: a refresh / new period inside both halves of the run
+  return optimizer_config(
+      name, {{"lr", 0.01}, {"weight_decay", 0.05}, {"rank", 4}, {"update_proj_gap", 5}, {"full_rank_layers", 1}});
 }
 
 StepInfo info_at(int64_t k) { return StepInfo{k, 0.01f / (1.0f + 0.1f * k), 1.0f / (1.0f + 0.1f * k)}; }

@@ -97,13 +97,9 @@ struct Problem {
       for (float x : to_host(*backend, p.grad)) g.push_back(x);
   }
   OptimizerConfig config(const std::string& name, int rank) const {
-    OptimizerConfig c;
-    c.name = name;
-    c.rank = rank;
-    c.beta1 = 0.9f;
-    c.update_proj_gap = 1;   // every step a new period: a fresh projector and draw, momentum reset
-    c.full_rank_layers = 1;  // q = 1/4 of the 4 layers
-    return c;
+    // update_proj_gap 1: every step a new period: a fresh projector and draw, momentum reset;
+    // full_rank_layers 1: q = 1/4 of the 4 layers
+    return optimizer_config(name, {{"rank", rank}, {"beta1", 0.9}, {"update_proj_gap", 1}, {"full_rank_layers", 1}});
   }
   // The direction GUM fed to NS5: the full-rank momentum, or the lifted low-rank one.
   std::vector<double> gum_direction(const Optimizer& opt) const {

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "gum/core/error.h"
+#include "gum/optim/optimizer_config_json.h"
 #include "gum/train/config.h"
 #include "gum/train/runtime.h"
 #include "train_test_util.h"
@@ -79,6 +80,10 @@ TEST_CASE("overrides from --set are type checked") {
   CHECK(c.optimizer.lr == Approx(3e-3));
   CHECK(c.model.num_hidden_layers == 3);
   CHECK(c.schedule.type == "wsd");
+  // One override switches the optimizer (adamw here), the next sets a key only the new one reads.
+  const TrainConfig gum = load_train_config(path, {"optimizer.name=gum", "optimizer.rank=4"});
+  CHECK(gum.optimizer.name == "gum");
+  CHECK(to_json(gum.optimizer).at("rank") == 4);
   // An integer where a number is expected is fine; a string is not.
   CHECK(load_train_config(path, {"training.grad_clip=2"}).training.grad_clip == 2.0);
   REQUIRE_THROWS_WITH(load_train_config(path, {"training.seq_len=abc"}),

@@ -10,10 +10,10 @@
 //   };
 #include <cstdint>
 #include <functional>
-#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -63,11 +63,19 @@ std::vector<std::string> field_keys(const FieldTable<S>& table) {
   return keys;
 }
 
-// The fields of several tables, in order (a section made of shared groups of keys).
-template <typename S>
-FieldTable<S> join_fields(std::initializer_list<FieldTable<S>> parts) {
+// The fields of several tables, in order, as one table of S: a section made of shared groups
+// of keys, each group a struct S derives from (`struct S : GroupA, GroupB { ... }`) with its
+// own table, or S itself.
+template <typename S, typename... Parts>
+FieldTable<S> join_fields(const FieldTable<Parts>&... parts) {
+  static_assert((std::is_base_of_v<Parts, S> && ...), "each part is a table of S or of a base of S");
   FieldTable<S> all;
-  for (const auto& part : parts) all.insert(all.end(), part.begin(), part.end());
+  const auto append = [&all](const auto& part) {
+    for (const auto& f : part)
+      all.emplace_back(f.key, std::visit([](auto member) -> typename Field<S>::Member { return member; }, f.member),
+                       f.rule);
+  };
+  (append(parts), ...);
   return all;
 }
 

@@ -4,11 +4,15 @@
 // updates one parameter at a time, so the trainer can update a layer as soon as its
 // gradient is complete in backward (the fused per-layer update), or, under sharded
 // state, only the matrices this rank owns.
+#include <any>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 #include "gum/backend/backend.h"
@@ -91,16 +95,58 @@ std::vector<OptimParam> make_optim_params(LlamaModel& model);
 
 using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>;
 
-// A registered optimizer: its factory, the config keys it reads besides the common ones
-// (optimizer_config_json.h), each with the values it accepts, and its checks that involve
-// several keys but no model (null: none). Built-ins define theirs next to their class.
-struct OptimizerSpec {
-  OptimizerFactory make;
-  FieldTable<OptimizerConfig> keys;
-  std::function<void(const OptimizerConfig& config, const std::string& context)> validate;
+// The keys an optimizer reads besides the common ones, held in a struct of its own
+// (OptimizerConfig::options): the struct's table, one line per key (JSON name, member, accepted
+// values; config_fields.h), and its checks that involve several keys but no model. Built by
+// optimizer_keys<S>; the registry holds every optimizer's alike.
+struct OptimizerKeys {
+  std::vector<std::string> names;
+  std::function<std::any()> defaults;                  // an S with its defaults
+  std::function<bool(const std::any& options)> holds;  // whether `options` is an S
+  // Reads the keys of `section` named here into `options` (an S), each against its rule.
+  std::function<void(const nlohmann::json& section, std::any& options, const std::string& context)> read;
+  // Every key against its rule, then the checks of several keys; usage error naming the key.
+  std::function<void(const std::any& options, const std::string& context)> check;
+  std::function<nlohmann::json(const std::any& options)> write;
 };
 
-// The registry: name -> spec. The built-ins are listed in optim/registry.cpp.
+template <typename S>
+OptimizerKeys optimizer_keys(
+    FieldTable<S> table,
+    std::type_identity_t<std::function<void(const S& options, const std::string& context)>> validate = nullptr) {
+  auto fields = std::make_shared<const FieldTable<S>>(std::move(table));
+  OptimizerKeys keys;
+  keys.names = field_keys(*fields);
+  keys.defaults = [] { return std::any(S{}); };
+  keys.holds = [](const std::any& options) { return options.type() == typeid(S); };
+  keys.read = [fields](const nlohmann::json& section, std::any& options, const std::string& context) {
+    read_fields(section, *fields, std::any_cast<S&>(options), context, "optimizer");
+  };
+  keys.check = [fields, validate](const std::any& options, const std::string& context) {
+    const S& value = std::any_cast<const S&>(options);
+    check_fields(*fields, value, context, "optimizer");
+    if (validate) validate(value, context);
+  };
+  keys.write = [fields](const std::any& options) {
+    nlohmann::json out = nlohmann::json::object();
+    write_fields(*fields, std::any_cast<const S&>(options), out);
+    return out;
+  };
+  return keys;
+}
+
+// The options of an optimizer that reads only the common keys.
+struct NoOptimizerKeys {};
+
+// A registered optimizer: its factory, which reads its keys with optimizer_options<S>, and
+// those keys. Built-ins define theirs next to their class (docs/optimizers.md, "Adding an
+// optimizer").
+struct OptimizerSpec {
+  OptimizerFactory make;
+  OptimizerKeys keys = optimizer_keys<NoOptimizerKeys>({});
+};
+
+// The registry: name -> spec. The built-ins are listed in src/optim/registry.cpp.
 void register_optimizer(const std::string& name, OptimizerSpec spec);
 // An optimizer that reads only the common keys.
 void register_optimizer(const std::string& name, OptimizerFactory factory);

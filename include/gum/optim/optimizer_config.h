@@ -1,8 +1,12 @@
 #pragma once
-// The values of every optimizer hyperparameter, with the papers' defaults (docs/optimizers.md).
-// Which keys an optimizer reads, and the values each accepts, is declared with its factory
-// (OptimizerSpec in src/optim/<name>.cpp); optimizer_config_json.h reads and writes the section.
+// The `optimizer` section: the keys every optimizer reads, with the papers' defaults
+// (docs/optimizers.md), and the chosen optimizer's own keys, held in the struct it declares
+// beside its factory (OptimizerSpec::keys, src/optim/<name>.cpp) with their defaults and rules.
+// optimizer_config_json.h reads and writes the section.
+#include <any>
 #include <string>
+
+#include "gum/core/error.h"
 
 namespace gum {
 
@@ -10,26 +14,24 @@ struct OptimizerConfig {
   std::string name = "adamw";  // registry name: adamw, muon, galore_adamw, plumage, stiefel, gum, galore_muon
   float lr = 1e-3f;
   float weight_decay = 0.0f;
-  // AdamW (and the AdamW used for non-matrix params by the other optimizers)
+  // AdamW's, which every optimizer runs at least on the non-matrix parameters.
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-  float adamw_lr = -1;  // lr of non-matrix params under muon/galore/gum; < 0 means = lr
-  // Muon / GUM
-  float momentum = 0.95f;
-  bool nesterov = true;
-  int ns_steps = 5;
-  std::string muon_scale = "original";  // "original": sqrt(max(1, m/n)); "match_adamw": 0.2*sqrt(max(m,n))
-  // GaLore family
-  int rank = 128;
-  int update_proj_gap = 200;
-  float scale = 0.25f;            // GaLore's alpha
-  std::string projector = "svd";  // "svd" | "randomized"
-  int power_iterations = 1;       // randomized range finder
-  int oversampling = 8;           // randomized range finder
-  // GUM
-  int full_rank_layers = 2;           // gamma: blocks per period with a full-rank step
-  std::string sample_unit = "layer";  // "layer" | "matrix"
   // Sharded optimizer state (ZeRO-1 by whole matrix)
   bool shard_states = false;
+  // The keys optimizer `name` reads beyond these: an object of the struct its OptimizerSpec
+  // declares, or empty for that struct's defaults. Read it with optimizer_options<S>.
+  std::any options;
 };
+
+// The chosen optimizer's own keys as its struct S (S's defaults when `config.options` is
+// empty). Holding another struct is a bug: make_optimizer checks the type against the spec.
+template <typename S>
+const S& optimizer_options(const OptimizerConfig& config) {
+  static const S defaults{};
+  if (!config.options.has_value()) return defaults;
+  const S* options = std::any_cast<S>(&config.options);
+  GUM_CHECK(options != nullptr, "optimizer '", config.name, "': its options hold another optimizer's keys");
+  return *options;
+}
 
 }  // namespace gum

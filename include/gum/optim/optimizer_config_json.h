@@ -1,6 +1,6 @@
 #pragma once
 // The config's `optimizer` section <-> OptimizerConfig. The keys are the common ones
-// (optimizer_common_keys) plus those the chosen optimizer declares in its OptimizerSpec.
+// (optimizer_common_keys) plus those the chosen optimizer declares (OptimizerSpec::keys).
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -14,17 +14,21 @@ namespace gum {
 const FieldTable<OptimizerConfig>& optimizer_common_keys();
 
 // Reads `section` (a JSON object) over the defaults. `context` names the source in errors
-// ("config.json"). Every registered optimizer's keys are accepted, so a resolved config can
-// switch optimizer; one the chosen optimizer does not read is reported as ignored when it is
-// not at its default. A key no optimizer reads is a usage error naming the chosen optimizer
-// and the closest key. Then validate_optimizer_config().
+// ("config.json"). A key only other registered optimizers read is checked against its rule
+// and, when not at its default, reported as ignored (a config switched to another optimizer
+// with --set keeps the old one's keys). A key no optimizer reads is a usage error naming the
+// chosen optimizer and the closest key. Then validate_optimizer_config().
 OptimizerConfig optimizer_config_from_json(const nlohmann::json& section, const std::string& context);
-// Every key of every registered optimizer, so a resolved config written next to a checkpoint
-// reads back identically whichever optimizer it names.
+// The common keys and those of the chosen optimizer.
 nlohmann::json to_json(const OptimizerConfig& config);
+// Every key of every registered optimizer at its default (the first optimizer's in name
+// order, for a key several read): what `--set optimizer.KEY` may name, so that one override
+// can switch the optimizer and the next set its keys.
+nlohmann::json every_optimizer_key_json();
 
-// What can be checked without the model: the common keys and `spec`'s keys against their
-// rules, then spec.validate. Usage error naming context and key.
+// What can be checked without the model: the common keys against their rules, that
+// config.options holds `spec`'s struct, its keys against their rules and its checks. Usage
+// error naming context and key.
 void validate_optimizer_config(const OptimizerSpec& spec, const OptimizerConfig& config, const std::string& context);
 
 }  // namespace gum

@@ -32,10 +32,11 @@ struct TrainingConfig {
   // keeps are small at the sequence lengths we train (T <= 1024); flash (fp32 SIMT, no tensor
   // cores) keeps only [B, H, T] and is for sequences whose probabilities do not fit.
   std::string attention = "gemm";
-  bool fused_update = false;  // per-layer update inside backward (only when grad_clip == 0)
+  bool fused_update = false;  // per-layer update inside backward (a usage error next to grad_clip > 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;
-  int threads = 0;  // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+  int threads = 0;                // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+  int64_t logits_chunk_rows = 0;  // token rows per LM-head/loss chunk; 0 = planned (planned_logits_chunk_rows)
 };
 
 struct EvalConfig {

@@ -492,7 +492,10 @@ void Trainer::log_startup() const {
       GUM_VERSION, config_.source, comm_.world_size(), backend_.name(), comm_.name(),
       format_count(double(config_.model.num_parameters())), total_steps_,
       format_count(double(config_.tokens_per_step())), optimizer_->name(),
-      fused_ ? "fused per layer in backward" : "after backward",
+      !fused_ ? "after backward"
+      : model_->memory().per_layer_grads
+          ? "fused per layer in backward (gradients of two blocks at a time; no clipping)"
+          : "fused per layer in backward (whole gradient over the micro-batches; no clipping)",
       model_->use() == ModelUse::TrainingRecompute ? "recomputed per block in backward" : "stored");
   spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
                config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);

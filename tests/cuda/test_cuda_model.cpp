@@ -131,13 +131,15 @@ TEST_CASE("the chunked LM head on CUDA gives the unchunked loss and gradients (u
     tb.batch = batch;
     // 72 rows in chunks of 17: four full chunks and one of 4 rows.
     const double whole_loss = whole.forward(tb), chunked_loss = chunked.forward(tb);
-    // The loss is a sum over rows (the same reduction kernel over the same per-row losses).
+    // A row's logits come from a GEMM of another row count, which may round differently
+    // (measured: equal untied, 7.6e-9 relative tied).
     CHECK(std::fabs(whole_loss - chunked_loss) <= 1e-6 * std::fabs(whole_loss));
     whole.backward(1.0f / 72.0f);
     chunked.backward(1.0f / 72.0f);
-    // The head (and with tied embeddings the embedding) gradient sums the rows chunk by chunk;
-    // the rest sees the same d_lnf. The same bound as the CPU-vs-CUDA comparison above.
-    expect_close(host_values(*gpu, whole.grads().all()), host_values(*gpu, chunked.grads().all()), 1e-4, "gradients");
+    // The head (and with tied embeddings the embedding) gradient sums the rows chunk by chunk, and
+    // those ulps reach the rest through d_lnf. Measured: relative L2 error 3.5e-7 untied, 3.8e-7
+    // tied; 1e-5 leaves room for other GEMM kernels on a GPU.
+    expect_close(host_values(*gpu, whole.grads().all()), host_values(*gpu, chunked.grads().all()), 1e-5, "gradients");
   }
 }
 

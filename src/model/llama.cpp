@@ -339,6 +339,9 @@ double LlamaModel::forward(const TokenBatch& batch) {
   if (!batch.tokens) usage_error("model forward: no tokens given");
   const int T = seq_len_;
   const int64_t N = int64_t(batch.batch) * T;
+  if (!batch.targets && s.logits.rows() < N)
+    usage_error("model forward: logits without targets need the whole batch's logits (the head runs in chunks of ",
+                s.logits.rows(), " rows)");
 
   // Validate the host inputs here, so every backend reports bad ids the same way.
   std::vector<int32_t> positions(static_cast<size_t>(N)), targets(static_cast<size_t>(N), -1);
@@ -380,9 +383,6 @@ double LlamaModel::forward(const TokenBatch& batch) {
               l + 1 < L ? first_rows(s.blocks[l + 1].input, N) : first_rows(s.residual_out, N));
   const Tensor lnf = first_rows(s.lnf, N), losses = first_rows(s.losses, N);
   be.rmsnorm_forward(lnf, first_rows(s.lnf_rstd, N), first_rows(s.residual_out, N), s.final_norm, eps);
-  if (!batch.targets && s.logits.rows() < N)
-    usage_error("model forward: logits without targets need the whole batch's logits (the head runs in chunks of ",
-                s.logits.rows(), " rows)");
 
   s.last_batch = batch.batch;
   s.last_has_doc_start = batch.doc_start != nullptr;

@@ -281,6 +281,10 @@ TEST_CASE("the LM head in chunks of rows gives the unchunked loss and gradients,
       chunked.backward(0.25f);
     }
     REQUIRE_THROWS_WITH(chunked.logits(), Catch::Contains("chunks of"));
+    const Batch tokens_only = make_batch(B, T, config.vocab_size);
+    TokenBatch no_targets = tokens_only.view(B);
+    no_targets.targets = nullptr;
+    REQUIRE_THROWS_WITH(chunked.forward(no_targets), Catch::Contains("logits without targets"));
     // Those ulps reach every gradient through dlogits, and the head gradient also sums the rows
     // chunk by chunk. Measured: at most 2.3e-7 of the largest entry (chunks of 7); 1e-6 leaves room
     // for other BLAS builds.

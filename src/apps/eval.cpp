@@ -27,6 +27,13 @@ int eval_micro_batch(const TrainConfig& config, int world_size) {
                                               : std::max(1, config.training.batch_size / world_size);
 }
 
+// The loss over chunks of rows, as training: the [tokens, vocab] logits never exist at once.
+ModelMemory eval_model_memory(const TrainConfig& config, int micro_batch) {
+  ModelMemory memory;
+  memory.logits_chunk_rows = planned_logits_chunk_rows(config, int64_t(micro_batch) * config.training.seq_len);
+  return memory;
+}
+
 // The weights `eval` scores: the checkpoint, else model.init_from, else the seeded initialisation.
 // Returns their description.
 std::string load_eval_weights(LlamaModel& model, const TrainConfig& config, const std::string& checkpoint) {
@@ -58,8 +65,9 @@ int eval_sft(const TrainConfig& config, Runtime& runtime, const std::string& che
     usage_error(config.source, ": data.sft.valid_files is empty: nothing to evaluate");
   std::unique_ptr<BatchSource> data = open_batch_source(config);
   Communicator& comm = *runtime.comm;
-  LlamaModel model(config.model, *runtime.backend, eval_micro_batch(config, comm.world_size()), config.training.seq_len,
-                   ModelUse::Inference);
+  const int micro_batch = eval_micro_batch(config, comm.world_size());
+  LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len, ModelUse::Inference,
+                   eval_model_memory(config, micro_batch));
   const std::string source = load_eval_weights(model, config, checkpoint);
   EvalResult r = data->evaluate(model, comm, max_tokens);
   if (comm.is_root()) {
@@ -99,7 +107,8 @@ int command_eval(const std::string& config_path, const std::vector<std::string>&
   EvalWindows windows(shards, config.training.seq_len, checksum64_file(tokenizer));
 
   const int micro_batch = eval_micro_batch(config, comm.world_size());
-  LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len, ModelUse::Inference);
+  LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len, ModelUse::Inference,
+                   eval_model_memory(config, micro_batch));
   const std::string source = load_eval_weights(model, config, checkpoint);
   EvalResult r = evaluate(model, windows, comm, max_tokens);
   if (comm.is_root()) {

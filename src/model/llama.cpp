@@ -9,6 +9,7 @@
 // then lnf = rmsnorm(x_L), logits = lnf Whead^T (Whead = embedding when tied), cross-entropy.
 #include "gum/model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <string>
@@ -100,7 +101,8 @@ struct LlamaModel::Private {
 
 namespace {
 
-std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64_t aux_elems, ModelUse use) {
+std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64_t logit_rows, int64_t aux_elems,
+                                          ModelUse use) {
   const int64_t C = c.hidden_size, F = c.intermediate_size, D = c.attention_head_dim();
   const int64_t HD = int64_t(c.num_attention_heads) * D, W = (c.num_attention_heads + 2 * int64_t(c.kv_heads())) * D;
   std::vector<NamedShape> layout;
@@ -129,7 +131,7 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
   if (use == ModelUse::TrainingRecompute) layout.push_back({"recompute_out", Shape{N, C}});
   layout.push_back({"lnf", Shape{N, C}});
   layout.push_back({"lnf_rstd", Shape{N}});
-  layout.push_back({"logits", Shape{N, c.vocab_size}});
+  layout.push_back({"logits", Shape{logit_rows, c.vocab_size}});
   layout.push_back({"losses", Shape{N}});
   layout.push_back({"scratch", Shape{N, C}});
   if (use == ModelUse::Inference) return layout;
@@ -141,6 +143,26 @@ std::vector<NamedShape> activation_layout(const LlamaConfig& c, int64_t N, int64
   layout.push_back({"d_gate_up", Shape{N, 2 * F}});
   layout.push_back({"d_act", Shape{N, F}});
   return layout;
+}
+
+bool is_block_param(const ParamSpec& spec, const LlamaConfig& c) {
+  return spec.layer >= 0 && spec.layer < c.num_hidden_layers;
+}
+
+// Calls fn(begin, end, logits) for the row chunks [begin, end) of [0, N) that fit the logits
+// buffer, logits being its first end - begin rows.
+void for_each_logits_chunk(const Tensor& buffer, int64_t N,
+                           const std::function<void(int64_t, int64_t, const Tensor&)>& fn) {
+  for (int64_t begin = 0; begin < N; begin += buffer.rows()) {
+    const int64_t end = std::min(N, begin + buffer.rows());
+    fn(begin, end, first_rows(buffer, end - begin));
+  }
+}
+
+void zero_block_grads(Backend& be, const BlockTensors& g) {
+  for (const Tensor* t :
+       {&g.ln1, &g.qkv_weight, &g.qkv_bias, &g.o_weight, &g.o_bias, &g.ln2, &g.gate_up_weight, &g.down_weight})
+    if (!t->empty()) be.fill(*t, 0.0f);
 }
 
 BlockTensors block_tensors(const Arena& arena, const LlamaConfig& c, int l) {
@@ -164,35 +186,47 @@ BlockTensors block_tensors(const Arena& arena, const LlamaConfig& c, int l) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use)
+LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use,
+                       const ModelMemory& memory)
     : config_(config),
       backend_(&backend),
       max_batch_(max_batch),
       seq_len_(seq_len),
       use_(use),
+      memory_(memory),
       specs_(llama_param_specs(config)) {
   config_.validate("model");
   if (max_batch <= 0) usage_error("model: max_batch must be positive, got ", max_batch);
   if (seq_len <= 0) usage_error("model: seq_len must be positive, got ", seq_len);
   if (seq_len > config.max_position_embeddings)
     usage_error("model: seq_len ", seq_len, " exceeds max_position_embeddings ", config.max_position_embeddings);
+  if (memory.logits_chunk_rows < 0)
+    usage_error("model: logits_chunk_rows must be at least 0, got ", memory.logits_chunk_rows);
+  if (memory.per_layer_grads && use == ModelUse::Inference)
+    usage_error("model: per-layer gradients need a model built for training");
 
-  std::vector<NamedShape> param_layout;
-  for (const auto& spec : specs_) param_layout.push_back({spec.name, spec.shape});
+  std::vector<NamedShape> param_layout, grad_layout;
+  for (const auto& spec : specs_) {
+    param_layout.push_back({spec.name, spec.shape});
+    // Per-layer gradients: the gradients of blocks 0 and 1 are the two sets every block uses.
+    if (!memory.per_layer_grads || !is_block_param(spec, config) || spec.layer < 2)
+      grad_layout.push_back({spec.name, spec.shape});
+  }
   params_ = Arena(backend, DType::F32, param_layout);
   const bool training = use != ModelUse::Inference;
-  if (training) grads_ = Arena(backend, DType::F32, param_layout);
+  if (training) grads_ = Arena(backend, DType::F32, grad_layout);
 
   const int64_t N = int64_t(max_batch) * seq_len;
   AttentionShape full{max_batch, seq_len, config.num_attention_heads, config.kv_heads(), config.attention_head_dim()};
-  acts_ = Arena(backend, DType::F32, activation_layout(config, N, int64_t(backend.attention_aux_elems(full)), use));
+  acts_ = Arena(backend, DType::F32,
+                activation_layout(config, N, logits_chunk_rows(), int64_t(backend.attention_aux_elems(full)), use));
 
   state_ = std::make_unique<Private>();
   Private& s = *state_;
   const int L = config.num_hidden_layers;
   for (int l = 0; l < L; ++l) {
     s.block_params.push_back(block_tensors(params_, config, l));
-    if (training) s.block_grads.push_back(block_tensors(grads_, config, l));
+    if (training) s.block_grads.push_back(block_tensors(grads_, config, memory.per_layer_grads ? l % 2 : l));
     const std::string p = "layers." + std::to_string(use == ModelUse::Training ? l : 0) + ".";
     BlockBuffers a = BlockBuffers::in_arena(acts_, p);
     // Inference: the last block writes residual_out, so block l reads residual_alt when L-1-l is even.
@@ -262,7 +296,29 @@ void LlamaModel::zero_grads() {
   backend_->fill(grads_.all(), 0.0f);
 }
 
-Tensor LlamaModel::logits() const { return first_rows(state_->logits, int64_t(state_->last_batch) * seq_len_); }
+Tensor LlamaModel::logits() const {
+  const int64_t N = int64_t(state_->last_batch) * seq_len_;
+  if (state_->logits.rows() < N)
+    runtime_error("model: the logits of ", N, " rows are not kept (the head runs in chunks of ", state_->logits.rows(),
+                  " rows)");
+  return first_rows(state_->logits, N);
+}
+
+int64_t LlamaModel::logits_chunk_rows() const {
+  const int64_t N = int64_t(max_batch_) * seq_len_;
+  return memory_.logits_chunk_rows > 0 ? std::min(memory_.logits_chunk_rows, N) : N;
+}
+
+Tensor LlamaModel::grad(const std::string& name) const {
+  if (use_ == ModelUse::Inference) runtime_error("model: no gradient of ", name, " in a model built for inference");
+  if (!memory_.per_layer_grads) return grads_.view(name);
+  for (const auto& spec : specs_)
+    if (spec.name == name && is_block_param(spec, config_) && spec.layer >= 2) {
+      const std::string prefix = block_param_name(spec.layer, "");
+      return grads_.view(block_param_name(spec.layer % 2, name.substr(prefix.size())));
+    }
+  return grads_.view(name);
+}
 
 const BlockTensors& LlamaModel::block_weights(int layer) const {
   if (layer < 0 || layer >= config_.num_hidden_layers)
@@ -283,6 +339,9 @@ double LlamaModel::forward(const TokenBatch& batch) {
   if (!batch.tokens) usage_error("model forward: no tokens given");
   const int T = seq_len_;
   const int64_t N = int64_t(batch.batch) * T;
+  if (!batch.targets && s.logits.rows() < N)
+    usage_error("model forward: logits without targets need the whole batch's logits (the head runs in chunks of ",
+                s.logits.rows(), " rows)");
 
   // Validate the host inputs here, so every backend reports bad ids the same way.
   std::vector<int32_t> positions(static_cast<size_t>(N)), targets(static_cast<size_t>(N), -1);
@@ -322,16 +381,22 @@ double LlamaModel::forward(const TokenBatch& batch) {
   for (int l = 0; l < L; ++l)
     run_block(l, shape, position_ids, doc,
               l + 1 < L ? first_rows(s.blocks[l + 1].input, N) : first_rows(s.residual_out, N));
-  const Tensor lnf = first_rows(s.lnf, N), logits = first_rows(s.logits, N), losses = first_rows(s.losses, N);
+  const Tensor lnf = first_rows(s.lnf, N), losses = first_rows(s.losses, N);
   be.rmsnorm_forward(lnf, first_rows(s.lnf_rstd, N), first_rows(s.residual_out, N), s.final_norm, eps);
-  be.linear_forward(logits, lnf, s.head, nullptr);
 
   s.last_batch = batch.batch;
   s.last_has_doc_start = batch.doc_start != nullptr;
   s.last_has_targets = batch.targets != nullptr;
   s.backward_ready = true;
-  if (!batch.targets) return 0.0;
-  be.cross_entropy_forward(losses, logits, target_ids);
+  if (!batch.targets) {
+    be.linear_forward(first_rows(s.logits, N), lnf, s.head, nullptr);
+    return 0.0;
+  }
+  for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
+    be.linear_forward(logits, lnf.row_slice(begin, end), s.head, nullptr);
+    be.cross_entropy_forward(losses.flat_slice(begin, Shape{end - begin}), logits,
+                             target_ids.flat_slice(begin, Shape{end - begin}));
+  });
   return be.sum(losses);
 }
 
@@ -369,10 +434,16 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
   const Tensor position_ids = first_rows(s.positions, N);
   const Tensor d_residual = first_rows(s.d_residual, N), d_ln = first_rows(s.d_ln, N);
 
-  // Loss and head: dlogits overwrite the logits in place.
-  const Tensor logits = first_rows(s.logits, N);
-  be.cross_entropy_backward(logits, logits, first_rows(s.targets, N), loss_scale);
-  be.linear_backward(d_ln, s.d_head, nullptr, logits, first_rows(s.lnf, N), s.head, false);
+  // Loss and head, chunk by chunk: dlogits overwrite the logits in place. With one chunk the
+  // logits are still those of forward; with several each chunk's are computed again.
+  const bool recompute_logits = s.logits.rows() < N;
+  const Tensor lnf = first_rows(s.lnf, N), targets = first_rows(s.targets, N);
+  for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
+    const Tensor lnf_rows = lnf.row_slice(begin, end);
+    if (recompute_logits) be.linear_forward(logits, lnf_rows, s.head, nullptr);
+    be.cross_entropy_backward(logits, logits, targets.flat_slice(begin, Shape{end - begin}), loss_scale);
+    be.linear_backward(d_ln.row_slice(begin, end), s.d_head, nullptr, logits, lnf_rows, s.head, false);
+  });
   be.fill(d_residual, 0.0f);  // rmsnorm_backward accumulates into the residual gradient
   be.rmsnorm_backward(d_residual, s.d_final_norm, d_ln, first_rows(s.residual_out, N), s.final_norm,
                       first_rows(s.lnf_rstd, N));
@@ -384,6 +455,7 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
     const BlockTensors& w = s.block_params[l];
     BlockTensors& g = s.block_grads[l];
     const BlockBuffers a = s.blocks[l].first_rows(N);
+    if (memory_.per_layer_grads) zero_block_grads(be, g);
     // Activation checkpointing: refill the shared buffers with this block's activations. The last
     // block needs no re-run: forward left its activations there.
     if (use_ == ModelUse::TrainingRecompute && l + 1 < c.num_hidden_layers)

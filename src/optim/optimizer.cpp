@@ -34,7 +34,7 @@ std::vector<OptimParam> make_optim_params(LlamaModel& model) {
     OptimParam p;
     p.name = spec.name;
     p.param = model.params().view(spec.name);
-    p.grad = model.grads().view(spec.name);
+    p.grad = model.grad(spec.name);
     p.kind = spec.kind;
     p.layer = spec.layer;
     p.weight_decay = spec.weight_decay;

@@ -36,6 +36,7 @@ const FieldTable<TrainingConfig> kTrainingFields = {
     {"fused_update", &TrainingConfig::fused_update},
     {"activation_checkpointing", &TrainingConfig::activation_checkpointing},
     {"threads", &TrainingConfig::threads, at_least(0)},
+    {"logits_chunk_rows", &TrainingConfig::logits_chunk_rows, at_least(0)},
 };
 
 const FieldTable<EvalConfig> kEvalFields = {
@@ -64,6 +65,12 @@ const FieldTable<LoggingConfig> kLoggingFields = {
 void validate_training(const TrainingConfig& t, const std::string& context) {
   if (t.precision == "bf16" && t.backend == "cpu")
     usage_error(context, ": training.precision bf16 needs the cuda backend (the cpu backend is the fp32 reference)");
+  // Global-norm clipping needs the norm of the whole gradient before the first update; the fused
+  // update has updated most layers by then.
+  if (t.fused_update && t.grad_clip > 0)
+    usage_error(context, ": training.fused_update cannot be combined with training.grad_clip ", t.grad_clip,
+                " (global-norm clipping needs the whole gradient before any layer is updated): set "
+                "training.grad_clip to 0 or training.fused_update to false");
   if (t.max_steps == 0 && t.max_tokens == 0)
     usage_error(context, ": set training.max_steps or training.max_tokens (the length of the run)");
 }

@@ -138,7 +138,9 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
   p.activation_bytes = model.activation_bytes();
   p.micro_batch = model.max_batch();
   p.seq_len = seq_len;
-  p.logits_bytes = size_t(model.max_batch()) * seq_len * size_t(model.config().vocab_size) * sizeof(float);
+  p.logits_chunk_rows = model.logits_chunk_rows();
+  p.logits_bytes = size_t(p.logits_chunk_rows) * size_t(model.config().vocab_size) * sizeof(float);
+  p.per_layer_grads = model.memory().per_layer_grads;
   p.training_flops_per_token = training_flops_per_token(model.config(), seq_len);
   p.optimizer_table = optimizer_memory_table(optimizer);
   return p;
@@ -156,14 +158,17 @@ std::string format_memory_plan(const MemoryPlan& p) {
   out << "memory plan per rank (" << format_count(double(p.parameters)) << " parameters, micro-batch " << p.micro_batch
       << " x " << p.seq_len << " tokens)\n";
   row("weights (f32)", p.weight_bytes, "");
-  row("gradients (f32)", p.gradient_bytes, "");
+  row("gradients (f32)", p.gradient_bytes,
+      p.per_layer_grads ? "per layer: embedding, final norm, head and two blocks' sets" : "");
   row("optimizer state", p.optimizer_state_bytes,
       p.rank_state_bytes.empty()
           ? std::string("checkpointed")
           : concat("checkpointed; sharded: rank ", p.largest_state_rank, " of ", p.rank_state_bytes.size(),
                    " holds the most (unsharded ", format_bytes(double(p.unsharded_optimizer_state_bytes)), ")"));
   row("optimizer workspace", p.optimizer_workspace_bytes, "scratch");
-  row("activations", p.activation_bytes, "of which logits " + format_bytes(double(p.logits_bytes)));
+  row("activations", p.activation_bytes,
+      concat("of which logits ", format_bytes(double(p.logits_bytes)), " (", p.logits_chunk_rows, " of ",
+             int64_t(p.micro_batch) * p.seq_len, " token rows at a time)"));
   row("total", p.total_bytes(), "");
   std::snprintf(line, sizeof(line), "  training FLOPs per token: %s (6N + attention), per micro-batch: %s\n",
                 format_count(p.training_flops_per_token).c_str(),
@@ -178,17 +183,14 @@ std::string format_memory_plan(const MemoryPlan& p) {
 
 MemoryPlan plan_run(const TrainConfig& config, int world_size) {
   if (world_size < 1) usage_error("plan: the world size must be at least 1, got ", world_size);
-  if (config.training.batch_size % world_size != 0)
-    usage_error(config.source, ": training.batch_size (", config.training.batch_size,
-                ") must be divisible by the number of ranks (", world_size, ")");
-  const int rows_per_rank = config.training.batch_size / world_size;
-  const int micro_batch = config.training.micro_batch_size > 0 ? config.training.micro_batch_size : rows_per_rank;
+  const BatchLayout layout = make_batch_layout(config.training, world_size, config.source);
   // The target backend only answers attention_aux_elems; without a GPU the CPU stands in.
   std::unique_ptr<Backend> target =
       make_backend(config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend, 0,
                    backend_options(config.training));
   PlanningBackend planning(*target);
-  LlamaModel model(config.model, planning, micro_batch, config.training.seq_len, training_model_use(config.training));
+  LlamaModel model(config.model, planning, layout.micro_batch, config.training.seq_len,
+                   training_model_use(config.training), training_model_memory(config, layout));
   OptimizerContext ctx;
   ctx.backend = &planning;
   ctx.params = make_optim_params(model);

@@ -46,28 +46,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// How a global batch splits: batch_size sequences = world_size ranks x accumulation_steps
-// micro-batches x micro_batch rows.
-struct BatchLayout {
-  int rows_per_rank = 0;
-  int micro_batch = 0;
-  int accumulation_steps = 0;
-};
-
-BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std::string& context) {
-  if (t.batch_size % world_size != 0)
-    usage_error(context, ": training.batch_size (", t.batch_size, ") must be divisible by the number of ranks (",
-                world_size, ")");
-  BatchLayout b;
-  b.rows_per_rank = t.batch_size / world_size;
-  b.micro_batch = t.micro_batch_size > 0 ? t.micro_batch_size : b.rows_per_rank;
-  if (b.micro_batch > b.rows_per_rank || b.rows_per_rank % b.micro_batch != 0)
-    usage_error(context, ": training.micro_batch_size (", b.micro_batch, ") must divide the rows per rank (batch_size ",
-                t.batch_size, " / ", world_size, " ranks = ", b.rows_per_rank, ")");
-  b.accumulation_steps = b.rows_per_rank / b.micro_batch;
-  return b;
-}
-
 // Test hook for fault-injection tests: GUM_FAULT_KILL_AFTER_STEP=N makes the process SIGKILL
 // itself right after step N is complete (and checkpointed when due), as `kill -9` would.
 // With GUM_FAULT_RANK=R set as well, only rank R does (one rank of a job dying).
@@ -185,20 +163,16 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       comm_(*runtime.comm),
       layout_(make_batch_layout(config.training, runtime.comm->world_size(), config.source)),
       total_steps_(config.total_steps()),
-      fused_(config.training.fused_update && config.training.grad_clip == 0),
+      fused_(config.training.fused_update),
       // mpirun gives ranks a pseudo-terminal: no redrawn bar in a job's interleaved output.
       progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
   if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
     usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
   if (config.training.precision == "bf16")
     spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
-  if (config.training.fused_update && !fused_)
-    spdlog::warn(
-        "training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
-        "updating after backward instead");
 
   model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len,
-                                        training_model_use(config.training));
+                                        training_model_use(config.training), training_model_memory(config, layout_));
   OptimizerContext ctx;
   ctx.backend = &backend_;
   ctx.params = make_optim_params(*model_);
@@ -488,7 +462,10 @@ void Trainer::log_startup() const {
       GUM_VERSION, config_.source, comm_.world_size(), backend_.name(), comm_.name(),
       format_count(double(config_.model.num_parameters())), total_steps_,
       format_count(double(config_.tokens_per_step())), optimizer_->name(),
-      fused_ ? "fused per layer in backward" : "after backward",
+      !fused_ ? "after backward"
+      : model_->memory().per_layer_grads
+          ? "fused per layer in backward (gradients of two blocks at a time; no clipping)"
+          : "fused per layer in backward (whole gradient over the micro-batches; no clipping)",
       model_->use() == ModelUse::TrainingRecompute ? "recomputed per block in backward" : "stored");
   spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,
                config_.training.seq_len, comm_.world_size(), layout_.accumulation_steps, layout_.micro_batch);

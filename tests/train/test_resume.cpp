@@ -267,10 +267,18 @@ SwitchedRuns train_with_and_without(const std::string& switch_key, const nlohman
 }  // namespace
 
 TEST_CASE("the fused per-layer update equals the update after backward") {
-  const nlohmann::json no_clip = {{"training", {{"grad_clip", 0.0}, {"max_steps", 6}}},
-                                  {"checkpoint", {{"every_steps", 0}}}};
-  SwitchedRuns runs = train_with_and_without("fused_update", no_clip, 6);
-  CHECK(runs.switched_result.output.find("fused per layer") != std::string::npos);
+  // 4 blocks. One micro-batch per step: the blocks share two gradient sets; two micro-batches: the
+  // whole gradient accumulates and the last backward updates layer by layer.
+  for (const auto& [micro_batch, update] :
+       {std::pair{0, "(gradients of two blocks at a time"}, std::pair{2, "(whole gradient over the micro-batches"}}) {
+    INFO("micro_batch_size " << micro_batch);
+    const nlohmann::json no_clip = {
+        {"model", {{"num_hidden_layers", 4}}},
+        {"training", {{"grad_clip", 0.0}, {"max_steps", 6}, {"micro_batch_size", micro_batch}}},
+        {"checkpoint", {{"every_steps", 0}}}};
+    SwitchedRuns runs = train_with_and_without("fused_update", no_clip, 6);
+    CHECK(runs.switched_result.output.find(std::string("fused per layer in backward ") + update) != std::string::npos);
+  }
 }
 
 TEST_CASE("activation checkpointing trains bit for bit like stored activations, with less activation memory") {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "gum/backend/arena.h"
@@ -39,10 +40,26 @@ struct BlockTensors {
 // two, activations grow with depth only by the stored inputs (TrainingRecompute) or not at all.
 enum class ModelUse { Training, TrainingRecompute, Inference };
 
+// Memory layout choices that leave the computed function unchanged (up to the order of float sums).
+struct ModelMemory {
+  // Token rows per chunk of the LM head and cross-entropy: with targets, forward and backward run
+  // the head GEMM, log-sum-exp, loss and dlogits over chunks of this many rows, so the logits
+  // buffer is [rows, vocab] and the [B*T, vocab] logits never exist; backward recomputes each
+  // chunk's logits (one more head GEMM). 0, or at least max_batch * seq_len: one chunk, logits()
+  // available.
+  int64_t logits_chunk_rows = 0;
+  // Training uses only: the gradient arena holds the embedding, final norm and head gradients and
+  // two sets of block gradients, block l writing set l % 2 (zeroed before its backward). A block's
+  // gradients are valid from its backward until the backward of block l - 2, i.e. in
+  // on_layer_done(l) and the next hook (the fused update keeps one layer's reduction in flight), and
+  // do not accumulate over backward calls: for one backward per optimizer step.
+  bool per_layer_grads = false;
+};
+
 class LlamaModel {
  public:
-  LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len,
-             ModelUse use = ModelUse::Training);
+  LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use = ModelUse::Training,
+             const ModelMemory& memory = {});
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
@@ -52,7 +69,11 @@ class LlamaModel {
   Backend& backend() { return *backend_; }
   Arena& params() { return params_; }
   Arena& grads() { return grads_; }  // empty under ModelUse::Inference
+  // The gradient of parameter `name` (under per_layer_grads a block's is its set's view).
+  Tensor grad(const std::string& name) const;
   ModelUse use() const { return use_; }
+  const ModelMemory& memory() const { return memory_; }
+  int64_t logits_chunk_rows() const;  // rows of the logits buffer
   int max_batch() const { return max_batch_; }
   int seq_len() const { return seq_len_; }
 
@@ -71,7 +92,8 @@ class LlamaModel {
   // bucketed all-reduce.
   void backward(float loss_scale, const std::function<void(int layer)>& on_layer_done = {});
 
-  // Logits [B * T, V] of the last forward (before backward overwrites them with gradients).
+  // Logits [B * T, V] of the last forward (before backward overwrites them with gradients); an
+  // error when the head runs in chunks.
   Tensor logits() const;
 
   // Views of the parameters and of the RoPE table for code that runs the same weights another
@@ -93,6 +115,7 @@ class LlamaModel {
   Backend* backend_;
   int max_batch_, seq_len_;
   ModelUse use_;
+  ModelMemory memory_;
   std::vector<ParamSpec> specs_;
   Arena params_, grads_, acts_;
   std::unique_ptr<Private> state_;  // per-layer views, token buffers, RoPE table, last batch

@@ -36,10 +36,11 @@ struct TrainingConfig {
   // F32 GEMMs of the cuda backend in TF32 on the tensor cores (BackendOptions::allow_tf32); the
   // CPU backend ignores it.
   bool allow_tf32 = true;
-  bool fused_update = false;  // per-layer update inside backward (only when grad_clip == 0)
+  bool fused_update = false;  // per-layer update inside backward (a usage error next to grad_clip > 0)
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;
-  int threads = 0;  // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+  int threads = 0;                // CPU threads for OpenMP/OpenBLAS; 0 = all cores
+  int64_t logits_chunk_rows = 0;  // token rows per LM-head/loss chunk; 0 = planned (planned_logits_chunk_rows)
 };
 
 struct EvalConfig {

@@ -61,6 +61,7 @@ class PlanningBackend final : public Backend {
   void svd(Tensor, Tensor, Tensor, const Tensor&) override { refuse("svd"); }
   void qr_orthonormal(Tensor, const Tensor&) override { refuse("qr_orthonormal"); }
   void fill_normal(Tensor, uint64_t, uint64_t, float, float) override { refuse("fill_normal"); }
+  void round_stochastic(Tensor, const Tensor&, uint64_t, uint64_t) override { refuse("round_stochastic"); }
   void add(Tensor, const Tensor&, const Tensor&) override { refuse("add"); }
   void axpby(Tensor, float, const Tensor&, float) override { refuse("axpby"); }
   void scale(Tensor, float) override { refuse("scale"); }
@@ -188,7 +189,8 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
       make_backend(config.training.backend == "cuda" && !cuda_available() ? "cpu" : config.training.backend, 0,
                    backend_options(config.training));
   PlanningBackend planning(*target);
-  LlamaModel model(config.model, planning, micro_batch, config.training.seq_len, training_model_use(config.training));
+  LlamaModel model(config.model, planning, micro_batch, config.training.seq_len, training_model_use(config.training),
+                   precision_from_name(config.training.precision, config.source));
   OptimizerContext ctx;
   ctx.backend = &planning;
   ctx.params = make_optim_params(model);

@@ -190,17 +190,14 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       fused_(config.training.fused_update && config.training.grad_clip == 0),
       // mpirun gives ranks a pseudo-terminal: no redrawn bar in a job's interleaved output.
       progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
-  if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
-    usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
-  if (config.training.precision == "bf16")
-    spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
   if (config.training.fused_update && !fused_)
     spdlog::warn(
         "training.fused_update needs training.grad_clip = 0 (clipping needs the whole gradient first): "
         "updating after backward instead");
 
   model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len,
-                                        training_model_use(config.training));
+                                        training_model_use(config.training),
+                                        precision_from_name(config.training.precision, config.source));
   OptimizerContext ctx;
   ctx.backend = &backend_;
   ctx.params = make_optim_params(*model_);

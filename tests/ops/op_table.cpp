@@ -17,6 +17,7 @@
 // bf16: 1e-2, one rounding to 8 significant bits is at most 2^-9 = 2e-3 relative). Under CPU
 // emulation (tools/cuda_emu) the largest errors measured were 9.2e-6 (svd U and Vt), 6.1e-7 (svd S),
 // 3.2e-7 for the other fp32 ops and 1.7e-3 for bf16 outputs; no GPU run has measured them yet.
+#include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -272,6 +273,52 @@ OpCase fill_normal_row() {
     CHECK(std::fabs(mean - 0.5) < 0.07);
     CHECK(std::fabs(std::sqrt(var) - 2.0) < 0.05);
     CHECK(r.at("x") != r.at("y"));
+  };
+  return row;
+}
+
+// The first 4096 values lie 0.3 of a bf16 ulp above 1 (ulp 2^-7), the rest are normal draws and
+// bf16-representable values; both backends must give the bits of gum::f32_to_bf16_stochastic with
+// Philox (77, 3).
+OpCase round_stochastic_row() {
+  const int64_t same = 4096, n = same + 3001;
+  std::vector<double> values(static_cast<size_t>(n));
+  const double above_one = 1.0 + 0.3 / 128.0;
+  const std::vector<double> draws = normal(190, 3.0)(n);
+  for (int64_t i = 0; i < n; ++i)
+    values[i] = i < same ? above_one : i % 3 == 0 ? double(bf16_to_f32(f32_to_bf16(float(draws[i])))) : draws[i];
+  OpCase row;
+  row.name = "round_stochastic: Philox (77, 3) [7097]";
+  row.covers = {"round_stochastic"};
+  row.tensors = {f32("src", Shape{n}, given(values)), {"dst", Shape{n}, nullptr, DType::BF16}};
+  row.run = [](Backend& b, DeviceTensors& t) { b.round_stochastic(t["dst"], t["src"], 77, 3); };
+  row.forward = [=](HostTensors& h) {
+    for (int64_t i = 0; i < n; ++i)
+      h("dst")[i] = bf16_to_f32(f32_to_bf16_stochastic(float(h("src")[i]), philox_bits(77, 3, uint64_t(i))));
+  };
+  // The same integer arithmetic on every backend: identical bits.
+  row.compare = {{"dst", 0.0, 0.0}};
+  // Each result is one of the two bf16 neighbours of its input (the input itself when it is a bf16
+  // value); over the 4096 equal inputs the mean is their value: the standard error of the mean is
+  // sqrt(0.3 * 0.7) / 64 = 0.0072 ulp, so 0.036 ulp is 5 of them.
+  row.check = [=](const HostTensors& initial, const HostTensors& r) {
+    const auto &src = initial.at("src"), &dst = r.at("dst");
+    double mean = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = float(src[i]);
+      const float nearest = bf16_to_f32(f32_to_bf16(x));
+      if (double(nearest) == src[i]) {
+        CHECK(dst[i] == src[i]);
+        continue;
+      }
+      // Truncation gives the neighbour nearer zero; the other one is a bf16 ulp further out.
+      const double toward_zero = bf16_to_f32(uint16_t(std::bit_cast<uint32_t>(x) >> 16));
+      const double ulp = std::ldexp(1.0, std::ilogb(x) - 7);
+      CHECK((dst[i] == toward_zero || std::fabs(dst[i] - toward_zero) == ulp));
+      if (i < same) mean += dst[i];
+    }
+    mean /= double(same);
+    CHECK(std::fabs(mean - above_one) < 0.036 / 128.0);
   };
   return row;
 }
@@ -826,6 +873,7 @@ std::vector<OpCase> op_table() {
     add(svd_row(m, n));
   for (auto [m, n] : {std::pair<int64_t, int64_t>{50, 12}, {16, 16}, {12, 5}}) add(qr_row(m, n));
   add(fill_normal_row());
+  add(round_stochastic_row());
 
   add(elementwise_row());
   // One element; one partial block; more than the GPU's 1024 x 256 first-pass threads (grid-stride).

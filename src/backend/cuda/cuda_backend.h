@@ -53,6 +53,7 @@ class CudaBackend final : public Backend {
   void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override;
   void qr_orthonormal(Tensor q, const Tensor& a) override;
   void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) override;
+  void round_stochastic(Tensor dst, const Tensor& src, uint64_t seed, uint64_t stream) override;
 
   // ---- elementwise and reductions ----
   void add(Tensor out, const Tensor& a, const Tensor& b) override;

@@ -129,6 +129,34 @@ TEST_CASE("gum resumed mid-period after kill -9 is bitwise identical to an unint
         {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}}}});
 }
 
+// optimizer.state_dtype bf16: every optimizer's moments, momenta and projectors are stored in bf16,
+// saved as BF16, and resume stays bitwise exact.
+TEST_CASE("bf16 optimizer states: saved as BF16, resume after kill -9 bitwise identical, for every optimizer") {
+  const std::vector<nlohmann::json> optimizers = {
+      {{"name", "adamw"}},
+      {{"name", "muon"}},
+      {{"name", "galore_adamw"}, {"rank", 4}, {"update_proj_gap", 4}, {"projector", "randomized"}},
+      {{"name", "plumage"}, {"rank", 4}, {"update_proj_gap", 4}},
+      {{"name", "stiefel"}, {"rank", 4}, {"update_proj_gap", 4}},
+      {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}},
+      {{"name", "galore_muon"}, {"rank", 4}, {"update_proj_gap", 4}}};
+  for (nlohmann::json optimizer : optimizers) {
+    const std::string name = optimizer["name"];
+    INFO("optimizer " << name);
+    optimizer["state_dtype"] = "bf16";
+    const Run straight = check_resume_after_kill("resume_bf16_state_" + name, {{"optimizer", optimizer}});
+    size_t floating = 0;
+    for (const auto& [tensor_name, tensor] :
+         gum::read_safetensors(checkpoint_dir(straight.run_dir, 20) + "/optimizer.safetensors")) {
+      INFO(tensor_name);
+      if (tensor.dtype == gum::DType::I64) continue;  // counters and sampler positions
+      CHECK(tensor.dtype == gum::DType::BF16);
+      ++floating;
+    }
+    CHECK(floating > 0);
+  }
+}
+
 // The step of the last complete line of RUN_DIR/metrics.jsonl, 0 when there is none.
 int64_t last_logged_step(const std::string& run_dir) {
   const std::string text = read_file(run_dir + "/metrics.jsonl");

@@ -30,6 +30,9 @@ struct OptimizerConfig {
   std::string sample_unit = "layer";  // "layer" | "matrix"
   // Sharded optimizer state (ZeRO-1 by whole matrix)
   bool shard_states = false;
+  // Storage of every optimizer's state tensors (moments, momenta, projectors): "fp32" | "bf16"
+  // (the update computes in fp32 and rounds the state to nearest even on store).
+  std::string state_dtype = "fp32";
 };
 
 }  // namespace gum

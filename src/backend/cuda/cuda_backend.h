@@ -8,7 +8,7 @@
 //
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
-// accumulation. Attention, SVD, QR and the optimizer moments are F32 only.
+// accumulation. Attention, SVD and QR are F32 only.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>

@@ -197,6 +197,7 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
   ctx.num_layers = config.model.num_hidden_layers;
   ctx.config = config.optimizer;
   ctx.seed = config.training.seed;
+  ctx.weight_rounding = weight_rounding_from_name(config.training.weight_rounding, config.source);
   std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer.name, ctx);
   MemoryPlan plan;
   if (config.optimizer.shard_states && world_size > 1) {

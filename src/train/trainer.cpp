@@ -204,6 +204,7 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   ctx.num_layers = config.model.num_hidden_layers;
   ctx.config = config.optimizer;
   ctx.seed = config.training.seed;
+  ctx.weight_rounding = weight_rounding_from_name(config.training.weight_rounding, config.source);
   if (config.optimizer.shard_states) {
     shard_plan_ = plan_optimizer_shards(ctx.params, comm_.world_size());
     ctx.owned = owned_by_rank(*shard_plan_, comm_.rank());

@@ -157,6 +157,37 @@ TEST_CASE("bf16 optimizer states: saved as BF16, resume after kill -9 bitwise id
   }
 }
 
+// Mixed bf16 and pure bf16 (with each weight rounding): resume after kill -9 is bitwise exact, the
+// checkpoint keeps the weights' dtype (F32 masters, or BF16) and the Kahan compensations.
+TEST_CASE("every precision mode: resume after kill -9 bitwise identical, weights saved in their dtype") {
+  struct Mode {
+    const char* precision;
+    const char* rounding;
+    gum::DType weights;
+  };
+  for (const Mode& mode :
+       {Mode{"bf16", "stochastic", gum::DType::F32}, Mode{"bf16_pure", "stochastic", gum::DType::BF16},
+        Mode{"bf16_pure", "kahan", gum::DType::BF16}, Mode{"bf16_pure", "nearest", gum::DType::BF16}}) {
+    INFO(mode.precision << " " << mode.rounding);
+    for (const char* optimizer : {"adamw", "gum"}) {
+      INFO(optimizer);
+      const Run straight =
+          check_resume_after_kill(std::string("resume_") + mode.precision + "_" + mode.rounding + "_" + optimizer,
+                                  {{"training", {{"precision", mode.precision}, {"weight_rounding", mode.rounding}}},
+                                   {"optimizer", {{"name", optimizer}, {"rank", 4}, {"update_proj_gap", 4}, {"sample_unit", "matrix"}}}});
+      const std::string step_dir = checkpoint_dir(straight.run_dir, 20);
+      for (const auto& [name, tensor] : gum::read_safetensors(step_dir + "/model.safetensors")) {
+        INFO(name);
+        CHECK(tensor.dtype == mode.weights);
+      }
+      size_t compensations = 0;
+      for (const auto& [name, tensor] : gum::read_safetensors(step_dir + "/optimizer.safetensors"))
+        if (name.find(".weight_compensation") != std::string::npos) ++compensations;
+      CHECK((compensations > 0) == (std::string(mode.rounding) == "kahan" && mode.weights == gum::DType::BF16));
+    }
+  }
+}
+
 // The step of the last complete line of RUN_DIR/metrics.jsonl, 0 when there is none.
 int64_t last_logged_step(const std::string& run_dir) {
   const std::string text = read_file(run_dir + "/metrics.jsonl");

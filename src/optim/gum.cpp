@@ -136,13 +136,13 @@ class Gum final : public LowRankOptimizer {
       backend_.axpby(full, inv_q, p.grad, beta);
       project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
       Tensor orthogonal = pad.take(p.param.shape);
-      newton_schulz(backend_, orthogonal, full, config_.ns_steps, pad);
+      newton_schulz(backend_, orthogonal, full, config_.ns_steps, pad, ns_dtype(config_));
       backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
     } else {
       // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
       project(backend_, s, momentum, projector, p.grad, static_cast<float>(1.0 / (1.0 - q_)), beta);
       Tensor orthogonal = pad.take(s.projected());
-      newton_schulz(backend_, orthogonal, momentum, config_.ns_steps, pad);
+      newton_schulz(backend_, orthogonal, momentum, config_.ns_steps, pad, ns_dtype(config_));
       project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));
     }
   }

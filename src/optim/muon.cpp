@@ -41,7 +41,7 @@ class Muon final : public MatrixOptimizer {
       backend_.axpby(direction, mu, momentum, 1.0f);  // U = G + μ M
     }
     Tensor orthogonal = pad.take(p.param.shape);
-    newton_schulz(backend_, orthogonal, direction, config_.ns_steps, pad);
+    newton_schulz(backend_, orthogonal, direction, config_.ns_steps, pad, ns_dtype(config_));
     const float lr = info_.lr;
     const float s = muon_shape_scale(config_.muon_scale, p.param.dim(0), p.param.dim(1));
     backend_.axpby(p.param, -lr * s, orthogonal, decay_factor(index, lr));  // W = (1 - ηλ) W − η s O
@@ -54,6 +54,7 @@ FieldTable<OptimizerConfig> muon_momentum_keys() {
   return {
       {"momentum", &OptimizerConfig::momentum, in_range(0, false, 1, true)},
       {"ns_steps", &OptimizerConfig::ns_steps, at_least(1)},
+      {"ns_dtype", &OptimizerConfig::ns_dtype, one_of({"fp32", "bf16"})},
       {"muon_scale", &OptimizerConfig::muon_scale, one_of({"original", "match_adamw"})},
   };
 }

@@ -15,7 +15,9 @@ OptimizerSpec stiefel_spec();
 OptimizerSpec gum_spec();
 OptimizerSpec galore_muon_spec();
 
-// Muon's momentum, Newton-Schulz steps and shape scale, which GUM's update reads too.
+// Muon's momentum, Newton-Schulz steps and dtype, and shape scale, which GUM's update reads too.
 FieldTable<OptimizerConfig> muon_momentum_keys();
+// optimizer.ns_dtype as a DType.
+inline DType ns_dtype(const OptimizerConfig& config) { return config.ns_dtype == "bf16" ? DType::BF16 : DType::F32; }
 
 }  // namespace gum

@@ -130,15 +130,20 @@ TEST_CASE("gum resumed mid-period after kill -9 is bitwise identical to an unint
 }
 
 // optimizer.state_dtype bf16: every optimizer's moments, momenta and projectors are stored in bf16,
-// saved as BF16, and resume stays bitwise exact.
+// saved as BF16, and resume stays bitwise exact (Muon and GUM with bf16 Newton-Schulz too).
 TEST_CASE("bf16 optimizer states: saved as BF16, resume after kill -9 bitwise identical, for every optimizer") {
   const std::vector<nlohmann::json> optimizers = {
       {{"name", "adamw"}},
-      {{"name", "muon"}},
+      {{"name", "muon"}, {"ns_dtype", "bf16"}},
       {{"name", "galore_adamw"}, {"rank", 4}, {"update_proj_gap", 4}, {"projector", "randomized"}},
       {{"name", "plumage"}, {"rank", 4}, {"update_proj_gap", 4}},
       {{"name", "stiefel"}, {"rank", 4}, {"update_proj_gap", 4}},
-      {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}},
+      {{"name", "gum"},
+       {"rank", 4},
+       {"update_proj_gap", 4},
+       {"full_rank_layers", 2},
+       {"sample_unit", "matrix"},
+       {"ns_dtype", "bf16"}},
       {{"name", "galore_muon"}, {"rank", 4}, {"update_proj_gap", 4}}};
   for (nlohmann::json optimizer : optimizers) {
     const std::string name = optimizer["name"];
@@ -171,10 +176,10 @@ TEST_CASE("every precision mode: resume after kill -9 bitwise identical, weights
     INFO(mode.precision << " " << mode.rounding);
     for (const char* optimizer : {"adamw", "gum"}) {
       INFO(optimizer);
-      const Run straight =
-          check_resume_after_kill(std::string("resume_") + mode.precision + "_" + mode.rounding + "_" + optimizer,
-                                  {{"training", {{"precision", mode.precision}, {"weight_rounding", mode.rounding}}},
-                                   {"optimizer", {{"name", optimizer}, {"rank", 4}, {"update_proj_gap", 4}, {"sample_unit", "matrix"}}}});
+      const Run straight = check_resume_after_kill(
+          std::string("resume_") + mode.precision + "_" + mode.rounding + "_" + optimizer,
+          {{"training", {{"precision", mode.precision}, {"weight_rounding", mode.rounding}}},
+           {"optimizer", {{"name", optimizer}, {"rank", 4}, {"update_proj_gap", 4}, {"sample_unit", "matrix"}}}});
       const std::string step_dir = checkpoint_dir(straight.run_dir, 20);
       for (const auto& [name, tensor] : gum::read_safetensors(step_dir + "/model.safetensors")) {
         INFO(name);

@@ -17,6 +17,7 @@ struct OptimizerConfig {
   float momentum = 0.95f;
   bool nesterov = true;
   int ns_steps = 5;
+  std::string ns_dtype = "fp32";        // "fp32" | "bf16": the Newton-Schulz iterations' matrices (newton_schulz.h)
   std::string muon_scale = "original";  // "original": sqrt(max(1, m/n)); "match_adamw": 0.2*sqrt(max(m,n))
   // GaLore family
   int rank = 128;

@@ -132,7 +132,7 @@ std::string format_rank_state_bytes(const std::vector<double>& bytes_per_rank) {
 MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, int seq_len) {
   MemoryPlan p;
   p.parameters = model.config().num_parameters();
-  p.weight_bytes = model.params().bytes();
+  p.weight_bytes = model.params().bytes() + model.compute_weight_bytes();  // bf16: master + bf16 copy
   p.gradient_bytes = model.grads().bytes();
   p.optimizer_state_bytes = optimizer.total_state_bytes();
   p.optimizer_workspace_bytes = optimizer.workspace_bytes();
@@ -156,7 +156,7 @@ std::string format_memory_plan(const MemoryPlan& p) {
   };
   out << "memory plan per rank (" << format_count(double(p.parameters)) << " parameters, micro-batch " << p.micro_batch
       << " x " << p.seq_len << " tokens)\n";
-  row("weights (f32)", p.weight_bytes, "");
+  row("weights", p.weight_bytes, "");
   row("gradients (f32)", p.gradient_bytes, "");
   row("optimizer state", p.optimizer_state_bytes,
       p.rank_state_bytes.empty()

@@ -1,5 +1,6 @@
 // The fp32 CPU reference backend: checks its arguments, then runs the float instantiation of
-// the kernels in kernels.h (OpenBLAS GEMMs, LAPACK factorisations, OpenMP loops).
+// the kernels in kernels.h (OpenBLAS GEMMs, LAPACK factorisations, OpenMP loops). BF16 tensors
+// are widened for them and rounded back (F32Operand).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>

@@ -19,19 +19,30 @@ inline void require_dtype(const Tensor& t, DType dtype, Device device, const cha
   if (t.dtype != dtype) runtime_error(op, ": ", what, " must be ", dtype_name(dtype), ", got ", dtype_name(t.dtype));
 }
 
+// F32 or BF16 (the dtypes a floating tensor may be stored in).
+inline void require_float(const Tensor& t, Device device, const char* op, const char* what) {
+  require_device(t, device, op, what);
+  if (t.dtype != DType::F32 && t.dtype != DType::BF16)
+    runtime_error(op, ": ", what, " must be F32 or BF16, got ", dtype_name(t.dtype));
+}
+
 inline void require_numel(const Tensor& t, int64_t expected, const char* op, const char* what) {
   if (t.numel() != expected)
     runtime_error(op, ": ", what, " ", t.shape.str(), " has ", t.numel(), " elements, expected ", expected);
 }
 
-// The attention shape is consistent and qkv (F32) and doc_start (I32, optional) have its sizes.
+// The attention shape is consistent and qkv (F32, or BF16 where the backend allows it) and
+// doc_start (I32, optional) have its sizes.
 inline void require_attention_args(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, Device device,
-                                   const char* op) {
+                                   const char* op, bool bf16_allowed = false) {
   if (s.batch <= 0 || s.seq_len <= 0 || s.n_head <= 0 || s.n_kv_head <= 0 || s.head_dim <= 0 ||
       s.n_head % s.n_kv_head != 0)
     runtime_error(op, ": invalid attention shape B=", s.batch, " T=", s.seq_len, " H=", s.n_head, " KV=", s.n_kv_head,
                   " D=", s.head_dim);
-  require_dtype(qkv, DType::F32, device, op, "qkv");
+  if (bf16_allowed)
+    require_float(qkv, device, op, "qkv");
+  else
+    require_dtype(qkv, DType::F32, device, op, "qkv");
   require_numel(qkv, int64_t(s.batch) * s.seq_len * s.qkv_width(), op, "qkv");
   if (doc_start) {
     require_dtype(*doc_start, DType::I32, device, op, "doc_start");

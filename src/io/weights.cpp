@@ -20,9 +20,14 @@ std::string first_non_finite(const float* values, size_t n) {
 
 std::string non_finite_tensor(const TensorMap& weights) {
   for (const auto& [name, tensor] : weights) {
-    if (tensor.dtype != DType::F32) continue;
-    const std::string where =
-        first_non_finite(reinterpret_cast<const float*>(tensor.bytes.data()), static_cast<size_t>(tensor.numel()));
+    if (tensor.dtype != DType::F32 && tensor.dtype != DType::BF16) continue;
+    std::vector<float> widened;
+    const float* values = reinterpret_cast<const float*>(tensor.bytes.data());
+    if (tensor.dtype == DType::BF16) {
+      widened = tensor.to_f32();
+      values = widened.data();
+    }
+    const std::string where = first_non_finite(values, static_cast<size_t>(tensor.numel()));
     if (!where.empty()) return "'" + name + "' holds " + where;
   }
   return "";
@@ -31,7 +36,7 @@ std::string non_finite_tensor(const TensorMap& weights) {
 TensorMap weights_to_host(Backend& backend, const Arena& params) {
   TensorMap out;
   for (size_t i = 0; i < params.count(); ++i) {
-    HostTensor host(DType::F32, params.view(i).shape);
+    HostTensor host(params.view(i).dtype, params.view(i).shape);
     backend.copy_to_host(host.bytes.data(), params.view(i));
     out.emplace(params.name(i), std::move(host));
   }
@@ -55,7 +60,13 @@ void load_weights(Backend& backend, const Arena& params, const TensorMap& weight
     }
     const std::string bad = first_non_finite(values, static_cast<size_t>(param.numel()));
     if (!bad.empty()) runtime_error(source, ": tensor '", name, "' holds ", bad, ": these weights are unusable");
-    backend.copy_from_host(param, values);
+    if (param.dtype == DType::BF16) {  // pure bf16 weights: rounded to nearest even (exact from BF16)
+      std::vector<uint16_t> bits(static_cast<size_t>(param.numel()));
+      for (size_t j = 0; j < bits.size(); ++j) bits[j] = f32_to_bf16(values[j]);
+      backend.copy_from_host(param, bits.data());
+    } else {
+      backend.copy_from_host(param, values);
+    }
   }
   if (weights.size() != params.count()) {
     for (const auto& [name, tensor] : weights)

@@ -2,16 +2,17 @@
 
 namespace gum {
 
-BlockBuffers BlockBuffers::in_arena(const Arena& acts, const std::string& prefix) {
+BlockBuffers BlockBuffers::in_arena(const Arena& acts, const std::string& prefix, const Arena* f32) {
+  const Arena& stats = f32 ? *f32 : acts;
   BlockBuffers b;
   b.ln1 = acts.view(prefix + "ln1");
-  b.ln1_rstd = acts.view(prefix + "ln1_rstd");
+  b.ln1_rstd = stats.view(prefix + "ln1_rstd");
   b.qkv = acts.view(prefix + "qkv");
   b.att = acts.view(prefix + "att");
-  if (acts.contains(prefix + "att_aux")) b.att_aux = acts.view(prefix + "att_aux");
+  if (stats.contains(prefix + "att_aux")) b.att_aux = stats.view(prefix + "att_aux");
   b.mid = acts.view(prefix + "mid");
   b.ln2 = acts.view(prefix + "ln2");
-  b.ln2_rstd = acts.view(prefix + "ln2_rstd");
+  b.ln2_rstd = stats.view(prefix + "ln2_rstd");
   b.gate_up = acts.view(prefix + "gate_up");
   b.act = acts.view(prefix + "act");
   b.scratch = acts.view("scratch");

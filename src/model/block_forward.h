@@ -34,8 +34,9 @@ struct BlockBuffers {
   Tensor output;   // x_{l+1} [N, C]
 
   // Views of `acts`' tensors prefix + "ln1", ..., prefix + "act" (and prefix + "att_aux" when the
-  // arena has it) and of its "scratch"; input and output are the caller's.
-  static BlockBuffers in_arena(const Arena& acts, const std::string& prefix);
+  // arena has it) and of its "scratch"; input and output are the caller's. With `f32` (bf16
+  // activations), the norm statistics and attention's aux are that arena's.
+  static BlockBuffers in_arena(const Arena& acts, const std::string& prefix, const Arena* f32 = nullptr);
   // The same buffers for their first n rows; att_aux stays whole (its layout is the backend's),
   // and an empty buffer stays empty.
   BlockBuffers first_rows(int64_t n) const;

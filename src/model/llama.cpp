@@ -90,8 +90,9 @@ struct LlamaModel::Private {
   Tensor residual_out, lnf, lnf_rstd, logits, losses;  // residual_out = x_L
   Tensor recompute_out;  // TrainingRecompute: where backward's re-run of a block writes x_{l+1}
   Tensor d_residual, d_ln, d_qkv, d_att, d_gate_up, d_act;
-  Arena tables;   // F32: RoPE cos/sin
-  Arena indices;  // I32: tokens, targets, positions, doc_start
+  std::vector<std::pair<Tensor, Tensor>> compute_copies;  // Precision::Bf16: (bf16 copy, fp32 master)
+  Arena tables;                                           // F32: RoPE cos/sin
+  Arena indices;                                          // I32: tokens, targets, positions, doc_start
   Tensor cos_sin, tokens, targets, positions, doc_start;
   int last_batch = 0;
   bool last_has_doc_start = false;
@@ -165,34 +166,64 @@ void zero_block_grads(Backend& be, const BlockTensors& g) {
     if (!t->empty()) be.fill(*t, 0.0f);
 }
 
-BlockTensors block_tensors(const Arena& arena, const LlamaConfig& c, int l) {
+// Block l's tensors: the matrices from `matrices`, norm weights and biases from `vectors` (the
+// same arena except under Precision::Bf16, where the passes read bf16 copies of the matrices).
+BlockTensors block_tensors(const Arena& matrices, const Arena& vectors, const LlamaConfig& c, int l) {
   auto name = [&](const char* suffix) { return block_param_name(l, suffix); };
   const int64_t C = c.hidden_size, F = c.intermediate_size;
   BlockTensors b;
-  b.ln1 = arena.view(name("input_layernorm.weight"));
+  b.ln1 = vectors.view(name("input_layernorm.weight"));
   b.qkv_weight = fused_view(
-      arena, {name("self_attn.q_proj.weight"), name("self_attn.k_proj.weight"), name("self_attn.v_proj.weight")}, C);
+      matrices, {name("self_attn.q_proj.weight"), name("self_attn.k_proj.weight"), name("self_attn.v_proj.weight")}, C);
   if (c.attention_bias)
     b.qkv_bias = fused_view(
-        arena, {name("self_attn.q_proj.bias"), name("self_attn.k_proj.bias"), name("self_attn.v_proj.bias")}, 1);
-  b.o_weight = arena.view(name("self_attn.o_proj.weight"));
-  if (c.o_proj_bias) b.o_bias = arena.view(name("self_attn.o_proj.bias"));
-  b.ln2 = arena.view(name("post_attention_layernorm.weight"));
-  b.gate_up_weight = fused_view(arena, {name("mlp.gate_proj.weight"), name("mlp.up_proj.weight")}, C);
-  b.down_weight = arena.view(name("mlp.down_proj.weight"));
+        vectors, {name("self_attn.q_proj.bias"), name("self_attn.k_proj.bias"), name("self_attn.v_proj.bias")}, 1);
+  b.o_weight = matrices.view(name("self_attn.o_proj.weight"));
+  if (c.o_proj_bias) b.o_bias = vectors.view(name("self_attn.o_proj.bias"));
+  b.ln2 = vectors.view(name("post_attention_layernorm.weight"));
+  b.gate_up_weight = fused_view(matrices, {name("mlp.gate_proj.weight"), name("mlp.up_proj.weight")}, C);
+  b.down_weight = matrices.view(name("mlp.down_proj.weight"));
   GUM_CHECK(b.gate_up_weight.rows() == 2 * F, "gate_up rows");
   return b;
 }
 
+// Activations that stay fp32 when the others are bf16: RMSNorm's 1/rms, attention's aux (the
+// backends keep it F32) and the per-token losses.
+bool stays_f32(const std::string& name) {
+  auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with("_rstd") || ends_with("att_aux") || name == "losses";
+}
+
 }  // namespace
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::Fp32:
+      return "fp32";
+    case Precision::Bf16:
+      return "bf16";
+    case Precision::Bf16Pure:
+      return "bf16_pure";
+  }
+  return "?";
+}
+
+Precision precision_from_name(const std::string& name, const std::string& context) {
+  for (Precision p : {Precision::Fp32, Precision::Bf16, Precision::Bf16Pure})
+    if (name == precision_name(p)) return p;
+  usage_error(context, ": unknown precision '", name, "' (supported: fp32, bf16, bf16_pure)");
+}
+
 LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use,
-                       const ModelMemory& memory)
+                       Precision precision, const ModelMemory& memory)
     : config_(config),
       backend_(&backend),
       max_batch_(max_batch),
       seq_len_(seq_len),
       use_(use),
+      precision_(precision),
       memory_(memory),
       specs_(llama_param_specs(config)) {
   config_.validate("model");
@@ -205,30 +236,48 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   if (memory.per_layer_grads && use == ModelUse::Inference)
     usage_error("model: per-layer gradients need a model built for training");
 
-  std::vector<NamedShape> param_layout, grad_layout;
+  std::vector<NamedShape> param_layout, grad_layout, matrix_layout;
   for (const auto& spec : specs_) {
     param_layout.push_back({spec.name, spec.shape});
+    if (spec.shape.rank == 2) matrix_layout.push_back({spec.name, spec.shape});
     // Per-layer gradients: the gradients of blocks 0 and 1 are the two sets every block uses.
     if (!memory.per_layer_grads || !is_block_param(spec, config) || spec.layer < 2)
       grad_layout.push_back({spec.name, spec.shape});
   }
-  params_ = Arena(backend, DType::F32, param_layout);
+  params_ = Arena(backend, precision == Precision::Bf16Pure ? DType::BF16 : DType::F32, param_layout);
+  if (precision == Precision::Bf16) compute_weights_ = Arena(backend, DType::BF16, matrix_layout);
+  const Arena& matrices = precision == Precision::Bf16 ? compute_weights_ : params_;
   const bool training = use != ModelUse::Inference;
   if (training) grads_ = Arena(backend, DType::F32, grad_layout);
 
   const int64_t N = int64_t(max_batch) * seq_len;
   AttentionShape full{max_batch, seq_len, config.num_attention_heads, config.kv_heads(), config.attention_head_dim()};
-  acts_ = Arena(backend, DType::F32,
-                activation_layout(config, N, logits_chunk_rows(), int64_t(backend.attention_aux_elems(full)), use));
+  const std::vector<NamedShape> act_layout =
+      activation_layout(config, N, logits_chunk_rows(), int64_t(backend.attention_aux_elems(full)), use);
+  if (precision == Precision::Fp32) {
+    acts_ = Arena(backend, DType::F32, act_layout);
+  } else {
+    std::vector<NamedShape> bf16_layout, f32_layout;
+    for (const NamedShape& entry : act_layout) (stays_f32(entry.name) ? f32_layout : bf16_layout).push_back(entry);
+    acts_ = Arena(backend, DType::BF16, bf16_layout);
+    acts_f32_ = Arena(backend, DType::F32, f32_layout);
+  }
+  const Arena* f32_acts = precision == Precision::Fp32 ? nullptr : &acts_f32_;
+  const Arena& stats = f32_acts ? *f32_acts : acts_;
 
   state_ = std::make_unique<Private>();
   Private& s = *state_;
+  for (size_t i = 0; i < compute_weights_.count(); ++i)
+    s.compute_copies.emplace_back(compute_weights_.view(i), params_.view(compute_weights_.name(i)));
   const int L = config.num_hidden_layers;
   for (int l = 0; l < L; ++l) {
-    s.block_params.push_back(block_tensors(params_, config, l));
-    if (training) s.block_grads.push_back(block_tensors(grads_, config, memory.per_layer_grads ? l % 2 : l));
+    s.block_params.push_back(block_tensors(matrices, params_, config, l));
+    if (training) {
+      const int set = memory.per_layer_grads ? l % 2 : l;
+      s.block_grads.push_back(block_tensors(grads_, grads_, config, set));
+    }
     const std::string p = "layers." + std::to_string(use == ModelUse::Training ? l : 0) + ".";
-    BlockBuffers a = BlockBuffers::in_arena(acts_, p);
+    BlockBuffers a = BlockBuffers::in_arena(acts_, p, f32_acts);
     // Inference: the last block writes residual_out, so block l reads residual_alt when L-1-l is even.
     if (training)
       a.input = acts_.view("layers." + std::to_string(l) + ".input");
@@ -237,14 +286,14 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
     s.blocks.push_back(a);
   }
   const char* head_name = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  s.embedding = params_.view("model.embed_tokens.weight");
+  s.embedding = matrices.view("model.embed_tokens.weight");
   s.final_norm = params_.view("model.norm.weight");
-  s.head = params_.view(head_name);
+  s.head = matrices.view(head_name);
   s.residual_out = acts_.view("residual_out");
   s.lnf = acts_.view("lnf");
-  s.lnf_rstd = acts_.view("lnf_rstd");
+  s.lnf_rstd = stats.view("lnf_rstd");
   s.logits = acts_.view("logits");
-  s.losses = acts_.view("losses");
+  s.losses = stats.view("losses");
   if (use == ModelUse::TrainingRecompute) s.recompute_out = acts_.view("recompute_out");
   if (training) {
     s.d_embedding = grads_.view("model.embed_tokens.weight");
@@ -374,6 +423,8 @@ double LlamaModel::forward(const TokenBatch& batch) {
   const Tensor* doc = batch.doc_start ? &doc_start : nullptr;
   const AttentionShape shape{batch.batch, T, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};
   const float eps = static_cast<float>(c.rms_norm_eps);
+  // The weights may have changed since the last pass (an update, a load): round them afresh.
+  for (const auto& [copy, master] : s.compute_copies) be.copy(copy, master);
 
   const int L = c.num_hidden_layers;
   const Tensor first_input = L > 0 ? first_rows(s.blocks[0].input, N) : first_rows(s.residual_out, N);

@@ -93,7 +93,7 @@ class Gum final : public LowRankOptimizer {
       std::vector<NamedShape> slots;
       for (int j = 0; j < full_rank_count_; ++j)
         slots.push_back(NamedShape{"gum.full_rank_slot." + std::to_string(j), Shape{slot_elems_}});
-      pool_ = Arena(backend_, DType::F32, slots);
+      pool_ = Arena(backend_, state_dtype(), slots);
     }
     slot_of_block_.assign(static_cast<size_t>(num_blocks_), -1);
     refresh_pending_.assign(params_.size(), 0);
@@ -141,13 +141,13 @@ class Gum final : public LowRankOptimizer {
       backend_.axpby(full, inv_q, p.grad, beta);
       project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
       Tensor orthogonal = pad.take(p.param.shape);
-      newton_schulz(backend_, orthogonal, full, options_.ns_steps, pad);
+      newton_schulz(backend_, orthogonal, full, options_.ns_steps, pad, newton_schulz_dtype(options_));
       backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
     } else {
       // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
       project(backend_, s, momentum, projector, p.grad, static_cast<float>(1.0 / (1.0 - q_)), beta);
       Tensor orthogonal = pad.take(s.projected());
-      newton_schulz(backend_, orthogonal, momentum, options_.ns_steps, pad);
+      newton_schulz(backend_, orthogonal, momentum, options_.ns_steps, pad, newton_schulz_dtype(options_));
       project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));
     }
   }
@@ -163,10 +163,7 @@ class Gum final : public LowRankOptimizer {
     put_i64(out, "gum.full_rank_blocks", full_rank_blocks_);
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!params_[i].is_matrix() || !owns(i) || slot_of_block_[block_of_param_[i]] < 0) continue;
-      Tensor full = full_rank_momentum(i);
-      HostTensor host(DType::F32, full.shape);
-      backend_.copy_to_host(host.bytes.data(), full);
-      out[params_[i].name + ".momentum_full"] = std::move(host);
+      out[params_[i].name + ".momentum_full"] = state_to_host(backend_, full_rank_momentum(i));
     }
   }
 
@@ -181,14 +178,8 @@ class Gum final : public LowRankOptimizer {
     assign_slots(blocks);
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!params_[i].is_matrix() || !owns(i) || slot_of_block_[block_of_param_[i]] < 0) continue;
-      const std::string name = params_[i].name + ".momentum_full";
-      auto it = in.find(name);
       Tensor full = full_rank_momentum(i);
-      if (it == in.end()) runtime_error("optimizer 'gum' state: missing tensor '", name, "'");
-      if (it->second.dtype != DType::F32 || !(it->second.shape == full.shape))
-        runtime_error("optimizer 'gum' state: tensor '", name, "' is ", it->second.shape.str(), ", expected F32 ",
-                      full.shape.str());
-      backend_.copy_from_host(full, it->second.bytes.data());
+      backend_.copy_from_host(full, saved_state(in, params_[i].name + ".momentum_full", full, name()).bytes.data());
     }
     std::fill(refresh_pending_.begin(), refresh_pending_.end(), 0);
   }

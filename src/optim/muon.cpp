@@ -45,7 +45,7 @@ class Muon final : public MatrixOptimizer {
       backend_.axpby(direction, mu, momentum, 1.0f);  // U = G + μ M
     }
     Tensor orthogonal = pad.take(p.param.shape);
-    newton_schulz(backend_, orthogonal, direction, options_.ns_steps, pad);
+    newton_schulz(backend_, orthogonal, direction, options_.ns_steps, pad, newton_schulz_dtype(options_));
     const float lr = info_.lr;
     const float s = muon_shape_scale(options_.muon_scale, p.param.dim(0), p.param.dim(1));
     backend_.axpby(p.param, -lr * s, orthogonal, decay_factor(index, lr));  // W = (1 - ηλ) W − η s O
@@ -61,6 +61,7 @@ FieldTable<MuonUpdateKeys> muon_update_keys() {
   return {
       {"momentum", &MuonUpdateKeys::momentum, in_range(0, false, 1, true)},
       {"ns_steps", &MuonUpdateKeys::ns_steps, at_least(1)},
+      {"ns_dtype", &MuonUpdateKeys::ns_dtype, one_of({"fp32", "bf16"})},
       {"muon_scale", &MuonUpdateKeys::muon_scale, one_of({"original", "match_adamw"})},
   };
 }

@@ -12,8 +12,13 @@ namespace gum {
 
 constexpr float kNewtonSchulzA = 3.4445f, kNewtonSchulzB = -4.7750f, kNewtonSchulzC = 2.0315f;
 
+// F32 elements of `pad` that newton_schulz takes (either dtype).
 size_t newton_schulz_workspace_elems(int64_t m, int64_t n);
-// out = NS(in) for a 2-D in [m, n]; out must not alias in.
-void newton_schulz(Backend& backend, Tensor out, const Tensor& in, int steps, ScratchPad& pad);
+// out = NS(in) for a 2-D in [m, n]; out must not alias in. `dtype` BF16 (optimizer.ns_dtype) runs
+// the iterations on bf16 matrices, as Muon's reference implementation does: the normalisation is
+// fp32 (then rounded once), each GEMM takes bf16 operands, accumulates in fp32 and rounds its
+// result to bf16; the result is widened into the F32 out.
+void newton_schulz(Backend& backend, Tensor out, const Tensor& in, int steps, ScratchPad& pad,
+                   DType dtype = DType::F32);
 
 }  // namespace gum

@@ -27,7 +27,7 @@ int ArenaOptimizer::declare_state(size_t index, const std::string& suffix, Shape
 }
 
 void ArenaOptimizer::allocate(size_t workspace_elems) {
-  state_ = Arena(backend_, DType::F32, layout_);
+  state_ = Arena(backend_, state_dtype(), layout_);
   state_views_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i)
     for (size_t entry : layout_of_param_[i]) state_views_[i].push_back(state_.view(entry));
@@ -37,16 +37,14 @@ void ArenaOptimizer::allocate(size_t workspace_elems) {
 
 size_t ArenaOptimizer::state_bytes(size_t index) const {
   size_t bytes = 0;
-  for (size_t entry : layout_of_param_.at(index)) bytes += static_cast<size_t>(layout_[entry].shape.numel()) * 4;
+  for (size_t entry : layout_of_param_.at(index))
+    bytes += static_cast<size_t>(layout_[entry].shape.numel()) * dtype_size(state_dtype());
   return bytes;
 }
 
 void ArenaOptimizer::save_state(TensorMap& out) const {
   for (size_t entry = 0; entry < state_.count(); ++entry) {
-    const Tensor& view = state_.view(entry);
-    HostTensor host(DType::F32, view.shape);
-    backend_.copy_to_host(host.bytes.data(), view);
-    out[state_.name(entry)] = std::move(host);
+    out[state_.name(entry)] = state_to_host(backend_, state_.view(entry));
   }
   save_extra_state(out);
 }
@@ -55,11 +53,7 @@ void ArenaOptimizer::load_state(const TensorMap& in) {
   // Check everything before overwriting anything: a bad file leaves the state untouched.
   for (size_t entry = 0; entry < state_.count(); ++entry) {
     const std::string& name = state_.name(entry);
-    auto it = in.find(name);
-    if (it == in.end()) runtime_error("optimizer '", this->name(), "' state: missing tensor '", name, "'");
-    if (it->second.dtype != DType::F32 || !(it->second.shape == state_.view(entry).shape))
-      runtime_error("optimizer '", this->name(), "' state: tensor '", name, "' is ", dtype_name(it->second.dtype), " ",
-                    it->second.shape.str(), ", expected F32 ", state_.view(entry).shape.str());
+    saved_state(in, name, state_.view(entry), this->name());
   }
   for (size_t entry = 0; entry < state_.count(); ++entry)
     backend_.copy_from_host(state_.view(entry), in.at(state_.name(entry)).bytes.data());
@@ -99,6 +93,23 @@ float muon_shape_scale(const std::string& mode, int64_t m, int64_t n) {
   if (mode == "match_adamw") return 0.2f * std::sqrt(static_cast<float>(std::max(m, n)));
   GUM_CHECK(mode == "original", "muon_scale '", mode, "'");
   return std::sqrt(std::max(1.0f, static_cast<float>(m) / static_cast<float>(n)));
+}
+
+HostTensor state_to_host(Backend& backend, const Tensor& t) {
+  HostTensor host(t.dtype, t.shape);
+  backend.copy_to_host(host.bytes.data(), t);
+  return host;
+}
+
+const HostTensor& saved_state(const TensorMap& in, const std::string& name, const Tensor& like,
+                              const std::string& optimizer) {
+  auto it = in.find(name);
+  if (it == in.end()) runtime_error("optimizer '", optimizer, "' state: missing tensor '", name, "'");
+  if (it->second.dtype != like.dtype || !(it->second.shape == like.shape))
+    runtime_error("optimizer '", optimizer, "' state: tensor '", name, "' is ", dtype_name(it->second.dtype), " ",
+                  it->second.shape.str(), ", expected ", dtype_name(like.dtype), " ", like.shape.str(),
+                  " (optimizer.state_dtype must match the checkpoint's)");
+  return it->second;
 }
 
 void put_i64(TensorMap& out, const std::string& name, const std::vector<int64_t>& values) {

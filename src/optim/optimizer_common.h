@@ -45,6 +45,8 @@ class ArenaOptimizer : public Optimizer {
   float decay_factor(size_t index, float lr) const;
   // Throws naming the parameter when another rank owns it (sharded state): the start of update().
   void require_owned(size_t index) const;
+  // The dtype of the state tensors (optimizer.state_dtype).
+  DType state_dtype() const { return config_.state_dtype == "bf16" ? DType::BF16 : DType::F32; }
 
   Backend& backend_;
   OptimizerConfig config_;
@@ -91,14 +93,25 @@ class MatrixOptimizer : public ArenaOptimizer {
 struct MuonUpdateKeys {
   float momentum = 0.95f;
   int ns_steps = 5;
+  std::string ns_dtype = "fp32";  // "fp32" | "bf16": the Newton-Schulz iterations' matrices (newton_schulz.h)
   // "original": sqrt(max(1, m/n)); "match_adamw": 0.2*sqrt(max(m,n))
   std::string muon_scale = "original";
 };
 FieldTable<MuonUpdateKeys> muon_update_keys();
+// optimizer.ns_dtype as a DType.
+inline DType newton_schulz_dtype(const MuonUpdateKeys& keys) {
+  return keys.ns_dtype == "bf16" ? DType::BF16 : DType::F32;
+}
 
 // Muon's shape scale s for a [m, n] update: "original" sqrt(max(1, m/n)) (Keller Jordan 2024),
 // "match_adamw" 0.2·sqrt(max(m, n)) (Liu et al., "Muon is scalable for LLM training", 2025, eq. 4).
 float muon_shape_scale(const std::string& mode, int64_t m, int64_t n);
+
+// A state tensor as saved (its own dtype), and the saved tensor `name` checked against the state
+// tensor it is loaded into (same dtype and shape), else an error naming it.
+HostTensor state_to_host(Backend& backend, const Tensor& t);
+const HostTensor& saved_state(const TensorMap& in, const std::string& name, const Tensor& like,
+                              const std::string& optimizer);
 
 // An 8-byte integer tensor in the saved state, and reading one back with a named error.
 void put_i64(TensorMap& out, const std::string& name, const std::vector<int64_t>& values);

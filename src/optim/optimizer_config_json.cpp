@@ -66,6 +66,7 @@ const FieldTable<OptimizerConfig>& optimizer_common_keys() {
       {"beta2", &OptimizerConfig::beta2, in_range(0, false, 1, true)},
       {"eps", &OptimizerConfig::eps, positive()},
       {"shard_states", &OptimizerConfig::shard_states},
+      {"state_dtype", &OptimizerConfig::state_dtype, one_of({"fp32", "bf16"})},
   };
   return keys;
 }

@@ -1,6 +1,7 @@
 #include <map>
 #include <mutex>
 
+#include "bf16_weights.h"
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
 #include "gum/optim/optimizer_config_json.h"
@@ -101,6 +102,7 @@ OptimizerSpec optimizer_spec(const std::string& name, const std::string& context
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const OptimizerContext& ctx) {
   const OptimizerSpec spec = optimizer_spec(name);
   validate_context(name, spec, ctx);
+  if (has_bf16_weights(ctx)) return make_bf16_weight_update(ctx, spec.make);
   return spec.make(ctx);
 }
 

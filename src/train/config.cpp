@@ -30,7 +30,8 @@ const FieldTable<TrainingConfig> kTrainingFields = {
     {"max_steps", &TrainingConfig::max_steps, at_least(0)},
     {"max_tokens", &TrainingConfig::max_tokens, at_least(0)},
     {"grad_clip", &TrainingConfig::grad_clip, at_least(0)},
-    {"precision", &TrainingConfig::precision, one_of({"fp32", "bf16"})},
+    {"precision", &TrainingConfig::precision, one_of({"fp32", "bf16", "bf16_pure"})},
+    {"weight_rounding", &TrainingConfig::weight_rounding, one_of({"stochastic", "kahan", "nearest"})},
     {"attention", &TrainingConfig::attention, one_of({"gemm", "flash", "flash_wmma"})},
     {"allow_tf32", &TrainingConfig::allow_tf32},
     {"fused_update", &TrainingConfig::fused_update},
@@ -63,8 +64,6 @@ const FieldTable<LoggingConfig> kLoggingFields = {
 
 // What involves several keys of the training section.
 void validate_training(const TrainingConfig& t, const std::string& context) {
-  if (t.precision == "bf16" && t.backend == "cpu")
-    usage_error(context, ": training.precision bf16 needs the cuda backend (the cpu backend is the fp32 reference)");
   // Global-norm clipping needs the norm of the whole gradient before the first update; the fused
   // update has updated most layers by then.
   if (t.fused_update && t.grad_clip > 0)

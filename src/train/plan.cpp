@@ -61,6 +61,7 @@ class PlanningBackend final : public Backend {
   void svd(Tensor, Tensor, Tensor, const Tensor&) override { refuse("svd"); }
   void qr_orthonormal(Tensor, const Tensor&) override { refuse("qr_orthonormal"); }
   void fill_normal(Tensor, uint64_t, uint64_t, float, float) override { refuse("fill_normal"); }
+  void round_stochastic(Tensor, const Tensor&, uint64_t, uint64_t) override { refuse("round_stochastic"); }
   void add(Tensor, const Tensor&, const Tensor&) override { refuse("add"); }
   void axpby(Tensor, float, const Tensor&, float) override { refuse("axpby"); }
   void scale(Tensor, float) override { refuse("scale"); }
@@ -131,7 +132,7 @@ std::string format_rank_state_bytes(const std::vector<double>& bytes_per_rank) {
 MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, int seq_len) {
   MemoryPlan p;
   p.parameters = model.config().num_parameters();
-  p.weight_bytes = model.params().bytes();
+  p.weight_bytes = model.params().bytes() + model.compute_weight_bytes();  // bf16: master + bf16 copy
   p.gradient_bytes = model.grads().bytes();
   p.optimizer_state_bytes = optimizer.total_state_bytes();
   p.optimizer_workspace_bytes = optimizer.workspace_bytes();
@@ -157,7 +158,7 @@ std::string format_memory_plan(const MemoryPlan& p) {
   };
   out << "memory plan per rank (" << format_count(double(p.parameters)) << " parameters, micro-batch " << p.micro_batch
       << " x " << p.seq_len << " tokens)\n";
-  row("weights (f32)", p.weight_bytes, "");
+  row("weights", p.weight_bytes, "");
   row("gradients (f32)", p.gradient_bytes,
       p.per_layer_grads ? "per layer: embedding, final norm, head and two blocks' sets" : "");
   row("optimizer state", p.optimizer_state_bytes,
@@ -190,13 +191,15 @@ MemoryPlan plan_run(const TrainConfig& config, int world_size) {
                    backend_options(config.training));
   PlanningBackend planning(*target);
   LlamaModel model(config.model, planning, layout.micro_batch, config.training.seq_len,
-                   training_model_use(config.training), training_model_memory(config, layout));
+                   training_model_use(config.training), precision_from_name(config.training.precision, config.source),
+                   training_model_memory(config, layout));
   OptimizerContext ctx;
   ctx.backend = &planning;
   ctx.params = make_optim_params(model);
   ctx.num_layers = config.model.num_hidden_layers;
   ctx.config = config.optimizer;
   ctx.seed = config.training.seed;
+  ctx.weight_rounding = weight_rounding_from_name(config.training.weight_rounding, config.source);
   std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer.name, ctx);
   MemoryPlan plan;
   if (config.optimizer.shard_states && world_size > 1) {

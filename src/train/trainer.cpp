@@ -166,19 +166,17 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       fused_(config.training.fused_update),
       // mpirun gives ranks a pseudo-terminal: no redrawn bar in a job's interleaved output.
       progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
-  if (config.training.precision == "bf16" && backend_.device() != Device::CUDA)
-    usage_error(config.source, ": training.precision bf16 needs the cuda backend, this run uses ", backend_.name());
-  if (config.training.precision == "bf16")
-    spdlog::warn("training.precision bf16: the model has no bf16 compute path yet, this run computes in fp32");
-
   model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len,
-                                        training_model_use(config.training), training_model_memory(config, layout_));
+                                        training_model_use(config.training),
+                                        precision_from_name(config.training.precision, config.source),
+                                        training_model_memory(config, layout_));
   OptimizerContext ctx;
   ctx.backend = &backend_;
   ctx.params = make_optim_params(*model_);
   ctx.num_layers = config.model.num_hidden_layers;
   ctx.config = config.optimizer;
   ctx.seed = config.training.seed;
+  ctx.weight_rounding = weight_rounding_from_name(config.training.weight_rounding, config.source);
   if (config.optimizer.shard_states) {
     shard_plan_ = plan_optimizer_shards(ctx.params, comm_.world_size());
     ctx.owned = owned_by_rank(*shard_plan_, comm_.rank());

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "gum/core/dtype.h"
 #include "gum/core/error.h"
 #include "gum/core/json_util.h"
 #include "gum/core/philox.h"
@@ -53,6 +54,46 @@ TEST_CASE("bf16 and f16 conversions round to nearest even", "[core]") {
   for (float f : {0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 0.333251953125f})
     CHECK(f16_to_f32(f32_to_f16(f)) == f);
   CHECK(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
+}
+
+TEST_CASE("bf16 storage round trips: every bf16 value exactly, rounding to nearest even, NaN and Inf kept", "[core]") {
+  // All 65536 bit patterns: widening is exact, so rounding back gives the same bits (NaNs stay
+  // NaN, quieted).
+  for (uint32_t bits = 0; bits <= 0xffffu; ++bits) {
+    const float f = bf16_to_f32(uint16_t(bits));
+    if (std::isnan(f))
+      CHECK(std::isnan(bf16_to_f32(f32_to_bf16(f))));
+    else
+      CHECK(f32_to_bf16(f) == bits);
+  }
+  // Between two neighbours: nearest wins; a tie goes to the even mantissa (1 + 3 * 2^-8 lies
+  // between 1 + 2^-7 (odd) and 1 + 2^-6 (even)).
+  CHECK(bf16_to_f32(f32_to_bf16(1.0f + 1.1f / 256)) == 1.0f + 1.0f / 128);
+  CHECK(bf16_to_f32(f32_to_bf16(1.0f + 3.0f / 256)) == 1.0f + 1.0f / 64);
+  CHECK(bf16_to_f32(f32_to_bf16(INFINITY)) == INFINITY);
+  CHECK(bf16_to_f32(f32_to_bf16(-INFINITY)) == -INFINITY);
+  CHECK(std::isinf(bf16_to_f32(f32_to_bf16(3.4e38f))));  // above the largest finite bf16's midpoint
+  CHECK(bf16_to_f32(f32_to_bf16(-0.0f)) == 0.0f);
+  CHECK(std::signbit(bf16_to_f32(f32_to_bf16(-0.0f))));
+}
+
+TEST_CASE("stochastic rounding to bf16: the two neighbours, unbiased, exact values and NaN/Inf kept", "[core]") {
+  // Random bits 0 truncate, all ones round up whenever anything is cut off.
+  const float x = 1.0f + 0.25f / 128;  // a quarter of an ulp above 1
+  CHECK(bf16_to_f32(f32_to_bf16_stochastic(x, 0)) == 1.0f);
+  CHECK(bf16_to_f32(f32_to_bf16_stochastic(x, 0xffffu)) == 1.0f + 1.0f / 128);
+  CHECK(bf16_to_f32(f32_to_bf16_stochastic(-x, 0xffffu)) == -(1.0f + 1.0f / 128));  // magnitude rounds up
+  for (uint32_t r : {0u, 0x8000u, 0xffffu}) {
+    CHECK(bf16_to_f32(f32_to_bf16_stochastic(1.5f, r)) == 1.5f);  // a bf16 value never moves
+    CHECK(bf16_to_f32(f32_to_bf16_stochastic(INFINITY, r)) == INFINITY);
+    CHECK(bf16_to_f32(f32_to_bf16_stochastic(-INFINITY, r)) == -INFINITY);
+    CHECK(std::isnan(bf16_to_f32(f32_to_bf16_stochastic(NAN, r))));
+  }
+  // Over all 2^16 random values the mean is exactly x: the rounding is unbiased (x - 1 is a
+  // quarter of an ulp, so exactly a quarter of the values round up).
+  int up = 0;
+  for (uint32_t r = 0; r <= 0xffffu; ++r) up += bf16_to_f32(f32_to_bf16_stochastic(x, r)) > 1.0f;
+  CHECK(up == 0x4000);
 }
 
 TEST_CASE("tensor views slice and reshape", "[core]") {

@@ -87,7 +87,7 @@ HostTensors initial_values(const OpCase& row) {
     REQUIRE(!host.has(spec.name));
     std::vector<double> v = spec.values ? spec.values(spec.shape.numel()) : std::vector<double>(spec.shape.numel());
     REQUIRE(int64_t(v.size()) == spec.shape.numel());
-    const bool bf16 = spec.bf16_on_cuda || spec.dtype == DType::BF16;
+    const bool bf16 = spec.dtype == DType::BF16;
     if (spec.dtype != DType::I32)
       for (auto& x : v) x = bf16 ? double(bf16_to_f32(f32_to_bf16(float(x)))) : double(float(x));
     // The host computes in double whatever the device dtype: only ids keep their own type.
@@ -99,8 +99,7 @@ HostTensors initial_values(const OpCase& row) {
 DeviceTensors::DeviceTensors(Backend& backend, const std::vector<TensorSpec>& specs, const HostTensors& initial)
     : backend_(backend) {
   for (const TensorSpec& spec : specs) {
-    const bool bf16 = spec.bf16_on_cuda && backend.device() == Device::CUDA;
-    Tensor& t = make(spec.name, spec.shape, bf16 ? DType::BF16 : spec.dtype);
+    Tensor& t = make(spec.name, spec.shape, spec.dtype);
     if (!spec.values) continue;
     const std::vector<double>& v = initial.at(spec.name);
     if (t.dtype == DType::I32) {

@@ -40,8 +40,8 @@ class HostTensors {
   std::map<std::string, std::vector<int32_t>> ids_;
 };
 
-// How a tensor's initial values are made; F32 values are rounded to float (to bf16 when the
-// spec asks for BF16 on the CUDA side) before any column sees them, so every side starts equal.
+// How a tensor's initial values are made; F32 values are rounded to float (to bf16 for a BF16
+// spec) before any column sees them, so every side starts equal.
 using Generator = std::function<std::vector<double>(int64_t numel)>;
 Generator normal(uint64_t seed, double scale = 1.0);  // never exactly 0 (no all-zero input)
 Generator constant(double value);
@@ -53,9 +53,8 @@ Generator rope_table(int64_t max_positions, int64_t head_dim, double theta);
 struct TensorSpec {
   std::string name;
   Shape shape;
-  Generator values;  // null: left as allocate() returns it (zeroed)
-  DType dtype = DType::F32;
-  bool bf16_on_cuda = false;  // the CUDA backend holds it in BF16 (the CPU in F32, same values)
+  Generator values;          // null: left as allocate() returns it (zeroed)
+  DType dtype = DType::F32;  // BF16: stored in BF16 on every backend (its initial values rounded to bf16)
 };
 
 // The tensors of one row on one backend, allocated and filled from the specs.

@@ -17,6 +17,8 @@
 // bf16: 1e-2, one rounding to 8 significant bits is at most 2^-9 = 2e-3 relative). Under CPU
 // emulation (tools/cuda_emu) the largest errors measured were 9.2e-6 (svd U and Vt), 6.1e-7 (svd S),
 // 3.2e-7 for the other fp32 ops and 1.7e-3 for bf16 outputs; no GPU run has measured them yet.
+#include <algorithm>
+#include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -37,7 +39,7 @@ namespace {
 TensorSpec f32(std::string name, Shape shape, Generator values) { return {std::move(name), shape, std::move(values)}; }
 TensorSpec zeros(std::string name, Shape shape) { return {std::move(name), shape, nullptr}; }
 TensorSpec bf16(std::string name, Shape shape, Generator values) {
-  return {std::move(name), shape, std::move(values), DType::F32, true};
+  return {std::move(name), shape, std::move(values), DType::BF16};
 }
 TensorSpec ids(std::string name, std::vector<int32_t> v) {
   const int64_t n = int64_t(v.size());
@@ -145,7 +147,7 @@ OpCase gemm_row(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, flo
 OpCase gemm_bf16_row() {
   const int64_t M = 64, N = 48, K = 96;
   OpCase row;
-  row.name = "gemm with BF16 operands on the GPU, F32 and BF16 outputs [64x48x96]";
+  row.name = "gemm with BF16 operands on every backend, F32 and BF16 outputs [64x48x96]";
   row.covers = {"gemm"};
   row.tensors = {bf16("a", Shape{M, K}, normal(20)), bf16("b", Shape{N, K}, normal(21)), zeros("c", Shape{M, N}),
                  bf16("c16", Shape{M, N}, nullptr)};
@@ -159,7 +161,7 @@ OpCase gemm_bf16_row() {
   };
   // Products of bf16 numbers are exact in fp32, so only the summation order differs: measured
   // 5.6e-8 (double). On the GPU c16 is rounded once to bf16.
-  row.compare = {{"c", 5e-7, 1e-5}, {"c16", 5e-7, 1e-2}};
+  row.compare = {{"c", 5e-7, 1e-5}, {"c16", 3e-3, 1e-2}};
   return row;
 }
 
@@ -276,12 +278,58 @@ OpCase fill_normal_row() {
   return row;
 }
 
+// The first 4096 values lie 0.3 of a bf16 ulp above 1 (ulp 2^-7), the rest are normal draws and
+// bf16-representable values; both backends must give the bits of gum::f32_to_bf16_stochastic with
+// Philox (77, 3).
+OpCase round_stochastic_row() {
+  const int64_t same = 4096, n = same + 3001;
+  std::vector<double> values(static_cast<size_t>(n));
+  const double above_one = 1.0 + 0.3 / 128.0;
+  const std::vector<double> draws = normal(190, 3.0)(n);
+  for (int64_t i = 0; i < n; ++i)
+    values[i] = i < same ? above_one : i % 3 == 0 ? double(bf16_to_f32(f32_to_bf16(float(draws[i])))) : draws[i];
+  OpCase row;
+  row.name = "round_stochastic: Philox (77, 3) [7097]";
+  row.covers = {"round_stochastic"};
+  row.tensors = {f32("src", Shape{n}, given(values)), {"dst", Shape{n}, nullptr, DType::BF16}};
+  row.run = [](Backend& b, DeviceTensors& t) { b.round_stochastic(t["dst"], t["src"], 77, 3); };
+  row.forward = [=](HostTensors& h) {
+    for (int64_t i = 0; i < n; ++i)
+      h("dst")[i] = bf16_to_f32(f32_to_bf16_stochastic(float(h("src")[i]), philox_bits(77, 3, uint64_t(i))));
+  };
+  // The same integer arithmetic on every backend: identical bits.
+  row.compare = {{"dst", 0.0, 0.0}};
+  // Each result is one of the two bf16 neighbours of its input (the input itself when it is a bf16
+  // value); over the 4096 equal inputs the mean is their value: the standard error of the mean is
+  // sqrt(0.3 * 0.7) / 64 = 0.0072 ulp, so 0.036 ulp is 5 of them.
+  row.check = [=](const HostTensors& initial, const HostTensors& r) {
+    const auto &src = initial.at("src"), &dst = r.at("dst");
+    double mean = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = float(src[i]);
+      const float nearest = bf16_to_f32(f32_to_bf16(x));
+      if (double(nearest) == src[i]) {
+        CHECK(dst[i] == src[i]);
+        continue;
+      }
+      // Truncation gives the neighbour nearer zero; the other one is a bf16 ulp further out.
+      const double toward_zero = bf16_to_f32(uint16_t(std::bit_cast<uint32_t>(x) >> 16));
+      const double ulp = std::ldexp(1.0, std::ilogb(x) - 7);
+      CHECK((dst[i] == toward_zero || std::fabs(dst[i] - toward_zero) == ulp));
+      if (i < same) mean += dst[i];
+    }
+    mean /= double(same);
+    CHECK(std::fabs(mean - above_one) < 0.036 / 128.0);
+  };
+  return row;
+}
+
 // ---- elementwise and reductions ----
 
 OpCase elementwise_row() {
   const Shape shape{1000, 3};
   OpCase row;
-  row.name = "add (also in place), axpby (F32, and BF16 y on the GPU), scale [1000x3]";
+  row.name = "add (also in place), axpby (F32, and BF16 y), scale [1000x3]";
   row.covers = {"add", "axpby", "scale"};
   row.tensors = {f32("a", shape, normal(50)), f32("b", shape, normal(51)), zeros("out", shape),
                  bf16("y16", shape, normal(52)), f32("x32", shape, normal(53))};
@@ -304,7 +352,7 @@ OpCase elementwise_row() {
   };
   // One to three fp32 roundings per element: measured 2.5e-8 to 5.1e-8. The GPU performs the same
   // float operations, bit for bit, except that axpby may contract to an FMA.
-  row.compare = {{"out", 2e-7, 0.0}, {"a", 2e-7, 0.0}, {"b", 2e-7, 1e-5}, {"y16", 2e-7, 1e-2}};
+  row.compare = {{"out", 2e-7, 0.0}, {"a", 2e-7, 0.0}, {"b", 2e-7, 1e-5}, {"y16", 3e-3, 1e-2}};
   row.rejects = {{"add of different sizes",
                   [](Backend& b, DeviceTensors& t) { b.add(t["out"], t["a"], t.make("three", Shape{3})); }}};
   return row;
@@ -404,7 +452,7 @@ OpCase rmsnorm_row(int64_t N, int64_t C, float eps, double x_scale, double gradi
 OpCase rmsnorm_bf16_row() {
   const int64_t N = 33, C = 300;
   OpCase row;
-  row.name = "rmsnorm forward with BF16 activations on the GPU [33x300]";
+  row.name = "rmsnorm forward with BF16 activations [33x300]";
   row.covers = {"rmsnorm_forward"};
   row.tensors = {bf16("x", Shape{N, C}, normal(115, 2.0)), f32("weight", Shape{C}, normal(111)),
                  bf16("out", Shape{N, C}, nullptr), zeros("rstd", Shape{N})};
@@ -412,7 +460,7 @@ OpCase rmsnorm_bf16_row() {
   row.forward = [=](HostTensors& h) { k::rmsnorm_forward(h("out"), h("rstd"), h("x"), h("weight"), N, C, 1e-5); };
   // Statistics in fp32 from bf16-representable inputs: measured 4.5e-8; on the GPU out is rounded
   // once to bf16.
-  row.compare = {{"out", 1e-6, 1e-2}, {"rstd", 1e-6, 1e-5}};
+  row.compare = {{"out", 3e-3, 1e-2}, {"rstd", 1e-6, 1e-5}};
   return row;
 }
 
@@ -452,7 +500,7 @@ OpCase linear_row(int64_t N, int64_t I, int64_t O, bool with_bias, bool accumula
 OpCase linear_bf16_row() {
   const int64_t N = 64, I = 96, O = 80;
   OpCase row;
-  row.name = "linear with BF16 activations and weights on the GPU, F32 weight gradient [64x96x80]";
+  row.name = "linear with BF16 activations and weights, F32 weight gradient [64x96x80]";
   row.covers = {"linear_forward", "linear_backward"};
   row.tensors = {bf16("x", Shape{N, I}, normal(130)), bf16("weight", Shape{O, I}, normal(131, 0.1)),
                  bf16("out", Shape{N, O}, nullptr),   bf16("dout", Shape{N, O}, normal(132)),
@@ -467,7 +515,7 @@ OpCase linear_bf16_row() {
   };
   // bf16 products are exact in fp32 (measured 5.7e-8); on the GPU out and dx are rounded once to
   // bf16, the F32 weight gradient differs by summation order only.
-  row.compare = {{"out", 5e-7, 1e-2}, {"dx", 5e-7, 1e-2}, {"dweight", 5e-7, 1e-5}};
+  row.compare = {{"out", 3e-3, 1e-2}, {"dx", 3e-3, 1e-2}, {"dweight", 5e-7, 1e-5}};
   return row;
 }
 
@@ -807,6 +855,28 @@ OpCase adam_row() {
   return row;
 }
 
+// A precision row: `row` with the named tensors stored in BF16 on every backend (the op computes
+// in fp32 and rounds to nearest even on store), against the same double reference evaluated on
+// the bf16-rounded inputs, with the bounds `compare` (kBf16 for a BF16 output). Finite
+// differences, rejects and property checks stay with the fp32 row.
+OpCase in_bf16(OpCase row, const std::vector<std::string>& tensors, std::vector<Compare> compare) {
+  std::string names;
+  for (TensorSpec& spec : row.tensors)
+    if (std::find(tensors.begin(), tensors.end(), spec.name) != tensors.end()) {
+      spec.dtype = DType::BF16;
+      names += (names.empty() ? "" : ", ") + spec.name;
+    }
+  REQUIRE(names.size() > 0);
+  row.name += ", BF16 " + names;
+  row.compare = std::move(compare);
+  row.loss.clear();
+  row.gradients.clear();
+  row.gradient_tolerance = 0;
+  row.check = nullptr;
+  row.rejects.clear();
+  return row;
+}
+
 }  // namespace
 
 std::vector<OpCase> op_table() {
@@ -818,6 +888,12 @@ std::vector<OpCase> op_table() {
   // of order 1; 1e-7 leaves room for larger third derivatives in other shapes.
   const double fd = 1e-7;
   const double no_fd = 0;  // rows too large for finite differences (one forward per input element)
+
+  // BF16 outputs are rounded once to 8 significant bits (at most 2^-9 = 2e-3 relative per value);
+  // normalised over a tensor that measured 0.9e-3 to 1.7e-3 (gemm, linear, rmsnorm, rope, swiglu,
+  // cross-entropy's gradient, axpby). The cuda column matched the CPU bit for bit except linear with
+  // a bias (2.1e-3: the GPU rounds the GEMM output to bf16 before adding the bias).
+  const double kBf16 = 3e-3;
 
   add(memory_row());
 
@@ -831,6 +907,7 @@ std::vector<OpCase> op_table() {
     add(svd_row(m, n));
   for (auto [m, n] : {std::pair<int64_t, int64_t>{50, 12}, {16, 16}, {12, 5}}) add(qr_row(m, n));
   add(fill_normal_row());
+  add(round_stochastic_row());
 
   add(elementwise_row());
   // One element; one partial block; more than the GPU's 1024 x 256 first-pass threads (grid-stride).
@@ -843,6 +920,8 @@ std::vector<OpCase> op_table() {
     std::vector<int32_t> t(300);
     for (size_t n = 0; n < t.size(); ++n) t[n] = int32_t((n * 7) % 17);
     add(embedding_row("(300 tokens over 17 rows)", 17, 130, t, no_fd));
+    add(in_bf16(embedding_row("(300 tokens over 17 rows)", 17, 130, t, no_fd), {"table", "out", "dout"},
+                {{"out", 0.0, 0.0}, {"dtable", 2e-6, 0.0}}));
   }
   // 300 tokens over 150 rows, then 5000 tokens over 8 rows: overflows the CUDA kernel's shared list
   // of positions, exercising its flush path. First and last rows of the range are hit.
@@ -859,6 +938,8 @@ std::vector<OpCase> op_table() {
   add(rmsnorm_row(33, 300, 1e-5f, 2.0, no_fd));
   add(rmsnorm_row(1, 33, 1e-5f, 1.0, no_fd));
   add(rmsnorm_bf16_row());
+  add(in_bf16(rmsnorm_row(33, 300, 1e-5f, 2.0, no_fd), {"x", "weight", "out", "dout", "dx"},
+              {{"out", kBf16, 1e-2}, {"rstd", 1e-6, 1e-5}, {"dx", kBf16, 1e-2}, {"dweight", 1e-6, 1e-5}}));
 
   add(linear_row(5, 4, 3, true, false, fd));
   add(linear_row(5, 4, 3, true, true, fd));
@@ -867,9 +948,14 @@ std::vector<OpCase> op_table() {
     for (bool accumulate_dx : {false, true}) add(linear_row(45, 70, 90, with_bias, accumulate_dx, no_fd));
   add(linear_row(1, 33, 65, true, true, no_fd));  // one row
   add(linear_bf16_row());
+  add(in_bf16(linear_row(45, 70, 90, true, true, no_fd), {"x", "weight", "out", "dout", "dx"},
+              {{"out", kBf16, 1e-2}, {"dx", kBf16, 1e-2}, {"dweight", 1e-6, 1e-5}, {"dbias", 1e-6, 1e-5}}));
 
   add(rope_row(AttentionShape{1, 3, 2, 1, 6}, 8, 100.0, {5, 0, 7}, fd));
   add(rope_row(AttentionShape{2, 9, 4, 2, 16}, 32, 10000.0, random_ids(18, 32, 140), no_fd));
+  add(in_bf16(rope_row(AttentionShape{2, 9, 4, 2, 16}, 32, 10000.0, random_ids(18, 32, 140), no_fd),
+              {"qkv", "restored", "probe", "dqkv"},
+              {{"qkv", kBf16, 1e-2}, {"restored", kBf16, 1e-2}, {"dqkv", kBf16, 1e-2}}));
 
   add(attention_row(AttentionShape{2, 4, 4, 2, 3}, {}, 20, fd));  // grouped-query
   add(attention_row(AttentionShape{1, 3, 2, 2, 2}, {}, 22, fd));  // multi-head
@@ -915,6 +1001,8 @@ std::vector<OpCase> op_table() {
   add(swiglu_row(21, 35, no_fd));
   add(swiglu_row(17, 300, no_fd));
   add(swiglu_row(1, 33, no_fd));
+  add(in_bf16(swiglu_row(17, 300, no_fd), {"gate_up", "out", "dout", "dgate_up"},
+              {{"out", kBf16, 1e-2}, {"dgate_up", kBf16, 1e-2}}));
 
   add(cross_entropy_row(7, {3, -1, 0, 6, -100}, 0.37, 3.0, fd));
   {
@@ -928,10 +1016,22 @@ std::vector<OpCase> op_table() {
     t[11] = -100;
     t[19] = 999;
     add(cross_entropy_row(1000, t, 0.05, 3.0, no_fd));
+    add(in_bf16(cross_entropy_row(1000, t, 0.05, 3.0, no_fd), {"logits", "dlogits", "in_place"},
+                {{"losses", 1e-6, 1e-5}, {"dlogits", kBf16, 1e-2}, {"in_place", kBf16, 1e-2}}));
   }
   add(cross_entropy_row(33, {32}, 1.0, 3.0, no_fd));  // one row, the last class
 
   add(adam_row());
+  // Parameters and moments rounded to bf16 after each of the 3 steps: measured 2.3e-3 (v) to 3.4e-3
+  // (param); the GPU rounds the same floats.
+  const double kBf16ThreeSteps = 7e-3;
+  add(in_bf16(adam_row(), {"param", "m", "v", "m2", "v2", "direction"},
+              {{"param", kBf16ThreeSteps, 1e-2},
+               {"m", kBf16ThreeSteps, 1e-2},
+               {"v", kBf16ThreeSteps, 1e-2},
+               {"m2", kBf16ThreeSteps, 1e-2},
+               {"v2", kBf16ThreeSteps, 1e-2},
+               {"direction", kBf16ThreeSteps, 1e-2}}));
   return rows;
 }
 

@@ -18,24 +18,25 @@ const json kDocumentedDefaults = {
     {"beta2", 0.999f},        {"eps", 1e-8f},          {"adamw_lr", -1.0f},        {"momentum", 0.95f},
     {"nesterov", true},       {"ns_steps", 5},         {"muon_scale", "original"}, {"rank", 128},
     {"update_proj_gap", 200}, {"scale", 0.25f},        {"projector", "svd"},       {"power_iterations", 1},
-    {"oversampling", 8},      {"full_rank_layers", 2}, {"sample_unit", "layer"},   {"shard_states", false}};
+    {"oversampling", 8},      {"full_rank_layers", 2}, {"sample_unit", "layer"},   {"shard_states", false},
+    {"ns_dtype", "fp32"},     {"state_dtype", "fp32"}};
 
 // The keys each built-in reads beyond the common ones (docs/optimizers.md).
 const std::map<std::string, std::vector<std::string>> kOwnKeys = {
     {"adamw", {}},
-    {"muon", {"adamw_lr", "momentum", "nesterov", "ns_steps", "muon_scale"}},
+    {"muon", {"adamw_lr", "momentum", "nesterov", "ns_steps", "ns_dtype", "muon_scale"}},
     {"galore_adamw", {"adamw_lr", "rank", "update_proj_gap", "scale", "projector", "power_iterations", "oversampling"}},
     {"plumage", {"adamw_lr", "rank", "update_proj_gap", "scale"}},
     {"stiefel", {"adamw_lr", "rank", "update_proj_gap", "scale"}},
     {"galore_muon",
      {"adamw_lr", "rank", "update_proj_gap", "projector", "power_iterations", "oversampling", "momentum", "ns_steps",
-      "muon_scale"}},
+      "ns_dtype", "muon_scale"}},
     {"gum",
      {"adamw_lr", "rank", "update_proj_gap", "projector", "power_iterations", "oversampling", "momentum", "ns_steps",
-      "muon_scale", "full_rank_layers", "sample_unit"}},
+      "ns_dtype", "muon_scale", "full_rank_layers", "sample_unit"}},
 };
 
-const std::vector<std::string> kCommonKeys = {"name", "lr", "weight_decay", "beta1", "beta2", "eps", "shard_states"};
+const std::vector<std::string> kCommonKeys = {"name", "lr", "weight_decay", "beta1", "beta2", "eps", "shard_states", "state_dtype"};
 
 // `all` restricted to the common keys and those optimizer `name` reads, with that name.
 json keys_of(const std::string& name, const json& all) {
@@ -92,7 +93,8 @@ TEST_CASE("every optimizer key reads into its own field and writes back unchange
       {"beta2", 0.875f},       {"eps", 3e-7f},           {"adamw_lr", 0.0078125f},      {"momentum", 0.625f},
       {"nesterov", false},     {"ns_steps", 7},          {"muon_scale", "match_adamw"}, {"rank", 11},
       {"update_proj_gap", 13}, {"scale", 0.375f},        {"projector", "randomized"},   {"power_iterations", 3},
-      {"oversampling", 17},    {"full_rank_layers", 19}, {"sample_unit", "matrix"},     {"shard_states", true}};
+      {"oversampling", 17},    {"full_rank_layers", 19}, {"sample_unit", "matrix"},     {"shard_states", true},
+      {"ns_dtype", "bf16"},    {"state_dtype", "bf16"}};
   for (const auto& [name, own] : kOwnKeys) {
     INFO(name);
     const json keys = keys_of(name, distinct);

@@ -119,49 +119,51 @@ TEST_CASE("NS5 is Muon's iteration with the published coefficients, five times",
   }
 }
 
-TEST_CASE("NS5 maps normalised singular values >= 3e-3 into about [0.68, 1.21]", "[optim][muon]") {
+TEST_CASE("NS5 maps normalised singular values >= 3e-3 into about [0.68, 1.21], in fp32 and in bf16", "[optim][muon]") {
   auto backend = make_backend("cpu");
-  for (auto [m, n] : {std::pair<int64_t, int64_t>{48, 64}, {64, 48}}) {
-    const int64_t k = std::min(m, n);
-    Arena arena(*backend, DType::F32,
-                {{"a", Shape{m, n}},
-                 {"out", Shape{m, n}},
-                 {"u", Shape{m, k}},
-                 {"v", Shape{n, k}},
-                 {"diag", Shape{k, k}},
-                 {"ut_out", Shape{k, n}},
-                 {"work", Shape{static_cast<int64_t>(newton_schulz_workspace_elems(m, n) + 4 * m * n)}}});
-    ScratchPad pad(arena.view("work"));
-    // Singular values log-spaced over [1e-4, 1]; the Frobenius normalisation inside NS5 divides
-    // them by ‖σ‖₂, which we account for below.
-    std::vector<float> sigma(static_cast<size_t>(k));
-    for (int64_t j = 0; j < k; ++j) sigma[j] = std::pow(10.0f, -4.0f * j / (k - 1));
-    build_with_spectrum(*backend, arena.view("a"), arena.view("u"), arena.view("v"), sigma, pad);
-    ScratchPad ns_pad(arena.view("work").flat_slice(4 * m * n, Shape{(int64_t)newton_schulz_workspace_elems(m, n)}));
-    newton_schulz(*backend, arena.view("out"), arena.view("a"), 5, ns_pad);
-    // NS5 is an odd matrix polynomial: out = U f(Σ) Vᵀ, so diag(Uᵀ out V) = f(σ).
-    backend->gemm(true, false, 1.0f, arena.view("u"), arena.view("out"), 0.0f, arena.view("ut_out"));
-    backend->gemm(false, false, 1.0f, arena.view("ut_out"), arena.view("v"), 0.0f, arena.view("diag"));
-    auto diag = to_host(*backend, arena.view("diag"));
-    double frob = 0;
-    for (float s : sigma) frob += double(s) * s;
-    frob = std::sqrt(frob);
-    int checked = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      const double normalised = sigma[j] / frob;
-      const double f = diag[j * k + j];
-      INFO("m=" << m << " n=" << n << " sigma/|A|_F=" << normalised << " -> " << f);
-      if (normalised >= 3e-3) {
-        CHECK(f >= 0.68);
-        CHECK(f <= 1.21);
-        ++checked;
-      } else {
-        CHECK(f >= 0.0);
-        CHECK(f < 1.21);
+  for (DType dtype : {DType::F32, DType::BF16})
+    for (auto [m, n] : {std::pair<int64_t, int64_t>{48, 64}, {64, 48}}) {
+      INFO(dtype_name(dtype));
+      const int64_t k = std::min(m, n);
+      Arena arena(*backend, DType::F32,
+                  {{"a", Shape{m, n}},
+                   {"out", Shape{m, n}},
+                   {"u", Shape{m, k}},
+                   {"v", Shape{n, k}},
+                   {"diag", Shape{k, k}},
+                   {"ut_out", Shape{k, n}},
+                   {"work", Shape{static_cast<int64_t>(newton_schulz_workspace_elems(m, n) + 4 * m * n)}}});
+      ScratchPad pad(arena.view("work"));
+      // Singular values log-spaced over [1e-4, 1]; the Frobenius normalisation inside NS5 divides
+      // them by ‖σ‖₂, which we account for below.
+      std::vector<float> sigma(static_cast<size_t>(k));
+      for (int64_t j = 0; j < k; ++j) sigma[j] = std::pow(10.0f, -4.0f * j / (k - 1));
+      build_with_spectrum(*backend, arena.view("a"), arena.view("u"), arena.view("v"), sigma, pad);
+      ScratchPad ns_pad(arena.view("work").flat_slice(4 * m * n, Shape{(int64_t)newton_schulz_workspace_elems(m, n)}));
+      newton_schulz(*backend, arena.view("out"), arena.view("a"), 5, ns_pad, dtype);
+      // NS5 is an odd matrix polynomial: out = U f(Σ) Vᵀ, so diag(Uᵀ out V) = f(σ).
+      backend->gemm(true, false, 1.0f, arena.view("u"), arena.view("out"), 0.0f, arena.view("ut_out"));
+      backend->gemm(false, false, 1.0f, arena.view("ut_out"), arena.view("v"), 0.0f, arena.view("diag"));
+      auto diag = to_host(*backend, arena.view("diag"));
+      double frob = 0;
+      for (float s : sigma) frob += double(s) * s;
+      frob = std::sqrt(frob);
+      int checked = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const double normalised = sigma[j] / frob;
+        const double f = diag[j * k + j];
+        INFO("m=" << m << " n=" << n << " sigma/|A|_F=" << normalised << " -> " << f);
+        if (normalised >= 3e-3) {
+          CHECK(f >= 0.68);
+          CHECK(f <= 1.21);
+          ++checked;
+        } else {
+          CHECK(f >= 0.0);
+          CHECK(f < 1.21);
+        }
       }
+      CHECK(checked > k / 2);
     }
-    CHECK(checked > k / 2);
-  }
 }
 
 TEST_CASE("NS5 of a transposed input is the transposed output", "[optim][muon]") {
@@ -188,4 +190,27 @@ TEST_CASE("NS5 of a transposed input is the transposed output", "[optim][muon]")
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) max_diff = std::max(max_diff, (double)std::abs(o[i * n + j] - ot[j * m + i]));
   CHECK(max_diff < 1e-5);
+}
+
+TEST_CASE("NS5 in bf16 stays close to NS5 in fp32", "[optim][muon]") {
+  auto backend = make_backend("cpu");
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{24, 40}, {40, 24}, {64, 64}}) {
+    INFO("m=" << m << " n=" << n);
+    const int64_t work = static_cast<int64_t>(newton_schulz_workspace_elems(m, n));
+    Arena arena(*backend, DType::F32,
+                {{"in", Shape{m, n}}, {"fp32", Shape{m, n}}, {"bf16", Shape{m, n}}, {"work", Shape{work}}});
+    backend->fill_normal(arena.view("in"), 9, static_cast<uint64_t>(m), 0.0f, 1.0f);
+    ScratchPad pad(arena.view("work"));
+    newton_schulz(*backend, arena.view("fp32"), arena.view("in"), 5, pad);
+    pad.reset();
+    newton_schulz(*backend, arena.view("bf16"), arena.view("in"), 5, pad, DType::BF16);
+    const std::vector<float> a = to_host(*backend, arena.view("fp32")), b = to_host(*backend, arena.view("bf16"));
+    const double distance =
+        relative_distance(std::vector<double>(b.begin(), b.end()), std::vector<double>(a.begin(), a.end()));
+    // Five iterations whose GEMM results are each rounded to bf16 (2^-9 relative), through a
+    // polynomial that amplifies the small singular values of a Gaussian input: measured 1.6e-2 to
+    // 1.8e-2 for these shapes; the singular values stay in the fp32 band (test above).
+    INFO("relative distance " << distance);
+    CHECK(distance < 5e-2);
+  }
 }

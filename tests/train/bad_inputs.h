@@ -123,7 +123,9 @@ inline std::vector<BadInput> bad_inputs() {
        R"({"training": {"backend": "tpu"}})"},
       {"config", "unknown precision", "{config}", 2, R"(training.precision = "fp8" is not one of "fp32", "bf16")",
        R"({"training": {"precision": "fp8"}})"},
-      {"config", "bf16 on cpu", "{config}", 2, "bf16 needs the cuda backend", R"({"training": {"precision": "bf16"}})"},
+      {"config", "unknown weight rounding", "{config}", 2,
+       R"(training.weight_rounding = "up" is not one of "stochastic", "kahan", "nearest")",
+       R"({"training": {"weight_rounding": "up"}})"},
       {"config", "unknown preset", "{config}", 2, "llama_3m", R"({"model": {"preset": "llama_3m"}})"},
       // ---- config: values out of range ----
       {"config", "hidden_size zero", "{config}", 2, "model.hidden_size", R"({"model": {"hidden_size": 0}})"},

@@ -129,6 +129,70 @@ TEST_CASE("gum resumed mid-period after kill -9 is bitwise identical to an unint
         {{"name", "gum"}, {"rank", 4}, {"update_proj_gap", 4}, {"full_rank_layers", 2}, {"sample_unit", "matrix"}}}});
 }
 
+// optimizer.state_dtype bf16: every optimizer's moments, momenta and projectors are stored in bf16,
+// saved as BF16, and resume stays bitwise exact (Muon and GUM with bf16 Newton-Schulz too).
+TEST_CASE("bf16 optimizer states: saved as BF16, resume after kill -9 bitwise identical, for every optimizer") {
+  const std::vector<nlohmann::json> optimizers = {
+      {{"name", "adamw"}},
+      {{"name", "muon"}, {"ns_dtype", "bf16"}},
+      {{"name", "galore_adamw"}, {"rank", 4}, {"update_proj_gap", 4}, {"projector", "randomized"}},
+      {{"name", "plumage"}, {"rank", 4}, {"update_proj_gap", 4}},
+      {{"name", "stiefel"}, {"rank", 4}, {"update_proj_gap", 4}},
+      {{"name", "gum"},
+       {"rank", 4},
+       {"update_proj_gap", 4},
+       {"full_rank_layers", 2},
+       {"sample_unit", "matrix"},
+       {"ns_dtype", "bf16"}},
+      {{"name", "galore_muon"}, {"rank", 4}, {"update_proj_gap", 4}}};
+  for (nlohmann::json optimizer : optimizers) {
+    const std::string name = optimizer["name"];
+    INFO("optimizer " << name);
+    optimizer["state_dtype"] = "bf16";
+    const Run straight = check_resume_after_kill("resume_bf16_state_" + name, {{"optimizer", optimizer}});
+    size_t floating = 0;
+    for (const auto& [tensor_name, tensor] :
+         gum::read_safetensors(checkpoint_dir(straight.run_dir, 20) + "/optimizer.safetensors")) {
+      INFO(tensor_name);
+      if (tensor.dtype == gum::DType::I64) continue;  // counters and sampler positions
+      CHECK(tensor.dtype == gum::DType::BF16);
+      ++floating;
+    }
+    CHECK(floating > 0);
+  }
+}
+
+// Mixed bf16 and pure bf16 (with each weight rounding): resume after kill -9 is bitwise exact, the
+// checkpoint keeps the weights' dtype (F32 masters, or BF16) and the Kahan compensations.
+TEST_CASE("every precision mode: resume after kill -9 bitwise identical, weights saved in their dtype") {
+  struct Mode {
+    const char* precision;
+    const char* rounding;
+    gum::DType weights;
+  };
+  for (const Mode& mode :
+       {Mode{"bf16", "stochastic", gum::DType::F32}, Mode{"bf16_pure", "stochastic", gum::DType::BF16},
+        Mode{"bf16_pure", "kahan", gum::DType::BF16}, Mode{"bf16_pure", "nearest", gum::DType::BF16}}) {
+    INFO(mode.precision << " " << mode.rounding);
+    for (const char* optimizer : {"adamw", "gum"}) {
+      INFO(optimizer);
+      const Run straight = check_resume_after_kill(
+          std::string("resume_") + mode.precision + "_" + mode.rounding + "_" + optimizer,
+          {{"training", {{"precision", mode.precision}, {"weight_rounding", mode.rounding}}},
+           {"optimizer", {{"name", optimizer}, {"rank", 4}, {"update_proj_gap", 4}, {"sample_unit", "matrix"}}}});
+      const std::string step_dir = checkpoint_dir(straight.run_dir, 20);
+      for (const auto& [name, tensor] : gum::read_safetensors(step_dir + "/model.safetensors")) {
+        INFO(name);
+        CHECK(tensor.dtype == mode.weights);
+      }
+      size_t compensations = 0;
+      for (const auto& [name, tensor] : gum::read_safetensors(step_dir + "/optimizer.safetensors"))
+        if (name.find(".weight_compensation") != std::string::npos) ++compensations;
+      CHECK((compensations > 0) == (std::string(mode.rounding) == "kahan" && mode.weights == gum::DType::BF16));
+    }
+  }
+}
+
 // The step of the last complete line of RUN_DIR/metrics.jsonl, 0 when there is none.
 int64_t last_logged_step(const std::string& run_dir) {
   const std::string text = read_file(run_dir + "/metrics.jsonl");

@@ -5,6 +5,10 @@
 //
 // Conventions for every op:
 // - tensors are contiguous row-major views on this backend's device;
+// - a floating tensor may be stored in F32 or BF16 unless the op says F32; arithmetic is fp32
+//   whatever the storage, BF16 is read exactly and written rounded to nearest even (a GEMM with
+//   BF16 operands accumulates in fp32). The cuda backend needs a GEMM's two operands in one dtype
+//   and keeps attention, SVD and QR in F32; the cpu backend takes any mix;
 // - a linear layer's weight is [out_features, in_features] (Hugging Face layout);
 // - "N" is the number of token positions (batch * seq_len) and 2-D activations are [N, C];
 // - parameter-gradient outputs ACCUMULATE (+=), so micro-batches add up; activation-gradient
@@ -71,6 +75,10 @@ class Backend {
   // Standard normal (mean + std * z) from Philox with (seed, stream), element i of the
   // flat tensor takes stream element i: identical bits on every backend.
   virtual void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) = 0;
+
+  // dst (BF16) = src (F32) rounded stochastically (f32_to_bf16_stochastic in core/dtype.h), element i
+  // with the random bits of Philox (seed, stream) element i (philox_bits): identical on every backend.
+  virtual void round_stochastic(Tensor dst, const Tensor& src, uint64_t seed, uint64_t stream) = 0;
 
   // ---- elementwise and reductions ----
   virtual void add(Tensor out, const Tensor& a, const Tensor& b) = 0;   // out = a + b (out may alias)

@@ -4,6 +4,12 @@
 #include <cstring>
 #include <string>
 
+#if defined(__CUDACC__)
+#define GUM_HOST_DEVICE __host__ __device__
+#else
+#define GUM_HOST_DEVICE
+#endif
+
 namespace gum {
 
 enum class DType : uint8_t { F32, BF16, F16, F64, I32, I64, U16, U8 };
@@ -23,6 +29,19 @@ inline uint16_t f32_to_bf16(float f) {
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
   uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+// Stochastic rounding to bf16 (Gupta et al. 2015, "Deep learning with limited numerical
+// precision"): with r uniform in [0, 2^16), f rounds up with probability equal to its distance
+// from the bf16 value below (in units of the last place), so the expected value of the result is
+// f. Adding r to the 16 bits that are cut off, then truncating, does exactly that. NaN stays NaN;
+// infinities stay infinite; a finite value may round up to infinity only from above the largest
+// finite bf16.
+GUM_HOST_DEVICE inline uint16_t f32_to_bf16_stochastic(float f, uint32_t random_bits) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  if ((bits & 0x7fffffffu) == 0x7f800000u) return static_cast<uint16_t>(bits >> 16);
+  return static_cast<uint16_t>((bits + (random_bits & 0xffffu)) >> 16);
 }
 inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;

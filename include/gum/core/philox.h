@@ -37,6 +37,11 @@ GUM_HOST_DEVICE inline Philox4 philox4x32(uint64_t seed, uint64_t stream, uint64
   return Philox4{{c0, c1, c2, c3}};
 }
 
+// Element i of a stream of 32 random bits: block i/4, lane i%4.
+GUM_HOST_DEVICE inline uint32_t philox_bits(uint64_t seed, uint64_t stream, uint64_t i) {
+  return philox4x32(seed, stream, i >> 2).v[i & 3];
+}
+
 // Uniform in the open interval (0, 1) from 24 random bits.
 GUM_HOST_DEVICE inline float philox_bits_to_uniform(uint32_t bits) {
   return (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);

@@ -55,11 +55,27 @@ struct ModelMemory {
   // do not accumulate over backward calls: for one backward per optimizer step.
   bool per_layer_grads = false;
 };
+// Number formats of a training run (training.precision; docs/precision.md).
+// Fp32: weights, gradients and activations in fp32.
+// Bf16 (mixed): fp32 master weights and fp32 gradients (micro-batches accumulate in fp32); the
+// passes read a bf16 copy of the matrices, embedding and head (refreshed from the master at each
+// forward) and keep activations and their gradients in bf16, so every GEMM has bf16 operands and
+// accumulates in fp32. Norm weights and biases are read in fp32; RMSNorm statistics, attention's
+// softmax, log-sum-exp, losses and every reduction are fp32 (the backend computes in fp32 and
+// rounds once on store).
+// Bf16Pure: as Bf16, but the weights themselves are bf16 (no fp32 copy); gradients stay fp32 and
+// the optimizer rounds its fp32 update into the bf16 weights (stochastically or with a Kahan
+// compensation, optimizer.h).
+enum class Precision { Fp32, Bf16, Bf16Pure };
+// "fp32", "bf16", "bf16_pure".
+const char* precision_name(Precision p);
+// Throws a usage error naming `context` for an unknown name.
+Precision precision_from_name(const std::string& name, const std::string& context);
 
 class LlamaModel {
  public:
   LlamaModel(const LlamaConfig& config, Backend& backend, int max_batch, int seq_len, ModelUse use = ModelUse::Training,
-             const ModelMemory& memory = {});
+             Precision precision = Precision::Fp32, const ModelMemory& memory = {});
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
@@ -74,6 +90,7 @@ class LlamaModel {
   ModelUse use() const { return use_; }
   const ModelMemory& memory() const { return memory_; }
   int64_t logits_chunk_rows() const;  // rows of the logits buffer
+  Precision precision() const { return precision_; }
   int max_batch() const { return max_batch_; }
   int seq_len() const { return seq_len_; }
 
@@ -103,7 +120,9 @@ class LlamaModel {
   const Tensor& final_norm_weight() const;
   const Tensor& head_weight() const;   // the embedding when tied
   const Tensor& rope_cos_sin() const;  // F32 [max_position_embeddings, D/2, 2]
-  size_t activation_bytes() const { return acts_.bytes(); }
+  size_t activation_bytes() const { return acts_.bytes() + acts_f32_.bytes(); }
+  // The bf16 copy of the matrices, embedding and head that the passes read (Precision::Bf16; 0 otherwise).
+  size_t compute_weight_bytes() const { return compute_weights_.bytes(); }
 
  private:
   void run_block(int layer, const AttentionShape& shape, const Tensor& position_ids, const Tensor* doc_start,
@@ -115,9 +134,12 @@ class LlamaModel {
   Backend* backend_;
   int max_batch_, seq_len_;
   ModelUse use_;
+  Precision precision_;
   ModelMemory memory_;
   std::vector<ParamSpec> specs_;
   Arena params_, grads_, acts_;
+  Arena compute_weights_;           // Precision::Bf16: bf16 copies of the 2-D parameters
+  Arena acts_f32_;                  // bf16 activations: what stays fp32 (norm statistics, attention aux, losses)
   std::unique_ptr<Private> state_;  // per-layer views, token buffers, RoPE table, last batch
 };
 

@@ -24,7 +24,7 @@ namespace gum {
 
 struct OptimParam {
   std::string name;  // Hugging Face tensor name
-  Tensor param;      // F32 master weights on the backend's device
+  Tensor param;      // the weights on the backend's device: F32, or BF16 under Precision::Bf16Pure
   Tensor grad;       // F32 gradient, same shape
   ParamKind kind;
   int layer;
@@ -75,6 +75,17 @@ class Optimizer {
   std::vector<char> owned_;  // empty: every parameter is owned (see OptimizerContext::owned)
 };
 
+// How an fp32 update is stored into bf16 weights (Precision::Bf16Pure; training.weight_rounding).
+// Stochastic: rounded up or down with the probabilities that make the stored value's expectation
+// the fp32 result (Philox bits, a function of the seed, step, parameter and element, so a resumed
+// run draws the same). Kahan: a bf16 compensation per weight keeps what rounding cut off and adds
+// it back before the next update (weight and compensation together hold about 16 significant
+// bits). Nearest: rounding to nearest even, which loses every update smaller than half a bf16 ulp
+// of its weight (the comparison curve of docs/precision.md).
+enum class WeightRounding { Stochastic, Kahan, Nearest };
+// "stochastic", "kahan", "nearest"; a usage error naming `context` otherwise.
+WeightRounding weight_rounding_from_name(const std::string& name, const std::string& context);
+
 struct OptimizerContext {
   Backend* backend = nullptr;
   std::vector<OptimParam> params;
@@ -87,6 +98,9 @@ struct OptimizerContext {
   // update() of a parameter owned by another rank is an error; begin_step still runs on every
   // rank (GUM's sampler draws over all blocks).
   std::vector<char> owned;
+  // Used when the parameters are BF16: the optimizer then updates an fp32 working copy of one
+  // parameter at a time and stores it back with this rounding.
+  WeightRounding weight_rounding = WeightRounding::Stochastic;
 };
 
 class LlamaModel;

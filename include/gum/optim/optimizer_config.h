@@ -18,6 +18,9 @@ struct OptimizerConfig {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   // Sharded optimizer state (ZeRO-1 by whole matrix)
   bool shard_states = false;
+  // Storage of every optimizer's state tensors (moments, momenta, projectors): "fp32" | "bf16"
+  // (the update computes in fp32 and rounds the state to nearest even on store).
+  std::string state_dtype = "fp32";
   // The keys optimizer `name` reads beyond these: an object of the struct its OptimizerSpec
   // declares, or empty for that struct's defaults. Read it with optimizer_options<S>.
   std::any options;

@@ -26,7 +26,10 @@ struct TrainingConfig {
   int64_t max_steps = 0;           // optimizer steps; 0 = derive from max_tokens
   int64_t max_tokens = 0;          // used when max_steps is 0
   double grad_clip = 1.0;          // global-norm clipping; 0 = off
-  std::string precision = "fp32";  // fp32 | bf16 (cuda only)
+  std::string precision = "fp32";  // fp32 | bf16 (mixed) | bf16_pure (model/llama.h, Precision)
+  // How an fp32 update is stored into bf16 weights under bf16_pure (optimizer.h, WeightRounding):
+  // stochastic | kahan | nearest (neither: small updates are lost, docs/precision.md).
+  std::string weight_rounding = "stochastic";
   // Causal attention kernel of the cuda backend (BackendOptions::attention): flash_wmma | gemm |
   // flash. flash_wmma by default: tensor-core tiles (bf16 operands, fp32 sums and softmax) that
   // keep only the [B, H, T] log-sum-exp; gemm (cuBLAS fp32 products, keeps the [B, H, T, T]

@@ -1,16 +1,18 @@
 // The fp32 CPU reference backend: checks its arguments, then runs the float instantiation of
-// the kernels in kernels.h (OpenBLAS GEMMs, LAPACK factorisations, OpenMP loops).
+// the kernels in kernels.h (OpenBLAS GEMMs, LAPACK factorisations, OpenMP loops). BF16 tensors
+// are widened for them and rounded back (F32Operand).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
+#include "../op_checks.h"
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
 #include "kernels.h"
-#include "../op_checks.h"
 
 namespace gum {
 
@@ -41,12 +43,60 @@ void require_ids_below(const Tensor& ids, int64_t limit, bool allow_negative, co
   }
 }
 
+// An F32 or BF16 tensor as the fp32 kernels see it. F32 is used in place. BF16 is widened into a
+// temporary (exactly) unless the op only writes it, and when the op writes it the temporary is
+// rounded back to nearest even as the operand goes out of scope: every op on BF16 storage
+// computes in fp32 (a GEMM: bf16 operands, fp32 accumulation) and rounds once on store. Aliasing
+// operands stay correct (each BF16 operand has its own temporary; only writers store back).
+enum class Access { Read, Write, ReadWrite };
+
+class F32Operand {
+ public:
+  F32Operand(const Tensor& t, Access access, const char* op, const char* what) : F32Operand(&t, access, op, what) {}
+  // `t` null: an absent optional tensor (a bias), seen as a null pointer.
+  F32Operand(const Tensor* optional, Access access, const char* op, const char* what) : access_(access) {
+    if (!optional) return;
+    const Tensor& t = *optional;
+    tensor_ = t;
+    op_checks::require_float(t, Device::CPU, op, what);
+    if (t.dtype == DType::F32) {
+      ptr_ = t.ptr<float>();
+      return;
+    }
+    const int64_t n = t.numel();
+    widened_.resize(static_cast<size_t>(n));
+    ptr_ = widened_.data();
+    if (access == Access::Write) return;
+    const uint16_t* src = t.ptr<uint16_t>();
+    float* dst = ptr_;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+  }
+  ~F32Operand() {
+    if (widened_.empty() || access_ == Access::Read) return;
+    const float* src = ptr_;
+    uint16_t* dst = tensor_.ptr<uint16_t>();
+    const int64_t n = tensor_.numel();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+  }
+  F32Operand(const F32Operand&) = delete;
+  F32Operand& operator=(const F32Operand&) = delete;
+  float* get() const { return ptr_; }
+
+ private:
+  Tensor tensor_;
+  Access access_;
+  float* ptr_ = nullptr;
+  std::vector<float> widened_;
+};
+
 cpu::AttentionDims attention_dims(const AttentionShape& s) {
   return {s.batch, s.seq_len, s.n_head, s.n_kv_head, s.head_dim};
 }
 
 void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, const char* op) {
-  op_checks::require_attention_args(s, qkv, doc_start, Device::CPU, op);
+  op_checks::require_attention_args(s, qkv, doc_start, Device::CPU, op, /*bf16_allowed=*/true);
   if (doc_start) {  // host memory: the CPU can check each value up front
     const int32_t* p = doc_start->ptr<int32_t>();
     for (int64_t row = 0; row < doc_start->numel(); ++row) {
@@ -135,174 +185,172 @@ class CpuBackend final : public Backend {
 
   // ---- dense linear algebra ----
   void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override {
-    require_f32(a, "gemm", "A");
-    require_f32(b, "gemm", "B");
-    require_f32(c, "gemm", "C");
     const int64_t M = trans_a ? a.cols() : a.rows(), K = trans_a ? a.rows() : a.cols();
     const int64_t Kb = trans_b ? b.cols() : b.rows(), N = trans_b ? b.rows() : b.cols();
     if (K != Kb || c.rows() != M || c.cols() != N)
       runtime_error("gemm: shapes do not match: op(A) [", M, ", ", K, "] (A ", a.shape.str(), trans_a ? "^T" : "",
                     ") x op(B) [", Kb, ", ", N, "] (B ", b.shape.str(), trans_b ? "^T" : "", ") -> C ", c.shape.str());
-    cpu::gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a.f32(), b.f32(), beta, c.f32());
+    const F32Operand A(a, Access::Read, "gemm", "A"), B(b, Access::Read, "gemm", "B");
+    const F32Operand C(c, beta == 0.0f ? Access::Write : Access::ReadWrite, "gemm", "C");
+    cpu::gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, A.get(), B.get(), beta, C.get());
   }
 
   void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override {
-    require_f32(a, "svd", "A");
     const int64_t m = a.rows(), n = a.cols(), k = std::min(m, n);
-    require_f32(u, "svd", "U");
-    require_f32(s, "svd", "S");
-    require_f32(vt, "svd", "Vt");
     if (u.rows() != m || u.cols() != k || s.numel() != k || vt.rows() != k || vt.cols() != n)
       runtime_error("svd: A ", a.shape.str(), " needs U [", m, ", ", k, "], S [", k, "], Vt [", k, ", ", n, "], got U ",
                     u.shape.str(), ", S ", s.shape.str(), ", Vt ", vt.shape.str());
-    if (!std::isfinite(sum_squares(a))) runtime_error("svd: A ", a.shape.str(), " contains NaN or Inf");
-    cpu::svd_thin(u.f32(), s.f32(), vt.f32(), a.f32(), m, n);
+    const F32Operand A(a, Access::Read, "svd", "A"), U(u, Access::Write, "svd", "U"), S(s, Access::Write, "svd", "S"),
+        Vt(vt, Access::Write, "svd", "Vt");
+    if (!std::isfinite(cpu::sum_squares(A.get(), a.numel())))
+      runtime_error("svd: A ", a.shape.str(), " contains NaN or Inf");
+    cpu::svd_thin(U.get(), S.get(), Vt.get(), A.get(), m, n);
   }
 
   void qr_orthonormal(Tensor q, const Tensor& a) override {
-    require_f32(a, "qr_orthonormal", "A");
-    require_f32(q, "qr_orthonormal", "Q");
     const int64_t m = a.rows(), k = a.cols();
     if (m < k) runtime_error("qr_orthonormal: A ", a.shape.str(), " must have at least as many rows as columns");
     if (q.rows() != m || q.cols() != k)
       runtime_error("qr_orthonormal: Q ", q.shape.str(), " must have the shape of A ", a.shape.str());
-    if (!std::isfinite(sum_squares(a))) runtime_error("qr_orthonormal: A ", a.shape.str(), " contains NaN or Inf");
-    cpu::qr_orthonormal(q.f32(), a.f32(), m, k);
+    const F32Operand A(a, Access::Read, "qr_orthonormal", "A"), Q(q, Access::Write, "qr_orthonormal", "Q");
+    if (!std::isfinite(cpu::sum_squares(A.get(), a.numel())))
+      runtime_error("qr_orthonormal: A ", a.shape.str(), " contains NaN or Inf");
+    cpu::qr_orthonormal(Q.get(), A.get(), m, k);
   }
 
   void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) override {
-    require_f32(dst, "fill_normal", "dst");
-    float* p = dst.f32();
+    const F32Operand out(dst, Access::Write, "fill_normal", "dst");
+    float* p = out.get();
     const int64_t n = dst.numel();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) p[i] = mean + std * philox_normal(seed, stream, static_cast<uint64_t>(i));
   }
 
+  void round_stochastic(Tensor dst, const Tensor& src, uint64_t seed, uint64_t stream) override {
+    op_checks::require_dtype(dst, DType::BF16, Device::CPU, "round_stochastic", "dst");
+    require_f32(src, "round_stochastic", "src");
+    require_same_numel(dst, src, "round_stochastic", "dst and src");
+    const float* s = src.ptr<float>();
+    uint16_t* d = dst.ptr<uint16_t>();
+    const int64_t n = src.numel();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16_stochastic(s[i], philox_bits(seed, stream, uint64_t(i)));
+  }
+
   // ---- elementwise and reductions ----
   void add(Tensor out, const Tensor& a, const Tensor& b) override {
-    require_f32(out, "add", "out");
-    require_f32(a, "add", "a");
-    require_f32(b, "add", "b");
     require_same_numel(out, a, "add", "out and a");
     require_same_numel(out, b, "add", "out and b");
-    float* o = out.f32();
-    const float *x = a.f32(), *y = b.f32();
+    const F32Operand x(a, Access::Read, "add", "a"), y(b, Access::Read, "add", "b"),
+        o(out, Access::Write, "add", "out");
+    float* op = o.get();
+    const float *xp = x.get(), *yp = y.get();
     const int64_t n = out.numel();
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
+    for (int64_t i = 0; i < n; ++i) op[i] = xp[i] + yp[i];
   }
 
   void axpby(Tensor y, float a, const Tensor& x, float b) override {
-    require_f32(y, "axpby", "y");
-    require_f32(x, "axpby", "x");
     require_same_numel(y, x, "axpby", "y and x");
-    float* yp = y.f32();
-    const float* xp = x.f32();
+    const F32Operand X(x, Access::Read, "axpby", "x"), Y(y, Access::ReadWrite, "axpby", "y");
+    float* yp = Y.get();
+    const float* xp = X.get();
     const int64_t n = y.numel();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) yp[i] = a * xp[i] + b * yp[i];
   }
 
   void scale(Tensor x, float s) override {
-    require_f32(x, "scale", "x");
-    float* p = x.f32();
+    const F32Operand X(x, Access::ReadWrite, "scale", "x");
+    float* p = X.get();
     const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) p[i] *= s;
   }
 
   double sum(const Tensor& x) override {
-    require_f32(x, "sum", "x");
-    return cpu::sum(x.f32(), x.numel());
+    const F32Operand X(x, Access::Read, "sum", "x");
+    return cpu::sum(X.get(), x.numel());
   }
 
   double sum_squares(const Tensor& x) override {
-    require_f32(x, "sum_squares", "x");
-    return cpu::sum_squares(x.f32(), x.numel());
+    const F32Operand X(x, Access::Read, "sum_squares", "x");
+    return cpu::sum_squares(X.get(), x.numel());
   }
 
   // ---- transformer ops ----
   void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& table) override {
-    require_f32(out, "embedding_forward", "out");
-    require_f32(table, "embedding_forward", "table");
     require_i32(tokens, "embedding_forward", "tokens");
     const int64_t N = tokens.numel(), C = table.cols();
     require_numel(out, N * C, "embedding_forward", "out");
     require_ids_below(tokens, table.rows(), false, "embedding_forward", "tokens");
-    cpu::embedding_forward(out.f32(), tokens.ptr<int32_t>(), table.f32(), N, C);
+    const F32Operand Table(table, Access::Read, "embedding_forward", "table"),
+        Out(out, Access::Write, "embedding_forward", "out");
+    cpu::embedding_forward(Out.get(), tokens.ptr<int32_t>(), Table.get(), N, C);
   }
 
   void embedding_backward(Tensor dtable, const Tensor& dout, const Tensor& tokens) override {
-    require_f32(dtable, "embedding_backward", "dtable");
-    require_f32(dout, "embedding_backward", "dout");
     require_i32(tokens, "embedding_backward", "tokens");
     const int64_t N = tokens.numel(), C = dtable.cols();
     require_numel(dout, N * C, "embedding_backward", "dout");
     require_ids_below(tokens, dtable.rows(), false, "embedding_backward", "tokens");
-    cpu::embedding_backward(dtable.f32(), dout.f32(), tokens.ptr<int32_t>(), N, C);
+    const F32Operand Dout(dout, Access::Read, "embedding_backward", "dout"),
+        Dtable(dtable, Access::ReadWrite, "embedding_backward", "dtable");
+    cpu::embedding_backward(Dtable.get(), Dout.get(), tokens.ptr<int32_t>(), N, C);
   }
 
   void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& weight, float eps) override {
-    require_f32(out, "rmsnorm_forward", "out");
     require_f32(rstd, "rmsnorm_forward", "rstd");
-    require_f32(x, "rmsnorm_forward", "x");
-    require_f32(weight, "rmsnorm_forward", "weight");
     const int64_t N = x.rows(), C = x.cols();
     require_numel(out, N * C, "rmsnorm_forward", "out");
     require_numel(rstd, N, "rmsnorm_forward", "rstd");
     require_numel(weight, C, "rmsnorm_forward", "weight");
-    cpu::rmsnorm_forward(out.f32(), rstd.f32(), x.f32(), weight.f32(), N, C, eps);
+    const F32Operand X(x, Access::Read, "rmsnorm_forward", "x"), W(weight, Access::Read, "rmsnorm_forward", "weight"),
+        Out(out, Access::Write, "rmsnorm_forward", "out");
+    cpu::rmsnorm_forward(Out.get(), rstd.f32(), X.get(), W.get(), N, C, eps);
   }
 
   void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
                         const Tensor& rstd) override {
-    require_f32(dx, "rmsnorm_backward", "dx");
-    require_f32(dweight, "rmsnorm_backward", "dweight");
-    require_f32(dout, "rmsnorm_backward", "dout");
-    require_f32(x, "rmsnorm_backward", "x");
+    require_f32(rstd, "rmsnorm_backward", "rstd");
     const int64_t N = x.rows(), C = x.cols();
     require_numel(dx, N * C, "rmsnorm_backward", "dx");
     require_numel(dout, N * C, "rmsnorm_backward", "dout");
     require_numel(dweight, C, "rmsnorm_backward", "dweight");
     require_numel(weight, C, "rmsnorm_backward", "weight");
     require_numel(rstd, N, "rmsnorm_backward", "rstd");
-    cpu::rmsnorm_backward(dx.f32(), dweight.f32(), dout.f32(), x.f32(), weight.f32(), rstd.f32(), N, C);
+    const F32Operand X(x, Access::Read, "rmsnorm_backward", "x"), W(weight, Access::Read, "rmsnorm_backward", "weight"),
+        Dout(dout, Access::Read, "rmsnorm_backward", "dout"), Dx(dx, Access::ReadWrite, "rmsnorm_backward", "dx"),
+        Dw(dweight, Access::ReadWrite, "rmsnorm_backward", "dweight");
+    cpu::rmsnorm_backward(Dx.get(), Dw.get(), Dout.get(), X.get(), W.get(), rstd.f32(), N, C);
   }
 
   void linear_forward(Tensor out, const Tensor& x, const Tensor& weight, const Tensor* bias) override {
-    require_f32(out, "linear_forward", "out");
-    require_f32(x, "linear_forward", "x");
-    require_f32(weight, "linear_forward", "weight");
     const int64_t N = x.rows(), I = x.cols(), O = weight.rows();
     if (weight.cols() != I)
       runtime_error("linear_forward: weight ", weight.shape.str(), " does not take inputs of width ", I);
     require_numel(out, N * O, "linear_forward", "out");
-    if (bias) {
-      require_f32(*bias, "linear_forward", "bias");
-      require_numel(*bias, O, "linear_forward", "bias");
-    }
-    cpu::linear_forward(out.f32(), x.f32(), weight.f32(), bias ? bias->f32() : nullptr, N, I, O);
+    if (bias) require_numel(*bias, O, "linear_forward", "bias");
+    const F32Operand X(x, Access::Read, "linear_forward", "x"), W(weight, Access::Read, "linear_forward", "weight"),
+        B(bias, Access::Read, "linear_forward", "bias"), Out(out, Access::Write, "linear_forward", "out");
+    cpu::linear_forward(Out.get(), X.get(), W.get(), B.get(), N, I, O);
   }
 
   void linear_backward(Tensor dx, Tensor dweight, Tensor* dbias, const Tensor& dout, const Tensor& x,
                        const Tensor& weight, bool accumulate_dx) override {
-    require_f32(dx, "linear_backward", "dx");
-    require_f32(dweight, "linear_backward", "dweight");
-    require_f32(dout, "linear_backward", "dout");
-    require_f32(x, "linear_backward", "x");
-    require_f32(weight, "linear_backward", "weight");
     const int64_t N = x.rows(), I = x.cols(), O = weight.rows();
     if (weight.cols() != I)
       runtime_error("linear_backward: weight ", weight.shape.str(), " does not take inputs of width ", I);
     require_numel(dx, N * I, "linear_backward", "dx");
     require_numel(dout, N * O, "linear_backward", "dout");
     require_numel(dweight, O * I, "linear_backward", "dweight");
-    if (dbias) {
-      require_f32(*dbias, "linear_backward", "dbias");
-      require_numel(*dbias, O, "linear_backward", "dbias");
-    }
-    cpu::linear_backward(dx.f32(), dweight.f32(), dbias ? dbias->f32() : nullptr, dout.f32(), x.f32(), weight.f32(), N,
-                         I, O, accumulate_dx);
+    if (dbias) require_numel(*dbias, O, "linear_backward", "dbias");
+    const F32Operand X(x, Access::Read, "linear_backward", "x"), W(weight, Access::Read, "linear_backward", "weight"),
+        Dout(dout, Access::Read, "linear_backward", "dout"),
+        Dx(dx, accumulate_dx ? Access::ReadWrite : Access::Write, "linear_backward", "dx"),
+        Dw(dweight, Access::ReadWrite, "linear_backward", "dweight"),
+        Db(dbias, Access::ReadWrite, "linear_backward", "dbias");
+    cpu::linear_backward(Dx.get(), Dw.get(), Db.get(), Dout.get(), X.get(), W.get(), N, I, O, accumulate_dx);
   }
 
   void rope_forward(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s) override {
@@ -319,26 +367,27 @@ class CpuBackend final : public Backend {
   void attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
                          const AttentionShape& s) override {
     check_attention_shape(s, qkv, doc_start, "attention_forward");
-    require_f32(out, "attention_forward", "out");
     require_f32(aux, "attention_forward", "aux");
     require_numel(out, int64_t(s.batch) * s.seq_len * s.n_head * s.head_dim, "attention_forward", "out");
     if (aux.numel() < int64_t(attention_aux_elems(s)))
       runtime_error("attention_forward: aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
-    cpu::attention_forward(out.f32(), aux.f32(), qkv.f32(), doc_start ? doc_start->ptr<int32_t>() : nullptr,
+    const F32Operand Qkv(qkv, Access::Read, "attention_forward", "qkv"),
+        Out(out, Access::Write, "attention_forward", "out");
+    cpu::attention_forward(Out.get(), aux.f32(), Qkv.get(), doc_start ? doc_start->ptr<int32_t>() : nullptr,
                            attention_dims(s));
   }
 
   void attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux, const Tensor& qkv,
                           const Tensor* doc_start, const AttentionShape& s) override {
     check_attention_shape(s, qkv, doc_start, "attention_backward");
-    require_f32(dqkv, "attention_backward", "dqkv");
-    require_f32(dout, "attention_backward", "dout");
     require_f32(aux, "attention_backward", "aux");
     require_numel(dqkv, qkv.numel(), "attention_backward", "dqkv");
     require_numel(dout, int64_t(s.batch) * s.seq_len * s.n_head * s.head_dim, "attention_backward", "dout");
     if (aux.numel() < int64_t(attention_aux_elems(s)))
       runtime_error("attention_backward: aux has ", aux.numel(), " elements, needs ", attention_aux_elems(s));
-    cpu::attention_backward(dqkv.f32(), dout.f32(), aux.f32(), qkv.f32(),
+    const F32Operand Qkv(qkv, Access::Read, "attention_backward", "qkv"),
+        Dout(dout, Access::Read, "attention_backward", "dout"), Dqkv(dqkv, Access::Write, "attention_backward", "dqkv");
+    cpu::attention_backward(Dqkv.get(), Dout.get(), aux.f32(), Qkv.get(),
                             doc_start ? doc_start->ptr<int32_t>() : nullptr, attention_dims(s));
   }
 
@@ -350,57 +399,63 @@ class CpuBackend final : public Backend {
   }
 
   void swiglu_forward(Tensor out, const Tensor& gate_up) override {
-    require_f32(out, "swiglu_forward", "out");
-    require_f32(gate_up, "swiglu_forward", "gate_up");
     const int64_t N = gate_up.rows(), F = gate_up.cols() / 2;
     if (gate_up.cols() % 2 != 0) runtime_error("swiglu_forward: gate_up ", gate_up.shape.str(), " has an odd width");
     require_numel(out, N * F, "swiglu_forward", "out");
-    cpu::swiglu_forward(out.f32(), gate_up.f32(), N, F);
+    const F32Operand In(gate_up, Access::Read, "swiglu_forward", "gate_up"),
+        Out(out, Access::Write, "swiglu_forward", "out");
+    cpu::swiglu_forward(Out.get(), In.get(), N, F);
   }
 
   void swiglu_backward(Tensor dgate_up, const Tensor& dout, const Tensor& gate_up) override {
-    require_f32(dgate_up, "swiglu_backward", "dgate_up");
-    require_f32(dout, "swiglu_backward", "dout");
-    require_f32(gate_up, "swiglu_backward", "gate_up");
     const int64_t N = gate_up.rows(), F = gate_up.cols() / 2;
     if (gate_up.cols() % 2 != 0) runtime_error("swiglu_backward: gate_up ", gate_up.shape.str(), " has an odd width");
     require_numel(dgate_up, N * 2 * F, "swiglu_backward", "dgate_up");
     require_numel(dout, N * F, "swiglu_backward", "dout");
-    cpu::swiglu_backward(dgate_up.f32(), dout.f32(), gate_up.f32(), N, F);
+    const F32Operand In(gate_up, Access::Read, "swiglu_backward", "gate_up"),
+        Dout(dout, Access::Read, "swiglu_backward", "dout"),
+        Din(dgate_up, Access::Write, "swiglu_backward", "dgate_up");
+    cpu::swiglu_backward(Din.get(), Dout.get(), In.get(), N, F);
   }
 
   void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) override {
-    require_f32(losses, "cross_entropy_forward", "losses");
-    require_f32(logits, "cross_entropy_forward", "logits");
     require_i32(targets, "cross_entropy_forward", "targets");
     const int64_t N = logits.rows(), V = logits.cols();
     require_numel(losses, N, "cross_entropy_forward", "losses");
     require_numel(targets, N, "cross_entropy_forward", "targets");
     require_ids_below(targets, V, true, "cross_entropy_forward", "targets");
-    cpu::cross_entropy_forward(losses.f32(), logits.f32(), targets.ptr<int32_t>(), N, V);
+    const F32Operand Logits(logits, Access::Read, "cross_entropy_forward", "logits"),
+        Losses(losses, Access::Write, "cross_entropy_forward", "losses");
+    cpu::cross_entropy_forward(Losses.get(), Logits.get(), targets.ptr<int32_t>(), N, V);
   }
 
   void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets, float scale) override {
-    require_f32(dlogits, "cross_entropy_backward", "dlogits");
-    require_f32(logits, "cross_entropy_backward", "logits");
     require_i32(targets, "cross_entropy_backward", "targets");
     const int64_t N = logits.rows(), V = logits.cols();
     require_numel(dlogits, N * V, "cross_entropy_backward", "dlogits");
     require_numel(targets, N, "cross_entropy_backward", "targets");
     require_ids_below(targets, V, true, "cross_entropy_backward", "targets");
-    cpu::cross_entropy_backward(dlogits.f32(), logits.f32(), targets.ptr<int32_t>(), N, V, scale);
+    const F32Operand Logits(logits, Access::Read, "cross_entropy_backward", "logits"),
+        Dlogits(dlogits, Access::Write, "cross_entropy_backward", "dlogits");
+    cpu::cross_entropy_backward(Dlogits.get(), Logits.get(), targets.ptr<int32_t>(), N, V, scale);
   }
 
   // ---- optimizer ops ----
   void adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) override {
     check_adam_tensors(param, grad, m, v, args, "adamw_update");
-    cpu::adamw_update(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), coefficients(args), args.lr,
-                      args.weight_decay, args.update_scale);
+    const char* op = "adamw_update";
+    const F32Operand G(grad, Access::Read, op, "grad"), P(param, Access::ReadWrite, op, "param"),
+        M(m, Access::ReadWrite, op, "m"), V(v, Access::ReadWrite, op, "v");
+    cpu::adamw_update(P.get(), G.get(), M.get(), V.get(), param.numel(), coefficients(args), args.lr, args.weight_decay,
+                      args.update_scale);
   }
 
   void adam_direction(Tensor direction, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) override {
     check_adam_tensors(direction, grad, m, v, args, "adam_direction");
-    cpu::adam_direction(direction.f32(), grad.f32(), m.f32(), v.f32(), direction.numel(), coefficients(args));
+    const char* op = "adam_direction";
+    const F32Operand G(grad, Access::Read, op, "grad"), D(direction, Access::Write, op, "direction"),
+        M(m, Access::ReadWrite, op, "m"), V(v, Access::ReadWrite, op, "v");
+    cpu::adam_direction(D.get(), G.get(), M.get(), V.get(), direction.numel(), coefficients(args));
   }
 
  private:
@@ -410,10 +465,6 @@ class CpuBackend final : public Backend {
 
   static void check_adam_tensors(const Tensor& out, const Tensor& grad, const Tensor& m, const Tensor& v,
                                  const AdamWArgs& args, const char* op) {
-    require_f32(out, op, "param/direction");
-    require_f32(grad, op, "grad");
-    require_f32(m, op, "m");
-    require_f32(v, op, "v");
     require_same_numel(out, grad, op, "param and grad");
     require_same_numel(out, m, op, "param and m");
     require_same_numel(out, v, op, "param and v");
@@ -422,7 +473,6 @@ class CpuBackend final : public Backend {
 
   void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,
             const char* op) {
-    require_f32(qkv, op, "qkv");
     require_f32(cos_sin, op, "cos_sin");
     require_i32(positions, op, "positions");
     const int64_t N = positions.numel();
@@ -431,7 +481,8 @@ class CpuBackend final : public Backend {
     const int64_t max_positions = cos_sin.numel() / s.head_dim;  // [P, D/2, 2]
     require_numel(cos_sin, max_positions * s.head_dim, op, "cos_sin");
     require_ids_below(positions, max_positions, false, op, "positions");
-    cpu::rope_apply(qkv.f32(), positions.ptr<int32_t>(), cos_sin.f32(), N, s.n_head, s.n_kv_head, s.head_dim, inverse);
+    const F32Operand Qkv(qkv, Access::ReadWrite, op, "qkv");
+    cpu::rope_apply(Qkv.get(), positions.ptr<int32_t>(), cos_sin.f32(), N, s.n_head, s.n_kv_head, s.head_dim, inverse);
   }
 
   mutable std::mutex mutex_;

@@ -15,16 +15,17 @@ struct AdamParams {
   double lr, weight_decay, update_scale;
 };
 
-// Adam moments in double like the CPU reference (kernels.h of the cpu backend): the stored
-// moments are float, the arithmetic of one step is double.
-__global__ void adam_kernel(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, AdamParams p,
+// Adam moments in double like the CPU reference (kernels.h of the cpu backend): the new moments
+// are rounded to float, the direction uses those floats, and the stored moments (F32 or BF16) are
+// rounded from them; the arithmetic of one step is double.
+__global__ void adam_kernel(FloatPtr out, FloatPtr grad, FloatPtr m, FloatPtr v, int64_t n, AdamParams p,
                             bool write_direction) {
   GUM_GRID_STRIDE_LOOP(i, n) {
     const double g = load(grad, i);
-    const float m_new = static_cast<float>(p.beta1 * m[i] + (1.0 - p.beta1) * g);
-    const float v_new = static_cast<float>(p.beta2 * v[i] + (1.0 - p.beta2) * g * g);
-    m[i] = m_new;
-    v[i] = v_new;
+    const float m_new = static_cast<float>(p.beta1 * load(m, i) + (1.0 - p.beta1) * g);
+    const float v_new = static_cast<float>(p.beta2 * load(v, i) + (1.0 - p.beta2) * g * g);
+    store(m, i, m_new);
+    store(v, i, v_new);
     const double mhat = m_new / p.bias1, vhat = v_new / p.bias2;
     const float direction = static_cast<float>(mhat / (sqrt(vhat) + p.eps));
     if (write_direction) {
@@ -37,8 +38,8 @@ __global__ void adam_kernel(FloatPtr out, FloatPtr grad, float* m, float* v, int
 }
 
 // write_direction: out = mhat / (sqrt(vhat) + eps); else out (the parameter) is updated in place.
-void launch_adam(FloatPtr out, FloatPtr grad, float* m, float* v, int64_t n, const AdamParams& p, bool write_direction,
-                 cudaStream_t stream) {
+void launch_adam(FloatPtr out, FloatPtr grad, FloatPtr m, FloatPtr v, int64_t n, const AdamParams& p,
+                 bool write_direction, cudaStream_t stream) {
   if (n <= 0) return;
   adam_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, grad, m, v, n, p, write_direction);
   GUM_CUDA_CHECK_LAUNCH("adam_kernel");
@@ -50,8 +51,6 @@ void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const
                        const char* op) {
   const int64_t n = out.numel();
   require_numel(grad, n, op, "grad");
-  require_f32(m, op, "m");
-  require_f32(v, op, "v");
   require_numel(m, n, op, "m");
   require_numel(v, n, op, "v");
   if (args.step < 1) runtime_error(op, ": step must be >= 1 (1-based, for bias correction), got ", args.step);
@@ -64,8 +63,8 @@ void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const
   p.lr = args.lr;
   p.weight_decay = args.weight_decay;
   p.update_scale = args.update_scale;
-  launch_adam(float_ptr(out, op, write_direction ? "direction" : "param"), float_ptr(grad, op, "grad"), m.f32(),
-              v.f32(), n, p, write_direction, stream_);
+  launch_adam(float_ptr(out, op, write_direction ? "direction" : "param"), float_ptr(grad, op, "grad"),
+              float_ptr(m, op, "m"), float_ptr(v, op, "v"), n, p, write_direction, stream_);
 }
 
 void CudaBackend::adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) {

@@ -404,7 +404,13 @@ void launch_flash_attention_backward(AttentionKernel kernel, float* dqkv, float*
 }
 
 void check_attention_shape(const AttentionShape& s, const Tensor& qkv, const Tensor* doc_start, const char* op) {
-  op_checks::require_attention_args(s, qkv, doc_start, Device::CUDA, op);
+  op_checks::require_attention_args(s, qkv, doc_start, Device::CUDA, op, /*bf16_allowed=*/true);
+}
+
+bool any_bf16(std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    if (t->dtype == DType::BF16) return true;
+  return false;
 }
 
 }  // namespace
@@ -425,6 +431,15 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
                                     const AttentionShape& s) {
   const char* op = "attention_forward";
   check_attention_shape(s, qkv, doc_start, op);
+  if (any_bf16({&qkv, &out})) {  // bf16 activations: the fp32 kernels on fp32 copies
+    float* base = static_cast<float*>(attention_staging(size_t(qkv.numel() + out.numel()) * sizeof(float)));
+    const Tensor qkv32(base, DType::F32, Device::CUDA, qkv.shape),
+        out32(base + qkv.numel(), DType::F32, Device::CUDA, out.shape);
+    copy(qkv32, qkv);
+    attention_forward(out32, aux, qkv32, doc_start, s);
+    copy(out, out32);
+    return;
+  }
   require_f32(out, op, "out");
   require_f32(aux, op, "aux");
   const int64_t B = s.batch, T = s.seq_len, H = s.n_head, KV = s.n_kv_head, D = s.head_dim, G = H / KV;
@@ -469,6 +484,20 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
                                      const Tensor& qkv, const Tensor* doc_start, const AttentionShape& s) {
   const char* op = "attention_backward";
   check_attention_shape(s, qkv, doc_start, op);
+  if (any_bf16({&dqkv, &dout, &out, &qkv})) {  // bf16 activations: the fp32 kernels on fp32 copies
+    float* base =
+        static_cast<float*>(attention_staging(size_t(2 * qkv.numel() + dout.numel() + out.numel()) * sizeof(float)));
+    const Tensor qkv32(base, DType::F32, Device::CUDA, qkv.shape);
+    const Tensor dqkv32(base + qkv.numel(), DType::F32, Device::CUDA, dqkv.shape);
+    const Tensor dout32(base + 2 * qkv.numel(), DType::F32, Device::CUDA, dout.shape);
+    const Tensor out32(base + 2 * qkv.numel() + dout.numel(), DType::F32, Device::CUDA, out.shape);
+    copy(qkv32, qkv);
+    copy(dout32, dout);
+    copy(out32, out);
+    attention_backward(dqkv32, dout32, out32, aux, qkv32, doc_start, s);
+    copy(dqkv, dqkv32);
+    return;
+  }
   require_f32(dqkv, op, "dqkv");
   require_f32(dout, op, "dout");
   require_f32(aux, op, "aux");

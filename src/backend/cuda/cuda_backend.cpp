@@ -161,16 +161,22 @@ void* CudaBackend::allocate(size_t bytes) {
 
 void CudaBackend::release(void* ptr) { device_free(ptr); }
 
-void* CudaBackend::workspace(size_t bytes) {
-  if (bytes <= workspace_bytes_) return workspace_;
-  if (workspace_) {
-    device_free(workspace_);
-    workspace_ = nullptr;
-    workspace_bytes_ = 0;
+void* CudaBackend::grown(void*& buffer, size_t& size, size_t bytes, const char* what) {
+  if (bytes <= size) return buffer;
+  if (buffer) {
+    device_free(buffer);
+    buffer = nullptr;
+    size = 0;
   }
-  workspace_ = device_malloc(bytes, "the op workspace");
-  workspace_bytes_ = bytes;
-  return workspace_;
+  buffer = device_malloc(bytes, what);
+  size = bytes;
+  return buffer;
+}
+
+void* CudaBackend::workspace(size_t bytes) { return grown(workspace_, workspace_bytes_, bytes, "the op workspace"); }
+
+void* CudaBackend::attention_staging(size_t bytes) {
+  return grown(staging_, staging_bytes_, bytes, "fp32 copies of bf16 attention operands");
 }
 
 size_t CudaBackend::peak_memory_bytes() const {

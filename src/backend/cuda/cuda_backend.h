@@ -8,7 +8,7 @@
 //
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
-// accumulation. Attention, SVD, QR and the optimizer moments are F32 only.
+// accumulation. SVD and QR are F32 only; attention computes on fp32 copies of BF16 operands.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
@@ -54,6 +54,7 @@ class CudaBackend final : public Backend {
   void svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) override;
   void qr_orthonormal(Tensor q, const Tensor& a) override;
   void fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) override;
+  void round_stochastic(Tensor dst, const Tensor& src, uint64_t seed, uint64_t stream) override;
 
   // ---- elementwise and reductions ----
   void add(Tensor out, const Tensor& a, const Tensor& b) override;
@@ -95,6 +96,11 @@ class CudaBackend final : public Backend {
   void device_free(void* ptr);
   // One scratch buffer reused by every op (stream order makes reuse safe); grows on demand.
   void* workspace(size_t bytes);
+  // A second such buffer: the fp32 copies of attention's BF16 operands (bf16 activations), which
+  // must outlive the workspace the attention kernels take.
+  void* attention_staging(size_t bytes);
+  // `buffer` of at least `bytes` (reallocated, contents dropped, when smaller).
+  void* grown(void*& buffer, size_t& size, size_t bytes, const char* what);
   // Reads the device status word (after a synchronisation) and throws if a kernel flagged bad ids.
   void check_device_status();
   void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,
@@ -126,6 +132,8 @@ class CudaBackend final : public Backend {
   double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  void* staging_ = nullptr;
+  size_t staging_bytes_ = 0;
 
   mutable std::mutex mutex_;  // guards the allocation table
   std::unordered_map<void*, size_t> allocations_;

@@ -1,6 +1,7 @@
 // Elementwise ops: fill, dtype conversion, add, axpby, scale, Philox normal fill. Flat tensors
 // walked by grid-stride loops; each element is owned by one thread, so nothing here depends on
 // scheduling.
+#include "../op_checks.h"
 #include "cuda_backend.h"
 #include "device_utils.cuh"
 #include "gum/core/philox.h"
@@ -33,6 +34,13 @@ __global__ void fill_normal_kernel(FloatPtr dst, int64_t n, uint64_t seed, uint6
   GUM_GRID_STRIDE_LOOP(i, n) {
     const float z = philox_normal(seed, philox_stream, static_cast<uint64_t>(i));
     store(dst, i, __fadd_rn(mean, __fmul_rn(std, z)));
+  }
+}
+
+__global__ void round_stochastic_kernel(uint16_t* dst, const float* src, int64_t n, uint64_t seed,
+                                        uint64_t philox_stream) {
+  GUM_GRID_STRIDE_LOOP(i, n) {
+    dst[i] = f32_to_bf16_stochastic(src[i], philox_bits(seed, philox_stream, static_cast<uint64_t>(i)));
   }
 }
 
@@ -74,6 +82,13 @@ void launch_fill_normal(FloatPtr dst, int64_t n, uint64_t seed, uint64_t philox_
   GUM_CUDA_CHECK_LAUNCH("fill_normal_kernel");
 }
 
+void launch_round_stochastic(uint16_t* dst, const float* src, int64_t n, uint64_t seed, uint64_t philox_stream,
+                             cudaStream_t stream) {
+  if (n <= 0) return;
+  round_stochastic_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, src, n, seed, philox_stream);
+  GUM_CUDA_CHECK_LAUNCH("round_stochastic_kernel");
+}
+
 }  // namespace
 
 void CudaBackend::copy(Tensor dst, const Tensor& src) {
@@ -94,6 +109,13 @@ void CudaBackend::fill(Tensor dst, float value) {
 
 void CudaBackend::fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) {
   launch_fill_normal(float_ptr(dst, "fill_normal", "dst"), dst.numel(), seed, stream, mean, std, stream_);
+}
+
+void CudaBackend::round_stochastic(Tensor dst, const Tensor& src, uint64_t seed, uint64_t stream) {
+  op_checks::require_dtype(dst, DType::BF16, Device::CUDA, "round_stochastic", "dst");
+  require_f32(src, "round_stochastic", "src");
+  require_numel(src, dst.numel(), "round_stochastic", "src");
+  launch_round_stochastic(dst.ptr<uint16_t>(), src.ptr<float>(), dst.numel(), seed, stream, stream_);
 }
 
 void CudaBackend::add(Tensor out, const Tensor& a, const Tensor& b) {

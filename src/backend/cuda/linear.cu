@@ -8,12 +8,12 @@ namespace gum::cuda {
 
 namespace {
 
-__global__ void add_bias_rows_kernel(FloatPtr out, const float* bias, int64_t rows, int64_t cols) {
-  GUM_GRID_STRIDE_LOOP(i, rows * cols) store(out, i, load(out, i) + bias[i % cols]);
+__global__ void add_bias_rows_kernel(FloatPtr out, FloatPtr bias, int64_t rows, int64_t cols) {
+  GUM_GRID_STRIDE_LOOP(i, rows * cols) store(out, i, load(out, i) + load(bias, i % cols));
 }
 
 // out[r, c] += bias[c] for a [rows, cols] matrix.
-void launch_add_bias_rows(FloatPtr out, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
+void launch_add_bias_rows(FloatPtr out, FloatPtr bias, int64_t rows, int64_t cols, cudaStream_t stream) {
   if (rows * cols <= 0) return;
   add_bias_rows_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(out, bias, rows, cols);
   GUM_CUDA_CHECK_LAUNCH("add_bias_rows_kernel");
@@ -32,9 +32,8 @@ void CudaBackend::linear_forward(Tensor out, const Tensor& x, const Tensor& weig
   gemm_rowmajor(false, true, N, O, I, 1.0f, x.data, x.dtype, I, weight.data, weight.dtype, I, 0.0f, out.data, out.dtype,
                 O, op);
   if (bias) {
-    require_f32(*bias, op, "bias");
     require_numel(*bias, O, op, "bias");
-    launch_add_bias_rows(float_ptr(out, op, "out"), bias->f32(), N, O, stream_);
+    launch_add_bias_rows(float_ptr(out, op, "out"), float_ptr(*bias, op, "bias"), N, O, stream_);
   }
 }
 

@@ -1,0 +1,112 @@
+// Pure bf16 weights (precision bf16_pure): the optimizer's fp32 result is stored into BF16 weights
+// by stochastic rounding (unbiased, reproducible), a Kahan compensation (tracks the fp32 result),
+// or rounding to nearest (loses updates below half an ulp: the failure the other two avoid).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <vector>
+
+#include "gum/backend/arena.h"
+#include "gum/core/dtype.h"
+#include "gum/optim/optimizer.h"
+
+using namespace gum;
+
+namespace {
+
+constexpr int64_t kRows = 64, kCols = 64, kSteps = 50;
+// A tenth of bf16's ulp at 1 (2^-7) per step: below half the ulp just under 1 (2^-8), so rounding
+// to nearest puts every step's result back on 1.
+constexpr float kLr = 0.1f / 128;
+
+struct Result {
+  std::vector<float> weights;
+  TensorMap state;
+};
+
+// kSteps of AdamW (no decay) on a [64, 64] BF16 matrix starting at 1 with a constant gradient 1:
+// each step's direction is mhat / sqrt(vhat) = 1 (up to eps), so the exact result is 1 - kSteps * kLr.
+// With `resume_at` > 0 the state is saved after that step and loaded into a fresh optimizer.
+Result train(WeightRounding rounding, uint64_t seed, int64_t resume_at = 0) {
+  auto backend = make_backend("cpu");
+  Arena weights(*backend, DType::BF16, {{"w", Shape{kRows, kCols}}});
+  Arena grads(*backend, DType::F32, {{"w", Shape{kRows, kCols}}});
+  backend->fill(weights.all(), 1.0f);
+  backend->fill(grads.all(), 1.0f);
+  OptimizerContext ctx;
+  ctx.backend = backend.get();
+  ctx.params = {OptimParam{"w", weights.view("w"), grads.view("w"), ParamKind::Matrix, 0, true}};
+  ctx.num_layers = 1;
+  ctx.seed = seed;
+  ctx.weight_rounding = rounding;
+  ctx.config.name = "adamw";
+  auto optimizer = make_optimizer("adamw", ctx);
+  for (int64_t step = 1; step <= kSteps; ++step) {
+    optimizer->step(StepInfo{step, kLr, 1.0f});
+    if (step == resume_at) {
+      TensorMap saved;
+      optimizer->save_state(saved);
+      optimizer = make_optimizer("adamw", ctx);
+      optimizer->load_state(saved);
+    }
+  }
+  Result r;
+  std::vector<uint16_t> bits(static_cast<size_t>(kRows * kCols));
+  backend->copy_to_host(bits.data(), weights.view("w"));
+  for (uint16_t b : bits) r.weights.push_back(bf16_to_f32(b));
+  optimizer->save_state(r.state);
+  return r;
+}
+
+double mean(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += x;
+  return s / double(v.size());
+}
+
+}  // namespace
+
+TEST_CASE("bf16 weights: nearest loses small updates, stochastic rounding is unbiased, Kahan tracks fp32") {
+  const double exact = 1.0 - double(kSteps) * kLr;  // 0.9609375 (eps moves it by 1e-8 relative)
+
+  const Result nearest = train(WeightRounding::Nearest, 1);
+  for (float w : nearest.weights) CHECK(w == 1.0f);  // all 50 updates lost
+
+  // Each step adds rounding noise of at most one ulp (2^-8 below 1) with mean 0: per weight a
+  // standard deviation of at most sqrt(50) * 2^-8 / 2 = 0.0138, so the mean of 4096 weights has a
+  // standard error of at most 2.2e-4; 1.1e-3 is 5 of them (nearest's error is 0.039).
+  const Result stochastic = train(WeightRounding::Stochastic, 1);
+  CHECK(std::fabs(mean(stochastic.weights) - exact) < 1.1e-3);
+  // The weights really are spread over neighbouring bf16 values, not all rounded one way.
+  float lowest = 2, highest = 0;
+  for (float w : stochastic.weights) {
+    lowest = std::min(lowest, w);
+    highest = std::max(highest, w);
+  }
+  CHECK(highest > lowest);
+  // Reproducible: the rounding bits are a function of (seed, step, parameter, element).
+  CHECK(train(WeightRounding::Stochastic, 1).weights == stochastic.weights);
+  CHECK(train(WeightRounding::Stochastic, 2).weights != stochastic.weights);
+  // A saved and reloaded optimizer continues with the same bits.
+  CHECK(train(WeightRounding::Stochastic, 1, 20).weights == stochastic.weights);
+
+  // Weight plus compensation hold the fp32 result to about 16 bits, so each weight is that
+  // result rounded to nearest: within half an ulp (2^-9) of the exact value (plus fp32 rounding).
+  const Result kahan = train(WeightRounding::Kahan, 1);
+  for (float w : kahan.weights) CHECK(std::fabs(w - exact) <= 0.5 / 256 + 1e-6);
+  CHECK(kahan.state.count("w.weight_compensation") == 1);
+  CHECK(kahan.state.at("w.weight_compensation").dtype == DType::BF16);
+  CHECK(train(WeightRounding::Kahan, 1, 20).weights == kahan.weights);
+  CHECK(stochastic.state.count("w.weight_compensation") == 0);
+}
+
+TEST_CASE("bf16 weights: every parameter must be BF16") {
+  auto backend = make_backend("cpu");
+  Arena bf16(*backend, DType::BF16, {{"a", Shape{4, 4}}});
+  Arena f32(*backend, DType::F32, {{"b", Shape{4, 4}}, {"ga", Shape{4, 4}}, {"gb", Shape{4, 4}}});
+  OptimizerContext ctx;
+  ctx.backend = backend.get();
+  ctx.params = {OptimParam{"a", bf16.view("a"), f32.view("ga"), ParamKind::Matrix, 0, true},
+                OptimParam{"b", f32.view("b"), f32.view("gb"), ParamKind::Matrix, 0, true}};
+  ctx.num_layers = 1;
+  CHECK_THROWS_WITH(make_optimizer("adamw", ctx), Catch::Contains("'b' is F32"));
+}

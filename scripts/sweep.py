@@ -33,6 +33,7 @@ Spec (JSON):
   optimizers       {LABEL: {"sets": [...], "lr": [grid]}}; LABEL names the entry (an optimizer, or
                    a variant of one for an ablation)
   tune_seed, seeds, checkpoint_every, threads
+  eos_id           only when WORK_DIR/shards was filled by hand (default 2, gum_train's tokenizer)
 """
 import argparse
 import datetime
@@ -143,6 +144,9 @@ def split_validation(valid_path, eos_id, out_dir):
     payload = raw[64:64 + width * count]
     tokens = struct.unpack(f"<{count}{'H' if width == 2 else 'I'}", payload)
     ends = [i + 1 for i, t in enumerate(tokens) if t == eos_id]
+    if len(ends) != fields[7] or (ends and ends[-1] != count):
+        fail(f"{valid_path}: {len(ends)} tokens of id {eos_id} but {fields[7]} documents each ending in EOS: "
+             "wrong eos_id")
     if len(ends) < 2:
         fail(f"{valid_path}: fewer than two documents (eos id {eos_id}); cannot split")
     cut = min(ends[:-1], key=lambda e: abs(e - count // 2))
@@ -166,16 +170,23 @@ def prepare_data(spec, binary):
     slices_json = os.path.join(work, "slices", "slices.json")
     if os.path.isfile(slices_json):
         return config_path
-    subprocess.run([os.path.join(ROOT, "scripts", "make_corpus.sh")], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    prepared = subprocess.run([binary, "prepare", config_path], check=True, capture_output=True, text=True)
-    found = re.search(r"eos (\d+)", prepared.stdout + prepared.stderr)
-    if not found:
-        fail("could not read the EOS id from `gum_train prepare`'s output")
-    valid = sorted(p for p in os.listdir(config["data"]["shard_dir"]) if p.startswith("valid_") and p.endswith(".bin"))
+    shard_dir = config["data"]["shard_dir"]
+    listing = os.listdir(shard_dir) if os.path.isdir(shard_dir) else []
+    if "tokenizer.model" in listing and any(p.startswith("valid_") for p in listing):
+        # Shards copied in from a prepare of the same corpus (training the tokenizer takes long
+        # on a loaded machine); gum_train's tokenizer training fixes EOS at id 2.
+        eos = int(spec.get("eos_id", 2))
+    else:
+        subprocess.run([os.path.join(ROOT, "scripts", "make_corpus.sh")], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        prepared = subprocess.run([binary, "prepare", config_path], check=True, capture_output=True, text=True)
+        found = re.search(r"eos (\d+)", prepared.stdout + prepared.stderr)
+        if not found:
+            fail("could not read the EOS id from `gum_train prepare`'s output")
+        eos = int(found.group(1))
+    valid = sorted(p for p in os.listdir(shard_dir) if p.startswith("valid_") and p.endswith(".bin"))
     if len(valid) != 1:
-        fail(f"expected one validation shard in {config['data']['shard_dir']}, found {valid}")
-    info = split_validation(os.path.join(config["data"]["shard_dir"], valid[0]), int(found.group(1)),
-                            os.path.dirname(slices_json))
+        fail(f"expected one validation shard in {shard_dir}, found {valid}")
+    info = split_validation(os.path.join(shard_dir, valid[0]), eos, os.path.dirname(slices_json))
     with open(slices_json, "w") as f:
         json.dump(info, f, indent=1)
     return config_path

@@ -31,12 +31,30 @@ TEST_CASE("optimizer config round-trips through JSON", "[optim][config]") {
 // The defaults written out from docs/optimizers.md (the papers' values), so a changed default
 // fails here rather than being agreed to by a reference that reads our own to_json.
 TEST_CASE("to_json of the default OptimizerConfig is the documented table of defaults", "[optim][config]") {
-  const json expected = {
-      {"name", "adamw"},        {"lr", 1e-3f},           {"weight_decay", 0.0f},     {"beta1", 0.9f},
-      {"beta2", 0.999f},        {"eps", 1e-8f},          {"adamw_lr", -1.0f},        {"momentum", 0.95f},
-      {"nesterov", true},       {"ns_steps", 5},         {"muon_scale", "original"}, {"rank", 128},
-      {"update_proj_gap", 200}, {"scale", 0.25f},        {"projector", "svd"},       {"power_iterations", 1},
-      {"oversampling", 8},      {"full_rank_layers", 2}, {"sample_unit", "layer"},   {"shard_states", false}};
+  const json expected = {{"name", "adamw"},
+                         {"lr", 1e-3f},
+                         {"weight_decay", 0.0f},
+                         {"beta1", 0.9f},
+                         {"beta2", 0.999f},
+                         {"eps", 1e-8f},
+                         {"adamw_lr", -1.0f},
+                         {"momentum", 0.95f},
+                         {"nesterov", true},
+                         {"ns_steps", 5},
+                         {"muon_scale", "original"},
+                         {"rank", 128},
+                         {"update_proj_gap", 200},
+                         {"scale", 0.25f},
+                         {"projector", "svd"},
+                         {"power_iterations", 1},
+                         {"oversampling", 8},
+                         {"full_rank_layers", 2},
+                         {"sample_unit", "layer"},
+                         {"shard_states", false},
+                         {"gum_sampling", "fixed"},
+                         {"momentum_restart", true},
+                         {"stiefel_sampling", "haar"},
+                         {"stiefel_covariance", "period"}};
   const json defaults = to_json(OptimizerConfig{});
   for (const auto& [key, value] : expected.items()) {
     INFO(key);
@@ -51,12 +69,30 @@ TEST_CASE("to_json of the default OptimizerConfig is the documented table of def
 // Each key set to a value no other key and no default has: a key read into or written from the
 // wrong field shows as a changed value.
 TEST_CASE("every optimizer key reads into its own field and writes back unchanged", "[optim][config]") {
-  const json distinct = {
-      {"name", "gum"},         {"lr", 0.0125f},          {"weight_decay", 0.03125f},    {"beta1", 0.75f},
-      {"beta2", 0.875f},       {"eps", 3e-7f},           {"adamw_lr", 0.0078125f},      {"momentum", 0.625f},
-      {"nesterov", false},     {"ns_steps", 7},          {"muon_scale", "match_adamw"}, {"rank", 11},
-      {"update_proj_gap", 13}, {"scale", 0.375f},        {"projector", "randomized"},   {"power_iterations", 3},
-      {"oversampling", 17},    {"full_rank_layers", 19}, {"sample_unit", "matrix"},     {"shard_states", true}};
+  const json distinct = {{"name", "gum"},
+                         {"lr", 0.0125f},
+                         {"weight_decay", 0.03125f},
+                         {"beta1", 0.75f},
+                         {"beta2", 0.875f},
+                         {"eps", 3e-7f},
+                         {"adamw_lr", 0.0078125f},
+                         {"momentum", 0.625f},
+                         {"nesterov", false},
+                         {"ns_steps", 7},
+                         {"muon_scale", "match_adamw"},
+                         {"rank", 11},
+                         {"update_proj_gap", 13},
+                         {"scale", 0.375f},
+                         {"projector", "randomized"},
+                         {"power_iterations", 3},
+                         {"oversampling", 17},
+                         {"full_rank_layers", 19},
+                         {"sample_unit", "matrix"},
+                         {"shard_states", true},
+                         {"gum_sampling", "bernoulli"},
+                         {"momentum_restart", false},
+                         {"stiefel_sampling", "optimal"},
+                         {"stiefel_covariance", "gradient"}};
   CHECK(distinct.size() == to_json(OptimizerConfig{}).size());  // every key of every optimizer
   const OptimizerConfig c = optimizer_config_from_json(distinct, "test");
   CHECK(to_json(c) == distinct);

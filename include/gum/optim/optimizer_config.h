@@ -28,6 +28,17 @@ struct OptimizerConfig {
   // GUM
   int full_rank_layers = 2;           // gamma: blocks per period with a full-rank step
   std::string sample_unit = "layer";  // "layer" | "matrix"
+  // GUM: "fixed" draws exactly gamma blocks per period; "bernoulli" makes each block full-rank
+  // independently with q = gamma/N_L (the count varies, the marginal q is the same).
+  std::string gum_sampling = "fixed";
+  // GUM / galore_muon: restart the low-rank momentum at zero each period (the paper), or carry it
+  // into the new projector's basis when the block stays low-rank (false).
+  bool momentum_restart = true;
+  // stiefel: "haar" (isotropic, (d/r) P Pᵀ G) or "optimal" (eigenbasis of a gradient second-moment
+  // estimate, water-filling inclusion probabilities); the estimate is "period" (the previous
+  // period's gradients) or "gradient" (the refresh step's alone).
+  std::string stiefel_sampling = "haar";
+  std::string stiefel_covariance = "period";
   // Sharded optimizer state (ZeRO-1 by whole matrix)
   bool shard_states = false;
 };

@@ -33,6 +33,7 @@ Spec (JSON):
   optimizers       {LABEL: {"sets": [...], "lr": [grid]}}; LABEL names the entry (an optimizer, or
                    a variant of one for an ablation)
   tune_seed, seeds, checkpoint_every, threads
+  eval_tokens      predicted tokens per slice evaluation (default 0: the whole slice)
   eos_id           only when WORK_DIR/shards was filled by hand (default 2, gum_train's tokenizer)
 """
 import argparse
@@ -70,6 +71,7 @@ def load_spec(path, extra_sets):
     spec["sets"] = list(spec["sets"]) + list(extra_sets)
     spec.setdefault("checkpoint_every", 100)
     spec.setdefault("threads", 0)
+    spec.setdefault("eval_tokens", 0)
     for label, entry in spec["optimizers"].items():
         if not entry.get("lr"):
             fail(f"{path}: optimizers.{label} needs a non-empty 'lr' grid")
@@ -230,8 +232,8 @@ def latest_checkpoint(directory):
         return os.path.join(checkpoints, f.read().strip())
 
 
-def evaluate(binary, config_path, sets, checkpoint, shard, log_path):
-    command = [binary, "eval", config_path, "--checkpoint", checkpoint, "--data", shard]
+def evaluate(binary, config_path, sets, checkpoint, shard, max_tokens, log_path):
+    command = [binary, "eval", config_path, "--checkpoint", checkpoint, "--data", shard, "--max-tokens", str(max_tokens)]
     for s in sets:
         command += ["--set", s]
     with open(log_path, "a") as log:
@@ -279,8 +281,10 @@ def do_run(spec, binary, config_path, label, lr, seed, commit):
         raise RuntimeError(f"training failed ({code}); see {log_path}")
     checkpoint = latest_checkpoint(directory)
     slices = os.path.join(spec["work_dir"], "slices")
-    select = evaluate(binary, config_path, sets, checkpoint, os.path.join(slices, "select.bin"), log_path)
-    report = evaluate(binary, config_path, sets, checkpoint, os.path.join(slices, "report.bin"), log_path)
+    select = evaluate(binary, config_path, sets, checkpoint, os.path.join(slices, "select.bin"), spec["eval_tokens"],
+                      log_path)
+    report = evaluate(binary, config_path, sets, checkpoint, os.path.join(slices, "report.bin"), spec["eval_tokens"],
+                      log_path)
     train, _ = metrics_jsonl.read_metrics(os.path.join(directory, "metrics.jsonl"))
     last = train[-1]
     result = {

@@ -59,7 +59,8 @@ def markdown(spec, entries, command):
         f"- binary commit(s): {', '.join(commits) if commits else 'n/a'}",
         f"- report written {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC",
         f"- validation split cut at a document end: selection slice {slices['select_tokens']} tokens "
-        f"(chooses the lr), report slice {slices['report_tokens']} tokens (every loss below)",
+        f"(chooses the lr), report slice {slices['report_tokens']} tokens (every loss below)"
+        + (f"; each evaluation reads the first {spec['eval_tokens']} predicted tokens of its slice" if spec["eval_tokens"] else ""),
         f"- seeds {spec['seeds']} (training.seed = data.seed); lr tuned at seed {spec['tune_seed']}, whose "
         "run is reused as one of the seeds", "",
         "## Final loss on the report slice at each entry's best lr", "",

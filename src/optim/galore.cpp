@@ -16,6 +16,16 @@
 //   (arXiv 2603.20632): P [d, r] uniform on the Stiefel manifold (QR of a Gaussian), for which
 //   E[P Pᵀ] = (r/d) I, so Ĝ = (d/r) P Pᵀ G is unbiased: R = (d/r) proj(G). Redrawn every T
 //   steps, moments realigned as for PLUMAGE (the old basis is unrelated to a fresh draw).
+//   stiefel_sampling = "optimal": the paper's instance-dependent distribution, as secondary
+//   sources describe it: Q, σ from the eigendecomposition of a second-moment estimate
+//   C ≈ E[op(G) op(G)ᵀ] [d, d]; inclusion probabilities π_i = min(1, (r − τ) √σ_i / Σ_{j≥τ} √σ_j)
+//   by water-filling (τ saturated directions), exactly r directions J drawn with these
+//   marginals (systematic sampling, as PLUMAGE), and P = Q_J diag(1/√π), so E[P Pᵀ] = Σ_i π_i
+//   q_i q_iᵀ / π_i = I and Ĝ = P Pᵀ G is unbiased for any C. Implemented like PLUMAGE:
+//   R = (Q_J diag(1/π))ᵀ G, back-projection by Q_J. stiefel_covariance = "period": C is the sum
+//   of op(G) op(G)ᵀ over the steps since the last refresh, the refresh step included (at the
+//   first refresh the gradient alone); "gradient": C = op(G) op(G)ᵀ of the refresh step, whose
+//   eigenbasis and √σ are G's singular vectors and values: PLUMAGE's distribution.
 // All three keep AdamW on the non-matrix parameters, at optimizer.adamw_lr, without α.
 // Random draws come from Philox streams keyed by (seed, parameter index, step).
 #include <algorithm>
@@ -32,6 +42,11 @@ enum class Estimator { TopR, Plumage, Stiefel };
 // The keys of the three estimators; PLUMAGE and Stiefel do not read the range finder's.
 struct ProjectedAdamOptions : LowRankKeys {
   float scale = 0.25f;  // GaLore's alpha
+  // stiefel: "haar" (isotropic, (d/r) P Pᵀ G) or "optimal" (eigenbasis of a gradient second-moment
+  // estimate, water-filling inclusion probabilities); the estimate is "period" (the previous
+  // period's gradients) or "gradient" (the refresh step's alone).
+  std::string stiefel_sampling = "haar";
+  std::string stiefel_covariance = "period";
 };
 
 class ProjectedAdam final : public LowRankOptimizer {
@@ -44,7 +59,8 @@ class ProjectedAdam final : public LowRankOptimizer {
       declare_state(i, "exp_avg", s.projected());
       declare_state(i, "exp_avg_sq", s.projected());
       declare_state(i, "projector", s.projector());
-      if (estimator_ == Estimator::Plumage) declare_state(i, "projector_scaled", s.projector());
+      if (scaled_projector()) declare_state(i, "projector_scaled", s.projector());
+      if (period_covariance()) declare_state(i, "covariance", Shape{s.small_dim(), s.small_dim()});
       const size_t projected = static_cast<size_t>(s.projected().numel());
       const size_t projector = static_cast<size_t>(s.projector().numel());
       const size_t rr = static_cast<size_t>(s.r * s.r);
@@ -52,6 +68,11 @@ class ProjectedAdam final : public LowRankOptimizer {
       if (estimator_ == Estimator::TopR) refresh = projector + top_r_workspace_elems(i);
       if (estimator_ == Estimator::Plumage) refresh = 4 * projector + gradient_svd_workspace_elems(s);
       if (estimator_ == Estimator::Stiefel) refresh = projector + stiefel_projector_workspace_elems(s);
+      if (optimal()) {
+        const size_t dd = static_cast<size_t>(s.small_dim() * s.small_dim());
+        refresh =
+            2 * projector + 3 * dd + static_cast<size_t>(s.small_dim()) + 2 * static_cast<size_t>(s.small_dim() * s.r);
+      }
       if (estimator_ != Estimator::TopR) refresh += 2 * rr + projected;  // moment realignment
       workspace = std::max(workspace, refresh + 2 * projected);
     }
@@ -66,13 +87,14 @@ class ProjectedAdam final : public LowRankOptimizer {
     const LowRankShape& s = shape(index);
     ScratchPad& pad = scratch();
     const bool refresh_step = (info_.step - 1) % options_.update_proj_gap == 0;
+    if (period_covariance()) accumulate_covariance(index, state(index, covariance_state()));
     if (refresh_step || !has_projector_[index]) refresh_projector(index, pad);
 
     const Tensor& exp_avg = state(index, 0);
     const Tensor& exp_avg_sq = state(index, 1);
     const Tensor& projector = state(index, 2);
     Tensor projected = pad.take(s.projected());
-    if (estimator_ == Estimator::Plumage)
+    if (scaled_projector())
       project(backend_, s, projected, state(index, 3), p.grad);
     else if (estimator_ == Estimator::Stiefel)
       project(backend_, s, projected, projector, p.grad, static_cast<float>(s.small_dim()) / static_cast<float>(s.r));
@@ -91,13 +113,30 @@ class ProjectedAdam final : public LowRankOptimizer {
   }
 
  private:
+  bool optimal() const { return estimator_ == Estimator::Stiefel && options_.stiefel_sampling == "optimal"; }
+  bool period_covariance() const { return optimal() && options_.stiefel_covariance == "period"; }
+  // PLUMAGE and the optimal estimator project with Q_J diag(1/π) and back-project with Q_J.
+  bool scaled_projector() const { return estimator_ == Estimator::Plumage || optimal(); }
+  size_t covariance_state() const { return scaled_projector() ? 4 : 3; }
+
+  // C += op(G) op(G)ᵀ: G Gᵀ [m, m] on the left, Gᵀ G [n, n] on the right.
+  void accumulate_covariance(size_t index, const Tensor& covariance) {
+    const Tensor& g = params_[index].grad;
+    if (shape(index).side == ProjectionSide::Left)
+      backend_.gemm(false, true, 1.0f, g, g, 1.0f, covariance);
+    else
+      backend_.gemm(true, false, 1.0f, g, g, 1.0f, covariance);
+  }
+
   void refresh_projector(size_t index, ScratchPad& pad) {
     const LowRankShape& s = shape(index);
     const Tensor& projector = state(index, 2);
-    if (!gradient_usable_for_projector(index)) {
+    const bool usable = gradient_usable_for_projector(index) && (!period_covariance() || covariance_usable(index));
+    if (!usable) {
+      if (period_covariance()) backend_.fill(state(index, covariance_state()), 0.0f);
       if (!has_projector_[index]) {
         coordinate_projector(index, projector);
-        if (estimator_ == Estimator::Plumage) backend_.copy(state(index, 3), projector);
+        if (scaled_projector()) backend_.copy(state(index, 3), projector);
         has_projector_[index] = 1;
       }
       return;
@@ -106,6 +145,9 @@ class ProjectedAdam final : public LowRankOptimizer {
     Tensor fresh_scaled;
     if (estimator_ == Estimator::TopR) {
       top_r_projector(index, fresh, pad);
+    } else if (optimal()) {
+      fresh_scaled = pad.take(s.projector());
+      optimal_projector(index, fresh, fresh_scaled, pad);
     } else if (estimator_ == Estimator::Stiefel) {
       stiefel_projector(backend_, s, seed_, refresh_stream(index), fresh, pad);
     } else {
@@ -114,8 +156,65 @@ class ProjectedAdam final : public LowRankOptimizer {
     }
     if (estimator_ != Estimator::TopR && has_projector_[index]) realign_moments(index, fresh, pad);
     backend_.copy(projector, fresh);
-    if (estimator_ == Estimator::Plumage) backend_.copy(state(index, 3), fresh_scaled);
+    if (scaled_projector()) backend_.copy(state(index, 3), fresh_scaled);
     has_projector_[index] = 1;
+  }
+
+  // False when the accumulated second moment is non-finite or zero (a NaN gradient inside the
+  // period): its eigendecomposition would mean nothing.
+  bool covariance_usable(size_t index) {
+    const Tensor& covariance = state(index, covariance_state());
+    std::vector<float> host(static_cast<size_t>(covariance.numel()));
+    backend_.copy_to_host(host.data(), covariance);
+    bool nonzero = false;
+    for (float x : host) {
+      if (!std::isfinite(x)) return false;
+      nonzero = nonzero || x != 0.0f;
+    }
+    return nonzero;
+  }
+
+  // Q_J and Q_J diag(1/π) from the eigendecomposition of C (an SVD: C is symmetric PSD, so its
+  // left singular vectors are its eigenvectors and its singular values its eigenvalues).
+  void optimal_projector(size_t index, Tensor fresh, Tensor fresh_scaled, ScratchPad& pad) {
+    const LowRankShape& s = shape(index);
+    const int64_t d = s.small_dim();
+    Tensor covariance;
+    if (period_covariance()) {
+      covariance = state(index, covariance_state());
+    } else {
+      covariance = pad.take(Shape{d, d});
+      backend_.fill(covariance, 0.0f);
+      accumulate_covariance(index, covariance);
+    }
+    Tensor q = pad.take(Shape{d, d});
+    Tensor eigenvalues = pad.take(Shape{d});
+    Tensor vt = pad.take(Shape{d, d});
+    backend_.svd(q, eigenvalues, vt, covariance);
+    std::vector<float> root(static_cast<size_t>(d));
+    backend_.copy_to_host(root.data(), eigenvalues);
+    for (float& x : root) x = std::sqrt(std::max(0.0f, x));
+    auto [select, select_scaled] = sampled_selection(index, root, pad);
+    backend_.gemm(false, false, 1.0f, q, select, 0.0f, fresh);
+    backend_.gemm(false, false, 1.0f, q, select_scaled, 0.0f, fresh_scaled);
+    if (period_covariance()) backend_.fill(covariance, 0.0f);  // the next period's estimate starts empty
+  }
+
+  // Exactly r of the d directions, drawn with the water-filled inclusion probabilities
+  // π_i = min(1, c·weight_i) (Σ π = r) by systematic sampling from this refresh's Philox stream:
+  // the device selection matrices [d, r] with ones, and with 1/π_i, in the chosen rows.
+  std::pair<Tensor, Tensor> sampled_selection(size_t index, const std::vector<float>& weights, ScratchPad& pad) {
+    const int64_t d = static_cast<int64_t>(weights.size()), r = shape(index).r;
+    const std::vector<double> p = plumage_inclusion_probabilities(weights, r);
+    PhiloxStream stream(seed_, refresh_stream(index));
+    const std::vector<int64_t> chosen = systematic_sample(p, stream.next_uniform());
+    std::vector<float> ones(chosen.size(), 1.0f), inverse(chosen.size());
+    for (size_t j = 0; j < chosen.size(); ++j) inverse[j] = static_cast<float>(1.0 / p[chosen[j]]);
+    Tensor select = pad.take(Shape{d, r});
+    Tensor select_scaled = pad.take(Shape{d, r});
+    backend_.copy_from_host(select, selection_matrix(d, chosen, ones).data());
+    backend_.copy_from_host(select_scaled, selection_matrix(d, chosen, inverse).data());
+    return {select, select_scaled};
   }
 
   void plumage_projector(size_t index, Tensor fresh, Tensor fresh_scaled, ScratchPad& pad) {
@@ -124,15 +223,7 @@ class ProjectedAdam final : public LowRankOptimizer {
     GradientSvd svd = gradient_svd(backend_, s, params_[index].grad, pad);
     std::vector<float> sigma(static_cast<size_t>(d));
     backend_.copy_to_host(sigma.data(), svd.singular_values);
-    const std::vector<double> p = plumage_inclusion_probabilities(sigma, s.r);
-    PhiloxStream stream(seed_, refresh_stream(index));
-    const std::vector<int64_t> chosen = systematic_sample(p, stream.next_uniform());
-    std::vector<float> ones(chosen.size(), 1.0f), inverse(chosen.size());
-    for (size_t j = 0; j < chosen.size(); ++j) inverse[j] = static_cast<float>(1.0 / p[chosen[j]]);
-    Tensor select = pad.take(Shape{d, s.r});
-    Tensor select_scaled = pad.take(Shape{d, s.r});
-    backend_.copy_from_host(select, selection_matrix(d, chosen, ones).data());
-    backend_.copy_from_host(select_scaled, selection_matrix(d, chosen, inverse).data());
+    auto [select, select_scaled] = sampled_selection(index, sigma, pad);
     projector_from_svd(backend_, s, svd, select, fresh);
     projector_from_svd(backend_, s, svd, select_scaled, fresh_scaled);
   }
@@ -150,16 +241,8 @@ class ProjectedAdam final : public LowRankOptimizer {
     Tensor basis_change_sq = pad.take(Shape{s.r, s.r});
     backend_.copy_from_host(basis_change_sq, squared.data());
     Tensor rotated = pad.take(s.projected());
-    const bool left = s.side == ProjectionSide::Left;
-    for (int moment = 0; moment < 2; ++moment) {
-      const Tensor& value = moment == 0 ? exp_avg : exp_avg_sq;
-      const Tensor& change = moment == 0 ? basis_change : basis_change_sq;
-      if (left)
-        backend_.gemm(false, false, 1.0f, change, value, 0.0f, rotated);  // B M
-      else
-        backend_.gemm(false, true, 1.0f, value, change, 0.0f, rotated);  // M Bᵀ
-      backend_.copy(value, rotated);
-    }
+    change_basis(backend_, s, basis_change, exp_avg, rotated);
+    change_basis(backend_, s, basis_change_sq, exp_avg_sq, rotated);
   }
 
   ProjectedAdamOptions options_;
@@ -193,7 +276,13 @@ OptimizerSpec plumage_spec() {
 }
 
 OptimizerSpec stiefel_spec() {
-  return {projected_adam_factory(Estimator::Stiefel, "stiefel"), optimizer_keys(projected_adam_keys(false))};
+  return {projected_adam_factory(Estimator::Stiefel, "stiefel"),
+          optimizer_keys(join_fields<ProjectedAdamOptions>(
+              projected_adam_keys(false),
+              FieldTable<ProjectedAdamOptions>{
+                  {"stiefel_sampling", &ProjectedAdamOptions::stiefel_sampling, one_of({"haar", "optimal"})},
+                  {"stiefel_covariance", &ProjectedAdamOptions::stiefel_covariance, one_of({"period", "gradient"})},
+              }))};
 }
 
 }  // namespace gum

@@ -4,7 +4,11 @@
 // period each matrix ℓ takes the projector P_ℓ (top-r singular vectors of that step's
 // gradient, on the smaller side as in GaLore), and exactly γ = full_rank_layers of the N_L
 // blocks are drawn without replacement for a full-rank period (marginal probability
-// q = γ/N_L). Momentum restarts at zero each period. For every step of the period:
+// q = γ/N_L); with gum_sampling = "bernoulli" each block is instead full-rank independently
+// with probability q (both are unbiased: only the marginal q enters the debiasing). Momentum
+// restarts at zero each period; with momentum_restart = false the low-rank momentum of a block
+// that stays low-rank is carried into the new basis, R ← (P_newᵀ P_old) R (a full-rank momentum
+// holds the old projector's residual and always restarts). For every step of the period:
 //   low-rank block:  R ← β R + (1/(1−q)) Pᵀ G,       W ← W − η s P NS5(R)
 //   full-rank block: R ← β R + (1/q) (G − P Pᵀ G),   W ← W − η s NS5(R)
 // (right-side projections mirrored), s Muon's shape scale of W, decoupled weight decay as in
@@ -32,6 +36,12 @@ constexpr uint64_t kGumSamplerStream = 0x47554d5341ull;  // "GUMSA"
 struct GumOptions : LowRankKeys, MuonUpdateKeys {
   int full_rank_layers = 2;           // gamma: blocks per period with a full-rank step
   std::string sample_unit = "layer";  // "layer" | "matrix"
+  // "fixed" draws exactly gamma blocks per period; "bernoulli" makes each block full-rank
+  // independently with q = gamma/N_L (the count varies, the marginal q is the same).
+  std::string gum_sampling = "fixed";
+  // Restart the low-rank momentum at zero each period (the paper), or carry it into the new
+  // projector's basis when the block stays low-rank (false). GUM and galore_muon.
+  bool momentum_restart = true;
 };
 
 class Gum final : public LowRankOptimizer {
@@ -62,6 +72,7 @@ class Gum final : public LowRankOptimizer {
                   " gives q = gamma/N_L outside (0, 1) with N_L = ", num_blocks_, " blocks (sample_unit '",
                   options_.sample_unit, "'): need 0 < full_rank_layers < ", num_blocks_);
     q_ = unbiased_ ? static_cast<double>(full_rank_count_) / num_blocks_ : 0.0;
+    bernoulli_ = unbiased_ && options_.gum_sampling == "bernoulli";
 
     // Full-rank momenta live in a pool of γ slots, each as large as the largest block (its
     // matrices this rank owns, under sharded state).
@@ -82,20 +93,25 @@ class Gum final : public LowRankOptimizer {
       block_elems[block_of_param_[i]] += p.param.numel();
       const size_t mn = static_cast<size_t>(p.param.numel());
       const size_t projected = static_cast<size_t>(s.projected().numel());
-      const size_t refresh = static_cast<size_t>(s.projector().numel()) + top_r_workspace_elems(i);
+      const size_t rr = static_cast<size_t>(s.r * s.r);
+      const size_t refresh = static_cast<size_t>(s.projector().numel()) + top_r_workspace_elems(i) +
+                             (options_.momentum_restart ? 0 : rr + projected);
       const size_t low_rank_step = projected + newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]);
       const size_t full_rank_step = projected + mn + newton_schulz_workspace_elems(s.m, s.n);
       workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
     }
     slot_elems_ = block_elems.empty() ? 0 : *std::max_element(block_elems.begin(), block_elems.end());
     allocate_low_rank(workspace);
-    if (full_rank_count_ > 0 && slot_elems_ > 0) {
+    // Bernoulli may draw every block in one period (with probability q^N_L): a slot for each.
+    const int slot_count = bernoulli_ ? num_blocks_ : full_rank_count_;
+    if (slot_count > 0 && slot_elems_ > 0) {
       std::vector<NamedShape> slots;
-      for (int j = 0; j < full_rank_count_; ++j)
+      for (int j = 0; j < slot_count; ++j)
         slots.push_back(NamedShape{"gum.full_rank_slot." + std::to_string(j), Shape{slot_elems_}});
       pool_ = Arena(backend_, state_dtype(), slots);
     }
     slot_of_block_.assign(static_cast<size_t>(num_blocks_), -1);
+    was_full_rank_.assign(static_cast<size_t>(num_blocks_), 0);
     refresh_pending_.assign(params_.size(), 0);
   }
 
@@ -116,15 +132,22 @@ class Gum final : public LowRankOptimizer {
     const Tensor& projector = state(index, 1);
     const bool full_rank = slot_of_block_[block_of_param_[index]] >= 0;
     if (refresh_pending_[index]) {
+      const bool carry =
+          !options_.momentum_restart && has_projector_[index] && !full_rank && !was_full_rank_[block_of_param_[index]];
       if (gradient_usable_for_projector(index)) {
         Tensor fresh = pad.take(s.projector());
         top_r_projector(index, fresh, pad);
+        if (carry) {
+          Tensor basis_change = pad.take(Shape{s.r, s.r});
+          backend_.gemm(true, false, 1.0f, fresh, projector, 0.0f, basis_change);  // B = P_newᵀ P_old
+          change_basis(backend_, s, basis_change, momentum, pad.take(s.projected()));
+        }
         backend_.copy(projector, fresh);
       } else if (!has_projector_[index]) {
         coordinate_projector(index, projector);
       }
       has_projector_[index] = 1;
-      backend_.fill(momentum, 0.0f);
+      if (!carry) backend_.fill(momentum, 0.0f);
       if (full_rank) backend_.fill(full_rank_momentum(index), 0.0f);
       refresh_pending_[index] = 0;
       pad.reset();
@@ -171,7 +194,7 @@ class Gum final : public LowRankOptimizer {
     LowRankOptimizer::load_extra_state(in);
     sampler_.set_position(static_cast<uint64_t>(get_i64(in, "gum.sampler_position", 1)[0]));
     period_start_ = get_i64(in, "gum.period_start", 1)[0];
-    auto blocks = get_i64(in, "gum.full_rank_blocks", period_start_ > 0 ? full_rank_count_ : -1);
+    auto blocks = get_i64(in, "gum.full_rank_blocks", period_start_ > 0 && !bernoulli_ ? full_rank_count_ : -1);
     for (int64_t b : blocks)
       if (b < 0 || b >= num_blocks_)
         runtime_error("optimizer state: gum.full_rank_blocks has block ", b, " of ", num_blocks_);
@@ -187,15 +210,23 @@ class Gum final : public LowRankOptimizer {
  private:
   void start_period(int64_t step) {
     period_start_ = step;
-    // Partial Fisher-Yates: the first γ entries are a uniform draw without replacement.
-    std::vector<int64_t> order(static_cast<size_t>(num_blocks_));
-    std::iota(order.begin(), order.end(), 0);
-    for (int j = 0; j < full_rank_count_; ++j) {
-      const uint64_t pick = j + sampler_.next_below(static_cast<uint64_t>(num_blocks_ - j));
-      std::swap(order[j], order[pick]);
+    for (int b = 0; b < num_blocks_; ++b) was_full_rank_[b] = slot_of_block_[b] >= 0;
+    std::vector<int64_t> chosen;
+    if (bernoulli_) {
+      // One uniform per block, in block order: full-rank when u < q.
+      for (int b = 0; b < num_blocks_; ++b)
+        if (sampler_.next_uniform() < q_) chosen.push_back(b);
+    } else {
+      // Partial Fisher-Yates: the first γ entries are a uniform draw without replacement.
+      std::vector<int64_t> order(static_cast<size_t>(num_blocks_));
+      std::iota(order.begin(), order.end(), 0);
+      for (int j = 0; j < full_rank_count_; ++j) {
+        const uint64_t pick = j + sampler_.next_below(static_cast<uint64_t>(num_blocks_ - j));
+        std::swap(order[j], order[pick]);
+      }
+      chosen.assign(order.begin(), order.begin() + full_rank_count_);
+      std::sort(chosen.begin(), chosen.end());
     }
-    std::vector<int64_t> chosen(order.begin(), order.begin() + full_rank_count_);
-    std::sort(chosen.begin(), chosen.end());
     assign_slots(chosen);
     for (size_t i = 0; i < params_.size(); ++i) refresh_pending_[i] = params_[i].is_matrix();
   }
@@ -218,11 +249,13 @@ class Gum final : public LowRankOptimizer {
   int num_blocks_ = 0;
   int full_rank_count_ = 0;
   double q_ = 0;
+  bool bernoulli_ = false;
   std::vector<int> block_of_param_;
   std::vector<int64_t> offset_in_block_;
   int64_t slot_elems_ = 0;
   Arena pool_;
   std::vector<int> slot_of_block_;
+  std::vector<char> was_full_rank_;  // per block: full-rank in the period before the current one
   std::vector<int64_t> full_rank_blocks_;
   std::vector<char> refresh_pending_;
   int64_t period_start_ = 0;
@@ -230,7 +263,8 @@ class Gum final : public LowRankOptimizer {
 
 // galore_muon's keys: the low-rank projection (with the range finder) and Muon's update.
 FieldTable<GumOptions> galore_muon_keys() {
-  return join_fields<GumOptions>(matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_update_keys());
+  return join_fields<GumOptions>(matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_update_keys(),
+                                 FieldTable<GumOptions>{{"momentum_restart", &GumOptions::momentum_restart}});
 }
 
 OptimizerFactory gum_factory(bool unbiased) {
@@ -242,15 +276,17 @@ OptimizerFactory gum_factory(bool unbiased) {
 }  // namespace
 
 OptimizerSpec gum_spec() {
-  return {gum_factory(true),
-          optimizer_keys(join_fields<GumOptions>(
-              galore_muon_keys(), FieldTable<GumOptions>{
-                                      // γ; the constructor checks it against the number of blocks.
-                                      {"full_rank_layers", &GumOptions::full_rank_layers, at_least(1)},
-                                      {"sample_unit", &GumOptions::sample_unit, one_of({"layer", "matrix"})},
-                                  }))};
-}
+  FieldTable<GumOptions> galore_muon_keys() {
+    return join_fields<GumOptions>(matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_update_keys(),
+                                   FieldTable<GumOptions>{{"momentum_restart", &GumOptions::momentum_restart}});
+  }
 
-OptimizerSpec galore_muon_spec() { return {gum_factory(false), optimizer_keys(galore_muon_keys())}; }
+  OptimizerFactory gum_factory(bool unbiased) {
+    return [unbiased](const OptimizerContext& ctx) {
+      return std::make_unique<Gum>(ctx, optimizer_options<GumOptions>(ctx.config), unbiased);
+    };
+  }
+
+  OptimizerSpec galore_muon_spec() { return {gum_factory(false), optimizer_keys(galore_muon_keys())}; }
 
 }  // namespace gum

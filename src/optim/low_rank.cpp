@@ -43,6 +43,14 @@ void project_back(Backend& backend, const LowRankShape& s, Tensor w, const Tenso
     backend.gemm(false, true, alpha, x, projector, beta, w);  // X Pᵀ
 }
 
+void change_basis(Backend& backend, const LowRankShape& s, const Tensor& change, const Tensor& value, Tensor rotated) {
+  if (s.side == ProjectionSide::Left)
+    backend.gemm(false, false, 1.0f, change, value, 0.0f, rotated);  // B M
+  else
+    backend.gemm(false, true, 1.0f, value, change, 0.0f, rotated);  // M Bᵀ
+  backend.copy(value, rotated);
+}
+
 std::vector<float> selection_matrix(int64_t k, const std::vector<int64_t>& rows, const std::vector<float>& values) {
   const int64_t r = static_cast<int64_t>(rows.size());
   GUM_CHECK(values.size() == rows.size(), "selection values");

@@ -48,6 +48,11 @@ void project(Backend& backend, const LowRankShape& s, Tensor out, const Tensor& 
 void project_back(Backend& backend, const LowRankShape& s, Tensor w, const Tensor& projector, const Tensor& x,
                   float alpha, float beta);
 
+// A projected tensor (s.projected()) expressed in a new basis: value ← B value (Left) or
+// value Bᵀ (Right), with B [r, r] = P_newᵀ P_old (or a function of it, such as B∘B for second
+// moments); `rotated` is scratch of s.projected().
+void change_basis(Backend& backend, const LowRankShape& s, const Tensor& change, const Tensor& value, Tensor rotated);
+
 // Host selection matrix [k, r]: column j has value[j] in row rows[j] (zeros elsewhere).
 std::vector<float> selection_matrix(int64_t k, const std::vector<int64_t>& rows, const std::vector<float>& values);
 

@@ -166,10 +166,9 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
       fused_(config.training.fused_update),
       // mpirun gives ranks a pseudo-terminal: no redrawn bar in a job's interleaved output.
       progress_(runtime.comm->is_root() && stdout_is_terminal() && !runtime.launch.under_mpirun) {
-  model_ = std::make_unique<LlamaModel>(config.model, backend_, layout_.micro_batch, config.training.seq_len,
-                                        training_model_use(config.training),
-                                        precision_from_name(config.training.precision, config.source),
-                                        training_model_memory(config, layout_));
+  model_ = std::make_unique<LlamaModel>(
+      config.model, backend_, layout_.micro_batch, config.training.seq_len, training_model_use(config.training),
+      precision_from_name(config.training.precision, config.source), training_model_memory(config, layout_));
   OptimizerContext ctx;
   ctx.backend = &backend_;
   ctx.params = make_optim_params(*model_);

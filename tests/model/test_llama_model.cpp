@@ -305,7 +305,8 @@ TEST_CASE("per-layer gradients: two block sets reused block to block give each b
   config.num_hidden_layers = 4;
   config.attention_bias = true;
   const int B = 2, T = 6;
-  LlamaModel full(config, *backend, B, T), per_layer(config, *backend, B, T, ModelUse::Training, Precision::Fp32, {0, true});
+  LlamaModel full(config, *backend, B, T),
+      per_layer(config, *backend, B, T, ModelUse::Training, Precision::Fp32, {0, true});
   full.init_weights(9);
   per_layer.init_weights(9);
   // Embedding, final norm, head and two blocks' gradients.

@@ -13,13 +13,32 @@ namespace {
 
 // The defaults written out from docs/optimizers.md (the papers' values), so a changed default
 // fails here rather than being agreed to by a reference that reads our own to_json.
-const json kDocumentedDefaults = {
-    {"name", "adamw"},        {"lr", 1e-3f},           {"weight_decay", 0.0f},     {"beta1", 0.9f},
-    {"beta2", 0.999f},        {"eps", 1e-8f},          {"adamw_lr", -1.0f},        {"momentum", 0.95f},
-    {"nesterov", true},       {"ns_steps", 5},         {"muon_scale", "original"}, {"rank", 128},
-    {"update_proj_gap", 200}, {"scale", 0.25f},        {"projector", "svd"},       {"power_iterations", 1},
-    {"oversampling", 8},      {"full_rank_layers", 2}, {"sample_unit", "layer"},   {"shard_states", false},
-    {"ns_dtype", "fp32"},     {"state_dtype", "fp32"}};
+const json kDocumentedDefaults = {{"name", "adamw"},
+                                  {"lr", 1e-3f},
+                                  {"weight_decay", 0.0f},
+                                  {"beta1", 0.9f},
+                                  {"beta2", 0.999f},
+                                  {"eps", 1e-8f},
+                                  {"adamw_lr", -1.0f},
+                                  {"momentum", 0.95f},
+                                  {"nesterov", true},
+                                  {"ns_steps", 5},
+                                  {"muon_scale", "original"},
+                                  {"rank", 128},
+                                  {"update_proj_gap", 200},
+                                  {"scale", 0.25f},
+                                  {"projector", "svd"},
+                                  {"power_iterations", 1},
+                                  {"oversampling", 8},
+                                  {"full_rank_layers", 2},
+                                  {"sample_unit", "layer"},
+                                  {"shard_states", false},
+                                  {"ns_dtype", "fp32"},
+                                  {"state_dtype", "fp32"},
+                                  {"gum_sampling", "fixed"},
+                                  {"momentum_restart", true},
+                                  {"stiefel_sampling", "haar"},
+                                  {"stiefel_covariance", "period"}};
 
 // The keys each built-in reads beyond the common ones (docs/optimizers.md).
 const std::map<std::string, std::vector<std::string>> kOwnKeys = {
@@ -27,16 +46,17 @@ const std::map<std::string, std::vector<std::string>> kOwnKeys = {
     {"muon", {"adamw_lr", "momentum", "nesterov", "ns_steps", "ns_dtype", "muon_scale"}},
     {"galore_adamw", {"adamw_lr", "rank", "update_proj_gap", "scale", "projector", "power_iterations", "oversampling"}},
     {"plumage", {"adamw_lr", "rank", "update_proj_gap", "scale"}},
-    {"stiefel", {"adamw_lr", "rank", "update_proj_gap", "scale"}},
+    {"stiefel", {"adamw_lr", "rank", "update_proj_gap", "scale", "stiefel_sampling", "stiefel_covariance"}},
     {"galore_muon",
      {"adamw_lr", "rank", "update_proj_gap", "projector", "power_iterations", "oversampling", "momentum", "ns_steps",
-      "ns_dtype", "muon_scale"}},
+      "ns_dtype", "muon_scale", "momentum_restart"}},
     {"gum",
      {"adamw_lr", "rank", "update_proj_gap", "projector", "power_iterations", "oversampling", "momentum", "ns_steps",
-      "ns_dtype", "muon_scale", "full_rank_layers", "sample_unit"}},
+      "ns_dtype", "muon_scale", "full_rank_layers", "sample_unit", "gum_sampling", "momentum_restart"}},
 };
 
-const std::vector<std::string> kCommonKeys = {"name", "lr", "weight_decay", "beta1", "beta2", "eps", "shard_states", "state_dtype"};
+const std::vector<std::string> kCommonKeys = {"name",  "lr",  "weight_decay", "beta1",
+                                              "beta2", "eps", "shard_states", "state_dtype"};
 
 // `all` restricted to the common keys and those optimizer `name` reads, with that name.
 json keys_of(const std::string& name, const json& all) {
@@ -88,13 +108,32 @@ TEST_CASE("each optimizer writes the common keys and its own, at the documented 
 // Each key set to a value no other key and no default has: a key read into or written from the
 // wrong member (of the optimizer's struct or of a shared key group) shows as a changed value.
 TEST_CASE("every optimizer key reads into its own field and writes back unchanged", "[optim][config]") {
-  const json distinct = {
-      {"name", "gum"},         {"lr", 0.0125f},          {"weight_decay", 0.03125f},    {"beta1", 0.75f},
-      {"beta2", 0.875f},       {"eps", 3e-7f},           {"adamw_lr", 0.0078125f},      {"momentum", 0.625f},
-      {"nesterov", false},     {"ns_steps", 7},          {"muon_scale", "match_adamw"}, {"rank", 11},
-      {"update_proj_gap", 13}, {"scale", 0.375f},        {"projector", "randomized"},   {"power_iterations", 3},
-      {"oversampling", 17},    {"full_rank_layers", 19}, {"sample_unit", "matrix"},     {"shard_states", true},
-      {"ns_dtype", "bf16"},    {"state_dtype", "bf16"}};
+  const json distinct = {{"name", "gum"},
+                         {"lr", 0.0125f},
+                         {"weight_decay", 0.03125f},
+                         {"beta1", 0.75f},
+                         {"beta2", 0.875f},
+                         {"eps", 3e-7f},
+                         {"adamw_lr", 0.0078125f},
+                         {"momentum", 0.625f},
+                         {"nesterov", false},
+                         {"ns_steps", 7},
+                         {"muon_scale", "match_adamw"},
+                         {"rank", 11},
+                         {"update_proj_gap", 13},
+                         {"scale", 0.375f},
+                         {"projector", "randomized"},
+                         {"power_iterations", 3},
+                         {"oversampling", 17},
+                         {"full_rank_layers", 19},
+                         {"sample_unit", "matrix"},
+                         {"shard_states", true},
+                         {"ns_dtype", "bf16"},
+                         {"state_dtype", "bf16"},
+                         {"gum_sampling", "bernoulli"},
+                         {"momentum_restart", false},
+                         {"stiefel_sampling", "optimal"},
+                         {"stiefel_covariance", "gradient"}};
   for (const auto& [name, own] : kOwnKeys) {
     INFO(name);
     const json keys = keys_of(name, distinct);

@@ -168,3 +168,28 @@ TEST_CASE("gum (matrix blocks, randomized projector) matches the reference", "[o
 TEST_CASE("galore_muon matches the reference", "[optim][reference]") {
   one_and_fifty("galore_muon", base_overrides("galore_muon"));
 }
+
+TEST_CASE("gum (Bernoulli block sampling) matches the reference", "[optim][reference]") {
+  auto c = base_overrides("gum");
+  c["gum_sampling"] = "bernoulli";
+  one_and_fifty("gum_bernoulli", c);
+}
+
+TEST_CASE("gum (momentum carried into the new basis) matches the reference", "[optim][reference]") {
+  auto c = base_overrides("gum");
+  c["momentum_restart"] = false;
+  one_and_fifty("gum_carry", c);
+}
+
+TEST_CASE("stiefel (optimal estimator, period second moment) matches the reference", "[optim][reference]") {
+  auto c = base_overrides("stiefel");
+  c["stiefel_sampling"] = "optimal";
+  one_and_fifty("stiefel_optimal", c);
+}
+
+TEST_CASE("stiefel (optimal estimator, refresh gradient's second moment) matches the reference", "[optim][reference]") {
+  auto c = base_overrides("stiefel");
+  c["stiefel_sampling"] = "optimal";
+  c["stiefel_covariance"] = "gradient";
+  one_and_fifty("stiefel_optimal_gradient", c);
+}

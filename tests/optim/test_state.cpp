@@ -20,6 +20,22 @@ OptimizerConfig config_for(const std::string& name) {
       name, {{"lr", 0.01}, {"weight_decay", 0.05}, {"rank", 4}, {"update_proj_gap", 5}, {"full_rank_layers", 1}});
 }
 
+// Every optimizer, and the options that change what the state holds: GUM's Bernoulli draw (a
+// varying number of full-rank blocks), carried momentum, the optimal Stiefel estimator's
+// second-moment state.
+std::vector<std::pair<std::string, OptimizerConfig>> all_configs() {
+  std::vector<std::pair<std::string, OptimizerConfig>> all;
+  for (const auto& name : kAll) all.emplace_back(name, config_for(name));
+  OptimizerConfig bernoulli = config_for("gum"), carry = config_for("gum"), optimal = config_for("stiefel");
+  bernoulli.gum_sampling = "bernoulli";
+  carry.momentum_restart = false;
+  optimal.stiefel_sampling = "optimal";
+  all.emplace_back("gum bernoulli", bernoulli);
+  all.emplace_back("gum carried momentum", carry);
+  all.emplace_back("stiefel optimal", optimal);
+  return all;
+}
+
 StepInfo info_at(int64_t k) { return StepInfo{k, 0.01f / (1.0f + 0.1f * k), 1.0f / (1.0f + 0.1f * k)}; }
 
 void run_steps(Backend& backend, Optimizer& opt, ParamTable& table, int64_t first, int64_t last) {
@@ -33,10 +49,10 @@ void run_steps(Backend& backend, Optimizer& opt, ParamTable& table, int64_t firs
 
 TEST_CASE("save after k steps, load into a fresh optimizer: the continuation is bitwise identical", "[optim][state]") {
   auto backend = make_backend("cpu");
-  for (const auto& name : kAll) {
-    INFO(name);
+  for (const auto& [label, config] : all_configs()) {
+    INFO(label);
     auto table = make_param_table(*backend, toy_model(), 8);
-    auto opt = build(*backend, *table, config_for(name), 42);
+    auto opt = build(*backend, *table, config, 42);
     run_steps(*backend, *opt, *table, 1, 7);
     TensorMap saved;
     opt->save_state(saved);
@@ -52,7 +68,7 @@ TEST_CASE("save after k steps, load into a fresh optimizer: the continuation is 
       from_host(*backend, p.param, part);
       offset += part.size();
     }
-    auto resumed = build(*backend, *resumed_table, config_for(name), 42);
+    auto resumed = build(*backend, *resumed_table, config, 42);
     resumed->load_state(saved);
     run_steps(*backend, *resumed, *resumed_table, 8, 16);
     const auto continued = concat_all(*backend, resumed_table->params, false);
@@ -86,10 +102,11 @@ TEST_CASE("per-layer updates in backward order equal one step()", "[optim][fused
 
 TEST_CASE("state_bytes predicts the saved state, before any step", "[optim][memory]") {
   auto backend = make_backend("cpu");
-  for (const auto& name : kAll) {
-    INFO(name);
+  for (const auto& [label, config] : all_configs()) {
+    INFO(label);
+    const std::string& name = label;
     auto table = make_param_table(*backend, toy_model(), 8);
-    auto opt = build(*backend, *table, config_for(name), 5);
+    auto opt = build(*backend, *table, config, 5);
     std::vector<size_t> predicted;
     for (size_t i = 0; i < table->params.size(); ++i) predicted.push_back(opt->state_bytes(i));
     const size_t predicted_total = opt->total_state_bytes();
@@ -119,6 +136,9 @@ TEST_CASE("state_bytes predicts the saved state, before any step", "[optim][memo
       CHECK(opt->shared_state_bytes() == (16 * 24 + 24 * 16) * 4);  // one slot, the largest block
       CHECK(full_rank_saved > 0);
     }
+    if (name == "gum bernoulli") CHECK(opt->shared_state_bytes() == 3 * (16 * 24 + 24 * 16) * 4);  // a slot per block
+    if (name == "stiefel optimal")  // moments r×n, projector and its scaled copy m×r, second moment m×m
+      CHECK(predicted[2] == (2 * 4 * 24 + 2 * 16 * 4 + 16 * 16) * 4);
     const std::string table_text = optimizer_memory_table(*opt);
     CHECK(table_text.find("total") != std::string::npos);
     CHECK(table_text.find("matrix") != std::string::npos);

@@ -50,6 +50,10 @@ DEFAULTS = {
     "oversampling": 8,
     "full_rank_layers": 2,
     "sample_unit": "layer",
+    "gum_sampling": "fixed",
+    "momentum_restart": True,
+    "stiefel_sampling": "haar",
+    "stiefel_covariance": "period",
 }
 
 
@@ -315,11 +319,15 @@ class Reference:
             return
         if not self.period_started or (step - 1) % self.cfg["update_proj_gap"] == 0:
             self.period_started = True
-            order = list(range(self.num_blocks))
-            for j in range(self.gamma):
-                pick = j + self.sampler.next_below(self.num_blocks - j)
-                order[j], order[pick] = order[pick], order[j]
-            self.full = set(order[: self.gamma])
+            if self.name == "gum" and self.cfg["gum_sampling"] == "bernoulli":
+                # Each block full-rank independently with probability q, one uniform per block.
+                self.full = {b for b in range(self.num_blocks) if self.sampler.next_uniform() < self.q}
+            else:
+                order = list(range(self.num_blocks))
+                for j in range(self.gamma):
+                    pick = j + self.sampler.next_below(self.num_blocks - j)
+                    order[j], order[pick] = order[pick], order[j]
+                self.full = set(order[: self.gamma])
             self.pending = {i for i, p in enumerate(self.params) if p.matrix}
 
     def update(self, i, grad, step, lr, ratio):
@@ -350,12 +358,25 @@ class Reference:
     def projected_adam(self, i, p, g, step, lr, estimator):
         cfg, st = self.cfg, p.state
         side = Side(p.shape[0], p.shape[1], cfg["rank"])
+        optimal = estimator == "stiefel" and cfg["stiefel_sampling"] == "optimal"
+        if optimal and cfg["stiefel_covariance"] == "period":
+            st["covariance"] = st.get("covariance", 0) + side.op(g) @ side.op(g).T
         if (step - 1) % cfg["update_proj_gap"] == 0 or "projector" not in st:
             stream = refresh_stream(i, step)
-            if estimator == "top_r":
+            if optimal:
+                # Eigenbasis of the second-moment estimate, π by water-filling on sqrt(eigenvalues).
+                c = st["covariance"] if cfg["stiefel_covariance"] == "period" else side.op(g) @ side.op(g).T
+                q, eigenvalues, _ = svd_normalised(c)
+                prob = plumage_probabilities(eigenvalues.clamp(min=0).sqrt().tolist(), side.r)
+                chosen = systematic_sample(prob, PhiloxStream(self.seed, stream).next_uniform())
+                fresh = q[:, chosen]
+                fresh_scaled = fresh * torch.tensor([float(np.float32(1.0 / prob[c])) for c in chosen])
+                if cfg["stiefel_covariance"] == "period":
+                    st["covariance"] = torch.zeros_like(c)
+            elif estimator == "top_r":
                 fresh = top_r_projector(side, g, cfg, self.seed, stream)
                 fresh_scaled = None
-            elif estimator == "stiefel":
+            elif estimator == "stiefel" and not optimal:
                 fresh = qr_normalised(gaussian(self.seed, stream, side.d, side.r))
                 fresh_scaled = None
             else:
@@ -376,7 +397,7 @@ class Reference:
             st["projector"] = fresh
             if fresh_scaled is not None:
                 st["projector_scaled"] = fresh_scaled
-        if estimator == "plumage":
+        if estimator == "plumage" or optimal:
             r = side.project(st["projector_scaled"], g)
         elif estimator == "stiefel":
             r = side.project(st["projector"], g) * (side.d / side.r)
@@ -395,11 +416,15 @@ class Reference:
             # A new period: a fresh projector, momentum restarted (only the kind this block uses).
             self.pending.discard(i)
             projector = top_r_projector(side, g, cfg, self.seed, refresh_stream(i, step))
+            momentum = torch.zeros_like(side.project(projector, g))
+            if not cfg["momentum_restart"] and not full and "momentum" in st:
+                # Low-rank in both periods: the momentum P_old R seen through the new projector.
+                momentum = side.project(projector, side.back(st["projector"], st["momentum"]))
             p.state = st = {"projector": projector}
             if full:
                 st["momentum_full"] = torch.zeros_like(g)
             else:
-                st["momentum"] = torch.zeros_like(side.project(projector, g))
+                st["momentum"] = momentum
         P, beta = st["projector"], cfg["momentum"]
         s = muon_scale(cfg["muon_scale"], p.shape[0], p.shape[1])
         if full:

@@ -14,10 +14,13 @@ namespace {
 
 const std::vector<std::string> kAll = {"adamw", "muon", "galore_adamw", "plumage", "stiefel", "gum", "galore_muon"};
 
-OptimizerConfig config_for(const std::string& name) {
+// extra: further keys of optimizer `name`.
+OptimizerConfig config_for(const std::string& name, const nlohmann::json& extra = nlohmann::json::object()) {
   // update_proj_gap 5: a refresh / new period inside both halves of the run
-  return optimizer_config(
-      name, {{"lr", 0.01}, {"weight_decay", 0.05}, {"rank", 4}, {"update_proj_gap", 5}, {"full_rank_layers", 1}});
+  nlohmann::json keys = {
+      {"lr", 0.01}, {"weight_decay", 0.05}, {"rank", 4}, {"update_proj_gap", 5}, {"full_rank_layers", 1}};
+  keys.update(extra);
+  return optimizer_config(name, keys);
 }
 
 // Every optimizer, and the options that change what the state holds: GUM's Bernoulli draw (a
@@ -26,13 +29,9 @@ OptimizerConfig config_for(const std::string& name) {
 std::vector<std::pair<std::string, OptimizerConfig>> all_configs() {
   std::vector<std::pair<std::string, OptimizerConfig>> all;
   for (const auto& name : kAll) all.emplace_back(name, config_for(name));
-  OptimizerConfig bernoulli = config_for("gum"), carry = config_for("gum"), optimal = config_for("stiefel");
-  bernoulli.gum_sampling = "bernoulli";
-  carry.momentum_restart = false;
-  optimal.stiefel_sampling = "optimal";
-  all.emplace_back("gum bernoulli", bernoulli);
-  all.emplace_back("gum carried momentum", carry);
-  all.emplace_back("stiefel optimal", optimal);
+  all.emplace_back("gum bernoulli", config_for("gum", {{"gum_sampling", "bernoulli"}}));
+  all.emplace_back("gum carried momentum", config_for("gum", {{"momentum_restart", false}}));
+  all.emplace_back("stiefel optimal", config_for("stiefel", {{"stiefel_sampling", "optimal"}}));
   return all;
 }
 

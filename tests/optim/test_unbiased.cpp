@@ -96,10 +96,14 @@ struct Problem {
     for (const auto& p : table->params)
       for (float x : to_host(*backend, p.grad)) g.push_back(x);
   }
-  OptimizerConfig config(const std::string& name, int rank) const {
+  // extra: further keys of optimizer `name`.
+  OptimizerConfig config(const std::string& name, int rank,
+                         const nlohmann::json& extra = nlohmann::json::object()) const {
     // update_proj_gap 1: every step a new period: a fresh projector and draw, momentum reset;
     // full_rank_layers 1: q = 1/4 of the 4 layers
-    return optimizer_config(name, {{"rank", rank}, {"beta1", 0.9}, {"update_proj_gap", 1}, {"full_rank_layers", 1}});
+    nlohmann::json keys = {{"rank", rank}, {"beta1", 0.9}, {"update_proj_gap", 1}, {"full_rank_layers", 1}};
+    keys.update(extra);
+    return optimizer_config(name, keys);
   }
   // The direction GUM fed to NS5: the full-rank momentum, or the lifted low-rank one.
   std::vector<double> gum_direction(const Optimizer& opt) const {
@@ -155,8 +159,7 @@ Sequence projected_adam_sequence(Problem& problem, const std::string& name,
     auto draw_index = std::make_shared<uint64_t>(0);
     return [&problem, name, stiefel_sampling, run, draw_index] {
       const uint64_t seed = 1000000ull * (run + 1) + (*draw_index)++;
-      OptimizerConfig config = problem.config(name, 3);
-      config.stiefel_sampling = stiefel_sampling;
+      const OptimizerConfig config = problem.config(name, 3, {{"stiefel_sampling", stiefel_sampling}});
       auto opt = build(*problem.backend, *problem.table, config, seed);
       opt->step(StepInfo{1, 1e-4f, 1.0f});
       return problem.adam_projected_gradient(*opt);

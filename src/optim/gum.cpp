@@ -276,17 +276,16 @@ OptimizerFactory gum_factory(bool unbiased) {
 }  // namespace
 
 OptimizerSpec gum_spec() {
-  FieldTable<GumOptions> galore_muon_keys() {
-    return join_fields<GumOptions>(matrix_optimizer_keys(), projection_keys(), range_finder_keys(), muon_update_keys(),
-                                   FieldTable<GumOptions>{{"momentum_restart", &GumOptions::momentum_restart}});
-  }
+  return {gum_factory(true),
+          optimizer_keys(join_fields<GumOptions>(
+              galore_muon_keys(), FieldTable<GumOptions>{
+                                      // γ; the constructor checks it against the number of blocks.
+                                      {"full_rank_layers", &GumOptions::full_rank_layers, at_least(1)},
+                                      {"sample_unit", &GumOptions::sample_unit, one_of({"layer", "matrix"})},
+                                      {"gum_sampling", &GumOptions::gum_sampling, one_of({"fixed", "bernoulli"})},
+                                  }))};
+}
 
-  OptimizerFactory gum_factory(bool unbiased) {
-    return [unbiased](const OptimizerContext& ctx) {
-      return std::make_unique<Gum>(ctx, optimizer_options<GumOptions>(ctx.config), unbiased);
-    };
-  }
-
-  OptimizerSpec galore_muon_spec() { return {gum_factory(false), optimizer_keys(galore_muon_keys())}; }
+OptimizerSpec galore_muon_spec() { return {gum_factory(false), optimizer_keys(galore_muon_keys())}; }
 
 }  // namespace gum

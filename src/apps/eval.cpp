@@ -67,7 +67,7 @@ int eval_sft(const TrainConfig& config, Runtime& runtime, const std::string& che
   Communicator& comm = *runtime.comm;
   const int micro_batch = eval_micro_batch(config, comm.world_size());
   LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len, ModelUse::Inference,
-                   eval_model_memory(config, micro_batch));
+                   Precision::Fp32, eval_model_memory(config, micro_batch));
   const std::string source = load_eval_weights(model, config, checkpoint);
   EvalResult r = data->evaluate(model, comm, max_tokens);
   if (comm.is_root()) {
@@ -108,7 +108,7 @@ int command_eval(const std::string& config_path, const std::vector<std::string>&
 
   const int micro_batch = eval_micro_batch(config, comm.world_size());
   LlamaModel model(config.model, *runtime.backend, micro_batch, config.training.seq_len, ModelUse::Inference,
-                   eval_model_memory(config, micro_batch));
+                   Precision::Fp32, eval_model_memory(config, micro_batch));
   const std::string source = load_eval_weights(model, config, checkpoint);
   EvalResult r = evaluate(model, windows, comm, max_tokens);
   if (comm.is_root()) {

@@ -130,7 +130,8 @@ TEST_CASE("the chunked LM head on CUDA gives the unchunked loss and gradients (u
     const LlamaConfig config = small_config(tied);
     const int batch = 3, seq_len = 24;
     auto gpu = BackendPair::make_cuda_backend("gemm");
-    LlamaModel whole(config, *gpu, batch, seq_len), chunked(config, *gpu, batch, seq_len, ModelUse::Training, {17});
+    LlamaModel whole(config, *gpu, batch, seq_len),
+        chunked(config, *gpu, batch, seq_len, ModelUse::Training, Precision::Fp32, {17});
     whole.init_weights(3);
     chunked.init_weights(3);
     whole.zero_grads();

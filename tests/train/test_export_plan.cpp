@@ -113,7 +113,8 @@ MeasuredStep measure_training_step(const TrainConfig& config, const std::string&
   std::unique_ptr<Backend> backend = make_backend(backend_name);
   const BatchLayout layout = make_batch_layout(config.training, 1, config.source);
   LlamaModel model(config.model, *backend, layout.micro_batch, config.training.seq_len,
-                   training_model_use(config.training), training_model_memory(config, layout));
+                   training_model_use(config.training), precision_from_name(config.training.precision, config.source),
+                   training_model_memory(config, layout));
   model.init_weights(config.training.seed);
   OptimizerContext ctx;
   ctx.backend = backend.get();

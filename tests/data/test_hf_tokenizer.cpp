@@ -1,10 +1,9 @@
-#include <sys/wait.h>
-
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
+#include "common/run_command.h"
 #include "common/skip.h"
 #include "data_test_util.h"
 #include "gum/core/error.h"
@@ -14,7 +13,9 @@
 #include "gum/data/tokenizer.h"
 
 using namespace gum;
+using gum_test::CommandResult;
 using gum_test::fresh_dir;
+using gum_test::run_command;
 using gum_test::write_text;
 
 namespace {
@@ -48,22 +49,6 @@ std::string error_of(const std::string& json) {
     return e.what();
   }
   return "no error";
-}
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-CommandResult run_command(const std::string& command) {
-  CommandResult r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) r.output.append(buffer, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
 }
 
 std::string from_hex(const std::string& hex) {

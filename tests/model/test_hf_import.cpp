@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/run_command.h"
 #include "common/skip.h"
 #include "gum/backend/backend.h"
 #include "gum/core/error.h"
@@ -22,6 +23,8 @@
 using namespace gum;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
+using gum_test::CommandResult;
+using gum_test::run_command;
 
 namespace {
 
@@ -88,22 +91,6 @@ HostTensor convert(const HostTensor& t, DType dtype) {
 }
 
 // ---- round trip with transformers ----
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-CommandResult run_command(const std::string& command) {
-  CommandResult r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) r.output.append(buffer, n);
-  int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 // The venv's python with transformers (created on first use); skips the test when PyPI is unreachable.
 std::string transformers_python() {

@@ -26,27 +26,6 @@ std::string gum_train_binary() {
   return path;
 }
 
-CommandResult run_command(const std::string& command_line) {
-  CommandResult result;
-  std::FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  size_t got;
-  while ((got = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, got);
-  int status = pclose(pipe);
-  if (WIFEXITED(status)) {
-    result.exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    result.signal = WTERMSIG(status);
-  }
-  // /bin/sh reports a child killed by signal N as exit status 128 + N.
-  if (result.exit_code > 128 && result.exit_code < 128 + 64) {
-    result.signal = result.exit_code - 128;
-    result.exit_code = -1;
-  }
-  return result;
-}
-
 CommandResult run_gum_train(const std::string& arguments, const std::string& environment) {
   return run_command(environment + (environment.empty() ? "" : " ") + gum_train_binary() + " " + arguments);
 }

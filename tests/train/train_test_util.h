@@ -9,19 +9,12 @@
 #include <string>
 #include <vector>
 
-namespace gum_test {
+#include "common/run_command.h"
 
-struct CommandResult {
-  int exit_code = -1;  // -1 when killed by a signal
-  int signal = 0;      // the signal that ended it, 0 when it exited
-  std::string output;  // stdout and stderr together
-};
+namespace gum_test {
 
 // The gum_train executable of this build (fails the test when it is missing).
 std::string gum_train_binary();
-
-// Runs a shell command line, capturing stdout and stderr.
-CommandResult run_command(const std::string& command_line);
 
 // Runs gum_train with `arguments` (already shell-quoted where needed).
 CommandResult run_gum_train(const std::string& arguments, const std::string& environment = "");

@@ -140,7 +140,9 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
   p.micro_batch = model.max_batch();
   p.seq_len = seq_len;
   p.logits_chunk_rows = model.logits_chunk_rows();
-  p.logits_bytes = size_t(p.logits_chunk_rows) * size_t(model.config().vocab_size) * sizeof(float);
+  // Logits are activations: bf16 under both bf16 precisions (llama.h, Precision).
+  const size_t logit_bytes = model.precision() == Precision::Fp32 ? sizeof(float) : dtype_size(DType::BF16);
+  p.logits_bytes = size_t(p.logits_chunk_rows) * size_t(model.config().vocab_size) * logit_bytes;
   p.per_layer_grads = model.memory().per_layer_grads;
   p.training_flops_per_token = training_flops_per_token(model.config(), seq_len);
   p.optimizer_table = optimizer_memory_table(optimizer);

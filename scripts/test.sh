@@ -30,9 +30,10 @@ cuda_sanitizer_tests() {
   cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGUM_CUDA_EMULATION=ON \
     -DGUM_SANITIZE=address,undefined "$@" > "$sbuild/configure.log" 2>&1 || { cat "$sbuild/configure.log"; return 1; }
   cmake --build "$sbuild" -j "$(nproc)" --target gum_test_cuda gum_test_cuda_emu gum_test_cuda_emu_libs gum_test_ops
+  # Left out: the tests that launch gum_train (not built here; the normal build runs them).
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir "$sbuild" --output-on-failure -j "$(nproc)" --timeout 900 \
-    -R '^(cuda|cuda_emu):|^ops:cpu vs cuda' -E 'mpirun'
+    -R '^(cuda|cuda_emu):|^ops:cpu vs cuda' -E 'mpirun|bench_gpu.sh and gpu_check.sh|driver older than'
 }
 
 # A second build with clang (libFuzzer needs it): every library with ASan, UBSan and coverage for

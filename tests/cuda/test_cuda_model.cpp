@@ -227,15 +227,16 @@ TEST_CASE("LlamaModel in bf16 and bf16_pure on CUDA matches the CPU backend in t
       const double cpu_loss = cpu_model.forward(tb), gpu_loss = gpu_model.forward(tb);
       cpu_model.backward(1.0f / 32.0f);
       gpu_model.backward(1.0f / 32.0f);
-      // Both compute in fp32 and round the same activations to bf16. With the gemm attention the
-      // fp32 results agree to the last bits and the bf16 values almost always match: measured a
-      // loss 4.8e-7 relative and gradients 2.2e-6 apart. The flash kernel's online softmax differs
-      // from the CPU's in the last fp32 bits, which flips the rounding of some bf16 activations by
-      // an ulp (2^-8): measured a loss 5.4e-4 relative and gradients up to 1.9e-2 apart.
+      // Both compute in fp32 and round the same activations to bf16, so a last-bit difference in
+      // an fp32 result flips a bf16 value by an ulp (2^-8) and the flip propagates. How often
+      // depends on the code generated: with the gemm attention, measured gradients 2.2e-6 apart in
+      // the Release build and up to 8.2e-3 in the -O2 sanitizer build (a GPU's FMAs will differ
+      // too); the flash kernel's online softmax differs in the last fp32 bits anyway: loss 5.4e-4
+      // relative, gradients up to 1.9e-2. A wrong kernel moves them by O(1).
       const bool flash = std::string(attention) == "flash";
-      CHECK(std::fabs(cpu_loss - gpu_loss) <= (flash ? 3e-3 : 1e-5) * std::fabs(cpu_loss));
+      CHECK(std::fabs(cpu_loss - gpu_loss) <= 3e-3 * std::fabs(cpu_loss));
       for (size_t i = 0; i < cpu_model.specs().size(); ++i)
         expect_close(host_values(*cpu, cpu_model.grads().view(i)), host_values(*gpu, gpu_model.grads().view(i)),
-                     flash ? 6e-2 : 2e-5, "gradient of " + cpu_model.specs()[i].name);
+                     flash ? 6e-2 : 3e-2, "gradient of " + cpu_model.specs()[i].name);
     }
 }

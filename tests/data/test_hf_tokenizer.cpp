@@ -51,6 +51,14 @@ std::string error_of(const std::string& json) {
   return "no error";
 }
 
+// The error of tiny_json() with its first `from` replaced by `to`.
+std::string error_with(const std::string& from, const std::string& to) {
+  std::string json = tiny_json();
+  const size_t at = json.find(from);
+  REQUIRE(at != std::string::npos);
+  return error_of(json.replace(at, from.size(), to));
+}
+
 std::string from_hex(const std::string& hex) {
   std::string out;
   for (size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
@@ -118,32 +126,23 @@ TEST_CASE("tokenizer.json: unsupported or malformed parts are errors naming the 
   CHECK_THAT(error_of(digits),
              Catch::Contains("tokenizer.json: pre_tokenizer.pretokenizers[1].type: unsupported \"Digits\""));
 
-  std::string bad_merge = tiny_json();
-  bad_merge.replace(bad_merge.find(R"("hell o")"), 8, R"("hell o x")");
-  CHECK_THAT(error_of(bad_merge), Catch::Contains("tokenizer.json: model.merges[3]: expected \"left right\""));
+  CHECK_THAT(error_with(R"("hell o")", R"("hell o x")"),
+             Catch::Contains("tokenizer.json: model.merges[3]: expected \"left right\""));
 
-  std::string unknown_piece = tiny_json();
-  unknown_piece.replace(unknown_piece.find(R"("h e")"), 5, R"("h q")");
-  CHECK_THAT(error_of(unknown_piece), Catch::Contains("model.merges[0]: \"q\" is not in model.vocab"));
+  CHECK_THAT(error_with(R"("h e")", R"("h q")"), Catch::Contains("model.merges[0]: \"q\" is not in model.vocab"));
 
-  std::string wordpiece = tiny_json();
-  wordpiece.replace(wordpiece.find(R"("type": "BPE")"), 13, R"("type": "WordPiece")");
-  CHECK_THAT(error_of(wordpiece), Catch::Contains("model.type: unsupported \"WordPiece\""));
+  CHECK_THAT(error_with(R"("type": "BPE")", R"("type": "WordPiece")"),
+             Catch::Contains("model.type: unsupported \"WordPiece\""));
 
-  std::string dropout = tiny_json();
-  dropout.replace(dropout.find(R"("dropout": null)"), 15, R"("dropout": 0.1)");
-  CHECK_THAT(error_of(dropout), Catch::Contains("tokenizer.json: model.dropout: unsupported"));
-  std::string truncation = tiny_json();
-  truncation.replace(truncation.find(R"("truncation": null)"), 18, R"("truncation": {"max_length": 8})");
-  CHECK_THAT(error_of(truncation), Catch::Contains("tokenizer.json: truncation: unsupported"));
+  CHECK_THAT(error_with(R"("dropout": null)", R"("dropout": 0.1)"),
+             Catch::Contains("tokenizer.json: model.dropout: unsupported"));
+  CHECK_THAT(error_with(R"("truncation": null)", R"("truncation": {"max_length": 8})"),
+             Catch::Contains("tokenizer.json: truncation: unsupported"));
 
-  std::string no_vocab = tiny_json();
-  no_vocab.replace(no_vocab.find(R"("vocab")"), 7, R"("vocabulary")");
-  CHECK_THAT(error_of(no_vocab), Catch::Contains("tokenizer.json: model.vocab: missing"));
+  CHECK_THAT(error_with(R"("vocab")", R"("vocabulary")"), Catch::Contains("tokenizer.json: model.vocab: missing"));
 
-  std::string bad_id = tiny_json();
-  bad_id.replace(bad_id.find(R"("id": 9)"), 7, R"("id": "nine")");
-  CHECK_THAT(error_of(bad_id), Catch::Contains("tokenizer.json: added_tokens[0].id: expected an integer"));
+  CHECK_THAT(error_with(R"("id": 9)", R"("id": "nine")"),
+             Catch::Contains("tokenizer.json: added_tokens[0].id: expected an integer"));
 
   const std::string bad_regex =
       tiny_json("", R"({"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"})");

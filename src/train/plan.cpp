@@ -70,6 +70,9 @@ class PlanningBackend final : public Backend {
   void embedding_forward(Tensor, const Tensor&, const Tensor&) override { refuse("embedding_forward"); }
   void embedding_backward(Tensor, const Tensor&, const Tensor&) override { refuse("embedding_backward"); }
   void rmsnorm_forward(Tensor, Tensor, const Tensor&, const Tensor&, float) override { refuse("rmsnorm_forward"); }
+  void add_rmsnorm_forward(Tensor, Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, float) override {
+    refuse("add_rmsnorm_forward");
+  }
   void rmsnorm_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&) override {
     refuse("rmsnorm_backward");
   }
@@ -95,6 +98,8 @@ class PlanningBackend final : public Backend {
   void cross_entropy_backward(Tensor, const Tensor&, const Tensor&, float) override {
     refuse("cross_entropy_backward");
   }
+  void cross_entropy_fused(Tensor, Tensor, const Tensor&, float) override { refuse("cross_entropy_fused"); }
+
   void adamw_update(Tensor, const Tensor&, Tensor, Tensor, const AdamWArgs&) override { refuse("adamw_update"); }
   void adam_direction(Tensor, const Tensor&, Tensor, Tensor, const AdamWArgs&) override { refuse("adam_direction"); }
 

@@ -464,6 +464,47 @@ OpCase rmsnorm_bf16_row() {
   return row;
 }
 
+// The residual add fused into the norm: sum = a + b, out = rmsnorm(sum), against add then
+// rmsnorm_forward in double. `offset` elements of padding before a, b, sum and out put the views
+// off the 16-byte grid for an offset that is not a multiple of 4, so the GPU takes scalar accesses.
+OpCase add_rmsnorm_row(int64_t N, int64_t C, int64_t offset) {
+  const int64_t n = N * C;
+  OpCase row;
+  row.name = "add_rmsnorm [" + dims({N, C}) + "]" + (offset ? " at element offset " + std::to_string(offset) : "");
+  row.covers = {"add_rmsnorm_forward"};
+  row.tensors = {f32("a", Shape{offset + n}, normal(116)),
+                 f32("b", Shape{offset + n}, normal(117, 0.5)),
+                 f32("weight", Shape{C}, normal(111)),
+                 zeros("sum", Shape{offset + n}),
+                 zeros("out", Shape{offset + n}),
+                 zeros("rstd", Shape{N}),
+                 f32("in_place", Shape{offset + n}, normal(116)),
+                 zeros("in_place_out", Shape{offset + n})};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    auto view = [&](const char* name) { return t[name].flat_slice(offset, Shape{N, C}); };
+    b.add_rmsnorm_forward(view("sum"), view("out"), t["rstd"], view("a"), view("b"), t["weight"], 1e-5f);
+    // sum aliasing a, as `x += delta` would call it: the same results.
+    b.add_rmsnorm_forward(view("in_place"), view("in_place_out"), t["rstd"], view("in_place"), view("b"), t["weight"],
+                          1e-5f);
+  };
+  row.forward = [=](HostTensors& h) {
+    for (const char* sum : {"sum", "in_place"}) {
+      double *s = h(sum) + offset, *a = h("a") + offset, *b = h("b") + offset;
+      for (int64_t i = 0; i < n; ++i) s[i] = a[i] + b[i];
+    }
+    k::rmsnorm_forward(h("out") + offset, h("rstd"), h("sum") + offset, h("weight"), N, C, 1e-5);
+    k::rmsnorm_forward(h("in_place_out") + offset, h("rstd"), h("in_place") + offset, h("weight"), N, C, 1e-5);
+  };
+  // The sum is one fp32 rounding (measured 3e-8), then rmsnorm's row statistics (the rmsnorm rows'
+  // 1e-6 and 1e-5); the GPU rounds the same sum, so sum and in_place match it bit for bit.
+  row.compare = {{"sum", 1e-7, 0.0},
+                 {"in_place", 1e-7, 0.0},
+                 {"out", 1e-6, 1e-5},
+                 {"in_place_out", 1e-6, 1e-5},
+                 {"rstd", 1e-6, 1e-5}};
+  return row;
+}
+
 OpCase linear_row(int64_t N, int64_t I, int64_t O, bool with_bias, bool accumulate_dx, double gradient_tolerance) {
   OpCase row;
   row.name =
@@ -749,28 +790,37 @@ OpCase cross_entropy_row(int64_t V, std::vector<int32_t> targets, double scale, 
   const int64_t N = int64_t(targets.size());
   OpCase row;
   row.name = "cross_entropy [" + dims({N, V}) + "] scale " + std::to_string(scale);
-  row.covers = {"cross_entropy_forward", "cross_entropy_backward"};
+  row.covers = {"cross_entropy_forward", "cross_entropy_backward", "cross_entropy_fused"};
   row.tensors = {ids("targets", targets),        f32("logits", Shape{N, V}, normal(181, logit_scale)),
                  zeros("losses", Shape{N}),      f32("dlogits", Shape{N, V}, normal(182)),
-                 zeros("in_place", Shape{N, V}), f32("probe", Shape{N}, constant(scale))};
+                 zeros("in_place", Shape{N, V}), f32("probe", Shape{N}, constant(scale)),
+                 zeros("fused", Shape{N, V}),    f32("fused_losses", Shape{N}, normal(183))};
   row.run = [=](Backend& b, DeviceTensors& t) {
     b.cross_entropy_forward(t["losses"], t["logits"], t["targets"]);
     b.cross_entropy_backward(t["dlogits"], t["logits"], t["targets"], float(scale));
     b.copy(t["in_place"], t["logits"]);
     b.cross_entropy_backward(t["in_place"], t["in_place"], t["targets"], float(scale));
+    b.copy(t["fused"], t["logits"]);
+    b.cross_entropy_fused(t["fused_losses"], t["fused"], t["targets"], float(scale));
   };
   row.forward = [=](HostTensors& h) { k::cross_entropy_forward(h("losses"), h("logits"), h.ids("targets"), N, V); };
   row.backward = [=](HostTensors& h) {
     k::cross_entropy_backward(h("dlogits"), h("logits"), h.ids("targets"), N, V, scale);
     h.tensors["in_place"].data = h.at("dlogits");
+    h.tensors["fused"].data = h.at("dlogits");
+    h.tensors["fused_losses"].data = h.at("losses");
   };
   // A log-sum-exp over V (vectorised exp, double sum): measured up to 3.9e-8.
-  row.compare = {{"losses", 3e-7, 1e-5}, {"dlogits", 3e-7, 1e-5}, {"in_place", 3e-7, 1e-5}};
+  row.compare = {{"losses", 3e-7, 1e-5},
+                 {"dlogits", 3e-7, 1e-5},
+                 {"in_place", 3e-7, 1e-5},
+                 {"fused_losses", 3e-7, 1e-5},
+                 {"fused", 3e-7, 1e-5}};
   row.loss = {{"losses", "probe"}};  // L = scale * sum of the losses
   row.gradients = {{"logits", "dlogits", false}};
   row.gradient_tolerance = gradient_tolerance;
   // The textbook formula log(sum exp) - logit[target] on every kept row (an fp32 result: measured up
-  // to 6.7e-8); ignored rows have loss and gradient exactly 0; in place gives the same bits.
+  // to 6.7e-8); ignored rows have loss and gradient exactly 0; in place and fused give the same bits.
   row.check = [=](const HostTensors& initial, const HostTensors& r) {
     const auto &logits = initial.at("logits"), &losses = r.at("losses"), &dlogits = r.at("dlogits");
     std::vector<double> textbook(size_t(N), 0.0);
@@ -786,6 +836,8 @@ OpCase cross_entropy_row(int64_t V, std::vector<int32_t> targets, double scale, 
     }
     CHECK(relative_error(textbook, losses) < 1e-6);
     CHECK(r.at("in_place") == dlogits);
+    CHECK(r.at("fused") == dlogits);
+    CHECK(r.at("fused_losses") == losses);
   };
   row.rejects = {{"a target equal to the vocabulary size", [=](Backend& b, DeviceTensors& t) {
                     std::vector<int32_t> bad = targets;
@@ -938,6 +990,23 @@ std::vector<OpCase> op_table() {
   add(rmsnorm_row(33, 300, 1e-5f, 2.0, no_fd));
   add(rmsnorm_row(1, 33, 1e-5f, 1.0, no_fd));
   add(rmsnorm_bf16_row());
+  // 2056 channels: more than one pass of 256 threads x 4 (f32) or x 8 (bf16) elements; 300 rows:
+  // more than the GPU backward's 264 blocks, so blocks sum dweight over two rows.
+  add(rmsnorm_row(300, 2056, 1e-5f, 1.0, no_fd));
+  add(in_bf16(rmsnorm_row(300, 2056, 1e-5f, 1.0, no_fd), {"x", "weight", "out", "dout", "dx"},
+              {{"out", kBf16, 1e-2}, {"rstd", 1e-6, 1e-5}, {"dx", kBf16, 1e-2}, {"dweight", 1e-6, 1e-5}}));
+  add(add_rmsnorm_row(4, 7, 0));
+  add(add_rmsnorm_row(33, 96, 0));
+  add(add_rmsnorm_row(33, 96, 1));
+  add(add_rmsnorm_row(5, 2056, 0));
+  // The backends normalise the sum rounded to bf16, the double reference the exact sum: rstd
+  // differs by that rounding (measured 2.8e-4).
+  add(in_bf16(add_rmsnorm_row(33, 96, 0), {"a", "b", "sum", "out", "in_place", "in_place_out"},
+              {{"sum", kBf16, 0.0},
+               {"in_place", kBf16, 0.0},
+               {"out", kBf16, 1e-2},
+               {"in_place_out", kBf16, 1e-2},
+               {"rstd", 1e-3, 1e-5}}));
   add(in_bf16(rmsnorm_row(33, 300, 1e-5f, 2.0, no_fd), {"x", "weight", "out", "dout", "dx"},
               {{"out", kBf16, 1e-2}, {"rstd", 1e-6, 1e-5}, {"dx", kBf16, 1e-2}, {"dweight", 1e-6, 1e-5}}));
 
@@ -1003,6 +1072,9 @@ std::vector<OpCase> op_table() {
   add(swiglu_row(1, 33, no_fd));
   add(in_bf16(swiglu_row(17, 300, no_fd), {"gate_up", "out", "dout", "dgate_up"},
               {{"out", kBf16, 1e-2}, {"dgate_up", kBf16, 1e-2}}));
+  // F = 296 packs into bf16x8 (300 takes the scalar path in bf16).
+  add(in_bf16(swiglu_row(17, 296, no_fd), {"gate_up", "out", "dout", "dgate_up"},
+              {{"out", kBf16, 1e-2}, {"dgate_up", kBf16, 1e-2}}));
 
   add(cross_entropy_row(7, {3, -1, 0, 6, -100}, 0.37, 3.0, fd));
   {
@@ -1016,8 +1088,12 @@ std::vector<OpCase> op_table() {
     t[11] = -100;
     t[19] = 999;
     add(cross_entropy_row(1000, t, 0.05, 3.0, no_fd));
-    add(in_bf16(cross_entropy_row(1000, t, 0.05, 3.0, no_fd), {"logits", "dlogits", "in_place"},
-                {{"losses", 1e-6, 1e-5}, {"dlogits", kBf16, 1e-2}, {"in_place", kBf16, 1e-2}}));
+    add(in_bf16(cross_entropy_row(1000, t, 0.05, 3.0, no_fd), {"logits", "dlogits", "in_place", "fused"},
+                {{"losses", 1e-6, 1e-5},
+                 {"dlogits", kBf16, 1e-2},
+                 {"in_place", kBf16, 1e-2},
+                 {"fused_losses", 1e-6, 1e-5},
+                 {"fused", kBf16, 1e-2}}));
   }
   add(cross_entropy_row(33, {32}, 1.0, 3.0, no_fd));  // one row, the last class
 

@@ -95,6 +95,10 @@ class Backend {
 
   // out = x * rstd * weight, rstd[n] = 1/sqrt(mean(x[n,:]^2) + eps); rstd F32 [N] saved for backward.
   virtual void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& weight, float eps) = 0;
+  // sum = a + b, then rmsnorm_forward(out, rstd, sum, weight, eps): the residual add fused into
+  // the norm that reads it (the same results as add then rmsnorm_forward). sum may alias a or b.
+  virtual void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, const Tensor& a, const Tensor& b,
+                                   const Tensor& weight, float eps) = 0;
   // dx += d(out)/dx (accumulates into the residual-stream gradient), dweight += ...
   virtual void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
                                 const Tensor& rstd) = 0;
@@ -141,6 +145,10 @@ class Backend {
   virtual void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) = 0;
   // dlogits = scale * (softmax(logits) - onehot(target)), 0 on ignored rows; dlogits may alias logits.
   virtual void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets, float scale) = 0;
+
+  // cross_entropy_forward(losses, logits, targets), then cross_entropy_backward(logits, logits,
+  // targets, scale): the losses and, in place of the logits, their gradient (the same results).
+  virtual void cross_entropy_fused(Tensor losses, Tensor logits, const Tensor& targets, float scale) = 0;
 
   // ---- optimizer ops ----
   // AdamW on one tensor (m, v F32 like param): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;

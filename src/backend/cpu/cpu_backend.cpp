@@ -310,6 +310,13 @@ class CpuBackend final : public Backend {
     cpu::rmsnorm_forward(Out.get(), rstd.f32(), X.get(), W.get(), N, C, eps);
   }
 
+  // The two ops in turn: the reference the fused GPU kernel must match.
+  void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, const Tensor& a, const Tensor& b, const Tensor& weight,
+                           float eps) override {
+    add(sum, a, b);
+    rmsnorm_forward(out, rstd, sum, weight, eps);
+  }
+
   void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
                         const Tensor& rstd) override {
     require_f32(rstd, "rmsnorm_backward", "rstd");
@@ -438,6 +445,11 @@ class CpuBackend final : public Backend {
     const F32Operand Logits(logits, Access::Read, "cross_entropy_backward", "logits"),
         Dlogits(dlogits, Access::Write, "cross_entropy_backward", "dlogits");
     cpu::cross_entropy_backward(Dlogits.get(), Logits.get(), targets.ptr<int32_t>(), N, V, scale);
+  }
+
+  void cross_entropy_fused(Tensor losses, Tensor logits, const Tensor& targets, float scale) override {
+    cross_entropy_forward(losses, logits, targets);
+    cross_entropy_backward(logits, logits, targets, scale);
   }
 
   // ---- optimizer ops ----

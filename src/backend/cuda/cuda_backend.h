@@ -67,6 +67,8 @@ class CudaBackend final : public Backend {
   void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& table) override;
   void embedding_backward(Tensor dtable, const Tensor& dout, const Tensor& tokens) override;
   void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& weight, float eps) override;
+  void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, const Tensor& a, const Tensor& b, const Tensor& weight,
+                           float eps) override;
   void rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
                         const Tensor& rstd) override;
   void linear_forward(Tensor out, const Tensor& x, const Tensor& weight, const Tensor* bias) override;
@@ -85,6 +87,7 @@ class CudaBackend final : public Backend {
   void swiglu_backward(Tensor dgate_up, const Tensor& dout, const Tensor& gate_up) override;
   void cross_entropy_forward(Tensor losses, const Tensor& logits, const Tensor& targets) override;
   void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets, float scale) override;
+  void cross_entropy_fused(Tensor losses, Tensor logits, const Tensor& targets, float scale) override;
 
   // ---- optimizer ops ----
   void adamw_update(Tensor param, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args) override;
@@ -103,6 +106,9 @@ class CudaBackend final : public Backend {
   void* grown(void*& buffer, size_t& size, size_t bytes, const char* what);
   // Reads the device status word (after a synchronisation) and throws if a kernel flagged bad ids.
   void check_device_status();
+  // rmsnorm_forward, or with sum and delta add_rmsnorm_forward (sum = x + delta).
+  void rmsnorm(Tensor out, Tensor rstd, Tensor* sum, const Tensor& x, const Tensor* delta, const Tensor& weight,
+               float eps, const char* op);
   void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,
             const char* op);
   double reduce(const Tensor& x, bool squares, const char* op);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 
 #include "cuda_check.h"
 #include "op_args.h"
@@ -50,6 +51,73 @@ __device__ __forceinline__ void store(const FloatPtr& p, int64_t i, float v) {
     static_cast<uint16_t*>(p.data)[i] = float_to_bf16_bits(v);
   else
     static_cast<float*>(p.data)[i] = v;
+}
+
+// ---- dtype as a template parameter, 128-bit accesses ----
+// The memory-bound kernels take their storage type T (float, or Bf16: the bits of a bfloat16) as a
+// template parameter, so no thread branches on the dtype, and move V consecutive elements per
+// access: Vec<T, V> is 16 bytes for V = kPackWidth<T> (float4, bf16x8), one 128-bit load or store.
+// The host picks V = kPackWidth<T> when every pointer is 16-byte aligned and the vectorised extent
+// (a row, a head half, a flat length) divides into packs, else V = 1 (vector_width below); flat
+// loops add a scalar tail instead.
+struct Bf16 {
+  uint16_t bits;
+};
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(Bf16 v) { return __uint_as_float(static_cast<uint32_t>(v.bits) << 16); }
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ Bf16 from_float<Bf16>(float v) {
+  return Bf16{float_to_bf16_bits(v)};
+}
+
+template <typename T>
+constexpr int kPackWidth = 16 / static_cast<int>(sizeof(T));
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V < 16 ? sizeof(T) * V : 16) Vec {
+  T v[V];
+};
+
+// Elements [i, i + V) of p as floats (one access; i a multiple of V and p aligned, see above).
+template <int V, typename T>
+__device__ __forceinline__ void load_vec(float (&out)[V], const T* p, int64_t i) {
+  const Vec<T, V> packed = *reinterpret_cast<const Vec<T, V>*>(p + i);
+#pragma unroll
+  for (int k = 0; k < V; ++k) out[k] = to_float(packed.v[k]);
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_vec(T* p, int64_t i, const float (&in)[V]) {
+  Vec<T, V> packed;
+#pragma unroll
+  for (int k = 0; k < V; ++k) packed.v[k] = from_float<T>(in[k]);
+  *reinterpret_cast<Vec<T, V>*>(p + i) = packed;
+}
+
+// Host: V = kPackWidth<T> when `extent` is a multiple of it and every pointer is 16-byte
+// aligned (a view at an odd offset falls back to scalar accesses), else 1.
+template <typename T>
+inline int vector_width(int64_t extent, std::initializer_list<const void*> pointers) {
+  if (extent % kPackWidth<T> != 0) return 1;
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
+  return kPackWidth<T>;
+}
+
+// Host: calls f(T{}) with T the storage type of p (float or Bf16): the one runtime dtype branch.
+template <typename F>
+inline void with_dtype(const FloatPtr& p, F&& f) {
+  if (p.bf16)
+    f(Bf16{});
+  else
+    f(float{});
 }
 
 template <typename T>

@@ -1,5 +1,5 @@
-// Reductions: sum and sum of squares (in double, a deterministic two-pass reduction) and the
-// column sums (reduce.h) behind rmsnorm's dweight and linear's dbias.
+// Reductions: sum and sum of squares (in double, a deterministic two-pass reduction), the column
+// sums (reduce.h) behind linear's dbias and the final pass over rmsnorm's dweight partials.
 #include <algorithm>
 
 #include "cuda_backend.h"
@@ -95,6 +95,11 @@ void launch_column_reduce(float* dst, FloatPtr a, FloatPtr b, const float* row_s
   const dim3 block(kColumnTile, kColumnRowsPerThread);
   column_partials_kernel<<<grid, block, 0, stream>>>(partials, a, b, row_scale, rows, cols, rows_per_split);
   GUM_CUDA_CHECK_LAUNCH("column_partials_kernel");
+  launch_column_finish(dst, partials, splits, cols, stream);
+}
+
+void launch_column_finish(float* dst, const float* partials, int64_t splits, int64_t cols, cudaStream_t stream) {
+  if (cols <= 0) return;
   column_finish_kernel<<<grid_for(cols), kThreads, 0, stream>>>(dst, partials, splits, cols);
   GUM_CUDA_CHECK_LAUNCH("column_finish_kernel");
 }

@@ -1,6 +1,6 @@
 #pragma once
-// The column sums of reduce.cu, shared by rmsnorm.cu (dweight) and linear.cu (dbias), and the
-// size of the sum reduction's buffer that CudaBackend allocates once.
+// The column sums of reduce.cu (linear.cu's dbias, rmsnorm.cu's dweight partials), and the size
+// of the sum reduction's buffer that CudaBackend allocates once.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -17,5 +17,7 @@ constexpr int kReducePartials = 1024;
 int64_t column_reduce_partials_size(int64_t rows, int64_t cols);
 void launch_column_reduce(float* dst, FloatPtr a, FloatPtr b, const float* row_scale, int64_t rows, int64_t cols,
                           float* partials, cudaStream_t stream);
+// dst[c] += sum_s partials[s * cols + c], s in order (the second pass of launch_column_reduce).
+void launch_column_finish(float* dst, const float* partials, int64_t splits, int64_t cols, cudaStream_t stream);
 
 }  // namespace gum::cuda

@@ -8,43 +8,67 @@ namespace {
 
 // ---------------------------------------------------------------------------------------------
 // RoPE (Su et al. 2021, RoFormer eq. 34), Hugging Face rotate_half pairing: element j of a head
-// rotates with element j + D/2 by position * inv_freq[j]. One thread per (row, q/k head, j);
-// v heads untouched. inverse = rotation by the negative angle (backward: R^T = R^-1).
-// The _rn intrinsics forbid FMA contraction so the result has the CPU's bits.
+// rotates with element j + D/2 by position * inv_freq[j]. One pass in place: a thread takes V
+// consecutive j of one (row, q/k head) (storage type T, V elements per access), reads both halves
+// and their (cos, sin) pairs once and writes both halves once; v heads untouched. inverse =
+// rotation by the negative angle (backward: R^T = R^-1). The _rn intrinsics forbid FMA
+// contraction so the result has the CPU's bits.
 
-__global__ void rope_kernel(FloatPtr qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions,
-                            int64_t N, int H, int KV, int D, bool inverse, int* status) {
-  const int half = D / 2, rotated_heads = H + KV;
+template <typename T, int V>
+__global__ void rope_kernel(T* qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions, int64_t N,
+                            int H, int KV, int D, bool inverse, int* status) {
+  const int half = D / 2, rotated_heads = H + KV, packs = half / V;
   const int64_t width = int64_t(H + 2 * KV) * D;
-  GUM_GRID_STRIDE_LOOP(i, N * rotated_heads * half) {
-    const int j = static_cast<int>(i % half);
-    const int64_t rest = i / half;
+  GUM_GRID_STRIDE_LOOP(i, N * rotated_heads * packs) {
+    const int j = static_cast<int>(i % packs) * V;
+    const int64_t rest = i / packs;
     const int head = static_cast<int>(rest % rotated_heads);
     const int64_t n = rest / rotated_heads;
     const int32_t position = positions[n];
     const int64_t first = n * width + int64_t(head) * D + j, second = first + half;
+    float a[V], b[V];
     if (position < 0 || position >= max_positions) {
       atomicOr(status, kStatusPositionOutOfRange);
-      store(qkv, first, NAN);
-      store(qkv, second, NAN);
+#pragma unroll
+      for (int k = 0; k < V; ++k) a[k] = NAN;
+      store_vec(qkv, first, a);
+      store_vec(qkv, second, a);
       continue;
     }
-    const float cos_a = cos_sin[(int64_t(position) * half + j) * 2];
-    const float sin_raw = cos_sin[(int64_t(position) * half + j) * 2 + 1];
-    const float sin_a = inverse ? -sin_raw : sin_raw;
-    const float a = load(qkv, first), b = load(qkv, second);
-    store(qkv, first, __fsub_rn(__fmul_rn(a, cos_a), __fmul_rn(b, sin_a)));
-    store(qkv, second, __fadd_rn(__fmul_rn(b, cos_a), __fmul_rn(a, sin_a)));
+    float cs[2 * V];  // (cos, sin) of j, j + 1, ...
+    load_vec(cs, cos_sin, (int64_t(position) * half + j) * 2);
+    load_vec(a, qkv, first);
+    load_vec(b, qkv, second);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float cos_a = cs[2 * k], sin_a = inverse ? -cs[2 * k + 1] : cs[2 * k + 1];
+      const float x = a[k], y = b[k];
+      a[k] = __fsub_rn(__fmul_rn(x, cos_a), __fmul_rn(y, sin_a));
+      b[k] = __fadd_rn(__fmul_rn(y, cos_a), __fmul_rn(x, sin_a));
+    }
+    store_vec(qkv, first, a);
+    store_vec(qkv, second, b);
   }
 }
 
 void launch_rope(FloatPtr qkv, const int32_t* positions, const float* cos_sin, int64_t max_positions, int64_t N, int H,
                  int KV, int D, bool inverse, int* status, cudaStream_t stream) {
-  const int64_t work = N * (H + KV) * (D / 2);
-  if (work <= 0) return;
-  rope_kernel<<<grid_for(work), kThreads, 0, stream>>>(qkv, positions, cos_sin, max_positions, N, H, KV, D, inverse,
-                                                       status);
-  GUM_CUDA_CHECK_LAUNCH("rope_kernel");
+  if (N * (H + KV) * (D / 2) <= 0) return;
+  with_dtype(qkv, [&](auto t) {
+    using T = decltype(t);
+    T* data = static_cast<T*>(qkv.data);
+    // D / 2 a multiple of V keeps both halves of every head and the (cos, sin) rows pack-aligned.
+    const int V = vector_width<T>(D / 2, {data, cos_sin});
+    auto launch = [&](auto rope_kernel) {
+      rope_kernel<<<grid_for(N * (H + KV) * (D / 2 / V)), kThreads, 0, stream>>>(
+          data, positions, cos_sin, max_positions, N, H, KV, D, inverse, status);
+      GUM_CUDA_CHECK_LAUNCH("rope_kernel");
+    };
+    if (V == kPackWidth<T>)
+      launch(rope_kernel<T, kPackWidth<T>>);
+    else
+      launch(rope_kernel<T, 1>);
+  });
 }
 
 }  // namespace

@@ -32,9 +32,7 @@ void block_forward(Backend& be, const BlockTensors& w, const BlockBuffers& a, co
   be.rope_forward(a.qkv, positions, cos_sin, shape);
   attend(a.att, a.qkv);
   be.linear_forward(a.scratch, a.att, w.o_weight, optional(w.o_bias));
-  be.add(a.mid, a.input, a.scratch);
-
-  be.rmsnorm_forward(a.ln2, a.ln2_rstd, a.mid, w.ln2, eps);
+  be.add_rmsnorm_forward(a.mid, a.ln2, a.ln2_rstd, a.input, a.scratch, w.ln2, eps);
   be.linear_forward(a.gate_up, a.ln2, w.gate_up_weight, nullptr);
   be.swiglu_forward(a.act, a.gate_up);
   be.linear_forward(a.scratch, a.act, w.down_weight, nullptr);

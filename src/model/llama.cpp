@@ -97,7 +97,8 @@ struct LlamaModel::Private {
   int last_batch = 0;
   bool last_has_doc_start = false;
   bool last_has_targets = false;
-  bool backward_ready = false;  // a forward ran and its logits are not yet overwritten
+  bool backward_ready = false;    // a forward ran and its logits are not yet overwritten
+  float head_backward_scale = 0;  // > 0: the last forward ran the head's backward with this loss scale
 };
 
 namespace {
@@ -350,6 +351,9 @@ Tensor LlamaModel::logits() const {
   if (state_->logits.rows() < N)
     runtime_error("model: the logits of ", N, " rows are not kept (the head runs in chunks of ", state_->logits.rows(),
                   " rows)");
+  if (state_->head_backward_scale > 0)
+    runtime_error(
+        "model: the logits of the last forward were overwritten by their gradient (forward had a loss scale)");
   return first_rows(state_->logits, N);
 }
 
@@ -379,7 +383,7 @@ const Tensor& LlamaModel::final_norm_weight() const { return state_->final_norm;
 const Tensor& LlamaModel::head_weight() const { return state_->head; }
 const Tensor& LlamaModel::rope_cos_sin() const { return state_->cos_sin; }
 
-double LlamaModel::forward(const TokenBatch& batch) {
+double LlamaModel::forward(const TokenBatch& batch, float loss_scale) {
   Private& s = *state_;
   Backend& be = *backend_;
   const LlamaConfig& c = config_;
@@ -439,15 +443,26 @@ double LlamaModel::forward(const TokenBatch& batch) {
   s.last_has_doc_start = batch.doc_start != nullptr;
   s.last_has_targets = batch.targets != nullptr;
   s.backward_ready = true;
+  s.head_backward_scale = 0;
   if (!batch.targets) {
     be.linear_forward(first_rows(s.logits, N), lnf, s.head, nullptr);
     return 0.0;
   }
+  if (loss_scale > 0 && use_ == ModelUse::Inference)
+    runtime_error("model forward: a loss scale needs a model built for training (gradients)");
+  const Tensor d_ln = loss_scale > 0 ? first_rows(s.d_ln, N) : Tensor{};
   for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
-    be.linear_forward(logits, lnf.row_slice(begin, end), s.head, nullptr);
-    be.cross_entropy_forward(losses.flat_slice(begin, Shape{end - begin}), logits,
-                             target_ids.flat_slice(begin, Shape{end - begin}));
+    const Tensor lnf_rows = lnf.row_slice(begin, end), chunk_losses = losses.flat_slice(begin, Shape{end - begin}),
+                 chunk_targets = target_ids.flat_slice(begin, Shape{end - begin});
+    be.linear_forward(logits, lnf_rows, s.head, nullptr);
+    if (loss_scale <= 0) {
+      be.cross_entropy_forward(chunk_losses, logits, chunk_targets);
+      return;
+    }
+    be.cross_entropy_fused(chunk_losses, logits, chunk_targets, loss_scale);  // logits := dlogits
+    be.linear_backward(d_ln.row_slice(begin, end), s.d_head, nullptr, logits, lnf_rows, s.head, false);
   });
+  s.head_backward_scale = std::max(loss_scale, 0.0f);
   return be.sum(losses);
 }
 
@@ -485,16 +500,20 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
   const Tensor position_ids = first_rows(s.positions, N);
   const Tensor d_residual = first_rows(s.d_residual, N), d_ln = first_rows(s.d_ln, N);
 
-  // Loss and head, chunk by chunk: dlogits overwrite the logits in place. With one chunk the
-  // logits are still those of forward; with several each chunk's are computed again.
+  // Loss and head, chunk by chunk, unless forward ran them (given the loss scale): dlogits
+  // overwrite the logits in place. With one chunk the logits are still those of forward; with
+  // several each chunk's are computed again.
+  if (s.head_backward_scale > 0 && s.head_backward_scale != loss_scale)
+    runtime_error("model backward: loss scale ", loss_scale, " differs from forward's ", s.head_backward_scale);
   const bool recompute_logits = s.logits.rows() < N;
   const Tensor lnf = first_rows(s.lnf, N), targets = first_rows(s.targets, N);
-  for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
-    const Tensor lnf_rows = lnf.row_slice(begin, end);
-    if (recompute_logits) be.linear_forward(logits, lnf_rows, s.head, nullptr);
-    be.cross_entropy_backward(logits, logits, targets.flat_slice(begin, Shape{end - begin}), loss_scale);
-    be.linear_backward(d_ln.row_slice(begin, end), s.d_head, nullptr, logits, lnf_rows, s.head, false);
-  });
+  if (s.head_backward_scale == 0)
+    for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
+      const Tensor lnf_rows = lnf.row_slice(begin, end);
+      if (recompute_logits) be.linear_forward(logits, lnf_rows, s.head, nullptr);
+      be.cross_entropy_backward(logits, logits, targets.flat_slice(begin, Shape{end - begin}), loss_scale);
+      be.linear_backward(d_ln.row_slice(begin, end), s.d_head, nullptr, logits, lnf_rows, s.head, false);
+    });
   be.fill(d_residual, 0.0f);  // rmsnorm_backward accumulates into the residual gradient
   be.rmsnorm_backward(d_residual, s.d_final_norm, d_ln, first_rows(s.residual_out, N), s.final_norm,
                       first_rows(s.lnf_rstd, N));

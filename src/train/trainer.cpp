@@ -357,10 +357,10 @@ Trainer::StepResult Trainer::train_step(const StepInfo& info) {
 
   double local_loss_sum = 0;
   for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
-    local_loss_sum += model_->forward(rows_->micro_batch(m));
+    local_loss_sum += model_->forward(rows_->micro_batch(m), loss_scale);
     model_->backward(loss_scale);
   }
-  local_loss_sum += model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1));
+  local_loss_sum += model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1), loss_scale);
   // The last backward completes each layer's gradient; its hook starts the layer's reduction at
   // once, while backward goes on with the layers below. Fused, the hook then updates the layer
   // completed before it, whose reduction travelled during this layer's backward: the whole

@@ -417,3 +417,33 @@ TEST_CASE("bf16 and bf16_pure: bf16 storage, fp32 gradients, loss and gradients 
     }
   }
 }
+
+TEST_CASE("forward given the loss scale runs the head's backward: the same loss and gradients, bit for bit") {
+  auto backend = make_backend("cpu");
+  const LlamaConfig config = tiny_config();
+  const int B = 2, T = 6;
+  for (int64_t chunk : {0, 5}) {  // one chunk, and chunks with a shorter last one
+    INFO("logits_chunk_rows " << chunk);
+    LlamaModel apart(config, *backend, B, T, ModelUse::Training, Precision::Fp32, ModelMemory{chunk, false}),
+        fused(config, *backend, B, T, ModelUse::Training, Precision::Fp32, ModelMemory{chunk, false});
+    apart.init_weights(9);
+    fused.init_weights(9);
+    apart.zero_grads();
+    fused.zero_grads();
+    for (int micro = 0; micro < 2; ++micro) {
+      Batch batch = make_batch(B, T, config.vocab_size);
+      batch.targets[size_t(2 + micro)] = -1;
+      CHECK(fused.forward(batch.view(B), 0.25f) == apart.forward(batch.view(B)));
+      if (chunk == 0) REQUIRE_THROWS_WITH(fused.logits(), Catch::Contains("overwritten by their gradient"));
+      apart.backward(0.25f);
+      fused.backward(0.25f);
+    }
+    CHECK(host_copy(*backend, fused.grads().all()) == host_copy(*backend, apart.grads().all()));
+    CHECK(backend->sum_squares(fused.grads().all()) > 0);
+    fused.forward(make_batch(B, T, config.vocab_size).view(B), 0.25f);
+    REQUIRE_THROWS_WITH(fused.backward(0.5f), Catch::Contains("differs from forward's"));
+  }
+  LlamaModel inference(config, *backend, B, T, ModelUse::Inference);
+  REQUIRE_THROWS_WITH(inference.forward(make_batch(B, T, config.vocab_size).view(B), 0.25f),
+                      Catch::Contains("built for training"));
+}

@@ -100,10 +100,14 @@ class LlamaModel {
   void zero_grads();
 
   // Runs the forward pass and the per-token losses. Returns the SUM of the losses over
-  // targets >= 0 (the caller divides by the global count of valid targets).
-  double forward(const TokenBatch& batch);
+  // targets >= 0 (the caller divides by the global count of valid targets). Given the loss_scale
+  // of the backward that follows (training), forward also runs the loss's and the head's backward,
+  // chunk by chunk: one kernel reads a chunk's logits for its losses and overwrites them with
+  // their gradient, so no chunk's logits are computed or read twice, and logits() is unavailable.
+  double forward(const TokenBatch& batch, float loss_scale = 0.0f);
   // Backward of the last forward. Gradients ACCUMULATE into grads() scaled by loss_scale
-  // (= 1 / valid targets of the global batch, so micro-batches and ranks add up to the mean).
+  // (= 1 / valid targets of the global batch, so micro-batches and ranks add up to the mean;
+  // forward's, when forward was given one).
   // on_layer_done(layer) fires as soon as that layer's gradients are complete, in the order
   // L (final norm, head), L-1, ..., 0, -1 (embeddings): the hook for fused updates and
   // bucketed all-reduce.

@@ -30,6 +30,7 @@ mutations=(
   "rope: every pair of a pack rotates by the first pair's sine^cuda/rope.cu^sin_a = inverse ? -cs[2 * k + 1] : cs[2 * k + 1];^sin_a = inverse ? -cs[1] : cs[1];"
   "cross_entropy_fused: target logit read after the barrier (in-place writes may precede it)^cuda/cross_entropy.cu^store(losses, n, logf(stats.sum) + stats.max - target_logit);^store(losses, n, logf(stats.sum) + stats.max - to_float(logits[base + target]));"
   "cross_entropy: one-hot subtracted at the pack's first element only^cuda/cross_entropy.cu^(j + k == target ? 1.0f : 0.0f)^(j == target ? 1.0f : 0.0f)"
+  "add: the tail's last element skipped^cuda/elementwise.cu^  if (tail < n) out[tail]^  if (tail + 1 < n) out[tail]"
   "transpose: barrier between tile write and read removed^cuda/linalg.cu^  }\n  __syncthreads();\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {^  }\n  for (int k = threadIdx.y; k < 32; k += blockDim.y) {"
   "svd_sign: arg-max reduction starts at a quarter of the block^cuda/linalg.cu^int stride = blockDim.x / 2;^int stride = blockDim.x / 4;"
   "gemm: wrong leading dimension of B^cuda/gemm.cpp^checked_int(ldb, op, \"ldb\"), a, cuda_type(a_type, op)^checked_int(lda, op, \"ldb\"), a, cuda_type(a_type, op)"

@@ -358,6 +358,32 @@ OpCase elementwise_row() {
   return row;
 }
 
+// add over n elements, out-of-place and in place, with b in F32 or BF16 (the fp32 weights plus a
+// bf16 compensation of bf16_weights.cpp); `offset` elements of padding put the views off the
+// 16-byte grid (offset not a multiple of 4), n not a multiple of 4 leaves a scalar tail.
+OpCase add_row(int64_t n, int64_t offset, DType b_dtype) {
+  OpCase row;
+  row.name = "add [" + std::to_string(n) + "] at element offset " + std::to_string(offset) +
+             (b_dtype == DType::BF16 ? ", BF16 b" : "");
+  row.covers = {"add"};
+  TensorSpec b = f32("b", Shape{offset + n}, normal(55));
+  b.dtype = b_dtype;
+  row.tensors = {f32("a", Shape{offset + n}, normal(54)), b, zeros("out", Shape{offset + n}),
+                 f32("in_place", Shape{offset + n}, normal(54))};
+  row.run = [=](Backend& be, DeviceTensors& t) {
+    auto view = [&](const char* name) { return t[name].flat_slice(offset, Shape{n}); };
+    be.add(view("out"), view("a"), view("b"));
+    be.add(view("in_place"), view("in_place"), view("b"));
+  };
+  row.forward = [=](HostTensors& h) {
+    for (const char* out : {"out", "in_place"})
+      for (int64_t i = offset; i < offset + n; ++i) h(out)[i] = h("a")[i] + h("b")[i];
+  };
+  // One fp32 rounding per element (as in the elementwise row); the GPU adds the same floats.
+  row.compare = {{"out", 2e-7, 0.0}, {"in_place", 2e-7, 0.0}};
+  return row;
+}
+
 OpCase sum_row(int64_t n, bool with_nan) {
   OpCase row;
   row.name = "sum, sum_squares [" + std::to_string(n) + "]" + (with_nan ? " with a NaN" : "");
@@ -962,6 +988,10 @@ std::vector<OpCase> op_table() {
   add(round_stochastic_row());
 
   add(elementwise_row());
+  for (DType b_dtype : {DType::F32, DType::BF16}) {
+    add(add_row(1003, 0, b_dtype));  // packs and a tail of 3
+    add(add_row(1003, 1, b_dtype));  // unaligned: scalar accesses
+  }
   // One element; one partial block; more than the GPU's 1024 x 256 first-pass threads (grid-stride).
   for (int64_t n : {int64_t(1), int64_t(255), int64_t(300007)}) add(sum_row(n, false));
   add(sum_row(1000, true));

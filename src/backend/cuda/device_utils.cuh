@@ -58,8 +58,8 @@ __device__ __forceinline__ void store(const FloatPtr& p, int64_t i, float v) {
 // template parameter, so no thread branches on the dtype, and move V consecutive elements per
 // access: Vec<T, V> is 16 bytes for V = kPackWidth<T> (float4, bf16x8), one 128-bit load or store.
 // The host picks V = kPackWidth<T> when every pointer is 16-byte aligned and the vectorised extent
-// (a row, a head half, a flat length) divides into packs, else V = 1 (vector_width below); flat
-// loops add a scalar tail instead.
+// (a row, a head half) divides into packs, else V = 1 (vector_width below); a flat loop (add)
+// needs only the alignment and finishes the n % V elements of its tail one per thread.
 struct Bf16 {
   uint16_t bits;
 };
@@ -101,14 +101,18 @@ __device__ __forceinline__ void store_vec(T* p, int64_t i, const float (&in)[V])
   *reinterpret_cast<Vec<T, V>*>(p + i) = packed;
 }
 
-// Host: V = kPackWidth<T> when `extent` is a multiple of it and every pointer is 16-byte
-// aligned (a view at an odd offset falls back to scalar accesses), else 1.
+// Host: whether every pointer is 16-byte aligned (a view at an odd offset is not).
+inline bool aligned16(std::initializer_list<const void*> pointers) {
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Host: V for a kernel that packs within rows of `extent` elements: kPackWidth<T> when the
+// extent is a multiple of it and the pointers are aligned, else 1 (scalar accesses).
 template <typename T>
 inline int vector_width(int64_t extent, std::initializer_list<const void*> pointers) {
-  if (extent % kPackWidth<T> != 0) return 1;
-  for (const void* p : pointers)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
-  return kPackWidth<T>;
+  return extent % kPackWidth<T> == 0 && aligned16(pointers) ? kPackWidth<T> : 1;
 }
 
 // Host: calls f(T{}) with T the storage type of p (float or Bf16): the one runtime dtype branch.

@@ -16,9 +16,21 @@ __global__ void convert_kernel(FloatPtr dst, FloatPtr src, int64_t n) {
   GUM_GRID_STRIDE_LOOP(i, n) store(dst, i, load(src, i));
 }
 
-// out may alias a or b: each element is read before it is written by the same thread.
-__global__ void add_kernel(FloatPtr out, FloatPtr a, FloatPtr b, int64_t n) {
-  GUM_GRID_STRIDE_LOOP(i, n) store(out, i, load(a, i) + load(b, i));
+// out (storage type T, like a) may alias a or b: each element is read before it is written by
+// the same thread. b's storage type U may differ (bf16_weights adds a bf16 compensation to fp32
+// weights). Packs of V elements, then the n % V elements of the tail one per thread.
+template <typename T, typename U, int V>
+__global__ void add_kernel(T* out, const T* a, const U* b, int64_t n) {
+  GUM_GRID_STRIDE_LOOP(pack, n / V) {
+    float x[V], y[V];
+    load_vec(x, a, pack * V);
+    load_vec(y, b, pack * V);
+#pragma unroll
+    for (int k = 0; k < V; ++k) x[k] += y[k];
+    store_vec(out, pack * V, x);
+  }
+  const int64_t tail = n / V * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (tail < n) out[tail] = from_float<T>(to_float(a[tail]) + to_float(b[tail]));
 }
 
 __global__ void axpby_kernel(FloatPtr y, float a, FloatPtr x, float b, int64_t n) {
@@ -59,8 +71,23 @@ void launch_convert(FloatPtr dst, FloatPtr src, int64_t n, cudaStream_t stream) 
 
 void launch_add(FloatPtr out, FloatPtr a, FloatPtr b, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, a, b, n);
-  GUM_CUDA_CHECK_LAUNCH("add_kernel");
+  with_dtype(a, [&](auto t) {
+    with_dtype(b, [&](auto u) {
+      using T = decltype(t);
+      using U = decltype(u);
+      constexpr int P = kPackWidth<T>;
+      // grid_for gives at least one block of kThreads > V threads, enough for the tail.
+      auto launch = [&](auto add_kernel, int V) {
+        add_kernel<<<grid_for(n / V), kThreads, 0, stream>>>(static_cast<T*>(out.data), static_cast<const T*>(a.data),
+                                                             static_cast<const U*>(b.data), n);
+        GUM_CUDA_CHECK_LAUNCH("add_kernel");
+      };
+      if (aligned16({out.data, a.data, b.data}))
+        launch(add_kernel<T, U, P>, P);
+      else
+        launch(add_kernel<T, U, 1>, 1);
+    });
+  });
 }
 
 void launch_axpby(FloatPtr y, float a, FloatPtr x, float b, int64_t n, cudaStream_t stream) {
@@ -121,6 +148,7 @@ void CudaBackend::round_stochastic(Tensor dst, const Tensor& src, uint64_t seed,
 void CudaBackend::add(Tensor out, const Tensor& a, const Tensor& b) {
   require_numel(a, out.numel(), "add", "a");
   require_numel(b, out.numel(), "add", "b");
+  if (out.dtype != a.dtype) runtime_error("add: out and a must share a dtype");
   launch_add(float_ptr(out, "add", "out"), float_ptr(a, "add", "a"), float_ptr(b, "add", "b"), out.numel(), stream_);
 }
 

@@ -15,7 +15,9 @@ namespace gum::cuda {
 
 // Floating tensors are passed as FloatPtr: the element type (F32 or BF16) is a runtime flag that
 // every thread of a warp reads identically, so one kernel serves both dtypes (arithmetic is
-// always fp32; bf16 is rounded to nearest even exactly like gum::f32_to_bf16).
+// always fp32; bf16 is rounded to nearest even exactly like gum::f32_to_bf16). The memory-bound
+// kernels instead dispatch on it once on the host (with_dtype, device_utils.cuh) to kernels
+// templated on the storage type.
 struct FloatPtr {
   void* data = nullptr;
   bool bf16 = false;

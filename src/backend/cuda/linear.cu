@@ -59,7 +59,7 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dweight, Tensor* dbias, cons
     require_f32(*dbias, op, "dbias");
     require_numel(*dbias, O, op, "dbias");
     float* partials = static_cast<float*>(workspace(column_reduce_partials_size(N, O) * sizeof(float)));
-    launch_column_reduce(dbias->f32(), float_ptr(dout, op, "dout"), FloatPtr{}, nullptr, N, O, partials, stream_);
+    launch_column_reduce(dbias->f32(), float_ptr(dout, op, "dout"), N, O, partials, stream_);
   }
 }
 

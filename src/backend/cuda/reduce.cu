@@ -42,20 +42,15 @@ int64_t column_splits(int64_t rows) {
   return splits;
 }
 
-__global__ void column_partials_kernel(float* partials, FloatPtr a, FloatPtr b, const float* row_scale, int64_t rows,
-                                       int64_t cols, int64_t rows_per_split) {
+__global__ void column_partials_kernel(float* partials, FloatPtr a, int64_t rows, int64_t cols,
+                                       int64_t rows_per_split) {
   __shared__ float tile[kColumnRowsPerThread][kColumnTile + 1];
   const int64_t col = int64_t(blockIdx.x) * kColumnTile + threadIdx.x;
   const int64_t row_begin = int64_t(blockIdx.y) * rows_per_split;
   const int64_t row_end = min(rows, row_begin + rows_per_split);
   float acc = 0.0f;
   if (col < cols) {
-    for (int64_t r = row_begin + threadIdx.y; r < row_end; r += kColumnRowsPerThread) {
-      float value = load(a, r * cols + col);
-      if (b.data) value *= load(b, r * cols + col);
-      if (row_scale) value *= row_scale[r];
-      acc += value;
-    }
+    for (int64_t r = row_begin + threadIdx.y; r < row_end; r += kColumnRowsPerThread) acc += load(a, r * cols + col);
   }
   tile[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
@@ -86,14 +81,13 @@ void launch_sum(double* result, double* partials, FloatPtr x, int64_t n, bool sq
 
 int64_t column_reduce_partials_size(int64_t rows, int64_t cols) { return column_splits(rows) * cols; }
 
-void launch_column_reduce(float* dst, FloatPtr a, FloatPtr b, const float* row_scale, int64_t rows, int64_t cols,
-                          float* partials, cudaStream_t stream) {
+void launch_column_reduce(float* dst, FloatPtr a, int64_t rows, int64_t cols, float* partials, cudaStream_t stream) {
   if (cols <= 0) return;
   const int64_t splits = column_splits(rows);
   const int64_t rows_per_split = std::max<int64_t>(1, (rows + splits - 1) / splits);
   const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(splits));
   const dim3 block(kColumnTile, kColumnRowsPerThread);
-  column_partials_kernel<<<grid, block, 0, stream>>>(partials, a, b, row_scale, rows, cols, rows_per_split);
+  column_partials_kernel<<<grid, block, 0, stream>>>(partials, a, rows, cols, rows_per_split);
   GUM_CUDA_CHECK_LAUNCH("column_partials_kernel");
   launch_column_finish(dst, partials, splits, cols, stream);
 }

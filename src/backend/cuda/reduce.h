@@ -12,11 +12,10 @@ namespace gum::cuda {
 // Partials of CudaBackend::sum/sum_squares: reduce_buffer_ holds kReducePartials doubles + 1 result.
 constexpr int kReducePartials = 1024;
 
-// dst[c] += sum_r a[r,c] * (b ? b[r,c] : 1) * (row_scale ? row_scale[r] : 1), deterministic:
-// row splits reduce into `partials` (column_reduce_partials_size floats), then a fixed-order pass.
+// dst[c] += sum_r a[r,c], deterministic: row splits reduce into `partials`
+// (column_reduce_partials_size floats), then a fixed-order pass.
 int64_t column_reduce_partials_size(int64_t rows, int64_t cols);
-void launch_column_reduce(float* dst, FloatPtr a, FloatPtr b, const float* row_scale, int64_t rows, int64_t cols,
-                          float* partials, cudaStream_t stream);
+void launch_column_reduce(float* dst, FloatPtr a, int64_t rows, int64_t cols, float* partials, cudaStream_t stream);
 // dst[c] += sum_s partials[s * cols + c], s in order (the second pass of launch_column_reduce).
 void launch_column_finish(float* dst, const float* partials, int64_t splits, int64_t cols, cudaStream_t stream);
 

@@ -129,6 +129,7 @@ class ProjectedAdam final : public LowRankOptimizer {
   }
 
   void refresh_projector(size_t index, ScratchPad& pad) {
+    ScopedTimeSpent timed(refresh_time_);
     const LowRankShape& s = shape(index);
     const Tensor& projector = state(index, 2);
     const bool usable = gradient_usable_for_projector(index) && (!period_covariance() || covariance_usable(index));

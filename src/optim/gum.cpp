@@ -132,6 +132,7 @@ class Gum final : public LowRankOptimizer {
     const Tensor& projector = state(index, 1);
     const bool full_rank = slot_of_block_[block_of_param_[index]] >= 0;
     if (refresh_pending_[index]) {
+      ScopedTimeSpent timed(refresh_time_);
       const bool carry =
           !options_.momentum_restart && has_projector_[index] && !full_rank && !was_full_rank_[block_of_param_[index]];
       if (gradient_usable_for_projector(index)) {

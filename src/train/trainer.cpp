@@ -19,6 +19,7 @@
 #include "gum/core/error.h"
 #include "gum/core/format.h"
 #include "gum/core/logging.h"
+#include "gum/core/time_spent.h"
 #include "gum/data/checksum.h"
 #include "gum/data/loader.h"
 #include "gum/data/prepare.h"
@@ -151,6 +152,11 @@ class Trainer {
   // saves in between do not count against tokens/s).
   double interval_s_ = 0;
   int64_t interval_steps_ = 0;
+  // The optimizer's share of those steps (begin_step and every update, refreshes included), the
+  // steps' CPU time, and the optimizer's refresh time already logged.
+  TimeSpent interval_optimizer_;
+  double interval_cpu_s_ = 0;
+  TimeSpent refresh_logged_;
   double peak_tflops_ = 0;
   double flops_per_token_ = 0;
   std::string last_checkpoint_;
@@ -308,6 +314,7 @@ void Trainer::stop_on_non_finite(int64_t step, const std::string& what) const {
 // Updates the parameters among `indices` this rank owns (all of them without sharding); under
 // sharding the owners then broadcast the new weights, so every rank holds the same model.
 void Trainer::update_params(const std::vector<size_t>& indices) {
+  ScopedTimeSpent timed(interval_optimizer_);
   for (size_t i : indices)
     if (optimizer_->owns(i)) optimizer_->update(i);
   if (sharded() && comm_.world_size() > 1) broadcast_from_owners(comm_, *shard_plan_, param_tensors_, indices);
@@ -353,7 +360,10 @@ Trainer::StepResult Trainer::train_step(const StepInfo& info) {
   // ranks and micro-batches: the summed gradients are the mean over the global batch.
   const float loss_scale = 1.0f / static_cast<float>(global_valid);
   model_->zero_grads();
-  optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
+  {
+    ScopedTimeSpent timed(interval_optimizer_);
+    optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
+  }
 
   double local_loss_sum = 0;
   for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
@@ -381,6 +391,15 @@ Trainer::StepResult Trainer::train_step(const StepInfo& info) {
 
 void Trainer::log_step(const StepResult& result, double lr) {
   const double tok_per_s = interval_s_ > 0 ? double(interval_steps_ * config_.tokens_per_step()) / interval_s_ : 0.0;
+  // Milliseconds per step over the interval (rank 0's own share under sharded state).
+  const double ms_per_step = 1e3 / double(interval_steps_);
+  const TimeSpent optimizer = interval_optimizer_;
+  const TimeSpent refresh{optimizer_->refresh_time().wall_s - refresh_logged_.wall_s,
+                          optimizer_->refresh_time().cpu_s - refresh_logged_.cpu_s};
+  const double step_cpu_s = interval_cpu_s_;
+  refresh_logged_ = optimizer_->refresh_time();
+  interval_optimizer_ = {};
+  interval_cpu_s_ = 0;
   interval_s_ = 0;
   interval_steps_ = 0;
   if (!is_root()) return;
@@ -404,6 +423,11 @@ void Trainer::log_step(const StepResult& result, double lr) {
                    {"lr", lr},
                    {"grad_norm", result.grad_norm},
                    {"tok_per_s", tok_per_s},
+                   {"step_cpu_ms", step_cpu_s * ms_per_step},
+                   {"optimizer_ms", optimizer.wall_s * ms_per_step},
+                   {"optimizer_cpu_ms", optimizer.cpu_s * ms_per_step},
+                   {"refresh_ms", refresh.wall_s * ms_per_step},
+                   {"refresh_cpu_ms", refresh.cpu_s * ms_per_step},
                    {"elapsed_s", elapsed_s_}});
 }
 
@@ -493,6 +517,7 @@ void Trainer::run(const std::string& resume) {
   const int64_t kill_after = fault_kill_step(comm_.rank());
   while (step_ < total_steps_) {
     const auto start = Clock::now();
+    const double cpu_start_s = process_cpu_seconds();
     const double lr_ratio = lr_multiplier(config_.schedule, step_, total_steps_);
     const double lr = config_.optimizer.lr * lr_ratio;
     StepInfo info;
@@ -501,6 +526,7 @@ void Trainer::run(const std::string& resume) {
     info.lr_ratio = static_cast<float>(lr_ratio);
     const StepResult result = train_step(info);
     const double step_s = seconds_since(start);
+    interval_cpu_s_ += process_cpu_seconds() - cpu_start_s;
     ++step_;
     tokens_ += config_.tokens_per_step();
     elapsed_s_ += step_s;

@@ -36,6 +36,14 @@ TEST_CASE("philox normals have mean 0 and variance 1", "[core]") {
   CHECK(std::abs(var - 1.0) < 0.01);
 }
 
+TEST_CASE("philox_normal4 gives philox_normal's four elements of a block, bitwise", "[core]") {
+  for (uint64_t block : {0ull, 1ull, 12345ull, ~0ull >> 2}) {
+    float z[4];
+    philox_normal4(42, 7, block, z);
+    for (uint64_t lane = 0; lane < 4; ++lane) CHECK(z[lane] == philox_normal(42, 7, 4 * block + lane));
+  }
+}
+
 TEST_CASE("philox stream is resumable from its position", "[core]") {
   PhiloxStream a(5, 1);
   for (int i = 0; i < 7; ++i) a.next_u32();

@@ -1,11 +1,13 @@
 // CPU backend properties that are not an op against its reference (those are rows of the op table,
-// tests/ops): aligned zeroed allocations, and results independent of the OpenMP thread count.
+// tests/ops): aligned zeroed allocations, results independent of the OpenMP thread count, and
+// fill_normal's draws equal to the Philox stream's element by element.
 #include <omp.h>
 
 #include <catch2/catch.hpp>
 #include <vector>
 
 #include "gum/backend/backend.h"
+#include "gum/core/philox.h"
 #include "test_util.h"
 
 using namespace gum;
@@ -96,4 +98,22 @@ TEST_CASE("reductions and gradient accumulations are bitwise independent of the 
   omp_set_num_threads(default_threads);
   REQUIRE(one == three);
   REQUIRE(attention_one == attention_three);
+}
+
+// fill_normal draws four elements per Philox block: element i must still be philox_normal's i-th
+// (the CUDA backend's draw, and resumed runs'), also in a last, partial block.
+TEST_CASE("fill_normal draws element i as mean + std * philox_normal(i), bitwise, on any thread count") {
+  auto backend = make_backend("cpu");
+  const int64_t n = 4 * 257 + 3;
+  const float mean = 0.25f, std = 0.02f;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    DeviceBuffer out(*backend, DType::F32, Shape{n});
+    backend->fill_normal(out.tensor, 9, 5, mean, std);
+    const std::vector<float> got = out.download();
+    for (int64_t i = 0; i < n; ++i) {
+      INFO("element " << i << ", " << threads << " threads");
+      REQUIRE(got[size_t(i)] == mean + std * philox_normal(9, 5, static_cast<uint64_t>(i)));
+    }
+  }
 }

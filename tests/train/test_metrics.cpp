@@ -1,5 +1,6 @@
 // Metrics: the JSONL log keeps a consistent trajectory across a resume, the FLOP count follows
-// 6N + attention, and the peak TFLOPS behind MFU come from the config or the device.
+// 6N + attention, the peak TFLOPS behind MFU come from the config or the device, and the
+// optimizer's and the projector refreshes' time is logged at the steps where it is spent.
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
@@ -47,4 +48,37 @@ TEST_CASE("device peak TFLOPS: configured, else the device's") {
   CHECK(device_peak_tflops("cpu", 0) == 0);
   CHECK(device_peak_tflops("cuda", 0) == 989.0);
   CHECK(device_peak_tflops("cpu", 1.5) == 1.5);
+}
+
+TEST_CASE("optimizer and refresh time: refresh only at refresh steps, nested in the optimizer's, in the step's") {
+  prepared_micro_data();
+  const std::string dir = fresh_test_dir("metrics_optimizer_time");
+  const std::string run_dir = dir + "/run";
+  // Refreshes at steps 1, 5 and 9 of 10; one metrics line per step.
+  const std::string config = write_config(
+      dir, micro_config(run_dir, {{"training", {{"max_steps", 10}}},
+                                  {"optimizer", {{"name", "galore_adamw"}, {"rank", 4}, {"update_proj_gap", 4}}}}));
+  const CommandResult run = run_gum_train(config + " --resume never");
+  INFO(run.output);
+  REQUIRE(run.exit_code == 0);
+  const std::vector<nlohmann::json> lines = metrics_lines(run_dir, "loss");
+  REQUIRE(lines.size() == 10);
+  for (const nlohmann::json& line : lines) {
+    INFO(line.dump());
+    const int64_t step = line["step"].get<int64_t>();
+    const double step_ms = 1e3 * double(line["tokens"].get<int64_t>()) / double(step) / line["tok_per_s"].get<double>();
+    if ((step - 1) % 4 == 0) {
+      CHECK(line["refresh_ms"].get<double>() > 0);
+      CHECK(line["refresh_cpu_ms"].get<double>() > 0);
+    } else {  // nothing added to the refresh clock: exactly zero
+      CHECK(line["refresh_ms"].get<double>() == 0);
+      CHECK(line["refresh_cpu_ms"].get<double>() == 0);
+    }
+    // Each timed section lies inside the next (refresh in update in step) on monotonic clocks.
+    CHECK(line["refresh_ms"].get<double>() <= line["optimizer_ms"].get<double>());
+    CHECK(line["optimizer_ms"].get<double>() > 0);
+    CHECK(line["optimizer_ms"].get<double>() <= step_ms);
+    CHECK(line["refresh_cpu_ms"].get<double>() <= line["optimizer_cpu_ms"].get<double>());
+    CHECK(line["optimizer_cpu_ms"].get<double>() <= line["step_cpu_ms"].get<double>());
+  }
 }

@@ -53,15 +53,34 @@ GUM_HOST_DEVICE inline float philox_uniform(uint64_t seed, uint64_t stream, uint
   return philox_bits_to_uniform(r.v[i & 3]);
 }
 
+// Box-Muller on one lane pair: the normals are radius * cos(angle) and radius * sin(angle).
+struct BoxMuller {
+  float radius;
+  float angle;
+};
+GUM_HOST_DEVICE inline BoxMuller box_muller(uint32_t bits1, uint32_t bits2) {
+  float u1 = philox_bits_to_uniform(bits1);
+  float u2 = philox_bits_to_uniform(bits2);
+  return BoxMuller{sqrtf(-2.0f * logf(u1)), 6.2831853071795864769f * u2};
+}
+
 // Element i of a standard normal stream (Box-Muller on lane pairs (0,1) and (2,3)).
 GUM_HOST_DEVICE inline float philox_normal(uint64_t seed, uint64_t stream, uint64_t i) {
   Philox4 r = philox4x32(seed, stream, i >> 2);
   int pair = static_cast<int>(i & 2);
-  float u1 = philox_bits_to_uniform(r.v[pair]);
-  float u2 = philox_bits_to_uniform(r.v[pair + 1]);
-  float radius = sqrtf(-2.0f * logf(u1));
-  float angle = 6.2831853071795864769f * u2;
-  return (i & 1) ? radius * sinf(angle) : radius * cosf(angle);
+  BoxMuller b = box_muller(r.v[pair], r.v[pair + 1]);
+  return (i & 1) ? b.radius * sinf(b.angle) : b.radius * cosf(b.angle);
+}
+
+// Elements 4 block .. 4 block + 3 of the same stream, bitwise philox_normal's, from one Philox
+// block and two logarithms instead of four of each (a sequential loop's way to draw).
+GUM_HOST_DEVICE inline void philox_normal4(uint64_t seed, uint64_t stream, uint64_t block, float out[4]) {
+  Philox4 r = philox4x32(seed, stream, block);
+  for (int pair = 0; pair < 4; pair += 2) {
+    BoxMuller b = box_muller(r.v[pair], r.v[pair + 1]);
+    out[pair] = b.radius * cosf(b.angle);
+    out[pair + 1] = b.radius * sinf(b.angle);
+  }
 }
 
 // A sequential generator over one stream; its state (seed, stream, position) is

@@ -17,6 +17,7 @@
 
 #include "gum/backend/backend.h"
 #include "gum/core/config_fields.h"
+#include "gum/core/time_spent.h"
 #include "gum/model/params.h"
 #include "gum/optim/optimizer_config.h"
 
@@ -68,11 +69,15 @@ class Optimizer {
   void step(const StepInfo& info);
   // Indices of the parameters with this layer index.
   std::vector<size_t> layer_params(int layer) const;
+  // Time spent refreshing low-rank projectors (SVD, range finder, random draws, realignment of
+  // the moments) since construction, inside update(); zero for optimizers without projectors.
+  const TimeSpent& refresh_time() const { return refresh_time_; }
 
  protected:
   explicit Optimizer(std::vector<OptimParam> params) : params_(std::move(params)) {}
   std::vector<OptimParam> params_;
   std::vector<char> owned_;  // empty: every parameter is owned (see OptimizerContext::owned)
+  TimeSpent refresh_time_;
 };
 
 // How an fp32 update is stored into bf16 weights (Precision::Bf16Pure; training.weight_rounding).

@@ -222,8 +222,14 @@ class CpuBackend final : public Backend {
     const F32Operand out(dst, Access::Write, "fill_normal", "dst");
     float* p = out.get();
     const int64_t n = dst.numel();
+    const int64_t blocks = (n + 3) / 4;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] = mean + std * philox_normal(seed, stream, static_cast<uint64_t>(i));
+    for (int64_t block = 0; block < blocks; ++block) {
+      float z[4];
+      philox_normal4(seed, stream, static_cast<uint64_t>(block), z);
+      const int64_t first = 4 * block, end = std::min(n, first + 4);
+      for (int64_t i = first; i < end; ++i) p[i] = mean + std * z[i - first];
+    }
   }
 
   void round_stochastic(Tensor dst, const Tensor& src, uint64_t seed, uint64_t stream) override {

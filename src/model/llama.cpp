@@ -380,6 +380,16 @@ const Tensor& LlamaModel::head_weight() const { return state_->head; }
 const Tensor& LlamaModel::rope_cos_sin() const { return state_->cos_sin; }
 
 double LlamaModel::forward(const TokenBatch& batch) {
+  const Tensor losses = forward_pass(batch);
+  return batch.targets ? backend_->sum(losses) : 0.0;
+}
+
+void LlamaModel::forward(const TokenBatch& batch, Tensor loss_sum, bool accumulate) {
+  if (!batch.targets) usage_error("model forward: a loss sum needs targets");
+  backend_->sum_into(loss_sum, forward_pass(batch), false, accumulate);
+}
+
+Tensor LlamaModel::forward_pass(const TokenBatch& batch) {
   Private& s = *state_;
   Backend& be = *backend_;
   const LlamaConfig& c = config_;
@@ -441,14 +451,14 @@ double LlamaModel::forward(const TokenBatch& batch) {
   s.backward_ready = true;
   if (!batch.targets) {
     be.linear_forward(first_rows(s.logits, N), lnf, s.head, nullptr);
-    return 0.0;
+    return losses;
   }
   for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
     be.linear_forward(logits, lnf.row_slice(begin, end), s.head, nullptr);
     be.cross_entropy_forward(losses.flat_slice(begin, Shape{end - begin}), logits,
                              target_ids.flat_slice(begin, Shape{end - begin}));
   });
-  return be.sum(losses);
+  return losses;
 }
 
 // Block l's forward on the first shape.batch sequences, from its stored input into its activation

@@ -102,6 +102,10 @@ class LlamaModel {
   // Runs the forward pass and the per-token losses. Returns the SUM of the losses over
   // targets >= 0 (the caller divides by the global count of valid targets).
   double forward(const TokenBatch& batch);
+  // The same, adding the sum of the losses into loss_sum (F64 [1] on the model's backend;
+  // accumulate false overwrites it) on the device, so nothing waits for it: the training step.
+  // Needs targets.
+  void forward(const TokenBatch& batch, Tensor loss_sum, bool accumulate);
   // Backward of the last forward. Gradients ACCUMULATE into grads() scaled by loss_scale
   // (= 1 / valid targets of the global batch, so micro-batches and ranks add up to the mean).
   // on_layer_done(layer) fires as soon as that layer's gradients are complete, in the order
@@ -125,6 +129,9 @@ class LlamaModel {
   size_t compute_weight_bytes() const { return compute_weights_.bytes(); }
 
  private:
+  // The forward of both forward()s; returns the per-token losses of the batch's rows (unset
+  // without targets).
+  Tensor forward_pass(const TokenBatch& batch);
   void run_block(int layer, const AttentionShape& shape, const Tensor& position_ids, const Tensor* doc_start,
                  const Tensor& output);
 

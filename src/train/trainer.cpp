@@ -157,7 +157,7 @@ class Trainer {
   // loss or gradient of the run (what: -1 the loss, else the parameter index).
   Arena scalars_;
   Tensor loss_sum_, grad_sum_squares_, non_finite_;
-  Arena clip_scale_;                   // F32 [1]: Backend::clip_scale's factor, read by scale_by
+  Arena clip_scale_;                   // F32 [1]: the clip factor (Backend::norm_scale), read by scale_by
   int64_t step_valid_targets_ = 0;     // of the global batch of the last step
   int64_t scalars_read_at_step_ = -1;  // read_step_scalars reads once per step
   StepResult last_read_;
@@ -342,7 +342,7 @@ void Trainer::clip_gradients(const std::vector<size_t>& indices) {
   const double max_norm = config_.training.grad_clip;
   if (max_norm <= 0) return;
   // Global-norm clipping (Pascanu et al. 2013): one scale for all gradients keeps their direction.
-  backend_.clip_scale(clip_scale_.all(), grad_sum_squares_, max_norm);
+  backend_.norm_scale(clip_scale_.all(), grad_sum_squares_, max_norm, 1e-6, max_norm);
   for (size_t i : indices)
     if (optimizer_->owns(i)) backend_.scale_by(optimizer_->params()[i].grad, clip_scale_.all());
 }
@@ -363,12 +363,14 @@ Trainer::StepResult Trainer::read_step_scalars() {
 
 void Trainer::stop_on_non_finite_flag(int64_t flagged_step, double what, double value) const {
   const std::string kind = std::isnan(value) ? "NaN" : "Inf";
+  const std::string found = flagged_step == step_ ? ""
+                                                  : " (found at step " + std::to_string(step_) +
+                                                        ": the device's checks are read when a step is logged or "
+                                                        "checkpointed)";
   if (what >= 0)
-    stop_on_non_finite(flagged_step,
-                       "gradient of " + optimizer_->params()[static_cast<size_t>(what)].name + " is NaN or Inf");
-  if (flagged_step != step_)
-    stop_on_non_finite(flagged_step, "loss is " + kind + " (found at step " + std::to_string(step_) +
-                                         ": the device checks are read when a step is logged or checkpointed)");
+    stop_on_non_finite(
+        flagged_step, "gradient of " + optimizer_->params()[static_cast<size_t>(what)].name + " is NaN or Inf" + found);
+  if (!found.empty()) stop_on_non_finite(flagged_step, "loss is " + kind + found);
   // Found at its own step: name where it starts, the first non-finite weight, else the first
   // non-finite gradient (this step's, still held). Failing already, a round trip each is fine.
   comm_.wait_all();

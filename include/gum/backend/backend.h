@@ -100,9 +100,10 @@ class Backend {
   // Records the first non-finite value in stream order: when value[0] (F64 [1]) is NaN or Inf and
   // flag[0] is 0, flag (F64 [3]) = (tag, what, value[0]); otherwise nothing changes.
   virtual void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) = 0;
-  // Global-norm clipping (Pascanu et al. 2013) with norm = sqrt(sum_squares[0]) (F64 [1]): scale
-  // (F32 [1]) = float(max_norm / (norm + 1e-6)) when norm > max_norm, else 1 (also for NaN).
-  virtual void clip_scale(Tensor scale, const Tensor& sum_squares, double max_norm) = 0;
+  // With norm = sqrt(sum_squares[0]) (F64 [1]): scale (F32 [1]) = float(numerator / (norm + eps))
+  // when norm > threshold, else 1 (also for a NaN norm). Global-norm clipping (Pascanu et al. 2013)
+  // is (max_norm, 1e-6, max_norm); Muon's normalisation X / (||X|| + 1e-7) is (1, 1e-7, -1).
+  virtual void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) = 0;
   // x *= scale[0], scale F32 [1] on this device: like scale(), the factor read by the kernel.
   virtual void scale_by(Tensor x, const Tensor& scale) = 0;
 

@@ -303,11 +303,11 @@ class CpuBackend final : public Backend {
     f[2] = v;
   }
 
-  void clip_scale(Tensor scale, const Tensor& sum_squares, double max_norm) override {
-    require_f32(scale, "clip_scale", "scale");
-    require_numel(scale, 1, "clip_scale", "scale");
-    const double norm = std::sqrt(f64_scalars(sum_squares, 1, "clip_scale", "sum_squares")[0]);
-    scale.ptr<float>()[0] = norm > max_norm ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.0f;
+  void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) override {
+    require_f32(scale, "norm_scale", "scale");
+    require_numel(scale, 1, "norm_scale", "scale");
+    const double norm = std::sqrt(f64_scalars(sum_squares, 1, "norm_scale", "sum_squares")[0]);
+    scale.ptr<float>()[0] = norm > threshold ? static_cast<float>(numerator / (norm + eps)) : 1.0f;
   }
 
   void scale_by(Tensor x, const Tensor& scale) override {

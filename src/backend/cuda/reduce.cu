@@ -46,9 +46,10 @@ __global__ void flag_non_finite_kernel(double* flag, const double* value, double
   }
 }
 
-__global__ void clip_scale_kernel(float* scale, const double* sum_squares, double max_norm) {
+__global__ void norm_scale_kernel(float* scale, const double* sum_squares, double numerator, double eps,
+                                  double threshold) {
   const double norm = sqrt(sum_squares[0]);
-  scale[0] = norm > max_norm ? static_cast<float>(max_norm / (norm + 1e-6)) : 1.0f;
+  scale[0] = norm > threshold ? static_cast<float>(numerator / (norm + eps)) : 1.0f;
 }
 
 // Column sums by row splits. Block (32, 8): threadIdx.x picks the column (coalesced rows),
@@ -149,12 +150,12 @@ void CudaBackend::flag_non_finite(Tensor flag, const Tensor& value, double tag, 
   GUM_CUDA_CHECK_LAUNCH("flag_non_finite_kernel");
 }
 
-void CudaBackend::clip_scale(Tensor scale, const Tensor& sum_squares, double max_norm) {
-  require_f32(scale, "clip_scale", "scale");
-  require_numel(scale, 1, "clip_scale", "scale");
-  clip_scale_kernel<<<1, 1, 0, stream_>>>(scale.ptr<float>(), f64_scalars(sum_squares, 1, "clip_scale", "sum_squares"),
-                                          max_norm);
-  GUM_CUDA_CHECK_LAUNCH("clip_scale_kernel");
+void CudaBackend::norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) {
+  require_f32(scale, "norm_scale", "scale");
+  require_numel(scale, 1, "norm_scale", "scale");
+  norm_scale_kernel<<<1, 1, 0, stream_>>>(scale.ptr<float>(), f64_scalars(sum_squares, 1, "norm_scale", "sum_squares"),
+                                          numerator, eps, threshold);
+  GUM_CUDA_CHECK_LAUNCH("norm_scale_kernel");
 }
 
 }  // namespace gum::cuda

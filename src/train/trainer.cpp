@@ -400,8 +400,9 @@ void Trainer::train_step(const StepInfo& info) {
   // ranks and micro-batches: the summed gradients are the mean over the global batch.
   const float loss_scale = 1.0f / static_cast<float>(step_valid_targets_);
   model_->zero_grads();
-  optimizer_->begin_step(info);                                 // on every rank: GUM draws its full-rank blocks here
-  backend_.fill(scalars_.all().flat_slice(0, Shape{2}), 0.0f);  // loss_sum, grad_sum_squares
+  optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
+  // This step's loss_sum and grad_sum_squares start at 0; the non-finite record is the run's.
+  backend_.fill(scalars_.all().flat_slice(0, Shape{2}), 0.0f);
 
   for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
     model_->forward(rows_->micro_batch(m), loss_sum_, /*accumulate=*/true);

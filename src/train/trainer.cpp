@@ -409,7 +409,6 @@ void Trainer::train_step(const StepInfo& info) {
     model_->backward(loss_scale);
   }
   model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1), loss_sum_, /*accumulate=*/true);
-  backend_.flag_non_finite(non_finite_, loss_sum_, double(info.step), -1.0);
   // The last backward completes each layer's gradient; its hook starts the layer's reduction at
   // once, while backward goes on with the layers below. Fused, the hook then updates the layer
   // completed before it, whose reduction travelled during this layer's backward: the whole
@@ -420,6 +419,9 @@ void Trainer::train_step(const StepInfo& info) {
     sync.layer_done(layer);
     if (fused_) update_params(sync.complete(/*keep_in_flight=*/1));
   });
+  // Checked in this order, the first non-finite record is a gradient the fused update met inside
+  // backward, else the loss, else a gradient of the rest (under sharded state: its owner's record).
+  backend_.flag_non_finite(non_finite_, loss_sum_, double(info.step), -1.0);
   const std::vector<size_t> rest = sync.complete();  // fused: the bottom layer; otherwise every layer
   sync.finish();
   clip_gradients(rest);

@@ -95,7 +95,7 @@ class Backend {
   // applied on the device. None of these synchronise.
   //
   // acc (F64 [1]) = sum(x), or acc += sum(x) when accumulate; with squares the sum of x^2. Summed
-  // in double in the order sum/sum_squares use, so acc = sum_into(x) holds sum(x)'s bits.
+  // in double in the order of sum/sum_squares: without accumulate, acc holds sum(x) bit for bit.
   virtual void sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) = 0;
   // Records the first non-finite value in stream order: when value[0] (F64 [1]) is NaN or Inf and
   // flag[0] is 0, flag (F64 [3]) = (tag, what, value[0]); otherwise nothing changes.

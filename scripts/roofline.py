@@ -3,7 +3,8 @@
 
 Runs `gum_train CONFIG` on an emulated CUDA build (GUM_CUDA_EMULATION) for STEPS and STEPS + 1
 optimizer steps with GUM_CUDA_EMU_STATS set, and takes the difference: the work of one logged
-steady-state step (every step is logged). The emulator counts kernel launches, cuBLAS GEMMs with
+steady-state step (every step is logged); two more runs logging every 1000 steps give the host
+round trips and allocations of an unlogged step. The emulator counts kernel launches, cuBLAS GEMMs with
 their exact FLOPs and operand bytes, device allocations and host round trips
 (tools/cuda_emu/include/gum_cuda_emu/control.h). Estimated time: GEMM FLOPs at the dense bf16
 tensor-core peak and GEMM bytes at the HBM bandwidth (H200: 989 TFLOP/s, 3.35 TB/s), the larger
@@ -18,11 +19,11 @@ PEAK_FLOPS = 989e12  # dense bf16, H100 SXM / H200
 HBM_BYTES_PER_S = 3.35e12  # H200 (H100 SXM: 3.35 TB/s as well)
 
 
-def run(gum_train, config, steps, sets, workdir):
-    stats = os.path.join(workdir, f"stats_{steps}.json")
+def run(gum_train, config, steps, sets, workdir, log_every=1):
+    stats = os.path.join(workdir, f"stats_{steps}_{log_every}.json")
     cmd = [gum_train, config, "--resume", "never", "--set", "training.backend=cuda",
-           "--set", f"training.max_steps={steps}", "--set", "logging.every_steps=1",
-           "--set", f"logging.run_dir={workdir}/run_{steps}", "--set", "checkpoint.at_end=false",
+           "--set", f"training.max_steps={steps}", "--set", f"logging.every_steps={log_every}",
+           "--set", f"logging.run_dir={workdir}/run_{steps}_{log_every}", "--set", "checkpoint.at_end=false",
            "--set", "checkpoint.every_steps=0", "--set", "eval.at_start=false", "--set", "eval.at_end=false"]
     for s in sets:
         cmd += ["--set", s]
@@ -56,6 +57,10 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         step = diff(run(args.gum_train, args.config, args.steps, args.set, workdir),
                     run(args.gum_train, args.config, args.steps + 1, args.set, workdir))
+        # The first and the last step are always logged: with logging every 1000 steps, step
+        # STEPS + 1 of STEPS + 2 is not, and STEPS + 2 minus STEPS + 1 steps is one unlogged step.
+        unlogged = diff(run(args.gum_train, args.config, args.steps + 1, args.set, workdir, log_every=1000),
+                        run(args.gum_train, args.config, args.steps + 2, args.set, workdir, log_every=1000))
     lines = ["ESTIMATE from an emulated run (no GPU): one logged training step, step "
              f"{args.steps + 1} minus step {args.steps}; config {os.path.basename(args.config)} "
              + " ".join(args.set),
@@ -74,7 +79,9 @@ def main():
               f"launches per step: {launches} ({sum(step['kernels'].values())} kernels, "
               f"{sum(v['calls'] for v in step['library'].values())} cuBLAS calls)",
               f"host round trips per step: {step['host_syncs']} (target <= 1 on a logged step)",
-              f"device allocations per step: {step['allocations']}, frees: {step['frees']} (target 0)"]
+              f"device allocations per step: {step['allocations']}, frees: {step['frees']} (target 0)",
+              f"unlogged step: host round trips {unlogged['host_syncs']} (target 0), device allocations "
+              f"{unlogged['allocations']}, frees {unlogged['frees']}"]
     print("\n".join(lines))
 
 

@@ -384,6 +384,16 @@ const Tensor& LlamaModel::head_weight() const { return state_->head; }
 const Tensor& LlamaModel::rope_cos_sin() const { return state_->cos_sin; }
 
 double LlamaModel::forward(const TokenBatch& batch, float loss_scale) {
+  const Tensor losses = forward_pass(batch, loss_scale);
+  return batch.targets ? backend_->sum(losses) : 0.0;
+}
+
+void LlamaModel::forward(const TokenBatch& batch, Tensor loss_sum, bool accumulate, float loss_scale) {
+  if (!batch.targets) usage_error("model forward: a loss sum needs targets");
+  backend_->sum_into(loss_sum, forward_pass(batch, loss_scale), false, accumulate);
+}
+
+Tensor LlamaModel::forward_pass(const TokenBatch& batch, float loss_scale) {
   Private& s = *state_;
   Backend& be = *backend_;
   const LlamaConfig& c = config_;
@@ -446,7 +456,7 @@ double LlamaModel::forward(const TokenBatch& batch, float loss_scale) {
   s.head_backward_scale = 0;
   if (!batch.targets) {
     be.linear_forward(first_rows(s.logits, N), lnf, s.head, nullptr);
-    return 0.0;
+    return losses;
   }
   if (loss_scale > 0 && use_ == ModelUse::Inference)
     runtime_error("model forward: a loss scale needs a model built for training (gradients)");
@@ -463,7 +473,7 @@ double LlamaModel::forward(const TokenBatch& batch, float loss_scale) {
     be.linear_backward(d_ln.row_slice(begin, end), s.d_head, nullptr, logits, lnf_rows, s.head, false);
   });
   s.head_backward_scale = std::max(loss_scale, 0.0f);
-  return be.sum(losses);
+  return losses;
 }
 
 // Block l's forward on the first shape.batch sequences, from its stored input into its activation

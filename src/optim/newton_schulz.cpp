@@ -1,16 +1,19 @@
 #include "newton_schulz.h"
 
 #include <algorithm>
-#include <cmath>
+#include <cstdint>
 #include <utility>
 
 #include "gum/core/error.h"
 
 namespace gum {
 
+// The F64 sum of squares (3 floats hold an 8-byte aligned double) and the F32 factor.
+constexpr int64_t kNormScalarElems = 3 + 1;
+
 size_t newton_schulz_workspace_elems(int64_t m, int64_t n) {
   const int64_t d = std::min(m, n);
-  return static_cast<size_t>(m * n + 2 * d * d);
+  return static_cast<size_t>(m * n + 2 * d * d + kNormScalarElems);
 }
 
 namespace {
@@ -20,6 +23,13 @@ Tensor take_as(ScratchPad& pad, Shape shape, DType dtype) {
   if (dtype == DType::F32) return pad.take(shape);
   const Tensor space = pad.take(Shape{(shape.numel() + 1) / 2});
   return Tensor(space.data, dtype, space.device, shape);
+}
+
+// An F64 [1] device scalar from the F32 pad, 8-byte aligned wherever the pad's free space starts.
+Tensor take_f64_scalar(ScratchPad& pad) {
+  const Tensor space = pad.take(Shape{3});
+  const uintptr_t aligned = (reinterpret_cast<uintptr_t>(space.data) + 7) / 8 * 8;
+  return Tensor(reinterpret_cast<void*>(aligned), DType::F64, space.device, Shape{1});
 }
 
 }  // namespace
@@ -37,10 +47,13 @@ void newton_schulz(Backend& backend, Tensor out, const Tensor& in, int steps, Sc
   Tensor gram = take_as(pad, Shape{d, d}, dtype);
   Tensor poly = take_as(pad, Shape{d, d}, dtype);
 
-  // Normalised in fp32 (in `out`), then rounded once into a bf16 iterate.
-  const double norm = std::sqrt(backend.sum_squares(in));
+  // Normalised in fp32 (in `out`), then rounded once into a bf16 iterate; the norm and its
+  // factor stay on the device (no host round trip per matrix).
+  const Tensor sum_squares = take_f64_scalar(pad), factor = pad.take(Shape{1});
+  backend.sum_into(sum_squares, in, /*squares=*/true, /*accumulate=*/false);
+  backend.norm_scale(factor, sum_squares, 1.0, 1e-7, -1.0);
   backend.copy(out, in);
-  backend.scale(out, static_cast<float>(1.0 / (norm + 1e-7)));
+  backend.scale_by(out, factor);
   if (x.data != out.data) backend.copy(x, out);
   for (int step = 0; step < steps; ++step) {
     if (tall)

@@ -1,13 +1,18 @@
 #include "gradient_sync.h"
 
 #include <algorithm>
-#include <cmath>
 
 namespace gum {
 
 GradientSync::GradientSync(Communicator& comm, Backend& backend, const Optimizer& optimizer, const ShardPlan* shards,
-                           StopFn stop)
-    : comm_(comm), backend_(backend), optimizer_(optimizer), shards_(shards), stop_(std::move(stop)) {}
+                           Tensor grad_sum_squares, Tensor non_finite, int64_t step)
+    : comm_(comm),
+      backend_(backend),
+      optimizer_(optimizer),
+      shards_(shards),
+      grad_sum_squares_(grad_sum_squares),
+      non_finite_(non_finite),
+      step_(step) {}
 
 void GradientSync::layer_done(int layer) {
   Bucket bucket{optimizer_.layer_params(layer), {}};
@@ -34,19 +39,16 @@ std::vector<size_t> GradientSync::complete(size_t keep_in_flight) {
     in_flight_.pop_front();
   }
   std::sort(done.begin(), done.end());
-  double sum_squares = 0;
   for (size_t i : done) {
     if (!optimizer_.owns(i)) continue;
-    const double s = backend_.sum_squares(optimizer_.params()[i].grad);
-    if (!std::isfinite(s)) stop_("gradient of " + optimizer_.params()[i].name + " is NaN or Inf");
-    sum_squares += s;
+    backend_.sum_into(grad_sum_squares_, optimizer_.params()[i].grad, /*squares=*/true, /*accumulate=*/true);
+    backend_.flag_non_finite(non_finite_, grad_sum_squares_, double(step_), double(i));
   }
-  held_sum_squares_ += sum_squares;
   return done;
 }
 
-double GradientSync::finish() const {
-  return std::sqrt(shards_ ? comm_.all_reduce_host(held_sum_squares_, ReduceOp::Sum) : held_sum_squares_);
+void GradientSync::finish() {
+  if (shards_) comm_.wait(comm_.all_reduce_async({grad_sum_squares_}, ReduceOp::Sum));
 }
 
 }  // namespace gum

@@ -1,6 +1,6 @@
 #pragma once
 // Sums the gradients over the ranks while backward runs, one bucket per layer, and measures the
-// global norm of the summed gradient.
+// sum of squares of the summed gradient on the device (nothing here waits for the GPU).
 //
 // Sum, not Avg: each rank's gradients are already scaled by 1 / (valid targets of the global
 // batch), so the sum is the mean over the global batch even with uneven counts. Under sharded
@@ -8,8 +8,6 @@
 // A world of one goes through the communicator too (an identity, or NCCL under mpirun -np 1).
 #include <cstddef>
 #include <deque>
-#include <functional>
-#include <string>
 #include <vector>
 
 #include "gum/dist/communicator.h"
@@ -20,23 +18,25 @@ namespace gum {
 
 class GradientSync {
  public:
-  // Called with "gradient of NAME is NaN or Inf"; must not return (it throws).
-  using StopFn = std::function<void(const std::string& what)>;
-
-  // shards: the owner of each parameter under sharded state, null when every rank holds every gradient.
-  GradientSync(Communicator& comm, Backend& backend, const Optimizer& optimizer, const ShardPlan* shards, StopFn stop);
+  // shards: the owner of each parameter under sharded state, null when every rank holds every
+  // gradient. grad_sum_squares (F64 [1], zeroed by the caller) receives the gradients' sum of
+  // squares; non_finite (F64 [3]) records the first gradient that is NaN or Inf
+  // (Backend::flag_non_finite with tag `step` and what = the parameter's index).
+  GradientSync(Communicator& comm, Backend& backend, const Optimizer& optimizer, const ShardPlan* shards,
+               Tensor grad_sum_squares, Tensor non_finite, int64_t step);
 
   // Backward's layer-done hook: starts the reduction of the layer's gradients and returns at once.
   // Until complete() has returned them, nobody may read or write them (Communicator's contract).
   void layer_done(int layer);
   // Waits for the oldest started layers until `keep_in_flight` are left travelling and returns
-  // their parameters, ascending: ready for the update. The reduced gradients this rank holds (all,
-  // or under sharded state those it owns: optimizer.owns()) are checked to be finite (stop() names
-  // the first that is not) and their squares added to the norm, in parameter order.
+  // their parameters, ascending: ready for the update. The squares of the reduced gradients this
+  // rank holds (all, or under sharded state those it owns: optimizer.owns()) are added to
+  // grad_sum_squares in parameter order, and the running sum watched for NaN and Inf: the first
+  // gradient that makes it non-finite is the first non-finite gradient.
   std::vector<size_t> complete(size_t keep_in_flight = 0);
-  // The norm of every gradient complete() returned, over all ranks (under sharded state each
-  // rank adds its part: a host all-reduce every rank must call).
-  double finish() const;
+  // Under sharded state, sums grad_sum_squares over the ranks (on the device; every rank calls
+  // it); otherwise it already holds the whole gradient's sum.
+  void finish();
 
  private:
   struct Bucket {
@@ -47,9 +47,9 @@ class GradientSync {
   Backend& backend_;
   const Optimizer& optimizer_;
   const ShardPlan* shards_;
-  StopFn stop_;
+  Tensor grad_sum_squares_, non_finite_;
+  int64_t step_;
   std::deque<Bucket> in_flight_;
-  double held_sum_squares_ = 0;
 };
 
 }  // namespace gum

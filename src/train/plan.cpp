@@ -67,6 +67,10 @@ class PlanningBackend final : public Backend {
   void scale(Tensor, float) override { refuse("scale"); }
   double sum(const Tensor&) override { refuse("sum"); }
   double sum_squares(const Tensor&) override { refuse("sum_squares"); }
+  void sum_into(Tensor, const Tensor&, bool, bool) override { refuse("sum_into"); }
+  void flag_non_finite(Tensor, const Tensor&, double, double) override { refuse("flag_non_finite"); }
+  void norm_scale(Tensor, const Tensor&, double, double, double) override { refuse("norm_scale"); }
+  void scale_by(Tensor, const Tensor&) override { refuse("scale_by"); }
   void embedding_forward(Tensor, const Tensor&, const Tensor&) override { refuse("embedding_forward"); }
   void embedding_backward(Tensor, const Tensor&, const Tensor&) override { refuse("embedding_backward"); }
   void rmsnorm_forward(Tensor, Tensor, const Tensor&, const Tensor&, float) override { refuse("rmsnorm_forward"); }

@@ -108,22 +108,28 @@ class Trainer {
   void log_startup() const;
 
   // What one optimizer step measured: the mean loss of the global batch and the global norm of
-  // its gradient (before clipping).
+  // its gradient (before clipping), read from the device scalars.
   struct StepResult {
     double loss = 0;
     double grad_norm = 0;
   };
-  StepResult train_step(const StepInfo& info);
-  void after_step(const StepResult& result, double lr);
+  void train_step(const StepInfo& info);
+  bool due(int64_t every) const { return every > 0 && step_ % every == 0; }
+  bool log_due() const { return due(config_.logging.every_steps) || step_ == total_steps_ || step_ == 1; }
+  bool checkpoint_due() const {
+    return due(config_.checkpoint.every_steps) || (step_ == total_steps_ && config_.checkpoint.at_end);
+  }
+  void after_step(double lr);
   int64_t load_micro_batches();
-  double reduce_loss(double local_loss_sum, int64_t global_valid_targets) const;
+  StepResult read_step_scalars();
   void update_params(const std::vector<size_t>& indices);
   bool sharded() const { return shard_plan_.has_value(); }
   TensorMap optimizer_state_for_checkpoint() const;
   void log_state_per_rank() const;
-  void clip_gradients(const std::vector<size_t>& indices, double norm);
+  void clip_gradients(const std::vector<size_t>& indices);
   // Ends the run at `step` naming what was not finite and the last checkpoint to go back to.
   [[noreturn]] void stop_on_non_finite(int64_t step, const std::string& what) const;
+  [[noreturn]] void stop_on_non_finite_flag(int64_t flagged_step, double what, double value) const;
 
   void log_step(const StepResult& result, double lr);
   void run_evaluation();
@@ -145,6 +151,17 @@ class Trainer {
   ProgressBar progress_;
 
   std::optional<StepRows> rows_;  // this rank's rows of the global batch
+  // The step's measurements stay on the device (Backend "device scalars") and are read once per
+  // logged or checkpointed step (read_step_scalars), so other steps never wait for the GPU:
+  // F64 [loss_sum, grad_sum_squares, non_finite (step, what, value)]. loss_sum and
+  // grad_sum_squares are this step's (zeroed when it starts); non_finite keeps the first NaN/Inf
+  // loss or gradient of the run (what: -1 the loss, else the parameter index).
+  Arena scalars_;
+  Tensor loss_sum_, grad_sum_squares_, non_finite_;
+  Arena clip_scale_;                   // F32 [1]: the clip factor (Backend::norm_scale), read by scale_by
+  int64_t step_valid_targets_ = 0;     // of the global batch of the last step
+  int64_t scalars_read_at_step_ = -1;  // read_step_scalars reads once per step
+  StepResult last_read_;
   int64_t step_ = 0;
   int64_t tokens_ = 0;
   double elapsed_s_ = 0;  // training time of all sessions of this run (resumes add up)
@@ -191,6 +208,11 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   open_data();
 
   rows_.emplace(layout_.accumulation_steps, layout_.micro_batch, config.training.seq_len, data_->packed());
+  scalars_ = Arena(backend_, DType::F64, {{"step_scalars", Shape{5}}});
+  loss_sum_ = scalars_.all().flat_slice(0, Shape{1});
+  grad_sum_squares_ = scalars_.all().flat_slice(1, Shape{1});
+  non_finite_ = scalars_.all().flat_slice(2, Shape{3});
+  clip_scale_ = Arena(backend_, DType::F32, {{"clip_scale", Shape{1}}});
   flops_per_token_ = training_flops_per_token(config.model, config.training.seq_len);
   peak_tflops_ = device_peak_tflops(backend_.name(), config.logging.peak_tflops);
 }
@@ -283,6 +305,7 @@ TensorMap Trainer::optimizer_state_for_checkpoint() const {
 }
 
 void Trainer::save_checkpoint_now() {
+  read_step_scalars();  // stops before saving when a loss or gradient was NaN or Inf
   CheckpointContents c;
   c.model = weights_to_host(backend_, model_->params());
   // The loss of this step was finite, but its update may not be: such weights are never saved,
@@ -320,21 +343,43 @@ void Trainer::update_params(const std::vector<size_t>& indices) {
   if (sharded() && comm_.world_size() > 1) broadcast_from_owners(comm_, *shard_plan_, param_tensors_, indices);
 }
 
-// Scales the gradients this rank holds among `indices` (all, or under sharding those it owns).
-void Trainer::clip_gradients(const std::vector<size_t>& indices, double norm) {
+// Scales the gradients this rank holds among `indices` (all, or under sharding those it owns) by
+// the clip factor computed on the device from the whole gradient's sum of squares.
+void Trainer::clip_gradients(const std::vector<size_t>& indices) {
   const double max_norm = config_.training.grad_clip;
-  if (max_norm <= 0 || norm <= max_norm) return;
+  if (max_norm <= 0) return;
   // Global-norm clipping (Pascanu et al. 2013): one scale for all gradients keeps their direction.
-  const float scale = static_cast<float>(max_norm / (norm + 1e-6));
+  backend_.norm_scale(clip_scale_.all(), grad_sum_squares_, max_norm, 1e-6, max_norm);
   for (size_t i : indices)
-    if (optimizer_->owns(i)) backend_.scale(optimizer_->params()[i].grad, scale);
+    if (optimizer_->owns(i)) backend_.scale_by(optimizer_->params()[i].grad, clip_scale_.all());
 }
 
-double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets) const {
-  const double loss = comm_.all_reduce_host(local_loss_sum, ReduceOp::Sum) / static_cast<double>(global_valid_targets);
-  if (std::isfinite(loss)) return loss;
-  // Name where it starts: the first non-finite weight, else the first non-finite gradient (once
-  // the reductions still travelling have completed).
+// The one host round trip of a logged (or checkpointed) step: every rank calls it at the same
+// steps (the loss sum is summed over the ranks first). A NaN or Inf recorded since the start
+// stops the run here, naming the step it happened at.
+Trainer::StepResult Trainer::read_step_scalars() {
+  if (scalars_read_at_step_ == step_) return last_read_;
+  if (comm_.world_size() > 1) comm_.wait(comm_.all_reduce_async({loss_sum_}, ReduceOp::Sum));
+  double host[5];
+  backend_.copy_to_host(host, scalars_.all());
+  if (host[2] != 0) stop_on_non_finite_flag(static_cast<int64_t>(host[2]), host[3], host[4]);
+  scalars_read_at_step_ = step_;
+  last_read_ = {host[0] / static_cast<double>(step_valid_targets_), std::sqrt(host[1])};
+  return last_read_;
+}
+
+void Trainer::stop_on_non_finite_flag(int64_t flagged_step, double what, double value) const {
+  const std::string kind = std::isnan(value) ? "NaN" : "Inf";
+  const std::string found = flagged_step == step_ ? ""
+                                                  : " (found at step " + std::to_string(step_) +
+                                                        ": the device's checks are read when a step is logged or "
+                                                        "checkpointed)";
+  if (what >= 0)
+    stop_on_non_finite(
+        flagged_step, "gradient of " + optimizer_->params()[static_cast<size_t>(what)].name + " is NaN or Inf" + found);
+  if (!found.empty()) stop_on_non_finite(flagged_step, "loss is " + kind + found);
+  // Found at its own step: name where it starts, the first non-finite weight, else the first
+  // non-finite gradient (this step's, still held). Failing already, a round trip each is fine.
   comm_.wait_all();
   std::string where = "every weight and gradient is finite (the overflow is in the activations)";
   for (const auto& p : optimizer_->params())
@@ -348,45 +393,49 @@ double Trainer::reduce_loss(double local_loss_sum, int64_t global_valid_targets)
         where = "first non-finite gradient: " + p.name;
         break;
       }
-  stop_on_non_finite(step_ + 1, "loss is " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " (" + where + ")");
+  stop_on_non_finite(flagged_step, "loss is " + kind + " (" + where + ")");
 }
 
 // One optimizer step: forward and backward of each micro-batch (gradients accumulate), the
 // gradients summed over the ranks layer by layer while the last backward runs, then the update.
-Trainer::StepResult Trainer::train_step(const StepInfo& info) {
-  const int64_t global_valid = load_micro_batches();
-  if (global_valid == 0) runtime_error("step ", info.step, ": the batch has no valid targets");
+// Nothing here waits for the device: the loss, the gradient norm and the NaN/Inf checks stay in
+// scalars_ until read_step_scalars.
+void Trainer::train_step(const StepInfo& info) {
+  step_valid_targets_ = load_micro_batches();
+  if (step_valid_targets_ == 0) runtime_error("step ", info.step, ": the batch has no valid targets");
   // Every token's loss weighs 1 / (valid targets of the global batch), whatever the split into
   // ranks and micro-batches: the summed gradients are the mean over the global batch.
-  const float loss_scale = 1.0f / static_cast<float>(global_valid);
+  const float loss_scale = 1.0f / static_cast<float>(step_valid_targets_);
   model_->zero_grads();
   {
     ScopedTimeSpent timed(interval_optimizer_);
     optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
   }
+  // This step's loss_sum and grad_sum_squares start at 0; the non-finite record is the run's.
+  backend_.fill(scalars_.all().flat_slice(0, Shape{2}), 0.0f);
 
-  double local_loss_sum = 0;
   for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
-    local_loss_sum += model_->forward(rows_->micro_batch(m), loss_scale);
+    model_->forward(rows_->micro_batch(m), loss_sum_, /*accumulate=*/true, loss_scale);
     model_->backward(loss_scale);
   }
-  local_loss_sum += model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1), loss_scale);
+  model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1), loss_sum_, /*accumulate=*/true, loss_scale);
   // The last backward completes each layer's gradient; its hook starts the layer's reduction at
   // once, while backward goes on with the layers below. Fused, the hook then updates the layer
   // completed before it, whose reduction travelled during this layer's backward: the whole
   // gradient is never needed at once (and is never clipped: fused needs grad_clip 0).
-  GradientSync sync(comm_, backend_, *optimizer_, sharded() ? &*shard_plan_ : nullptr,
-                    [this](const std::string& what) { stop_on_non_finite(step_ + 1, what); });
+  GradientSync sync(comm_, backend_, *optimizer_, sharded() ? &*shard_plan_ : nullptr, grad_sum_squares_, non_finite_,
+                    info.step);
   model_->backward(loss_scale, [&](int layer) {
     sync.layer_done(layer);
     if (fused_) update_params(sync.complete(/*keep_in_flight=*/1));
   });
-  const double loss = reduce_loss(local_loss_sum, global_valid);
+  // Checked in this order, the first non-finite record is a gradient the fused update met inside
+  // backward, else the loss, else a gradient of the rest (under sharded state: its owner's record).
+  backend_.flag_non_finite(non_finite_, loss_sum_, double(info.step), -1.0);
   const std::vector<size_t> rest = sync.complete();  // fused: the bottom layer; otherwise every layer
-  const double grad_norm = sync.finish();
-  clip_gradients(rest, grad_norm);
+  sync.finish();
+  clip_gradients(rest);
   update_params(rest);
-  return {loss, grad_norm};
 }
 
 void Trainer::log_step(const StepResult& result, double lr) {
@@ -495,15 +544,14 @@ void Trainer::log_startup() const {
   data_->log_summary();
 }
 
-void Trainer::after_step(const StepResult& result, double lr) {
+void Trainer::after_step(double lr) {
   const bool last = step_ == total_steps_;
-  auto due = [&](int64_t every) { return every > 0 && step_ % every == 0; };
-  if (due(config_.logging.every_steps) || last || step_ == 1)
-    log_step(result, lr);
+  if (log_due())
+    log_step(read_step_scalars(), lr);
   else if (is_root())
     progress_.draw(step_, total_steps_, "step " + std::to_string(step_) + "/" + std::to_string(total_steps_));
   if (due(config_.eval.every_steps) || (last && config_.eval.at_end)) run_evaluation();
-  if (due(config_.checkpoint.every_steps) || (last && config_.checkpoint.at_end)) save_checkpoint_now();
+  if (checkpoint_due()) save_checkpoint_now();
 }
 
 void Trainer::run(const std::string& resume) {
@@ -524,15 +572,18 @@ void Trainer::run(const std::string& resume) {
     info.step = step_ + 1;
     info.lr = static_cast<float>(lr);
     info.lr_ratio = static_cast<float>(lr_ratio);
-    const StepResult result = train_step(info);
+    train_step(info);
+    ++step_;
+    // The read waits for the device, so the time of a logged step includes the work queued since
+    // the last read: tokens/s over a logging interval is the device's, not the host's.
+    if (log_due() || checkpoint_due()) read_step_scalars();
     const double step_s = seconds_since(start);
     interval_cpu_s_ += process_cpu_seconds() - cpu_start_s;
-    ++step_;
     tokens_ += config_.tokens_per_step();
     elapsed_s_ += step_s;
     interval_s_ += step_s;
     ++interval_steps_;
-    after_step(result, lr);
+    after_step(lr);
     if (step_ == kill_after) std::raise(SIGKILL);
   }
   progress_.clear();

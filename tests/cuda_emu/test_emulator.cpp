@@ -267,3 +267,28 @@ TEST_CASE("emulator: the work counters count launches, allocations and one host 
   REQUIRE(launches(after).threads - launches(before).threads == 128);
   REQUIRE(after.host_syncs - before.host_syncs == 3);
 }
+
+TEST_CASE("emulator: an asynchronous copy into page-locked memory is queued, a copy into pageable memory waits") {
+  DeviceBuffer<float> x(4);
+  x.upload(std::vector<float>(4, 1.0f));
+  float* pinned = nullptr;
+  REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&pinned), 4 * sizeof(float)) == cudaSuccess);
+  const gum_emu::Stats before = gum_emu::stats();
+  LAUNCH(add_one_kernel, dim3(1), dim3(4))(x.data);
+  REQUIRE(cudaMemcpyAsync(pinned, x.data, 4 * sizeof(float), cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+  CHECK(gum_emu::stats().host_syncs == before.host_syncs);  // queued behind the launch
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);   // the one wait, for both
+  CHECK(gum_emu::stats().host_syncs == before.host_syncs + 1);
+  CHECK(std::vector<float>(pinned, pinned + 4) == std::vector<float>(4, 2.0f));
+  // Into pageable memory the call itself waits; part of a page-locked block is still page-locked.
+  float pageable[4] = {};
+  LAUNCH(add_one_kernel, dim3(1), dim3(4))(x.data);
+  REQUIRE(cudaMemcpyAsync(pageable, x.data, 4 * sizeof(float), cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+  CHECK(gum_emu::stats().host_syncs == before.host_syncs + 2);
+  LAUNCH(add_one_kernel, dim3(1), dim3(4))(x.data);
+  REQUIRE(cudaMemcpyAsync(pinned + 2, x.data, 2 * sizeof(float), cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+  CHECK(gum_emu::stats().host_syncs == before.host_syncs + 2);
+  CHECK(pageable[0] == 3.0f);
+  CHECK(pinned[2] == 4.0f);
+  REQUIRE(cudaFreeHost(pinned) == cudaSuccess);
+}

@@ -145,6 +145,8 @@ HostTensors DeviceTensors::download() {
       std::vector<int32_t> ids(v.data.size());
       backend_.copy_to_host(ids.data(), t);
       v.data.assign(ids.begin(), ids.end());
+    } else if (t.dtype == DType::F64) {  // device scalars
+      backend_.copy_to_host(v.data.data(), t);
     } else if (t.dtype == DType::BF16) {
       std::vector<uint16_t> bits(v.data.size());
       backend_.copy_to_host(bits.data(), t);

@@ -418,6 +418,76 @@ OpCase sum_row(int64_t n, bool with_nan) {
   return row;
 }
 
+// The training step's device scalars: sums into F64 tensors (overwritten, then accumulated), the
+// first non-finite value kept by flag_non_finite, the clip factor and scale_by reading it, and
+// Muon's 1 / (norm + eps).
+OpCase device_scalars_row(int64_t n, double max_norm) {
+  OpCase row;
+  row.name = "sum_into, flag_non_finite, norm_scale, scale_by, fill (F64) [" + std::to_string(n) + "] max_norm " +
+             std::to_string(max_norm);
+  row.covers = {"sum_into", "flag_non_finite", "norm_scale", "scale_by", "fill"};
+  row.tensors = {f32("x", Shape{n}, normal(70 + uint64_t(n))),
+                 f32("y", Shape{n}, normal(71)),
+                 f32("with_nan", Shape{3}, given({1.0, NAN, 2.0})),
+                 f32("with_inf", Shape{2}, given({INFINITY, 1.0})),
+                 zeros("scale", Shape{1}),
+                 zeros("inverse_norm", Shape{1})};
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    Tensor &acc = t.make("acc", Shape{1}, DType::F64), &squares = t.make("squares", Shape{1}, DType::F64),
+           &bad = t.make("bad", Shape{1}, DType::F64), &flag = t.make("flag", Shape{3}, DType::F64);
+    b.fill(acc, 5.0f);  // overwritten by the first sum_into
+    b.sum_into(acc, t["x"], false, false);
+    b.sum_into(acc, t["x"], false, true);
+    b.sum_into(squares, t["x"], true, false);
+    b.flag_non_finite(flag, squares, 3.0, 1.0);  // finite: no record
+    b.sum_into(bad, t["with_nan"], true, false);
+    b.flag_non_finite(flag, bad, 7.0, 2.0);  // the first non-finite value: recorded
+    b.sum_into(bad, t["with_inf"], false, false);
+    b.flag_non_finite(flag, bad, 9.0, -1.0);                      // a later one: ignored
+    b.norm_scale(t["scale"], squares, max_norm, 1e-6, max_norm);  // global-norm clipping
+    b.scale_by(t["y"], t["scale"]);
+    b.norm_scale(t["inverse_norm"], squares, 1.0, 1e-7, -1.0);  // Muon's normalisation
+  };
+  row.forward = [=](HostTensors& h) {
+    double sum = 0, squares = 0;
+    for (double x : h.at("x")) {
+      sum += x;
+      squares += x * x;
+    }
+    h.make("acc", Shape{1})[0] = 2 * sum;
+    h.make("squares", Shape{1})[0] = squares;
+    h.make("bad", Shape{1})[0] = INFINITY;
+    double* flag = h.make("flag", Shape{3});
+    flag[0] = 7.0;
+    flag[1] = 2.0;
+    flag[2] = NAN;
+    const double norm = std::sqrt(squares);
+    const double scale = norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+    h("scale")[0] = scale;
+    h("inverse_norm")[0] = 1.0 / (norm + 1e-7);
+    for (double& y : h.tensors.at("y").data) y *= scale;
+  };
+  // acc, squares: the sums of sum_row in double, same bounds (measured there). The flag holds
+  // exact values. The factors and y: one and two fp32 roundings (<= 1.2e-7). The cuda kernels do
+  // the same double and float operations as the CPU, so the cuda column differs only through
+  // squares (~1e-13 relative), which can flip a factor's last float bit (6e-8): bound 1.2e-7.
+  row.compare = {{"acc", 1e-9, 1e-9},
+                 {"squares", 5e-11, 5e-11},
+                 {"bad", 0.0, 0.0},
+                 {"flag", 0.0, 0.0},
+                 {"scale", 1.2e-7, 1.2e-7},
+                 {"y", 1.2e-7, 1.2e-7},
+                 {"inverse_norm", 1.2e-7, 1.2e-7}};
+  // The comparison skips positions non-finite on both sides: which non-finite value, checked here.
+  row.check = [](const HostTensors&, const HostTensors& result) {
+    CHECK(std::isnan(result.at("flag")[2]));
+    CHECK(result.at("bad")[0] == INFINITY);
+  };
+  row.rejects = {{"sum_into an F32 accumulator",
+                  [](Backend& b, DeviceTensors& t) { b.sum_into(t["scale"], t["x"], false, false); }}};
+  return row;
+}
+
 // ---- transformer ops ----
 
 OpCase embedding_row(std::string name, int64_t V, int64_t C, std::vector<int32_t> tokens, double gradient_tolerance) {
@@ -995,6 +1065,8 @@ std::vector<OpCase> op_table() {
   // One element; one partial block; more than the GPU's 1024 x 256 first-pass threads (grid-stride).
   for (int64_t n : {int64_t(1), int64_t(255), int64_t(300007)}) add(sum_row(n, false));
   add(sum_row(1000, true));
+  add(device_scalars_row(300007, 1.0));  // the norm (~548) is clipped to 1
+  add(device_scalars_row(255, 1e3));     // below max_norm: factor 1
 
   add(embedding_row("(repeated tokens)", 4, 5, {0, 3, 1, 3, 3, 2}, fd));
   add(embedding_row("(one token)", 3, 33, {2}, no_fd));

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -140,4 +142,44 @@ TEST_CASE("training 5 steps in bf16 and bf16_pure with backend cuda matches the 
       CHECK(std::fabs(cuda[step] - cpu[step]) <= 2e-4 * std::fabs(cpu[step]));
     }
   }
+}
+
+namespace {
+
+// The emulator's whole-run counters (tools/cuda_emu, GUM_CUDA_EMU_STATS) of a micro adamw run
+// (grad_clip 1.0) on the cuda backend; empty on a GPU, where nothing writes them.
+struct RunCounts {
+  long long host_syncs = 0, allocations = 0, frees = 0;
+};
+std::optional<RunCounts> emulated_counts(const std::string& name, int steps, int log_every) {
+  const std::string dir = fresh_test_dir("cuda_syncs_" + name);
+  const nlohmann::json patch = {{"training", {{"backend", "cuda"}, {"max_steps", steps}, {"attention", "gemm"}}},
+                                {"logging", {{"every_steps", log_every}}},
+                                {"checkpoint", {{"every_steps", 0}, {"at_end", false}}}};
+  const CommandResult r = run_gum_train(write_config(dir, micro_config(dir + "/run", patch)) + " --resume never",
+                                        "GUM_CUDA_EMU_STATS=" + dir + "/stats.json");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  if (!std::filesystem::exists(dir + "/stats.json")) return std::nullopt;
+  const nlohmann::json stats = nlohmann::json::parse(read_file(dir + "/stats.json"));
+  return RunCounts{stats["host_syncs"], stats["allocations"], stats["frees"]};
+}
+
+}  // namespace
+
+TEST_CASE("a cuda training step waits for the device once when logged, never otherwise, and allocates nothing") {
+  if (!gum::cuda_available()) GUM_SKIP_TEST("no usable GPU");
+  prepared_micro_data();
+  // Step 1 and the last step are always logged: of 4 steps with logging every 1000, steps 2 and 3
+  // are not, so 4 steps minus 3 steps is one unlogged step; with logging every step, 3 minus 2 is
+  // one logged step.
+  const std::optional<RunCounts> three = emulated_counts("unlogged_3", 3, 1000);
+  if (!three) GUM_SKIP_TEST("not the emulator (no GUM_CUDA_EMU_STATS counters)");
+  const RunCounts four = *emulated_counts("unlogged_4", 4, 1000);
+  CHECK(four.host_syncs - three->host_syncs == 0);
+  CHECK(four.allocations - three->allocations == 0);
+  CHECK(four.frees - three->frees == 0);
+  const RunCounts logged_2 = *emulated_counts("logged_2", 2, 1), logged_3 = *emulated_counts("logged_3", 3, 1);
+  CHECK(logged_3.host_syncs - logged_2.host_syncs == 1);
+  CHECK(logged_3.allocations - logged_2.allocations == 0);
 }

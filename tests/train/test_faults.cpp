@@ -34,3 +34,25 @@ TEST_CASE("a NaN or Inf loss stops training and keeps the last good checkpoint")
   CHECK_NOTHROW(gum::verify_checkpoint(last_good));
   CHECK_FALSE(fs::exists(dir + "/run/checkpoints/" + gum::checkpoint_folder_name(failed_step)));
 }
+
+TEST_CASE("a NaN found on the device is reported at the next logged step, naming the step it happened at") {
+  prepared_micro_data();
+  const std::string dir = fresh_test_dir("nan_stop_deferred");
+  // As above, the weights overflow after the first update; nothing is checkpointed and only
+  // steps 1, 5, 10, ... are logged, so the host first reads the device's record at step 5.
+  const std::string config =
+      write_config(dir, micro_config(dir + "/run", {{"optimizer", {{"lr", 1e30}}},
+                                                    {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
+                                                    {"logging", {{"every_steps", 5}}},
+                                                    {"checkpoint", {{"every_steps", 0}, {"at_end", false}}}}));
+  CommandResult r = run_gum_train(config + " --resume never");
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  std::smatch m;
+  REQUIRE(std::regex_search(
+      r.output, m,
+      std::regex("step ([0-9]+): (loss is (NaN|Inf)|gradient of (\\S+) is NaN or Inf) \\(found at step 5: ")));
+  CHECK(std::stoi(m[1]) >= 2);
+  CHECK(std::stoi(m[1]) < 5);
+  CHECK(r.output.find("No checkpoint was written yet.") != std::string::npos);
+}

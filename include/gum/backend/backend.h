@@ -13,7 +13,8 @@
 // - "N" is the number of token positions (batch * seq_len) and 2-D activations are [N, C];
 // - parameter-gradient outputs ACCUMULATE (+=), so micro-batches add up; activation-gradient
 //   outputs are overwritten unless the op says otherwise;
-// - ops may run asynchronously; functions that return a host value synchronise.
+// - ops may run asynchronously; functions that return a host value synchronise (the device
+//   scalars below keep a training step's measurements off the host until it logs).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -52,7 +53,7 @@ class Backend {
   virtual void copy_to_host(void* host_dst, const Tensor& src) = 0;
   // dst = src on this device, converting between F32 and BF16 when the dtypes differ.
   virtual void copy(Tensor dst, const Tensor& src) = 0;
-  virtual void fill(Tensor dst, float value) = 0;
+  virtual void fill(Tensor dst, float value) = 0;  // dst F32, BF16 or F64 (device scalars)
   virtual void synchronize() = 0;
   // The native queue this backend's ops run on (the cudaStream_t of the cuda backend), so that a
   // library can order its own work after ours without waiting on the host (NCCL collectives);
@@ -86,6 +87,25 @@ class Backend {
   virtual void scale(Tensor x, float s) = 0;                            // x *= s
   virtual double sum(const Tensor& x) = 0;                              // synchronises
   virtual double sum_squares(const Tensor& x) = 0;                      // synchronises; NaN propagates
+
+  // ---- device scalars ----
+  // What a training step measures (loss sum, gradient sum of squares, the first non-finite value)
+  // stays in small F64 tensors on this device and reaches the host only when the trainer reads
+  // them (copy_to_host, one synchronisation per logged step); the clip scale is computed and
+  // applied on the device. None of these synchronise.
+  //
+  // acc (F64 [1]) = sum(x), or acc += sum(x) when accumulate; with squares the sum of x^2. Summed
+  // in double in the order of sum/sum_squares: without accumulate, acc holds sum(x) bit for bit.
+  virtual void sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) = 0;
+  // Records the first non-finite value in stream order: when value[0] (F64 [1]) is NaN or Inf and
+  // flag[0] is 0, flag (F64 [3]) = (tag, what, value[0]); otherwise nothing changes.
+  virtual void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) = 0;
+  // With norm = sqrt(sum_squares[0]) (F64 [1]): scale (F32 [1]) = float(numerator / (norm + eps))
+  // when norm > threshold, else 1 (also for a NaN norm). Global-norm clipping (Pascanu et al. 2013)
+  // is (max_norm, 1e-6, max_norm); Muon's normalisation X / (||X|| + 1e-7) is (1, 1e-7, -1).
+  virtual void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) = 0;
+  // x *= scale[0], scale F32 [1] on this device: like scale(), the factor read by the kernel.
+  virtual void scale_by(Tensor x, const Tensor& scale) = 0;
 
   // ---- transformer ops ----
   // out[n,:] = table[tokens[n],:]; tokens I32 [N].

@@ -100,11 +100,16 @@ class LlamaModel {
   void zero_grads();
 
   // Runs the forward pass and the per-token losses. Returns the SUM of the losses over
-  // targets >= 0 (the caller divides by the global count of valid targets). Given the loss_scale
-  // of the backward that follows (training), forward also runs the loss's and the head's backward,
-  // chunk by chunk: one kernel reads a chunk's logits for its losses and overwrites them with
-  // their gradient, so no chunk's logits are computed or read twice, and logits() is unavailable.
+  // targets >= 0 (the caller divides by the global count of valid targets); synchronises. Given
+  // the loss_scale of the backward that follows (training), forward also runs the loss's and the
+  // head's backward, chunk by chunk: one kernel reads a chunk's logits for its losses and
+  // overwrites them with their gradient, so no chunk's logits are computed or read twice, and
+  // logits() is unavailable.
   double forward(const TokenBatch& batch, float loss_scale = 0.0f);
+  // The same, adding the sum of the losses into loss_sum (F64 [1] on the model's backend;
+  // accumulate false overwrites it) on the device, so nothing waits for it: the training step.
+  // Needs targets.
+  void forward(const TokenBatch& batch, Tensor loss_sum, bool accumulate, float loss_scale = 0.0f);
   // Backward of the last forward. Gradients ACCUMULATE into grads() scaled by loss_scale
   // (= 1 / valid targets of the global batch, so micro-batches and ranks add up to the mean;
   // forward's, when forward was given one).
@@ -129,6 +134,9 @@ class LlamaModel {
   size_t compute_weight_bytes() const { return compute_weights_.bytes(); }
 
  private:
+  // The forward of both forward()s; returns the per-token losses of the batch's rows (unset
+  // without targets).
+  Tensor forward_pass(const TokenBatch& batch, float loss_scale);
   void run_block(int layer, const AttentionShape& shape, const Tensor& position_ids, const Tensor* doc_start,
                  const Tensor& output);
 

@@ -2,6 +2,7 @@
 // the kernels in kernels.h (OpenBLAS GEMMs, LAPACK factorisations, OpenMP loops). BF16 tensors
 // are widened for them and rounded back (F32Operand).
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -28,6 +29,12 @@ void require_f32(const Tensor& t, const char* op, const char* what) {
 
 void require_i32(const Tensor& t, const char* op, const char* what) {
   op_checks::require_dtype(t, DType::I32, Device::CPU, op, what);
+}
+
+double* f64_scalars(const Tensor& t, int64_t count, const char* op, const char* what) {
+  op_checks::require_dtype(t, DType::F64, Device::CPU, op, what);
+  require_numel(t, count, op, what);
+  return t.ptr<double>();
 }
 
 void require_same_numel(const Tensor& a, const Tensor& b, const char* op, const char* what) {
@@ -172,6 +179,8 @@ class CpuBackend final : public Backend {
       std::fill(dst.ptr<float>(), dst.ptr<float>() + n, value);
     } else if (dst.dtype == DType::BF16) {
       std::fill(dst.ptr<uint16_t>(), dst.ptr<uint16_t>() + n, f32_to_bf16(value));
+    } else if (dst.dtype == DType::F64) {
+      std::fill(dst.ptr<double>(), dst.ptr<double>() + n, double(value));
     } else {
       runtime_error("fill: unsupported dtype ", dtype_name(dst.dtype));
     }
@@ -282,6 +291,35 @@ class CpuBackend final : public Backend {
   double sum_squares(const Tensor& x) override {
     const F32Operand X(x, Access::Read, "sum_squares", "x");
     return cpu::sum_squares(X.get(), x.numel());
+  }
+
+  // ---- device scalars (plain memory here: the same arithmetic as the cuda kernels) ----
+  void sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) override {
+    double& out = f64_scalars(acc, 1, "sum_into", "acc")[0];
+    const double s = squares ? sum_squares(x) : sum(x);
+    out = accumulate ? out + s : s;
+  }
+
+  void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) override {
+    double* f = f64_scalars(flag, 3, "flag_non_finite", "flag");
+    const double v = f64_scalars(value, 1, "flag_non_finite", "value")[0];
+    if (f[0] != 0.0 || std::isfinite(v)) return;
+    f[0] = tag;
+    f[1] = what;
+    f[2] = v;
+  }
+
+  void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) override {
+    require_f32(scale, "norm_scale", "scale");
+    require_numel(scale, 1, "norm_scale", "scale");
+    const double norm = std::sqrt(f64_scalars(sum_squares, 1, "norm_scale", "sum_squares")[0]);
+    scale.ptr<float>()[0] = norm > threshold ? static_cast<float>(numerator / (norm + eps)) : 1.0f;
+  }
+
+  void scale_by(Tensor x, const Tensor& scale) override {
+    require_f32(scale, "scale_by", "scale");
+    require_numel(scale, 1, "scale_by", "scale");
+    this->scale(x, scale.ptr<float>()[0]);
   }
 
   // ---- transformer ops ----

@@ -62,6 +62,10 @@ class CudaBackend final : public Backend {
   void scale(Tensor x, float s) override;
   double sum(const Tensor& x) override;
   double sum_squares(const Tensor& x) override;
+  void sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) override;
+  void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) override;
+  void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) override;
+  void scale_by(Tensor x, const Tensor& scale) override;
 
   // ---- transformer ops ----
   void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& table) override;
@@ -104,7 +108,9 @@ class CudaBackend final : public Backend {
   void* attention_staging(size_t bytes);
   // `buffer` of at least `bytes` (reallocated, contents dropped, when smaller).
   void* grown(void*& buffer, size_t& size, size_t bytes, const char* what);
-  // Reads the device status word (after a synchronisation) and throws if a kernel flagged bad ids.
+  // Copies the status word and `bytes` from device `src` to the host, then waits: one round trip.
+  void wait_for_device(void* host_dst, const void* src, size_t bytes);
+  // Reads the status word wait_for_device copied and throws if a kernel flagged bad ids.
   void check_device_status();
   // rmsnorm_forward, or with sum and delta add_rmsnorm_forward (sum = x + delta).
   void rmsnorm(Tensor out, Tensor rstd, Tensor* sum, const Tensor& x, const Tensor* delta, const Tensor& weight,
@@ -135,6 +141,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
   int* status_ = nullptr;            // device status word (op_args.h StatusBits)
+  int* status_host_ = nullptr;       // its page-locked host copy
   double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

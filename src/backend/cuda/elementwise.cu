@@ -12,6 +12,8 @@ namespace {
 
 __global__ void fill_kernel(FloatPtr dst, int64_t n, float value) { GUM_GRID_STRIDE_LOOP(i, n) store(dst, i, value); }
 
+__global__ void fill_f64_kernel(double* dst, int64_t n, double value) { GUM_GRID_STRIDE_LOOP(i, n) dst[i] = value; }
+
 __global__ void convert_kernel(FloatPtr dst, FloatPtr src, int64_t n) {
   GUM_GRID_STRIDE_LOOP(i, n) store(dst, i, load(src, i));
 }
@@ -37,7 +39,11 @@ __global__ void axpby_kernel(FloatPtr y, float a, FloatPtr x, float b, int64_t n
   GUM_GRID_STRIDE_LOOP(i, n) store(y, i, a * load(x, i) + b * load(y, i));
 }
 
-__global__ void scale_kernel(FloatPtr x, float s, int64_t n) { GUM_GRID_STRIDE_LOOP(i, n) store(x, i, load(x, i) * s); }
+// The factor is `s`, or *device_s when given (scale_by: computed on the device, never on the host).
+__global__ void scale_kernel(FloatPtr x, float s, const float* device_s, int64_t n) {
+  const float factor = device_s ? *device_s : s;
+  GUM_GRID_STRIDE_LOOP(i, n) store(x, i, load(x, i) * factor);
+}
 
 // Element i takes Philox stream element i (include/gum/core/philox.h), as on the CPU.
 // __fmul_rn/__fadd_rn keep nvcc from fusing mean + std * z into an FMA the CPU does not do.
@@ -96,9 +102,9 @@ void launch_axpby(FloatPtr y, float a, FloatPtr x, float b, int64_t n, cudaStrea
   GUM_CUDA_CHECK_LAUNCH("axpby_kernel");
 }
 
-void launch_scale(FloatPtr x, float s, int64_t n, cudaStream_t stream) {
+void launch_scale(FloatPtr x, float s, const float* device_s, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  scale_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, s, n);
+  scale_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, s, device_s, n);
   GUM_CUDA_CHECK_LAUNCH("scale_kernel");
 }
 
@@ -131,7 +137,13 @@ void CudaBackend::copy(Tensor dst, const Tensor& src) {
 }
 
 void CudaBackend::fill(Tensor dst, float value) {
-  launch_fill(float_ptr(dst, "fill", "dst"), dst.numel(), value, stream_);
+  if (dst.dtype != DType::F64 || dst.numel() == 0) {
+    launch_fill(float_ptr(dst, "fill", "dst"), dst.numel(), value, stream_);
+    return;
+  }
+  require_device(dst, "fill", "dst");
+  fill_f64_kernel<<<grid_for(dst.numel()), kThreads, 0, stream_>>>(dst.ptr<double>(), dst.numel(), value);
+  GUM_CUDA_CHECK_LAUNCH("fill_f64_kernel");
 }
 
 void CudaBackend::fill_normal(Tensor dst, uint64_t seed, uint64_t stream, float mean, float std) {
@@ -157,6 +169,12 @@ void CudaBackend::axpby(Tensor y, float a, const Tensor& x, float b) {
   launch_axpby(float_ptr(y, "axpby", "y"), a, float_ptr(x, "axpby", "x"), b, y.numel(), stream_);
 }
 
-void CudaBackend::scale(Tensor x, float s) { launch_scale(float_ptr(x, "scale", "x"), s, x.numel(), stream_); }
+void CudaBackend::scale(Tensor x, float s) { launch_scale(float_ptr(x, "scale", "x"), s, nullptr, x.numel(), stream_); }
+
+void CudaBackend::scale_by(Tensor x, const Tensor& scale) {
+  require_f32(scale, "scale_by", "scale");
+  require_numel(scale, 1, "scale_by", "scale");
+  launch_scale(float_ptr(x, "scale_by", "x"), 0.0f, scale.ptr<float>(), x.numel(), stream_);
+}
 
 }  // namespace gum::cuda

@@ -1,7 +1,11 @@
-// Reductions: sum and sum of squares (in double, a deterministic two-pass reduction), the column
-// sums (reduce.h) behind linear's dbias and the final pass over rmsnorm's dweight partials.
+// Reductions: sum and sum of squares (in double, a deterministic two-pass reduction) to the host
+// or into a device scalar, the step's other device-scalar ops, and the column sums (reduce.h)
+// behind linear's dbias and the final pass over rmsnorm's dweight partials.
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 
+#include "../op_checks.h"
 #include "cuda_backend.h"
 #include "device_utils.cuh"
 #include "reduce.h"
@@ -23,12 +27,29 @@ __global__ void sum_partials_kernel(double* partials, FloatPtr x, int64_t n, boo
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
-__global__ void sum_finish_kernel(double* result, const double* partials, int count) {
+__global__ void sum_finish_kernel(double* result, const double* partials, int count, bool accumulate) {
   __shared__ double scratch[32];
   double acc = 0.0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
   acc = block_sum(acc, scratch);
-  if (threadIdx.x == 0) result[0] = acc;
+  if (threadIdx.x == 0) result[0] = accumulate ? result[0] + acc : acc;
+}
+
+// One thread: the device-scalar ops of the training step (backend.h), each a few flops that
+// would otherwise cost a host round trip.
+__global__ void flag_non_finite_kernel(double* flag, const double* value, double tag, double what) {
+  // NaN fails every comparison, Inf exceeds DBL_MAX: both are "not finite" here, in every compiler.
+  if (flag[0] == 0.0 && !(fabs(value[0]) <= DBL_MAX)) {
+    flag[0] = tag;
+    flag[1] = what;
+    flag[2] = value[0];
+  }
+}
+
+__global__ void norm_scale_kernel(float* scale, const double* sum_squares, double numerator, double eps,
+                                  double threshold) {
+  const double norm = sqrt(sum_squares[0]);
+  scale[0] = norm > threshold ? static_cast<float>(numerator / (norm + eps)) : 1.0f;
 }
 
 // Column sums by row splits. Block (32, 8): threadIdx.x picks the column (coalesced rows),
@@ -69,12 +90,19 @@ __global__ void column_finish_kernel(float* dst, const float* partials, int64_t 
   }
 }
 
-void launch_sum(double* result, double* partials, FloatPtr x, int64_t n, bool squares, cudaStream_t stream) {
+void launch_sum(double* result, double* partials, FloatPtr x, int64_t n, bool squares, bool accumulate,
+                cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(grid_for(n), kReducePartials));
   sum_partials_kernel<<<blocks, kThreads, 0, stream>>>(partials, x, n, squares);
   GUM_CUDA_CHECK_LAUNCH("sum_partials_kernel");
-  sum_finish_kernel<<<1, kThreads, 0, stream>>>(result, partials, static_cast<int>(blocks));
+  sum_finish_kernel<<<1, kThreads, 0, stream>>>(result, partials, static_cast<int>(blocks), accumulate);
   GUM_CUDA_CHECK_LAUNCH("sum_finish_kernel");
+}
+
+double* f64_scalars(const Tensor& t, int64_t count, const char* op, const char* what) {
+  op_checks::require_dtype(t, DType::F64, Device::CUDA, op, what);
+  require_numel(t, count, op, what);
+  return t.ptr<double>();
 }
 
 }  // namespace
@@ -99,15 +127,34 @@ void launch_column_finish(float* dst, const float* partials, int64_t splits, int
 }
 
 double CudaBackend::reduce(const Tensor& x, bool squares, const char* op) {
-  launch_sum(reduce_buffer_ + kReducePartials, reduce_buffer_, float_ptr(x, op, "x"), x.numel(), squares, stream_);
-  double result = 0.0;
-  GUM_CUDA_CHECK(
-      cudaMemcpyAsync(&result, reduce_buffer_ + kReducePartials, sizeof(double), cudaMemcpyDeviceToHost, stream_));
-  synchronize();
-  return result;
+  const Tensor result(reduce_buffer_ + kReducePartials, DType::F64, Device::CUDA, Shape{1});
+  launch_sum(result.ptr<double>(), reduce_buffer_, float_ptr(x, op, "x"), x.numel(), squares, false, stream_);
+  double value = 0.0;
+  copy_to_host(&value, result);
+  return value;
 }
 
 double CudaBackend::sum(const Tensor& x) { return reduce(x, false, "sum"); }
 double CudaBackend::sum_squares(const Tensor& x) { return reduce(x, true, "sum_squares"); }
+
+// The partials buffer is shared with sum/sum_squares: stream order makes the reuse safe.
+void CudaBackend::sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) {
+  launch_sum(f64_scalars(acc, 1, "sum_into", "acc"), reduce_buffer_, float_ptr(x, "sum_into", "x"), x.numel(), squares,
+             accumulate, stream_);
+}
+
+void CudaBackend::flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) {
+  flag_non_finite_kernel<<<1, 1, 0, stream_>>>(f64_scalars(flag, 3, "flag_non_finite", "flag"),
+                                               f64_scalars(value, 1, "flag_non_finite", "value"), tag, what);
+  GUM_CUDA_CHECK_LAUNCH("flag_non_finite_kernel");
+}
+
+void CudaBackend::norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) {
+  require_f32(scale, "norm_scale", "scale");
+  require_numel(scale, 1, "norm_scale", "scale");
+  norm_scale_kernel<<<1, 1, 0, stream_>>>(scale.ptr<float>(), f64_scalars(sum_squares, 1, "norm_scale", "sum_squares"),
+                                          numerator, eps, threshold);
+  GUM_CUDA_CHECK_LAUNCH("norm_scale_kernel");
+}
 
 }  // namespace gum::cuda

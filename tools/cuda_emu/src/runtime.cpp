@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -229,6 +230,40 @@ cudaError_t cudaFree(void* ptr) {
 }
 
 namespace {
+// The page-locked allocations (cudaMallocHost): start address -> bytes.
+std::mutex pinned_mutex;
+std::map<const void*, size_t> pinned;
+
+bool is_pinned(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(pinned_mutex);
+  auto it = pinned.upper_bound(p);
+  if (it == pinned.begin()) return false;
+  --it;
+  const auto* begin = static_cast<const unsigned char*>(it->first);
+  const auto* q = static_cast<const unsigned char*>(p);
+  return q >= begin && q + bytes <= begin + it->second;
+}
+}  // namespace
+
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
+  if (!ptr) return invalid_value("cudaMallocHost");
+  *ptr = std::malloc(bytes ? bytes : 1);
+  if (!*ptr) return cudaErrorMemoryAllocation;
+  std::lock_guard<std::mutex> lock(pinned_mutex);
+  pinned[*ptr] = bytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr) {
+    std::lock_guard<std::mutex> lock(pinned_mutex);
+    pinned.erase(ptr);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+namespace {
 cudaError_t copy(void* dst, const void* src, size_t bytes) {
   if (bytes && (!dst || !src)) return invalid_value("cudaMemcpy");
   if (bytes) std::memcpy(dst, src, bytes);  // memcpy, not memmove: overlap is an error (ASan reports it)
@@ -236,7 +271,8 @@ cudaError_t copy(void* dst, const void* src, size_t bytes) {
 }
 }  // namespace
 
-// A blocking copy, and an asynchronous one into (pageable) host memory, make the host wait.
+// A blocking copy, and an asynchronous one into pageable host memory, make the host wait; an
+// asynchronous copy into page-locked memory (cudaMallocHost) is only queued, like a launch.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   gum_emu::count_device_work();
   if (kind != cudaMemcpyDeviceToDevice) gum_emu::count_host_sync();
@@ -245,7 +281,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
   gum_emu::count_device_work();
-  if (kind == cudaMemcpyDeviceToHost) gum_emu::count_host_sync();
+  if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) gum_emu::count_host_sync();
   return copy(dst, src, bytes);
 }
 

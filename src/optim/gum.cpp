@@ -96,8 +96,12 @@ class Gum final : public LowRankOptimizer {
       const size_t rr = static_cast<size_t>(s.r * s.r);
       const size_t refresh = static_cast<size_t>(s.projector().numel()) + top_r_workspace_elems(i) +
                              (options_.momentum_restart ? 0 : rr + projected);
-      const size_t low_rank_step = projected + newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]);
-      const size_t full_rank_step = projected + mn + newton_schulz_workspace_elems(s.m, s.n);
+      const size_t gradient = projection_gradient_elems(i);
+      const size_t low_rank_step =
+          gradient + projected + newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]);
+      // The full-rank step's gradient copy and projection are dead once projected back:
+      // Newton-Schulz reuses their space.
+      const size_t full_rank_step = std::max(gradient + projected, mn + newton_schulz_workspace_elems(s.m, s.n));
       workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
     }
     slot_elems_ = block_elems.empty() ? 0 : *std::max_element(block_elems.begin(), block_elems.end());
@@ -159,16 +163,19 @@ class Gum final : public LowRankOptimizer {
       // R ← β R + (1/q) (G − P Pᵀ G)
       const float inv_q = static_cast<float>(1.0 / q_);
       Tensor full = full_rank_momentum(index);
+      const Tensor g = projection_gradient(index, pad);
       Tensor low = pad.take(s.projected());
-      project(backend_, s, low, projector, p.grad);
-      backend_.axpby(full, inv_q, p.grad, beta);
+      project(backend_, s, low, projector, g);
+      backend_.axpby(full, inv_q, g, beta);
       project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
+      pad.reset();
       Tensor orthogonal = pad.take(p.param.shape);
       newton_schulz(backend_, orthogonal, full, options_.ns_steps, pad, newton_schulz_dtype(options_));
       backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
     } else {
       // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
-      project(backend_, s, momentum, projector, p.grad, static_cast<float>(1.0 / (1.0 - q_)), beta);
+      project(backend_, s, momentum, projector, projection_gradient(index, pad), static_cast<float>(1.0 / (1.0 - q_)),
+              beta);
       Tensor orthogonal = pad.take(s.projected());
       newton_schulz(backend_, orthogonal, momentum, options_.ns_steps, pad, newton_schulz_dtype(options_));
       project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));

@@ -1,8 +1,11 @@
 // Pure bf16 weights (Precision::Bf16Pure, docs/precision.md): there is no fp32 copy of the model.
 // The optimizer the user chose runs unchanged on an fp32 working copy of one parameter at a time:
 // the bf16 weights (plus the Kahan compensation) are widened into it, the optimizer updates it in
-// fp32, and the result is stored back into bf16 with the chosen WeightRounding. The working copy
-// is one buffer as large as the largest parameter, shared by all (updates run one at a time).
+// fp32, and the result is stored back into bf16 with the chosen WeightRounding. Updates run one at
+// a time, so one working copy serves all: the parameters whose update leaves the wrapped
+// optimizer's workspace alone (AdamW's elementwise steps: embedding, head, norms) have it in that
+// workspace, grown to fit them if needed; the others (matrices with a rule of their own, which need
+// the workspace while they update) in one buffer as large as the largest of them.
 #include "bf16_weights.h"
 
 #include <algorithm>
@@ -24,23 +27,36 @@ class Bf16WeightUpdate final : public Optimizer {
                    const std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>& make_inner)
       : Optimizer(ctx.params), backend_(*ctx.backend), rounding_(ctx.weight_rounding), seed_(ctx.seed) {
     owned_ = ctx.owned;
-    int64_t largest = 0;
     std::vector<NamedShape> compensation_layout;
     for (size_t i = 0; i < params_.size(); ++i) {
       const OptimParam& p = params_[i];
       if (p.param.dtype != DType::BF16)
         usage_error("optimizer: parameter '", p.name, "' is ", dtype_name(p.param.dtype),
                     "; pure bf16 weights need every parameter in BF16");
-      if (!owns(i)) continue;
-      largest = std::max(largest, p.param.numel());
-      if (rounding_ == WeightRounding::Kahan)
+      if (owns(i) && rounding_ == WeightRounding::Kahan)
         compensation_layout.push_back({p.name + ".weight_compensation", p.param.shape});
     }
-    working_ = Arena(backend_, DType::F32, {NamedShape{"working_weights", Shape{std::max<int64_t>(largest, 1)}}});
     if (!compensation_layout.empty()) compensation_ = Arena(backend_, DType::BF16, compensation_layout);
+    // The wrapped optimizer is built on fp32 stand-ins (construction reads shapes only), then
+    // pointed at the working copies.
     OptimizerContext inner_ctx = ctx;
-    for (OptimParam& p : inner_ctx.params) p.param = working_.all().flat_slice(0, p.param.shape);
+    for (OptimParam& p : inner_ctx.params) p.param = Tensor(nullptr, DType::F32, p.param.device, p.param.shape);
     inner_ = make_inner(inner_ctx);
+    auto* arena_inner = dynamic_cast<ArenaOptimizer*>(inner_.get());
+    auto in_workspace = [&](size_t i) { return arena_inner && !arena_inner->update_uses_workspace(i); };
+    int64_t largest_own = 0, largest_shared = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!owns(i)) continue;  // never updated here: it keeps its stand-in
+      int64_t& largest = in_workspace(i) ? largest_shared : largest_own;
+      largest = std::max(largest, params_[i].param.numel());
+    }
+    working_ = Arena(backend_, DType::F32, {NamedShape{"working_weights", Shape{std::max<int64_t>(largest_own, 1)}}});
+    const Tensor workspace =
+        largest_shared > 0 ? arena_inner->reserve_workspace(static_cast<size_t>(largest_shared)) : Tensor();
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (owns(i))
+        inner_->set_param_weights(i,
+                                  (in_workspace(i) ? workspace : working_.all()).flat_slice(0, params_[i].param.shape));
   }
 
   std::string name() const override { return inner_->name(); }

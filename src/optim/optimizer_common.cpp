@@ -35,6 +35,14 @@ void ArenaOptimizer::allocate(size_t workspace_elems) {
   pad_ = ScratchPad(workspace_.all());
 }
 
+Tensor ArenaOptimizer::reserve_workspace(size_t elems) {
+  if (elems > static_cast<size_t>(workspace_.all().numel())) {
+    workspace_ = Arena(backend_, DType::F32, {NamedShape{"workspace", Shape{static_cast<int64_t>(elems)}}});
+    pad_ = ScratchPad(workspace_.all());
+  }
+  return workspace_.all();
+}
+
 size_t ArenaOptimizer::state_bytes(size_t index) const {
   size_t bytes = 0;
   for (size_t entry : layout_of_param_.at(index))

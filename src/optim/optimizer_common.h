@@ -20,6 +20,13 @@ class ArenaOptimizer : public Optimizer {
   void load_state(const TensorMap& in) override;
   void begin_step(const StepInfo& info) override { info_ = info; }
 
+  // For the pure-bf16 update (bf16_weights.cpp), which runs this optimizer on fp32 working copies
+  // of the weights: whether update(index) takes scratch from the workspace (AdamW's elementwise
+  // steps do not, so their working copies may live there), and the workspace grown to at least
+  // `elems` F32 elements (before the first update).
+  bool update_uses_workspace(size_t index) const { return adamw_slot_.at(index) < 0 && workspace_.bytes() > 0; }
+  Tensor reserve_workspace(size_t elems);
+
  protected:
   explicit ArenaOptimizer(const OptimizerContext& ctx);
 

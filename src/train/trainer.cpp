@@ -468,8 +468,8 @@ void Trainer::log_startup() const {
       format_count(double(config_.tokens_per_step())), optimizer_->name(),
       !fused_ ? "after backward"
       : model_->memory().per_layer_grads
-          ? concat("fused per layer in backward (gradients of ", model_->memory().gradient_sets,
-                   " block(s) at a time; no clipping)")
+          ? concat("fused per layer in backward (", model_->memory().gradient_sets == 1 ? "one block's" : "two blocks'",
+                   " gradients at a time; no clipping)")
           : "fused per layer in backward (whole gradient over the micro-batches; no clipping)",
       model_->use() == ModelUse::TrainingRecompute ? "recomputed per block in backward" : "stored");
   spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,

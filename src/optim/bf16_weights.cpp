@@ -38,25 +38,33 @@ class Bf16WeightUpdate final : public Optimizer {
     }
     if (!compensation_layout.empty()) compensation_ = Arena(backend_, DType::BF16, compensation_layout);
     // The wrapped optimizer is built on fp32 stand-ins (construction reads shapes only), then
-    // pointed at the working copies.
+    // pointed at the working copies. A built-in one opens a matrix's working copy in its workspace
+    // at the update's last step (ArenaOptimizer::open_weights); the parameters AdamW updates use no
+    // workspace, so theirs lives there from the start. Any other optimizer gets one buffer.
     OptimizerContext inner_ctx = ctx;
+    inner_ctx.weights_in_workspace = true;
     for (OptimParam& p : inner_ctx.params) p.param = Tensor(nullptr, DType::F32, p.param.device, p.param.shape);
     inner_ = make_inner(inner_ctx);
     auto* arena_inner = dynamic_cast<ArenaOptimizer*>(inner_.get());
-    auto in_workspace = [&](size_t i) { return arena_inner && !arena_inner->update_uses_workspace(i); };
+    opened_.assign(params_.size(), 0);
     int64_t largest_own = 0, largest_shared = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!owns(i)) continue;  // never updated here: it keeps its stand-in
-      int64_t& largest = in_workspace(i) ? largest_shared : largest_own;
+      opened_[i] = arena_inner && arena_inner->update_uses_workspace(i);
+      if (opened_[i]) continue;
+      int64_t& largest = arena_inner ? largest_shared : largest_own;
       largest = std::max(largest, params_[i].param.numel());
     }
-    working_ = Arena(backend_, DType::F32, {NamedShape{"working_weights", Shape{std::max<int64_t>(largest_own, 1)}}});
-    const Tensor workspace =
-        largest_shared > 0 ? arena_inner->reserve_workspace(static_cast<size_t>(largest_shared)) : Tensor();
+    if (largest_own > 0) working_ = Arena(backend_, DType::F32, {NamedShape{"working_weights", Shape{largest_own}}});
+    const Tensor buffer =
+        arena_inner ? arena_inner->reserve_workspace(static_cast<size_t>(largest_shared)) : working_.all();
     for (size_t i = 0; i < params_.size(); ++i)
-      if (owns(i))
-        inner_->set_param_weights(i,
-                                  (in_workspace(i) ? workspace : working_.all()).flat_slice(0, params_[i].param.shape));
+      if (owns(i) && !opened_[i]) inner_->set_param_weights(i, buffer.flat_slice(0, params_[i].param.shape));
+    if (arena_inner)
+      arena_inner->set_weight_opener([this](size_t index, const Tensor& space) {
+        widen(index, space);
+        open_ = space;
+      });
   }
 
   std::string name() const override { return inner_->name(); }
@@ -68,10 +76,11 @@ class Bf16WeightUpdate final : public Optimizer {
 
   void update(size_t index) override {
     const OptimParam& p = params_.at(index);
-    const Tensor& work = inner_->params()[index].param;
-    backend_.copy(work, p.param);  // exact: every bf16 value is an fp32 value
-    if (rounding_ == WeightRounding::Kahan) backend_.add(work, work, compensation(index));
+    open_ = Tensor();
+    if (!opened_.at(index)) widen(index, inner_->params()[index].param);
     inner_->update(index);
+    const Tensor work = opened_[index] ? open_ : inner_->params()[index].param;
+    GUM_CHECK(work.data != nullptr, "the update of ", p.name, " never opened its weights");
     switch (rounding_) {
       case WeightRounding::Nearest:
         backend_.copy(p.param, work);
@@ -111,6 +120,12 @@ class Bf16WeightUpdate final : public Optimizer {
   size_t workspace_bytes() const override { return inner_->workspace_bytes() + working_.bytes(); }
 
  private:
+  // The working copy of parameter `index`: its bf16 weights, exact in fp32, plus the compensation.
+  void widen(size_t index, const Tensor& work) {
+    backend_.copy(work, params_[index].param);
+    if (rounding_ == WeightRounding::Kahan) backend_.add(work, work, compensation(index));
+  }
+
   const Tensor& compensation(size_t index) const {
     return compensation_.view(params_[index].name + ".weight_compensation");
   }
@@ -120,6 +135,8 @@ class Bf16WeightUpdate final : public Optimizer {
   uint64_t seed_;
   int64_t step_ = 1;
   Arena working_, compensation_;
+  std::vector<char> opened_;  // per parameter: its working copy is opened inside the wrapped update
+  Tensor open_;               // the copy the current update opened
   std::unique_ptr<Optimizer> inner_;
 };
 

@@ -75,7 +75,7 @@ class ProjectedAdam final : public LowRankOptimizer {
             2 * projector + 3 * dd + static_cast<size_t>(s.small_dim()) + 2 * static_cast<size_t>(s.small_dim() * s.r);
       }
       if (estimator_ != Estimator::TopR) refresh += 2 * rr + projected;  // moment realignment
-      workspace = std::max(workspace, refresh + projection_gradient_elems(i) + 2 * projected);
+      workspace = std::max(workspace, refresh + projection_gradient_elems(i) + 2 * projected + opened_weights_elems(i));
     }
     allocate_low_rank(workspace);
   }
@@ -84,7 +84,6 @@ class ProjectedAdam final : public LowRankOptimizer {
 
  protected:
   void update_matrix(size_t index) override {
-    const OptimParam& p = params_[index];
     const LowRankShape& s = shape(index);
     ScratchPad& pad = scratch();
     const bool refresh_step = (info_.step - 1) % options_.update_proj_gap == 0;
@@ -111,7 +110,8 @@ class ProjectedAdam final : public LowRankOptimizer {
     Tensor direction = pad.take(s.projected());
     backend_.adam_direction(direction, projected, exp_avg, exp_avg_sq, args);
     const float lr = info_.lr;
-    project_back(backend_, s, p.param, projector, direction, -lr * options_.scale, decay_factor(index, lr));
+    project_back(backend_, s, open_weights(index, pad), projector, direction, -lr * options_.scale,
+                 decay_factor(index, lr));
   }
 
  private:

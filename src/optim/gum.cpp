@@ -96,11 +96,15 @@ class Gum final : public LowRankOptimizer {
       const size_t refresh = static_cast<size_t>(s.projector().numel()) + top_r_workspace_elems(i) +
                              (options_.momentum_restart ? 0 : rr + projected);
       const size_t gradient = projection_gradient_elems(i);
+      // Newton-Schulz's scratch is dead at the step's last write: the weights' working copy (pure
+      // bf16) takes its space.
+      const size_t weights = opened_weights_elems(i);
       const size_t low_rank_step =
-          gradient + projected + newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]);
+          gradient + projected + std::max(newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]), weights);
       // The full-rank step's gradient copy and projection are dead once projected back:
       // Newton-Schulz reuses their space.
-      const size_t full_rank_step = std::max(gradient + projected, mn + newton_schulz_workspace_elems(s.m, s.n));
+      const size_t full_rank_step =
+          std::max(gradient + projected, mn + std::max(newton_schulz_workspace_elems(s.m, s.n), weights));
       workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
     }
     allocate_low_rank(workspace);
@@ -170,15 +174,20 @@ class Gum final : public LowRankOptimizer {
       project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
       pad.reset();
       Tensor orthogonal = pad.take(p.param.shape);
+      const int64_t mark = pad.used();
       newton_schulz(backend_, orthogonal, full, options_.ns_steps, pad, newton_schulz_dtype(options_));
-      backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
+      pad.release_to(mark);
+      backend_.axpby(open_weights(index, pad), -lr * s_scale, orthogonal, decay_factor(index, lr));
     } else {
       // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
       project(backend_, s, momentum, projector, projection_gradient(index, pad), static_cast<float>(1.0 / (1.0 - q_)),
               beta);
       Tensor orthogonal = pad.take(s.projected());
+      const int64_t mark = pad.used();
       newton_schulz(backend_, orthogonal, momentum, options_.ns_steps, pad, newton_schulz_dtype(options_));
-      project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));
+      pad.release_to(mark);
+      project_back(backend_, s, open_weights(index, pad), projector, orthogonal, -lr * s_scale,
+                   decay_factor(index, lr));
     }
   }
 

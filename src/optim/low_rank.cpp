@@ -27,6 +27,11 @@ Tensor ScratchPad::take(Shape shape) {
   return view;
 }
 
+void ScratchPad::release_to(int64_t mark) {
+  GUM_CHECK(mark >= 0 && mark <= used_, "scratch mark ", mark, " beyond the ", used_, " elements taken");
+  used_ = mark;
+}
+
 void project(Backend& backend, const LowRankShape& s, Tensor out, const Tensor& projector, const Tensor& g, float alpha,
              float beta) {
   if (s.side == ProjectionSide::Left)

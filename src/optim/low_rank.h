@@ -34,6 +34,9 @@ class ScratchPad {
   explicit ScratchPad(Tensor flat) : base_(flat) {}
   Tensor take(Shape shape);
   void reset() { used_ = 0; }
+  // Gives back what was taken after `mark`, a value of used() (scratch a finished step no longer reads).
+  int64_t used() const { return used_; }
+  void release_to(int64_t mark);
   int64_t capacity() const { return base_.numel(); }
 
  private:

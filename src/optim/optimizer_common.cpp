@@ -9,7 +9,11 @@
 namespace gum {
 
 ArenaOptimizer::ArenaOptimizer(const OptimizerContext& ctx)
-    : Optimizer(ctx.params), backend_(*ctx.backend), config_(ctx.config), seed_(ctx.seed) {
+    : Optimizer(ctx.params),
+      backend_(*ctx.backend),
+      config_(ctx.config),
+      seed_(ctx.seed),
+      weights_in_workspace_(ctx.weights_in_workspace) {
   GUM_CHECK(ctx.backend != nullptr, "optimizer without a backend");
   if (!ctx.owned.empty() && ctx.owned.size() != params_.size())
     usage_error("optimizer: ownership mask of ", ctx.owned.size(), " entries for ", params_.size(), " parameters");
@@ -89,6 +93,14 @@ void ArenaOptimizer::adamw_step(size_t index, float lr) {
 
 float ArenaOptimizer::decay_factor(size_t index, float lr) const {
   return params_[index].weight_decay ? 1.0f - lr * config_.weight_decay : 1.0f;
+}
+
+Tensor ArenaOptimizer::open_weights(size_t index, ScratchPad& pad) {
+  if (!weights_in_workspace_) return params_[index].param;
+  GUM_CHECK(opener_ != nullptr, "no working copy for the weights of ", params_[index].name);
+  Tensor space = pad.take(params_[index].param.shape);
+  opener_(index, space);
+  return space;
 }
 
 void ArenaOptimizer::require_owned(size_t index) const {

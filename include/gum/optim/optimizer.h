@@ -105,6 +105,10 @@ struct OptimizerContext {
   // Used when the parameters are BF16: the optimizer then updates an fp32 working copy of one
   // parameter at a time and stores it back with this rounding.
   WeightRounding weight_rounding = WeightRounding::Stochastic;
+  // Set by the pure-bf16 update for the built-in optimizer it wraps: a matrix's fp32 working copy
+  // is taken from the optimizer's workspace when its update first needs the weights, so it may
+  // reuse scratch the step no longer reads (bf16_weights.cpp).
+  bool weights_in_workspace = false;
 };
 
 class LlamaModel;

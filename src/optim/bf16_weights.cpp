@@ -2,10 +2,10 @@
 // The optimizer the user chose runs unchanged on an fp32 working copy of one parameter at a time:
 // the bf16 weights (plus the Kahan compensation) are widened into it, the optimizer updates it in
 // fp32, and the result is stored back into bf16 with the chosen WeightRounding. Updates run one at
-// a time, so one working copy serves all: the parameters whose update leaves the wrapped
-// optimizer's workspace alone (AdamW's elementwise steps: embedding, head, norms) have it in that
-// workspace, grown to fit them if needed; the others (matrices with a rule of their own, which need
-// the workspace while they update) in one buffer as large as the largest of them.
+// a time, and the working copies live in the wrapped optimizer's workspace: the parameters whose
+// update takes no scratch (AdamW's elementwise steps: embedding, head, norms) have theirs filled
+// there before the update, the workspace grown to fit them; a matrix's is opened by its update at
+// its last write, in scratch the step no longer reads (ArenaOptimizer::open_weights).
 #include "bf16_weights.h"
 
 #include <algorithm>

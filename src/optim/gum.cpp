@@ -203,6 +203,11 @@ class Gum final : public LowRankOptimizer {
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!params_[i].is_matrix() || !owns(i) || slot_of_block_[block_of_param_[i]] < 0) continue;
       out[params_[i].name + ".momentum_full"] = state_to_host(backend_, full_rank_momentum(i));
+      // The low-rank momentum sits idle and may hold full-rank momenta: saved as the zeros it
+      // restarts from, so the file does not depend on where the full momenta live (which differs
+      // with the matrices a rank owns).
+      const Tensor& idle = state(i, 0);
+      out[params_[i].name + ".momentum"] = HostTensor(idle.dtype, idle.shape);
     }
   }
 

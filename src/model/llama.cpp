@@ -13,6 +13,7 @@
 #include <cmath>
 #include <numbers>
 #include <string>
+#include <unordered_map>
 
 #include "block_forward.h"
 #include "gum/core/error.h"
@@ -65,15 +66,21 @@ std::vector<float> rope_cos_sin_table(const LlamaConfig& c) {
   return table;
 }
 
-// A view of `count` consecutive arena tensors starting at `first` as one [rows, cols] matrix;
-// checks they really are adjacent (the fused qkv and gate_up projections rely on it).
-Tensor fused_view(const Arena& arena, const std::vector<std::string>& names, int64_t cols) {
-  const Tensor& first = arena.view(names.front());
+// Named tensors by name: an arena's views, or the per-layer gradients laid over shared memory.
+using TensorLookup = std::function<Tensor(const std::string& name)>;
+TensorLookup in_arena(const Arena& arena) {
+  return [&arena](const std::string& name) { return arena.view(name); };
+}
+
+// A view of `count` consecutive tensors starting at `first` as one [rows, cols] matrix; checks
+// they really are adjacent (the fused qkv and gate_up projections rely on it).
+Tensor fused_view(const TensorLookup& tensors, const std::vector<std::string>& names, int64_t cols) {
+  const Tensor first = tensors(names.front());
   int64_t rows = 0;
   const auto* expected = static_cast<const uint8_t*>(first.data);
   for (const auto& name : names) {
-    const Tensor& t = arena.view(name);
-    GUM_CHECK(t.data == expected, "tensor ", name, " is not adjacent to the previous one in the arena");
+    const Tensor t = tensors(name);
+    GUM_CHECK(t.data == expected, "tensor ", name, " is not adjacent to the previous one");
     rows += t.numel() / cols;
     expected += t.nbytes();
   }
@@ -91,6 +98,7 @@ struct LlamaModel::Private {
   Tensor recompute_out;  // TrainingRecompute: where backward's re-run of a block writes x_{l+1}
   Tensor d_residual, d_ln, d_qkv, d_att, d_gate_up, d_act;
   std::vector<std::pair<Tensor, Tensor>> compute_copies;  // Precision::Bf16: (bf16 copy, fp32 master)
+  std::unordered_map<std::string, Tensor> shared_grads;   // per_layer_grads: the 2-D gradients' views
   Arena tables;                                           // F32: RoPE cos/sin
   Arena indices;                                          // I32: tokens, targets, positions, doc_start
   Tensor cos_sin, tokens, targets, positions, doc_start;
@@ -168,24 +176,46 @@ void zero_block_grads(Backend& be, const BlockTensors& g) {
 }
 
 // Block l's tensors: the matrices from `matrices`, norm weights and biases from `vectors` (the
-// same arena except under Precision::Bf16, where the passes read bf16 copies of the matrices).
-BlockTensors block_tensors(const Arena& matrices, const Arena& vectors, const LlamaConfig& c, int l) {
+// same arena except under Precision::Bf16, where the passes read bf16 copies of the matrices, and
+// for per-layer gradients, whose 2-D ones share memory).
+BlockTensors block_tensors(const TensorLookup& matrices, const TensorLookup& vectors, const LlamaConfig& c, int l) {
   auto name = [&](const char* suffix) { return block_param_name(l, suffix); };
   const int64_t C = c.hidden_size, F = c.intermediate_size;
   BlockTensors b;
-  b.ln1 = vectors.view(name("input_layernorm.weight"));
+  b.ln1 = vectors(name("input_layernorm.weight"));
   b.qkv_weight = fused_view(
       matrices, {name("self_attn.q_proj.weight"), name("self_attn.k_proj.weight"), name("self_attn.v_proj.weight")}, C);
   if (c.attention_bias)
     b.qkv_bias = fused_view(
         vectors, {name("self_attn.q_proj.bias"), name("self_attn.k_proj.bias"), name("self_attn.v_proj.bias")}, 1);
-  b.o_weight = matrices.view(name("self_attn.o_proj.weight"));
-  if (c.o_proj_bias) b.o_bias = vectors.view(name("self_attn.o_proj.bias"));
-  b.ln2 = vectors.view(name("post_attention_layernorm.weight"));
+  b.o_weight = matrices(name("self_attn.o_proj.weight"));
+  if (c.o_proj_bias) b.o_bias = vectors(name("self_attn.o_proj.bias"));
+  b.ln2 = vectors(name("post_attention_layernorm.weight"));
   b.gate_up_weight = fused_view(matrices, {name("mlp.gate_proj.weight"), name("mlp.up_proj.weight")}, C);
-  b.down_weight = matrices.view(name("mlp.down_proj.weight"));
+  b.down_weight = matrices(name("mlp.down_proj.weight"));
   GUM_CHECK(b.gate_up_weight.rows() == 2 * F, "gate_up rows");
   return b;
+}
+
+// Per-layer gradients: a group of 2-D gradients alive together, laid out contiguously from the
+// start of a region that groups never alive at the same time share (its views into `views`).
+using GradientGroup = std::vector<NamedShape>;
+int64_t group_elems(const GradientGroup& group) {
+  int64_t elems = 0;
+  for (const NamedShape& t : group) elems += t.shape.numel();
+  return elems;
+}
+void lay_over(const Tensor& region, const GradientGroup& group, std::unordered_map<std::string, Tensor>& views) {
+  int64_t offset = 0;
+  for (const NamedShape& t : group) {
+    views[t.name] = region.flat_slice(offset, t.shape);
+    offset += t.shape.numel();
+  }
+}
+// The gradient `name` (a stored one: a block's own set's name): a shared view or an arena's.
+Tensor stored_grad(const std::unordered_map<std::string, Tensor>& shared, const Arena& grads, const std::string& name) {
+  auto it = shared.find(name);
+  return it != shared.end() ? it->second : grads.view(name);
 }
 
 // Activations that stay fp32 when the others are bf16: RMSNorm's 1/rms, attention's aux (the
@@ -237,19 +267,63 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   if (memory.per_layer_grads && use == ModelUse::Inference)
     usage_error("model: per-layer gradients need a model built for training");
 
+  if (memory.per_layer_grads && memory.gradient_sets != 1 && memory.gradient_sets != 2)
+    usage_error("model: per-layer gradients take 1 or 2 block gradient sets, got ", memory.gradient_sets);
+  const int sets = memory.gradient_sets;
+  const bool tied = config.tie_word_embeddings;
   std::vector<NamedShape> param_layout, grad_layout, matrix_layout;
+  // Per-layer gradients: the embedding's and (untied) the head's gradient are groups of their own,
+  // block set s holds the 2-D gradients of block s.
+  GradientGroup embedding_group, head_group;
+  std::vector<GradientGroup> set_groups(static_cast<size_t>(memory.per_layer_grads ? sets : 0));
   for (const auto& spec : specs_) {
     param_layout.push_back({spec.name, spec.shape});
     if (spec.shape.rank == 2) matrix_layout.push_back({spec.name, spec.shape});
-    // Per-layer gradients: the gradients of blocks 0 and 1 are the two sets every block uses.
-    if (!memory.per_layer_grads || !is_block_param(spec, config) || spec.layer < 2)
+    const bool block = is_block_param(spec, config);
+    if (!memory.per_layer_grads) {
       grad_layout.push_back({spec.name, spec.shape});
+    } else if (block && spec.layer >= sets) {
+      continue;  // block l's gradients are set l % sets's
+    } else if (spec.shape.rank != 2) {
+      grad_layout.push_back({spec.name, spec.shape});
+    } else if (block) {
+      set_groups[size_t(spec.layer)].push_back({spec.name, spec.shape});
+    } else {
+      (spec.layer < 0 ? embedding_group : head_group).push_back({spec.name, spec.shape});
+    }
   }
   params_ = Arena(backend, precision == Precision::Bf16Pure ? DType::BF16 : DType::F32, param_layout);
   if (precision == Precision::Bf16) compute_weights_ = Arena(backend, DType::BF16, matrix_layout);
   const Arena& matrices = precision == Precision::Bf16 ? compute_weights_ : params_;
   const bool training = use != ModelUse::Inference;
   if (training) grads_ = Arena(backend, DType::F32, grad_layout);
+  state_ = std::make_unique<Private>();
+  Private& s = *state_;
+  if (memory.per_layer_grads) {
+    // Regions of groups never alive together: the embedding's and the head's (the head's is
+    // consumed before the first block's backward ends, the embedding's written after the last);
+    // with one set, the block set's too. A tied embedding's gradient gathers the head's part first
+    // and the embedding's last, so it lives through the blocks: never shared with a set.
+    std::vector<std::vector<GradientGroup>> regions = {{embedding_group}};
+    if (!head_group.empty()) regions[0].push_back(head_group);
+    for (int set = 0; set < std::min(sets, config.num_hidden_layers); ++set)
+      if (set == 0 && sets == 1 && !tied)
+        regions[0].push_back(set_groups[0]);
+      else
+        regions.push_back({set_groups[size_t(set)]});
+    std::vector<NamedShape> region_layout;
+    for (size_t k = 0; k < regions.size(); ++k) {
+      int64_t elems = 0;
+      for (const GradientGroup& group : regions[k]) elems = std::max(elems, group_elems(group));
+      region_layout.push_back({"gradient_region." + std::to_string(k), Shape{elems}});
+    }
+    grad_regions_ = Arena(backend, matrix_gradient_dtype(), region_layout);
+    for (size_t k = 0; k < regions.size(); ++k)
+      for (const GradientGroup& group : regions[k]) lay_over(grad_regions_.view(k), group, s.shared_grads);
+  }
+  const TensorLookup grad_matrices = [this](const std::string& name) {
+    return stored_grad(state_->shared_grads, grads_, name);
+  };
 
   const int64_t N = int64_t(max_batch) * seq_len;
   AttentionShape full{max_batch, seq_len, config.num_attention_heads, config.kv_heads(), config.attention_head_dim()};
@@ -266,16 +340,14 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   const Arena* f32_acts = precision == Precision::Fp32 ? nullptr : &acts_f32_;
   const Arena& stats = f32_acts ? *f32_acts : acts_;
 
-  state_ = std::make_unique<Private>();
-  Private& s = *state_;
   for (size_t i = 0; i < compute_weights_.count(); ++i)
     s.compute_copies.emplace_back(compute_weights_.view(i), params_.view(compute_weights_.name(i)));
   const int L = config.num_hidden_layers;
   for (int l = 0; l < L; ++l) {
-    s.block_params.push_back(block_tensors(matrices, params_, config, l));
+    s.block_params.push_back(block_tensors(in_arena(matrices), in_arena(params_), config, l));
     if (training) {
-      const int set = memory.per_layer_grads ? l % 2 : l;
-      s.block_grads.push_back(block_tensors(grads_, grads_, config, set));
+      const int set = memory.per_layer_grads ? l % sets : l;
+      s.block_grads.push_back(block_tensors(grad_matrices, in_arena(grads_), config, set));
     }
     const std::string p = "layers." + std::to_string(use == ModelUse::Training ? l : 0) + ".";
     BlockBuffers a = BlockBuffers::in_arena(acts_, p, f32_acts);
@@ -297,9 +369,9 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   s.losses = stats.view("losses");
   if (use == ModelUse::TrainingRecompute) s.recompute_out = acts_.view("recompute_out");
   if (training) {
-    s.d_embedding = grads_.view("model.embed_tokens.weight");
+    s.d_embedding = grad_matrices("model.embed_tokens.weight");
     s.d_final_norm = grads_.view("model.norm.weight");
-    s.d_head = grads_.view(head_name);
+    s.d_head = grad_matrices(head_name);
     s.d_residual = acts_.view("d_residual");
     s.d_ln = acts_.view("d_ln");
     s.d_qkv = acts_.view("d_qkv");
@@ -344,7 +416,14 @@ void LlamaModel::init_weights(uint64_t seed) {
 void LlamaModel::zero_grads() {
   if (use_ == ModelUse::Inference) runtime_error("model: zero_grads on a model built for inference (no gradients)");
   backend_->fill(grads_.all(), 0.0f);
+  if (grad_regions_.count() > 0) backend_->fill(grad_regions_.all(), 0.0f);
 }
+
+DType LlamaModel::matrix_gradient_dtype() const {
+  return precision_ == Precision::Bf16Pure && memory_.per_layer_grads ? DType::BF16 : DType::F32;
+}
+
+DType LlamaModel::logits_dtype() const { return state_->logits.dtype; }
 
 Tensor LlamaModel::logits() const {
   const int64_t N = int64_t(state_->last_batch) * seq_len_;
@@ -365,12 +444,14 @@ int64_t LlamaModel::logits_chunk_rows() const {
 Tensor LlamaModel::grad(const std::string& name) const {
   if (use_ == ModelUse::Inference) runtime_error("model: no gradient of ", name, " in a model built for inference");
   if (!memory_.per_layer_grads) return grads_.view(name);
+  std::string own = name;
   for (const auto& spec : specs_)
-    if (spec.name == name && is_block_param(spec, config_) && spec.layer >= 2) {
+    if (spec.name == name && is_block_param(spec, config_) && spec.layer >= memory_.gradient_sets) {
       const std::string prefix = block_param_name(spec.layer, "");
-      return grads_.view(block_param_name(spec.layer % 2, name.substr(prefix.size())));
+      own = block_param_name(spec.layer % memory_.gradient_sets, name.substr(prefix.size()));
+      break;
     }
-  return grads_.view(name);
+  return stored_grad(state_->shared_grads, grads_, own);
 }
 
 const BlockTensors& LlamaModel::block_weights(int layer) const {
@@ -461,6 +542,8 @@ Tensor LlamaModel::forward_pass(const TokenBatch& batch, float loss_scale) {
   if (loss_scale > 0 && use_ == ModelUse::Inference)
     runtime_error("model forward: a loss scale needs a model built for training (gradients)");
   const Tensor d_ln = loss_scale > 0 ? first_rows(s.d_ln, N) : Tensor{};
+  // Per-layer gradients: the head's memory last held another group's gradient.
+  if (loss_scale > 0 && memory_.per_layer_grads) be.fill(s.d_head, 0.0f);
   for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
     const Tensor lnf_rows = lnf.row_slice(begin, end), chunk_losses = losses.flat_slice(begin, Shape{end - begin}),
                  chunk_targets = target_ids.flat_slice(begin, Shape{end - begin});
@@ -516,6 +599,10 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
   if (s.head_backward_scale > 0 && s.head_backward_scale != loss_scale)
     runtime_error("model backward: loss scale ", loss_scale, " differs from forward's ", s.head_backward_scale);
   const bool recompute_logits = s.logits.rows() < N;
+  if (memory_.per_layer_grads) {                              // the head's memory last held another group's gradient
+    if (s.head_backward_scale == 0) be.fill(s.d_head, 0.0f);  // else forward wrote it
+    be.fill(s.d_final_norm, 0.0f);
+  }
   const Tensor lnf = first_rows(s.lnf, N), targets = first_rows(s.targets, N);
   if (s.head_backward_scale == 0)
     for_each_logits_chunk(s.logits, N, [&](int64_t begin, int64_t end, const Tensor& logits) {
@@ -554,6 +641,9 @@ void LlamaModel::backward(float loss_scale, const std::function<void(int layer)>
     be.rmsnorm_backward(d_residual, g.ln1, d_ln, a.input, w.ln1, a.ln1_rstd);
     done(l);  // d_residual = dL/dx_l
   }
+  // Untied, the embedding's gradient shares the head's memory (and with one set the blocks'); tied,
+  // it already holds the head's part.
+  if (memory_.per_layer_grads && !c.tie_word_embeddings) be.fill(s.d_embedding, 0.0f);
   be.embedding_backward(s.d_embedding, d_residual, first_rows(s.tokens, N));
   done(-1);
 }

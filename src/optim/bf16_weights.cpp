@@ -1,8 +1,11 @@
 // Pure bf16 weights (Precision::Bf16Pure, docs/precision.md): there is no fp32 copy of the model.
 // The optimizer the user chose runs unchanged on an fp32 working copy of one parameter at a time:
 // the bf16 weights (plus the Kahan compensation) are widened into it, the optimizer updates it in
-// fp32, and the result is stored back into bf16 with the chosen WeightRounding. The working copy
-// is one buffer as large as the largest parameter, shared by all (updates run one at a time).
+// fp32, and the result is stored back into bf16 with the chosen WeightRounding. Updates run one at
+// a time, and the working copies live in the wrapped optimizer's workspace: the parameters whose
+// update takes no scratch (AdamW's elementwise steps: embedding, head, norms) have theirs filled
+// there before the update, the workspace grown to fit them; a matrix's is opened by its update at
+// its last write, in scratch the step no longer reads (ArenaOptimizer::open_weights).
 #include "bf16_weights.h"
 
 #include <algorithm>
@@ -24,23 +27,44 @@ class Bf16WeightUpdate final : public Optimizer {
                    const std::function<std::unique_ptr<Optimizer>(const OptimizerContext&)>& make_inner)
       : Optimizer(ctx.params), backend_(*ctx.backend), rounding_(ctx.weight_rounding), seed_(ctx.seed) {
     owned_ = ctx.owned;
-    int64_t largest = 0;
     std::vector<NamedShape> compensation_layout;
     for (size_t i = 0; i < params_.size(); ++i) {
       const OptimParam& p = params_[i];
       if (p.param.dtype != DType::BF16)
         usage_error("optimizer: parameter '", p.name, "' is ", dtype_name(p.param.dtype),
                     "; pure bf16 weights need every parameter in BF16");
-      if (!owns(i)) continue;
-      largest = std::max(largest, p.param.numel());
-      if (rounding_ == WeightRounding::Kahan)
+      if (owns(i) && rounding_ == WeightRounding::Kahan)
         compensation_layout.push_back({p.name + ".weight_compensation", p.param.shape});
     }
-    working_ = Arena(backend_, DType::F32, {NamedShape{"working_weights", Shape{std::max<int64_t>(largest, 1)}}});
     if (!compensation_layout.empty()) compensation_ = Arena(backend_, DType::BF16, compensation_layout);
+    // The wrapped optimizer is built on fp32 stand-ins (construction reads shapes only), then
+    // pointed at the working copies. A built-in one opens a matrix's working copy in its workspace
+    // at the update's last step (ArenaOptimizer::open_weights); the parameters AdamW updates use no
+    // workspace, so theirs lives there from the start. Any other optimizer gets one buffer.
     OptimizerContext inner_ctx = ctx;
-    for (OptimParam& p : inner_ctx.params) p.param = working_.all().flat_slice(0, p.param.shape);
+    inner_ctx.weights_in_workspace = true;
+    for (OptimParam& p : inner_ctx.params) p.param = Tensor(nullptr, DType::F32, p.param.device, p.param.shape);
     inner_ = make_inner(inner_ctx);
+    auto* arena_inner = dynamic_cast<ArenaOptimizer*>(inner_.get());
+    opened_.assign(params_.size(), 0);
+    int64_t largest_own = 0, largest_shared = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!owns(i)) continue;  // never updated here: it keeps its stand-in
+      opened_[i] = arena_inner && arena_inner->update_uses_workspace(i);
+      if (opened_[i]) continue;
+      int64_t& largest = arena_inner ? largest_shared : largest_own;
+      largest = std::max(largest, params_[i].param.numel());
+    }
+    if (largest_own > 0) working_ = Arena(backend_, DType::F32, {NamedShape{"working_weights", Shape{largest_own}}});
+    const Tensor buffer =
+        arena_inner ? arena_inner->reserve_workspace(static_cast<size_t>(largest_shared)) : working_.all();
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (owns(i) && !opened_[i]) inner_->set_param_weights(i, buffer.flat_slice(0, params_[i].param.shape));
+    if (arena_inner)
+      arena_inner->set_weight_opener([this](size_t index, const Tensor& space) {
+        widen(index, space);
+        open_ = space;
+      });
   }
 
   std::string name() const override { return inner_->name(); }
@@ -52,10 +76,11 @@ class Bf16WeightUpdate final : public Optimizer {
 
   void update(size_t index) override {
     const OptimParam& p = params_.at(index);
-    const Tensor& work = inner_->params()[index].param;
-    backend_.copy(work, p.param);  // exact: every bf16 value is an fp32 value
-    if (rounding_ == WeightRounding::Kahan) backend_.add(work, work, compensation(index));
+    open_ = Tensor();
+    if (!opened_.at(index)) widen(index, inner_->params()[index].param);
     inner_->update(index);
+    const Tensor work = opened_[index] ? open_ : inner_->params()[index].param;
+    GUM_CHECK(work.data != nullptr, "the update of ", p.name, " never opened its weights");
     switch (rounding_) {
       case WeightRounding::Nearest:
         backend_.copy(p.param, work);
@@ -95,6 +120,12 @@ class Bf16WeightUpdate final : public Optimizer {
   size_t workspace_bytes() const override { return inner_->workspace_bytes() + working_.bytes(); }
 
  private:
+  // The working copy of parameter `index`: its bf16 weights, exact in fp32, plus the compensation.
+  void widen(size_t index, const Tensor& work) {
+    backend_.copy(work, params_[index].param);
+    if (rounding_ == WeightRounding::Kahan) backend_.add(work, work, compensation(index));
+  }
+
   const Tensor& compensation(size_t index) const {
     return compensation_.view(params_[index].name + ".weight_compensation");
   }
@@ -104,6 +135,8 @@ class Bf16WeightUpdate final : public Optimizer {
   uint64_t seed_;
   int64_t step_ = 1;
   Arena working_, compensation_;
+  std::vector<char> opened_;  // per parameter: its working copy is opened inside the wrapped update
+  Tensor open_;               // the copy the current update opened
   std::unique_ptr<Optimizer> inner_;
 };
 

@@ -66,7 +66,8 @@ class ProjectedAdam final : public LowRankOptimizer {
       const size_t rr = static_cast<size_t>(s.r * s.r);
       size_t refresh = 0;
       if (estimator_ == Estimator::TopR) refresh = projector + top_r_workspace_elems(i);
-      if (estimator_ == Estimator::Plumage) refresh = 4 * projector + gradient_svd_workspace_elems(s);
+      if (estimator_ == Estimator::Plumage)
+        refresh = 4 * projector + gradient_svd_workspace_elems(s, params_[i].grad.dtype);
       if (estimator_ == Estimator::Stiefel) refresh = projector + stiefel_projector_workspace_elems(s);
       if (optimal()) {
         const size_t dd = static_cast<size_t>(s.small_dim() * s.small_dim());
@@ -74,7 +75,7 @@ class ProjectedAdam final : public LowRankOptimizer {
             2 * projector + 3 * dd + static_cast<size_t>(s.small_dim()) + 2 * static_cast<size_t>(s.small_dim() * s.r);
       }
       if (estimator_ != Estimator::TopR) refresh += 2 * rr + projected;  // moment realignment
-      workspace = std::max(workspace, refresh + 2 * projected);
+      workspace = std::max(workspace, refresh + projection_gradient_elems(i) + 2 * projected + opened_weights_elems(i));
     }
     allocate_low_rank(workspace);
   }
@@ -83,7 +84,6 @@ class ProjectedAdam final : public LowRankOptimizer {
 
  protected:
   void update_matrix(size_t index) override {
-    const OptimParam& p = params_[index];
     const LowRankShape& s = shape(index);
     ScratchPad& pad = scratch();
     const bool refresh_step = (info_.step - 1) % options_.update_proj_gap == 0;
@@ -93,13 +93,14 @@ class ProjectedAdam final : public LowRankOptimizer {
     const Tensor& exp_avg = state(index, 0);
     const Tensor& exp_avg_sq = state(index, 1);
     const Tensor& projector = state(index, 2);
+    const Tensor g = projection_gradient(index, pad);
     Tensor projected = pad.take(s.projected());
     if (scaled_projector())
-      project(backend_, s, projected, state(index, 3), p.grad);
+      project(backend_, s, projected, state(index, 3), g);
     else if (estimator_ == Estimator::Stiefel)
-      project(backend_, s, projected, projector, p.grad, static_cast<float>(s.small_dim()) / static_cast<float>(s.r));
+      project(backend_, s, projected, projector, g, static_cast<float>(s.small_dim()) / static_cast<float>(s.r));
     else
-      project(backend_, s, projected, projector, p.grad);
+      project(backend_, s, projected, projector, g);
 
     AdamWArgs args;
     args.beta1 = config_.beta1;
@@ -109,7 +110,8 @@ class ProjectedAdam final : public LowRankOptimizer {
     Tensor direction = pad.take(s.projected());
     backend_.adam_direction(direction, projected, exp_avg, exp_avg_sq, args);
     const float lr = info_.lr;
-    project_back(backend_, s, p.param, projector, direction, -lr * options_.scale, decay_factor(index, lr));
+    project_back(backend_, s, open_weights(index, pad), projector, direction, -lr * options_.scale,
+                 decay_factor(index, lr));
   }
 
  private:

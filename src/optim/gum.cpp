@@ -74,34 +74,41 @@ class Gum final : public LowRankOptimizer {
     q_ = unbiased_ ? static_cast<double>(full_rank_count_) / num_blocks_ : 0.0;
     bernoulli_ = unbiased_ && options_.gum_sampling == "bernoulli";
 
-    // Full-rank momenta live in a pool of γ slots, each as large as the largest block (its
-    // matrices this rank owns, under sharded state).
-    std::vector<int64_t> block_elems(static_cast<size_t>(num_blocks_), 0);
-    offset_in_block_.assign(params_.size(), 0);
-    size_t workspace = 0;
+    // State of the matrices this rank owns (all but under sharded state): the momenta first, in
+    // parameter order, so that each block's are adjacent (see place_full_rank_momenta).
+    std::vector<size_t> owned_matrices;
     for (size_t i = 0; i < params_.size(); ++i) {
-      const OptimParam& p = params_[i];
       if (!owns(i)) continue;  // sharded: another rank keeps this matrix's state
-      if (!p.is_matrix()) {
+      if (params_[i].is_matrix())
+        owned_matrices.push_back(i);
+      else
         declare_adamw_state(i);
-        continue;
-      }
+    }
+    for (size_t i : owned_matrices) declare_state(i, "momentum", shape(i).projected());
+    size_t workspace = 0;
+    for (size_t i : owned_matrices) {
+      const OptimParam& p = params_[i];
       const LowRankShape& s = shape(i);
-      declare_state(i, "momentum", s.projected());
       declare_state(i, "projector", s.projector());
-      offset_in_block_[i] = block_elems[block_of_param_[i]];
-      block_elems[block_of_param_[i]] += p.param.numel();
       const size_t mn = static_cast<size_t>(p.param.numel());
       const size_t projected = static_cast<size_t>(s.projected().numel());
       const size_t rr = static_cast<size_t>(s.r * s.r);
       const size_t refresh = static_cast<size_t>(s.projector().numel()) + top_r_workspace_elems(i) +
                              (options_.momentum_restart ? 0 : rr + projected);
-      const size_t low_rank_step = projected + newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]);
-      const size_t full_rank_step = projected + mn + newton_schulz_workspace_elems(s.m, s.n);
+      const size_t gradient = projection_gradient_elems(i);
+      // Newton-Schulz's scratch is dead at the step's last write: the weights' working copy (pure
+      // bf16) takes its space.
+      const size_t weights = opened_weights_elems(i);
+      const size_t low_rank_step =
+          gradient + projected + std::max(newton_schulz_workspace_elems(s.projected()[0], s.projected()[1]), weights);
+      // The full-rank step's gradient copy and projection are dead once projected back:
+      // Newton-Schulz reuses their space.
+      const size_t full_rank_step =
+          std::max(gradient + projected, mn + std::max(newton_schulz_workspace_elems(s.m, s.n), weights));
       workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
     }
-    slot_elems_ = block_elems.empty() ? 0 : *std::max_element(block_elems.begin(), block_elems.end());
     allocate_low_rank(workspace);
+    place_full_rank_momenta(owned_matrices);
     // Bernoulli may draw every block in one period (with probability q^N_L): a slot for each.
     const int slot_count = bernoulli_ ? num_blocks_ : full_rank_count_;
     if (slot_count > 0 && slot_elems_ > 0) {
@@ -148,7 +155,8 @@ class Gum final : public LowRankOptimizer {
         coordinate_projector(index, projector);
       }
       has_projector_[index] = 1;
-      if (!carry) backend_.fill(momentum, 0.0f);
+      // A full-rank block's low-rank momentum is idle and may hold full-rank momenta: left alone.
+      if (!carry && !full_rank) backend_.fill(momentum, 0.0f);
       if (full_rank) backend_.fill(full_rank_momentum(index), 0.0f);
       refresh_pending_[index] = 0;
       pad.reset();
@@ -160,19 +168,27 @@ class Gum final : public LowRankOptimizer {
       // R ← β R + (1/q) (G − P Pᵀ G)
       const float inv_q = static_cast<float>(1.0 / q_);
       Tensor full = full_rank_momentum(index);
+      const Tensor g = projection_gradient(index, pad);
       Tensor low = pad.take(s.projected());
-      project(backend_, s, low, projector, p.grad);
-      backend_.axpby(full, inv_q, p.grad, beta);
+      project(backend_, s, low, projector, g);
+      backend_.axpby(full, inv_q, g, beta);
       project_back(backend_, s, full, projector, low, -inv_q, 1.0f);
+      pad.reset();
       Tensor orthogonal = pad.take(p.param.shape);
+      const int64_t mark = pad.used();
       newton_schulz(backend_, orthogonal, full, options_.ns_steps, pad, newton_schulz_dtype(options_));
-      backend_.axpby(p.param, -lr * s_scale, orthogonal, decay_factor(index, lr));
+      pad.release_to(mark);
+      backend_.axpby(open_weights(index, pad), -lr * s_scale, orthogonal, decay_factor(index, lr));
     } else {
       // R ← β R + (1/(1−q)) Pᵀ G;  W ← (1 − ηλ) W − η s P NS5(R)
-      project(backend_, s, momentum, projector, p.grad, static_cast<float>(1.0 / (1.0 - q_)), beta);
+      project(backend_, s, momentum, projector, projection_gradient(index, pad), static_cast<float>(1.0 / (1.0 - q_)),
+              beta);
       Tensor orthogonal = pad.take(s.projected());
+      const int64_t mark = pad.used();
       newton_schulz(backend_, orthogonal, momentum, options_.ns_steps, pad, newton_schulz_dtype(options_));
-      project_back(backend_, s, p.param, projector, orthogonal, -lr * s_scale, decay_factor(index, lr));
+      pad.release_to(mark);
+      project_back(backend_, s, open_weights(index, pad), projector, orthogonal, -lr * s_scale,
+                   decay_factor(index, lr));
     }
   }
 
@@ -188,6 +204,11 @@ class Gum final : public LowRankOptimizer {
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!params_[i].is_matrix() || !owns(i) || slot_of_block_[block_of_param_[i]] < 0) continue;
       out[params_[i].name + ".momentum_full"] = state_to_host(backend_, full_rank_momentum(i));
+      // The low-rank momentum sits idle and may hold full-rank momenta: saved as the zeros it
+      // restarts from, so the file does not depend on where the full momenta live (which differs
+      // with the matrices a rank owns).
+      const Tensor& idle = state(i, 0);
+      out[params_[i].name + ".momentum"] = HostTensor(idle.dtype, idle.shape);
     }
   }
 
@@ -238,10 +259,42 @@ class Gum final : public LowRankOptimizer {
     for (size_t j = 0; j < blocks.size(); ++j) slot_of_block_[blocks[j]] = static_cast<int>(j);
   }
 
+  // A full-rank block steps with full-rank momenta, and its low-rank momenta sit idle for the
+  // period (restarted at the next refresh): the full momenta of the block's first matrices live
+  // there, as many as fit (at 7B: q, k and v in the space of the seven low-rank momenta), the
+  // rest in a pool slot, each as large as the largest block's rest.
+  void place_full_rank_momenta(const std::vector<size_t>& owned_matrices) {
+    const size_t blocks = static_cast<size_t>(num_blocks_);
+    idle_momenta_.assign(blocks, Tensor());
+    offset_in_block_.assign(params_.size(), 0);
+    in_idle_momenta_.assign(params_.size(), 0);
+    std::vector<int64_t> idle_elems(blocks, 0), idle_used(blocks, 0), slot_used(blocks, 0);
+    std::vector<char> spilled(blocks, 0);
+    for (size_t i : owned_matrices) {  // each block's adjacent momenta, from its first matrix's on
+      const size_t b = static_cast<size_t>(block_of_param_[i]);
+      const Tensor& momentum = state(i, 0);
+      if (idle_momenta_[b].empty()) idle_momenta_[b] = Tensor(momentum.data, momentum.dtype, momentum.device, Shape{0});
+      const auto* end = static_cast<const uint8_t*>(idle_momenta_[b].data) + idle_elems[b] * dtype_size(momentum.dtype);
+      if (momentum.data == end) idle_elems[b] += momentum.numel();
+    }
+    for (size_t b = 0; b < blocks; ++b) idle_momenta_[b].shape = Shape{idle_elems[b]};
+    for (size_t i : owned_matrices) {
+      const size_t b = static_cast<size_t>(block_of_param_[i]);
+      const int64_t mn = params_[i].param.numel();
+      spilled[b] = spilled[b] || idle_used[b] + mn > idle_elems[b];
+      int64_t& used = spilled[b] ? slot_used[b] : idle_used[b];
+      in_idle_momenta_[i] = !spilled[b];
+      offset_in_block_[i] = used;
+      used += mn;
+    }
+    slot_elems_ = slot_used.empty() ? 0 : *std::max_element(slot_used.begin(), slot_used.end());
+  }
+
   Tensor full_rank_momentum(size_t index) const {
     const int slot = slot_of_block_[block_of_param_[index]];
     GUM_CHECK(slot >= 0, params_[index].name, " is not full-rank this period");
-    return pool_.view(static_cast<size_t>(slot)).flat_slice(offset_in_block_[index], params_[index].param.shape);
+    const Tensor& memory = in_idle_momenta_[index] ? idle_momenta_[block_of_param_[index]] : pool_.view(size_t(slot));
+    return memory.flat_slice(offset_in_block_[index], params_[index].param.shape);
   }
 
   GumOptions options_;
@@ -252,7 +305,9 @@ class Gum final : public LowRankOptimizer {
   double q_ = 0;
   bool bernoulli_ = false;
   std::vector<int> block_of_param_;
-  std::vector<int64_t> offset_in_block_;
+  std::vector<int64_t> offset_in_block_;  // of a matrix's full-rank momentum, in its block's slot or idle momenta
+  std::vector<char> in_idle_momenta_;
+  std::vector<Tensor> idle_momenta_;  // per block: its adjacent low-rank momenta as one flat tensor
   int64_t slot_elems_ = 0;
   Arena pool_;
   std::vector<int> slot_of_block_;

@@ -27,6 +27,11 @@ Tensor ScratchPad::take(Shape shape) {
   return view;
 }
 
+void ScratchPad::release_to(int64_t mark) {
+  GUM_CHECK(mark >= 0 && mark <= used_, "scratch mark ", mark, " beyond the ", used_, " elements taken");
+  used_ = mark;
+}
+
 void project(Backend& backend, const LowRankShape& s, Tensor out, const Tensor& projector, const Tensor& g, float alpha,
              float beta) {
   if (s.side == ProjectionSide::Left)
@@ -62,17 +67,31 @@ std::vector<float> selection_matrix(int64_t k, const std::vector<int64_t>& rows,
   return matrix;
 }
 
-size_t gradient_svd_workspace_elems(const LowRankShape& s) {
+// F32 elements that reading a gradient of `grad_dtype` in fp32 takes from the pad.
+static size_t f32_gradient_elems(const LowRankShape& s, DType grad_dtype) {
+  return grad_dtype == DType::F32 ? 0 : static_cast<size_t>(s.m * s.n);
+}
+
+// The gradient itself when F32, else its fp32 copy in the pad (exact: bf16 widens without rounding).
+static Tensor f32_gradient(Backend& backend, const Tensor& g, ScratchPad& pad) {
+  if (g.dtype == DType::F32) return g;
+  Tensor wide = pad.take(g.shape);
+  backend.copy(wide, g);
+  return wide;
+}
+
+size_t gradient_svd_workspace_elems(const LowRankShape& s, DType grad_dtype) {
   const int64_t k = std::min(s.m, s.n);
-  return static_cast<size_t>(s.m * k + k + k * s.n);
+  return static_cast<size_t>(s.m * k + k + k * s.n) + f32_gradient_elems(s, grad_dtype);
 }
 
 GradientSvd gradient_svd(Backend& backend, const LowRankShape& s, const Tensor& g, ScratchPad& pad) {
   const int64_t k = std::min(s.m, s.n);
+  const Tensor g32 = f32_gradient(backend, g, pad);
   Tensor u = pad.take(Shape{s.m, k});
   Tensor sigma = pad.take(Shape{k});
   Tensor vt = pad.take(Shape{k, s.n});
-  backend.svd(u, sigma, vt, g);
+  backend.svd(u, sigma, vt, g32);
   return GradientSvd{s.side == ProjectionSide::Left ? u : vt, sigma};
 }
 
@@ -95,16 +114,17 @@ static int64_t sketch_width(const LowRankShape& s, int oversampling) {
   return std::min<int64_t>(s.r + std::max(0, oversampling), s.small_dim());
 }
 
-size_t randomized_projector_workspace_elems(const LowRankShape& s, int oversampling) {
+size_t randomized_projector_workspace_elems(const LowRankShape& s, int oversampling, DType grad_dtype) {
   const int64_t k = sketch_width(s, oversampling), d = s.small_dim(), big = s.large_dim();
-  return static_cast<size_t>(2 * big * k + 2 * d * k + k + k * k + k * s.r);
+  return static_cast<size_t>(2 * big * k + 2 * d * k + k + k * k + k * s.r) + f32_gradient_elems(s, grad_dtype);
 }
 
-void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor& g, int oversampling,
+void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor& gradient, int oversampling,
                           int power_iterations, uint64_t seed, uint64_t stream, const Tensor& identity_prefix,
                           Tensor projector, ScratchPad& pad) {
   const int64_t k = sketch_width(s, oversampling), d = s.small_dim(), big = s.large_dim();
-  Tensor sketch = pad.take(Shape{big, k});  // Ω, then reused for op(G)ᵀ Y
+  const Tensor g = f32_gradient(backend, gradient, pad);  // the sketch products' other operand is fp32
+  Tensor sketch = pad.take(Shape{big, k});                // Ω, then reused for op(G)ᵀ Y
   Tensor y = pad.take(Shape{d, k});
   Tensor q = pad.take(Shape{d, k});
   backend.fill_normal(sketch, seed, stream, 0.0f, 1.0f);

@@ -34,6 +34,9 @@ class ScratchPad {
   explicit ScratchPad(Tensor flat) : base_(flat) {}
   Tensor take(Shape shape);
   void reset() { used_ = 0; }
+  // Gives back what was taken after `mark`, a value of used() (scratch a finished step no longer reads).
+  int64_t used() const { return used_; }
+  void release_to(int64_t mark);
   int64_t capacity() const { return base_.numel(); }
 
  private:
@@ -56,13 +59,16 @@ void change_basis(Backend& backend, const LowRankShape& s, const Tensor& change,
 // Host selection matrix [k, r]: column j has value[j] in row rows[j] (zeros elsewhere).
 std::vector<float> selection_matrix(int64_t k, const std::vector<int64_t>& rows, const std::vector<float>& values);
 
+// The refreshes below read the gradient in fp32: a BF16 one (per-layer gradients under pure bf16
+// weights) is first widened into the pad, which the workspace sizes count for `grad_dtype`.
+//
 // Full thin SVD of the gradient on the projection side: the singular values (descending,
 // d of them) and the singular vectors of that side. Used by top-r GaLore and PLUMAGE.
 struct GradientSvd {
   Tensor vectors;          // Left: U [m, d]; Right: Vᵀ [d, n]
   Tensor singular_values;  // [d]
 };
-size_t gradient_svd_workspace_elems(const LowRankShape& s);
+size_t gradient_svd_workspace_elems(const LowRankShape& s, DType grad_dtype);
 GradientSvd gradient_svd(Backend& backend, const LowRankShape& s, const Tensor& g, ScratchPad& pad);
 // projector = (singular vectors) · selection, selection [d, r] on the device: column j picks
 // (and scales) singular vector rows[j]. With the identity prefix it is GaLore's top-r P.
@@ -74,7 +80,7 @@ void projector_from_svd(Backend& backend, const LowRankShape& s, const GradientS
 // re-orthonormalised power iterations, QR, then the exact SVD of the small k-dimensional
 // problem; projector = its top r directions. identity_prefix is a device [K >= k, r] matrix
 // with ones on the diagonal (rows [0, k) of it are used).
-size_t randomized_projector_workspace_elems(const LowRankShape& s, int oversampling);
+size_t randomized_projector_workspace_elems(const LowRankShape& s, int oversampling, DType grad_dtype);
 void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor& g, int oversampling,
                           int power_iterations, uint64_t seed, uint64_t stream, const Tensor& identity_prefix,
                           Tensor projector, ScratchPad& pad);

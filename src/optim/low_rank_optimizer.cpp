@@ -40,8 +40,22 @@ LowRankOptimizer::LowRankOptimizer(const OptimizerContext& ctx, const LowRankKey
 
 size_t LowRankOptimizer::top_r_workspace_elems(size_t index) const {
   const LowRankShape& s = shapes_[index];
-  return keys_.projector == "randomized" ? randomized_projector_workspace_elems(s, keys_.oversampling)
-                                         : gradient_svd_workspace_elems(s);
+  const DType grad_dtype = params_[index].grad.dtype;
+  return keys_.projector == "randomized" ? randomized_projector_workspace_elems(s, keys_.oversampling, grad_dtype)
+                                         : gradient_svd_workspace_elems(s, grad_dtype);
+}
+
+size_t LowRankOptimizer::projection_gradient_elems(size_t index) const {
+  const Tensor& g = params_[index].grad;
+  return g.dtype != state_dtype() && g.dtype == DType::BF16 ? static_cast<size_t>(g.numel()) : 0;
+}
+
+Tensor LowRankOptimizer::projection_gradient(size_t index, ScratchPad& pad) {
+  const Tensor& g = params_[index].grad;
+  if (projection_gradient_elems(index) == 0) return g;
+  Tensor wide = pad.take(g.shape);
+  backend_.copy(wide, g);
+  return wide;
 }
 
 void LowRankOptimizer::allocate_low_rank(size_t workspace_elems) {

@@ -23,8 +23,10 @@ class Muon final : public MatrixOptimizer {
       const OptimParam& p = params_[i];
       declare_state(i, "momentum_buffer", p.param.shape);
       const int64_t m = p.param.dim(0), n = p.param.dim(1);
-      // Nesterov direction U and the orthogonalised O, then Newton-Schulz's own buffers.
-      workspace = std::max(workspace, static_cast<size_t>(2 * m * n) + newton_schulz_workspace_elems(m, n));
+      // Nesterov direction U and the orthogonalised O, then Newton-Schulz's own buffers, whose
+      // space the weights' working copy (pure bf16) takes afterwards.
+      workspace = std::max(workspace, static_cast<size_t>(2 * m * n) +
+                                          std::max(newton_schulz_workspace_elems(m, n), opened_weights_elems(i)));
     }
     allocate(workspace);
   }
@@ -45,10 +47,12 @@ class Muon final : public MatrixOptimizer {
       backend_.axpby(direction, mu, momentum, 1.0f);  // U = G + μ M
     }
     Tensor orthogonal = pad.take(p.param.shape);
+    const int64_t mark = pad.used();
     newton_schulz(backend_, orthogonal, direction, options_.ns_steps, pad, newton_schulz_dtype(options_));
+    pad.release_to(mark);
     const float lr = info_.lr;
     const float s = muon_shape_scale(options_.muon_scale, p.param.dim(0), p.param.dim(1));
-    backend_.axpby(p.param, -lr * s, orthogonal, decay_factor(index, lr));  // W = (1 - ηλ) W − η s O
+    backend_.axpby(open_weights(index, pad), -lr * s, orthogonal, decay_factor(index, lr));  // W = (1 - ηλ) W − η s O
   }
 
  private:

@@ -21,6 +21,12 @@ void Optimizer::step(const StepInfo& info) {
     if (owns(i)) update(i);
 }
 
+void Optimizer::set_param_weights(size_t index, const Tensor& weights) {
+  OptimParam& p = params_.at(index);
+  GUM_CHECK(weights.shape == p.param.shape, "weights ", weights.shape.str(), " for ", p.name, " ", p.param.shape.str());
+  p.param = weights;
+}
+
 std::vector<size_t> Optimizer::layer_params(int layer) const {
   std::vector<size_t> indices;
   for (size_t i = 0; i < params_.size(); ++i)

@@ -9,7 +9,11 @@
 namespace gum {
 
 ArenaOptimizer::ArenaOptimizer(const OptimizerContext& ctx)
-    : Optimizer(ctx.params), backend_(*ctx.backend), config_(ctx.config), seed_(ctx.seed) {
+    : Optimizer(ctx.params),
+      backend_(*ctx.backend),
+      config_(ctx.config),
+      seed_(ctx.seed),
+      weights_in_workspace_(ctx.weights_in_workspace) {
   GUM_CHECK(ctx.backend != nullptr, "optimizer without a backend");
   if (!ctx.owned.empty() && ctx.owned.size() != params_.size())
     usage_error("optimizer: ownership mask of ", ctx.owned.size(), " entries for ", params_.size(), " parameters");
@@ -33,6 +37,14 @@ void ArenaOptimizer::allocate(size_t workspace_elems) {
     for (size_t entry : layout_of_param_[i]) state_views_[i].push_back(state_.view(entry));
   workspace_ = Arena(backend_, DType::F32, {NamedShape{"workspace", Shape{static_cast<int64_t>(workspace_elems)}}});
   pad_ = ScratchPad(workspace_.all());
+}
+
+Tensor ArenaOptimizer::reserve_workspace(size_t elems) {
+  if (elems > static_cast<size_t>(workspace_.all().numel())) {
+    workspace_ = Arena(backend_, DType::F32, {NamedShape{"workspace", Shape{static_cast<int64_t>(elems)}}});
+    pad_ = ScratchPad(workspace_.all());
+  }
+  return workspace_.all();
 }
 
 size_t ArenaOptimizer::state_bytes(size_t index) const {
@@ -81,6 +93,14 @@ void ArenaOptimizer::adamw_step(size_t index, float lr) {
 
 float ArenaOptimizer::decay_factor(size_t index, float lr) const {
   return params_[index].weight_decay ? 1.0f - lr * config_.weight_decay : 1.0f;
+}
+
+Tensor ArenaOptimizer::open_weights(size_t index, ScratchPad& pad) {
+  if (!weights_in_workspace_) return params_[index].param;
+  GUM_CHECK(opener_ != nullptr, "no working copy for the weights of ", params_[index].name);
+  Tensor space = pad.take(params_[index].param.shape);
+  opener_(index, space);
+  return space;
 }
 
 void ArenaOptimizer::require_owned(size_t index) const {

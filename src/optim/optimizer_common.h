@@ -3,6 +3,7 @@
 // parameter at construction and allocated as one arena (llm.c's habit: one allocation per
 // kind of tensor, named views), a scratch workspace, generic save/load of that arena, and
 // the AdamW step that Muon, GaLore and GUM apply to the non-matrix parameters.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,16 @@ class ArenaOptimizer : public Optimizer {
   void save_state(TensorMap& out) const override;
   void load_state(const TensorMap& in) override;
   void begin_step(const StepInfo& info) override { info_ = info; }
+
+  // For the pure-bf16 update (bf16_weights.cpp), which runs this optimizer on fp32 working copies
+  // of the weights: whether update(index) takes scratch from the workspace (AdamW's elementwise
+  // steps do not, so their working copies may live there), and the workspace grown to at least
+  // `elems` F32 elements (before the first update).
+  bool update_uses_workspace(size_t index) const { return adamw_slot_.at(index) < 0 && workspace_.bytes() > 0; }
+  Tensor reserve_workspace(size_t elems);
+  // Under OptimizerContext::weights_in_workspace: fills an F32 tensor with parameter `index`'s
+  // weights (its working copy), which open_weights calls.
+  void set_weight_opener(std::function<void(size_t index, const Tensor& space)> opener) { opener_ = std::move(opener); }
 
  protected:
   explicit ArenaOptimizer(const OptimizerContext& ctx);
@@ -45,6 +56,13 @@ class ArenaOptimizer : public Optimizer {
   float decay_factor(size_t index, float lr) const;
   // Throws naming the parameter when another rank owns it (sharded state): the start of update().
   void require_owned(size_t index) const;
+  // The weights a matrix's update writes, to open at its last step: params()[index].param, or
+  // under OptimizerContext::weights_in_workspace its fp32 working copy, taken from `pad` (the
+  // elements opened_weights_elems counts in the workspace).
+  Tensor open_weights(size_t index, ScratchPad& pad);
+  size_t opened_weights_elems(size_t index) const {
+    return weights_in_workspace_ ? static_cast<size_t>(params_[index].param.numel()) : 0;
+  }
   // The dtype of the state tensors (optimizer.state_dtype).
   DType state_dtype() const { return config_.state_dtype == "bf16" ? DType::BF16 : DType::F32; }
 
@@ -61,6 +79,8 @@ class ArenaOptimizer : public Optimizer {
   Arena workspace_;
   ScratchPad pad_;
   std::vector<int> adamw_slot_;
+  bool weights_in_workspace_ = false;
+  std::function<void(size_t index, const Tensor& space)> opener_;
 };
 
 // The key every MatrixOptimizer reads.

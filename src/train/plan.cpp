@@ -142,17 +142,17 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
   MemoryPlan p;
   p.parameters = model.config().num_parameters();
   p.weight_bytes = model.params().bytes() + model.compute_weight_bytes();  // bf16: master + bf16 copy
-  p.gradient_bytes = model.grads().bytes();
+  p.gradient_bytes = model.gradient_bytes();
   p.optimizer_state_bytes = optimizer.total_state_bytes();
   p.optimizer_workspace_bytes = optimizer.workspace_bytes();
   p.activation_bytes = model.activation_bytes();
   p.micro_batch = model.max_batch();
   p.seq_len = seq_len;
   p.logits_chunk_rows = model.logits_chunk_rows();
-  // Logits are activations: bf16 under both bf16 precisions (llama.h, Precision).
-  const size_t logit_bytes = model.precision() == Precision::Fp32 ? sizeof(float) : dtype_size(DType::BF16);
-  p.logits_bytes = size_t(p.logits_chunk_rows) * size_t(model.config().vocab_size) * logit_bytes;
+  p.logits_bytes = size_t(p.logits_chunk_rows) * size_t(model.config().vocab_size) * dtype_size(model.logits_dtype());
   p.per_layer_grads = model.memory().per_layer_grads;
+  p.gradient_sets = model.memory().gradient_sets;
+  p.matrix_gradient_dtype = model.matrix_gradient_dtype();
   p.training_flops_per_token = training_flops_per_token(model.config(), seq_len);
   p.optimizer_table = optimizer_memory_table(optimizer);
   return p;
@@ -170,8 +170,11 @@ std::string format_memory_plan(const MemoryPlan& p) {
   out << "memory plan per rank (" << format_count(double(p.parameters)) << " parameters, micro-batch " << p.micro_batch
       << " x " << p.seq_len << " tokens)\n";
   row("weights", p.weight_bytes, "");
-  row("gradients (f32)", p.gradient_bytes,
-      p.per_layer_grads ? "per layer: embedding, final norm, head and two blocks' sets" : "");
+  const std::string per_layer_note =
+      p.gradient_sets == 1 ? "per layer: one block's, sharing memory with the embedding's and head's"
+                           : "per layer: two blocks' sets and the embedding's, sharing memory with the head's";
+  row(p.matrix_gradient_dtype == DType::BF16 ? "gradients (bf16)" : "gradients (f32)", p.gradient_bytes,
+      p.per_layer_grads ? per_layer_note + (p.matrix_gradient_dtype == DType::BF16 ? "; norms' f32" : "") : "");
   row("optimizer state", p.optimizer_state_bytes,
       p.rank_state_bytes.empty()
           ? std::string("checkpointed")

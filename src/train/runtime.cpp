@@ -56,6 +56,7 @@ BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std
     usage_error(context, ": training.micro_batch_size (", b.micro_batch, ") must divide the rows per rank (batch_size ",
                 t.batch_size, " / ", world_size, " ranks = ", b.rows_per_rank, ")");
   b.accumulation_steps = b.rows_per_rank / b.micro_batch;
+  b.ranks = world_size;
   return b;
 }
 
@@ -73,6 +74,7 @@ ModelMemory training_model_memory(const TrainConfig& config, const BatchLayout& 
   ModelMemory memory;
   memory.logits_chunk_rows = planned_logits_chunk_rows(config, int64_t(layout.micro_batch) * config.training.seq_len);
   memory.per_layer_grads = config.training.fused_update && layout.accumulation_steps == 1;
+  memory.gradient_sets = layout.ranks > 1 ? 2 : 1;
   return memory;
 }
 

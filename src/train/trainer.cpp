@@ -124,6 +124,12 @@ class Trainer {
   StepResult read_step_scalars();
   void update_params(const std::vector<size_t>& indices);
   bool sharded() const { return shard_plan_.has_value(); }
+  // Layers whose reduction may still travel when the fused update runs: per-layer gradients allow
+  // one per set beyond the first; a whole gradient holds every layer's.
+  size_t layers_in_flight() const {
+    const ModelMemory& memory = model_->memory();
+    return memory.per_layer_grads ? size_t(memory.gradient_sets - 1) : 1;
+  }
   TensorMap optimizer_state_for_checkpoint() const;
   void log_state_per_rank() const;
   void clip_gradients(const std::vector<size_t>& indices);
@@ -420,14 +426,15 @@ void Trainer::train_step(const StepInfo& info) {
   }
   model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1), loss_sum_, /*accumulate=*/true, loss_scale);
   // The last backward completes each layer's gradient; its hook starts the layer's reduction at
-  // once, while backward goes on with the layers below. Fused, the hook then updates the layer
-  // completed before it, whose reduction travelled during this layer's backward: the whole
-  // gradient is never needed at once (and is never clipped: fused needs grad_clip 0).
+  // once, while backward goes on with the layers below. Fused over several ranks, the hook then
+  // updates the layer completed before it, whose reduction travelled during this layer's backward;
+  // alone, it updates its own layer at once (one per-layer gradient set). The whole gradient is
+  // never needed at once (and is never clipped: fused needs grad_clip 0).
   GradientSync sync(comm_, backend_, *optimizer_, sharded() ? &*shard_plan_ : nullptr, grad_sum_squares_, non_finite_,
                     info.step);
   model_->backward(loss_scale, [&](int layer) {
     sync.layer_done(layer);
-    if (fused_) update_params(sync.complete(/*keep_in_flight=*/1));
+    if (fused_) update_params(sync.complete(layers_in_flight()));
   });
   // Checked in this order, the first non-finite record is a gradient the fused update met inside
   // backward, else the loss, else a gradient of the rest (under sharded state: its owner's record).
@@ -534,7 +541,8 @@ void Trainer::log_startup() const {
       format_count(double(config_.tokens_per_step())), optimizer_->name(),
       !fused_ ? "after backward"
       : model_->memory().per_layer_grads
-          ? "fused per layer in backward (gradients of two blocks at a time; no clipping)"
+          ? concat("fused per layer in backward (", model_->memory().gradient_sets == 1 ? "one block's" : "two blocks'",
+                   " gradients at a time; no clipping)")
           : "fused per layer in backward (whole gradient over the micro-batches; no clipping)",
       model_->use() == ModelUse::TrainingRecompute ? "recomputed per block in backward" : "stored");
   spdlog::info("batch {} sequences x {} tokens = {} ranks x {} micro-batches x {} rows", config_.training.batch_size,

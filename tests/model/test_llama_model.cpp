@@ -4,8 +4,10 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <map>
+#include <string>
 #include <vector>
 
+#include "gum/core/dtype.h"
 #include "gum/core/error.h"
 #include "gum/core/philox.h"
 #include "gum/model/llama.h"
@@ -299,50 +301,106 @@ TEST_CASE("the LM head in chunks of rows gives the unchunked loss and gradients,
   }
 }
 
-TEST_CASE("per-layer gradients: two block sets reused block to block give each block's full gradient") {
+namespace {
+
+// Every element of a tensor as float, whatever its dtype.
+std::vector<float> values_of(Backend& be, const Tensor& t) {
+  HostTensor h(t.dtype, t.shape);
+  be.copy_to_host(h.bytes.data(), t);
+  return h.to_f32();
+}
+
+}  // namespace
+
+TEST_CASE("per-layer gradients: one or two block sets reused block to block give each block's full gradient") {
   auto backend = make_backend("cpu");
   LlamaConfig config = tiny_config();
   config.num_hidden_layers = 4;
   config.attention_bias = true;
   const int B = 2, T = 6;
-  LlamaModel full(config, *backend, B, T),
-      per_layer(config, *backend, B, T, ModelUse::Training, Precision::Fp32, {0, true});
-  full.init_weights(9);
-  per_layer.init_weights(9);
-  // Embedding, final norm, head and two blocks' gradients.
-  size_t block_bytes = 0, outside_bytes = 0;
-  for (const auto& spec : full.specs()) {
-    const size_t bytes = size_t(spec.shape.numel()) * sizeof(float);
-    if (spec.layer == 0) block_bytes += bytes;
-    if (spec.layer < 0 || spec.layer == config.num_hidden_layers) outside_bytes += bytes;
-  }
-  CHECK(per_layer.grads().bytes() == outside_bytes + 2 * block_bytes);
-  CHECK(full.grads().bytes() == outside_bytes + 4 * block_bytes);
-
-  // Copies a layer's gradients inside the hook, as the fused update reads them: for blocks, the
-  // last moment before block l - 2's backward overwrites the set.
-  auto layer_grads = [&](LlamaModel& model, int layer) {
-    std::vector<float> values;
-    for (const auto& spec : model.specs())
-      if (spec.layer == layer) {
-        const std::vector<float> v = host_copy(*backend, model.grad(spec.name));
-        values.insert(values.end(), v.begin(), v.end());
-      }
-    return values;
-  };
-  // Blocks 3, 2, 1, 0 write sets 1, 0, 1, 0: blocks 1 and 0 find the sets holding blocks 3 and 2.
   const Batch batch = make_batch(B, T, config.vocab_size);
-  full.zero_grads();
+  for (bool tied : {false, true})
+    for (int sets : {1, 2}) {
+      config.tie_word_embeddings = tied;
+      INFO((tied ? "tied" : "untied") << " embedding, " << sets << " set(s)");
+      LlamaModel full(config, *backend, B, T),
+          per_layer(config, *backend, B, T, ModelUse::Training, Precision::Fp32, {0, true, sets});
+      full.init_weights(9);
+      per_layer.init_weights(9);
+      // F32 norms and biases of the final norm and of `sets` blocks; the 2-D gradients share
+      // memory: the embedding's with the head's, and with one set (untied) the block set's too.
+      size_t block_matrices = 0, block_vectors = 0, embedding = 0, head = 0, final_norm = 0;
+      for (const auto& spec : full.specs()) {
+        const size_t bytes = size_t(spec.shape.numel()) * sizeof(float);
+        if (spec.layer == 0) (spec.shape.rank == 2 ? block_matrices : block_vectors) += bytes;
+        if (spec.layer < 0) embedding += bytes;
+        if (spec.layer == config.num_hidden_layers) (spec.shape.rank == 2 ? head : final_norm) += bytes;
+      }
+      const size_t shared = !tied && sets == 1 ? std::max({embedding, head, block_matrices})
+                                               : std::max(embedding, head) + sets * block_matrices;
+      CHECK(per_layer.gradient_bytes() == final_norm + sets * block_vectors + shared);
+      CHECK(full.gradient_bytes() == final_norm + embedding + head + 4 * (block_matrices + block_vectors));
+
+      // Copies a layer's gradients inside the hook, as the fused update reads them: the last moment
+      // before the next block's backward (one set) or the one after (two) overwrites them.
+      auto layer_grads = [&](LlamaModel& model, int layer) {
+        std::vector<float> values;
+        for (const auto& spec : model.specs())
+          if (spec.layer == layer) {
+            const std::vector<float> v = values_of(*backend, model.grad(spec.name));
+            values.insert(values.end(), v.begin(), v.end());
+          }
+        return values;
+      };
+      full.zero_grads();
+      per_layer.zero_grads();
+      std::map<int, std::vector<float>> seen;
+      CHECK(per_layer.forward(batch.view(B)) == full.forward(batch.view(B)));
+      per_layer.backward(0.5f, [&](int l) { seen[l] = layer_grads(per_layer, l); });
+      full.backward(0.5f);
+      for (int l = -1; l <= config.num_hidden_layers; ++l) {
+        INFO("layer " << l);
+        CHECK(seen.at(l) == layer_grads(full, l));
+      }
+      CHECK(std::any_of(seen.at(0).begin(), seen.at(0).end(), [](float g) { return g != 0; }));
+    }
+}
+
+TEST_CASE("per-layer gradients under bf16_pure: the 2-D ones are bf16, the fp32 gradients rounded once") {
+  auto backend = make_backend("cpu");
+  LlamaConfig config = tiny_config();
+  config.attention_bias = true;
+  const int B = 2, T = 6;
+  const Batch batch = make_batch(B, T, config.vocab_size);
+  LlamaModel whole(config, *backend, B, T, ModelUse::Training, Precision::Bf16Pure),
+      per_layer(config, *backend, B, T, ModelUse::Training, Precision::Bf16Pure, {0, true, 1});
+  CHECK(whole.matrix_gradient_dtype() == DType::F32);  // micro-batches accumulate in it
+  CHECK(per_layer.matrix_gradient_dtype() == DType::BF16);
+  whole.init_weights(3);
+  per_layer.init_weights(3);
+  whole.zero_grads();
   per_layer.zero_grads();
-  std::map<int, std::vector<float>> seen;
-  CHECK(per_layer.forward(batch.view(B)) == full.forward(batch.view(B)));
-  per_layer.backward(0.5f, [&](int l) { seen[l] = layer_grads(per_layer, l); });
-  full.backward(0.5f);
-  for (int l = -1; l <= config.num_hidden_layers; ++l) {
-    INFO("layer " << l);
-    CHECK(seen.at(l) == layer_grads(full, l));
+  std::map<std::string, std::vector<float>> seen;
+  CHECK(per_layer.forward(batch.view(B)) == whole.forward(batch.view(B)));
+  per_layer.backward(0.25f, [&](int l) {
+    for (const auto& spec : per_layer.specs())
+      if (spec.layer == l) {
+        const Tensor g = per_layer.grad(spec.name);
+        CHECK(g.dtype == (spec.shape.rank == 2 ? DType::BF16 : DType::F32));
+        seen[spec.name] = values_of(*backend, g);
+      }
+  });
+  whole.backward(0.25f);
+  // The CPU backend accumulates each GEMM, the embedding's scatter-add and the norms' sums in fp32
+  // and rounds once on store: bf16 gradients equal the fp32 ones rounded to nearest even (one head
+  // chunk here; more chunks round once per chunk).
+  for (const auto& spec : whole.specs()) {
+    INFO(spec.name);
+    std::vector<float> expected = values_of(*backend, whole.grad(spec.name));
+    if (spec.shape.rank == 2)
+      for (float& v : expected) v = bf16_to_f32(f32_to_bf16(v));
+    CHECK(seen.at(spec.name) == expected);
   }
-  CHECK(std::any_of(seen.at(0).begin(), seen.at(0).end(), [](float g) { return g != 0; }));
 }
 
 namespace {
@@ -351,9 +409,7 @@ namespace {
 std::vector<float> arena_values(Backend& be, const Arena& arena) {
   std::vector<float> values;
   for (size_t i = 0; i < arena.count(); ++i) {
-    HostTensor h(arena.view(i).dtype, arena.view(i).shape);
-    be.copy_to_host(h.bytes.data(), arena.view(i));
-    const std::vector<float> v = h.to_f32();
+    const std::vector<float> v = values_of(be, arena.view(i));
     values.insert(values.end(), v.begin(), v.end());
   }
   return values;

@@ -1,13 +1,16 @@
 // Pure bf16 weights (precision bf16_pure): the optimizer's fp32 result is stored into BF16 weights
 // by stochastic rounding (unbiased, reproducible), a Kahan compensation (tracks the fp32 result),
 // or rounding to nearest (loses updates below half an ulp: the failure the other two avoid).
+// Its per-layer gradients are bf16 too: every optimizer reads them into fp32 math.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gum/backend/arena.h"
 #include "gum/core/dtype.h"
 #include "gum/optim/optimizer.h"
+#include "optim_test_util.h"
 
 using namespace gum;
 
@@ -109,4 +112,97 @@ TEST_CASE("bf16 weights: every parameter must be BF16") {
                 OptimParam{"b", f32.view("b"), f32.view("gb"), ParamKind::Matrix, 0, true}};
   ctx.num_layers = 1;
   CHECK_THROWS_WITH(make_optimizer("adamw", ctx), Catch::Contains("'b' is F32"));
+}
+
+TEST_CASE("bf16 gradients: every optimizer updates as from fp32 gradients holding the same values") {
+  std::vector<std::string> backends = {"cpu"};
+  if (cuda_available()) backends.push_back("cuda");  // a GPU, or the emulator in CI
+  for (const std::string& backend_name : backends)
+    for (const char* name : {"adamw", "muon", "galore_adamw", "plumage", "gum"})
+      for (const char* state_dtype : {"fp32", "bf16"}) {
+        INFO(backend_name << " backend, " << name << ", state " << state_dtype);
+        // The cuda GEMM takes operands of one dtype: the low-rank optimizers' bf16 projectors cannot
+        // meet fp32 matrices there yet (with either gradient dtype), so those runs are the cpu's.
+        const bool low_rank = std::string(name) != "adamw" && std::string(name) != "muon";
+        if (backend_name == "cuda" && low_rank && std::string(state_dtype) == "bf16") continue;
+        auto backend = make_backend(backend_name);
+        // Two copies of the toy model; `bf16` reads its gradients from a BF16 arena, `f32` from F32
+        // gradients holding the same (bf16-rounded) values.
+        auto f32 = test::make_param_table(*backend, test::toy_model(), 5);
+        auto bf16 = test::make_param_table(*backend, test::toy_model(), 5);
+        std::vector<NamedShape> layout;
+        for (const OptimParam& p : bf16->params) layout.push_back({p.name, p.param.shape});
+        Arena bf16_grads(*backend, DType::BF16, layout);
+        for (size_t i = 0; i < bf16->params.size(); ++i) bf16->params[i].grad = bf16_grads.view(i);
+        // Refreshes every second step, GUM with a full-rank block (its projected and full paths).
+        const OptimizerConfig config = test::optimizer_config(
+            name,
+            {{"lr", 0.01}, {"rank", 4}, {"update_proj_gap", 2}, {"full_rank_layers", 1}, {"state_dtype", state_dtype}});
+        auto f32_optimizer = test::build(*backend, *f32, config, 11);
+        auto bf16_optimizer = test::build(*backend, *bf16, config, 11);
+        for (int64_t step = 1; step <= 4; ++step) {
+          test::fill_gradients(*backend, f32->params, 3, step);
+          backend->copy(bf16_grads.all(), f32->grads.all());  // round to nearest even
+          backend->copy(f32->grads.all(), bf16_grads.all());  // exact
+          const StepInfo info{step, 0.01f, 1.0f};
+          f32_optimizer->step(info);
+          bf16_optimizer->step(info);
+        }
+        const std::vector<float> want = test::concat_all(*backend, f32->params, false),
+                                 got = test::concat_all(*backend, bf16->params, false);
+        INFO("relative difference " << test::distance(got, want) / test::norm(want));
+        // The cpu backend widens bf16 operands exactly and runs the same fp32 kernels: identical. On
+        // cuda, `bf16`'s widened gradient meets the same fp32 projectors in the same GEMMs (fp32
+        // state) or its bf16 gradient meets bf16 state elementwise (adamw, muon): identical too.
+        CHECK(got == want);
+      }
+}
+
+TEST_CASE("bf16 weights: every optimizer steps as on fp32 weights rounded to nearest after each step") {
+  auto backend = make_backend("cpu");
+  for (const char* name : {"adamw", "muon", "galore_adamw", "plumage", "stiefel", "gum", "galore_muon"}) {
+    INFO(name);
+    // `f32` holds bf16 values in fp32 weights and is rounded to nearest after every step by hand;
+    // `bf16` has BF16 weights and the same rounding through the wrapper, whose working copies live
+    // in the optimizer's workspace (a matrix's opened at its update's last write).
+    auto f32 = test::make_param_table(*backend, test::toy_model(), 5);
+    auto bf16 = test::make_param_table(*backend, test::toy_model(), 5);
+    std::vector<NamedShape> layout;
+    for (const OptimParam& p : f32->params) layout.push_back({p.name, p.param.shape});
+    Arena bf16_weights(*backend, DType::BF16, layout);
+    backend->copy(bf16_weights.all(), f32->values.all());
+    backend->copy(f32->values.all(), bf16_weights.all());
+    const std::vector<float> initial = test::concat_all(*backend, f32->params, false);
+    OptimizerContext ctx;
+    ctx.backend = backend.get();
+    ctx.params = bf16->params;
+    for (size_t i = 0; i < ctx.params.size(); ++i) ctx.params[i].param = bf16_weights.view(i);
+    ctx.num_layers = bf16->num_layers;
+    ctx.config =
+        test::optimizer_config(name, {{"lr", 0.01}, {"rank", 4}, {"update_proj_gap", 2}, {"full_rank_layers", 1}});
+    ctx.seed = 11;
+    ctx.weight_rounding = WeightRounding::Nearest;
+    auto bf16_optimizer = make_optimizer(name, ctx);
+    auto f32_optimizer = test::build(*backend, *f32, ctx.config, 11);
+    Arena rounded(*backend, DType::BF16, layout);
+    for (int64_t step = 1; step <= 4; ++step) {
+      test::fill_gradients(*backend, f32->params, 3, step);
+      backend->copy(bf16->grads.all(), f32->grads.all());
+      const StepInfo info{step, 0.01f, 1.0f};
+      f32_optimizer->step(info);
+      bf16_optimizer->step(info);
+      backend->copy(rounded.all(), f32->values.all());
+      backend->copy(f32->values.all(), rounded.all());
+    }
+    const std::vector<float> want = test::concat_all(*backend, f32->params, false);
+    std::vector<float> got;
+    for (size_t i = 0; i < layout.size(); ++i) {
+      HostTensor h(DType::BF16, layout[i].shape);
+      backend->copy_to_host(h.bytes.data(), bf16_weights.view(i));
+      const std::vector<float> v = h.to_f32();
+      got.insert(got.end(), v.begin(), v.end());
+    }
+    CHECK(got == want);     // the same fp32 kernels on the same values, rounded the same way
+    CHECK(got != initial);  // the steps moved them
+  }
 }

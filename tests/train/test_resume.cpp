@@ -331,10 +331,10 @@ SwitchedRuns train_with_and_without(const std::string& switch_key, const nlohman
 }  // namespace
 
 TEST_CASE("the fused per-layer update equals the update after backward") {
-  // 4 blocks. One micro-batch per step: the blocks share two gradient sets; two micro-batches: the
-  // whole gradient accumulates and the last backward updates layer by layer.
+  // 4 blocks. One micro-batch per step: the blocks share one gradient set (one rank); two
+  // micro-batches: the whole gradient accumulates and the last backward updates layer by layer.
   for (const auto& [micro_batch, update] :
-       {std::pair{0, "(gradients of two blocks at a time"}, std::pair{2, "(whole gradient over the micro-batches"}}) {
+       {std::pair{0, "(one block's gradients at a time"}, std::pair{2, "(whole gradient over the micro-batches"}}) {
     INFO("micro_batch_size " << micro_batch);
     const nlohmann::json no_clip = {
         {"model", {{"num_hidden_layers", 4}}},

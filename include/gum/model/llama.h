@@ -48,12 +48,17 @@ struct ModelMemory {
   // chunk's logits (one more head GEMM). 0, or at least max_batch * seq_len: one chunk, logits()
   // available.
   int64_t logits_chunk_rows = 0;
-  // Training uses only: the gradient arena holds the embedding, final norm and head gradients and
-  // two sets of block gradients, block l writing set l % 2 (zeroed before its backward). A block's
-  // gradients are valid from its backward until the backward of block l - 2, i.e. in
-  // on_layer_done(l) and the next hook (the fused update keeps one layer's reduction in flight), and
-  // do not accumulate over backward calls: for one backward per optimizer step.
+  // Training uses only (fused per-layer updates, one backward per optimizer step): a block's
+  // gradients live only from its backward to its update. Block l writes gradient set
+  // l % gradient_sets (zeroed before its backward); its gradients are valid in on_layer_done(l) and,
+  // with two sets, until the next hook returns (the fused update keeps one layer's reduction across
+  // ranks in flight while the next block's backward writes the other set). The embedding's and
+  // head's gradients share their memory (untied: the head's is consumed in on_layer_done(L) or the
+  // hook after, long before backward reaches the embedding), and with one set they share it with the
+  // block set too. Norm weights and biases keep F32 gradients of their own. Nothing accumulates over
+  // backward calls.
   bool per_layer_grads = false;
+  int gradient_sets = 1;  // per_layer_grads: 1, or 2 when the gradients are summed over ranks
 };
 // Number formats of a training run (training.precision; docs/precision.md).
 // Fp32: weights, gradients and activations in fp32.
@@ -63,9 +68,12 @@ struct ModelMemory {
 // accumulates in fp32. Norm weights and biases are read in fp32; RMSNorm statistics, attention's
 // softmax, log-sum-exp, losses and every reduction are fp32 (the backend computes in fp32 and
 // rounds once on store).
-// Bf16Pure: as Bf16, but the weights themselves are bf16 (no fp32 copy); gradients stay fp32 and
-// the optimizer rounds its fp32 update into the bf16 weights (stochastically or with a Kahan
-// compensation, optimizer.h).
+// Bf16Pure: as Bf16, but the weights themselves are bf16 (no fp32 copy); the optimizer rounds its
+// fp32 update into the bf16 weights (stochastically or with a Kahan compensation, optimizer.h).
+// Gradients stay fp32 where they accumulate over micro-batches; under per_layer_grads each is
+// written by one backward, and the 2-D ones (matrices, embedding, head) are stored in bf16 like
+// the weights (the GEMM accumulates in fp32 and rounds once on store; the head's sums over its
+// logits chunks, the embedding's over repeated tokens in the CUDA kernel, round once per addition).
 enum class Precision { Fp32, Bf16, Bf16Pure };
 // "fp32", "bf16", "bf16_pure".
 const char* precision_name(Precision p);
@@ -84,9 +92,17 @@ class LlamaModel {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   Backend& backend() { return *backend_; }
   Arena& params() { return params_; }
-  Arena& grads() { return grads_; }  // empty under ModelUse::Inference
+  // The F32 gradient arena: every gradient, or under per_layer_grads those of the norm weights and
+  // biases (empty under ModelUse::Inference).
+  Arena& grads() { return grads_; }
   // The gradient of parameter `name` (under per_layer_grads a block's is its set's view).
   Tensor grad(const std::string& name) const;
+  // Bytes of every gradient buffer (per_layer_grads: the F32 arena and the shared 2-D regions).
+  size_t gradient_bytes() const { return grads_.bytes() + grad_regions_.bytes(); }
+  // The dtype of the 2-D parameters' gradients: BF16 under Bf16Pure with per_layer_grads.
+  DType matrix_gradient_dtype() const;
+  // The dtype of the logits buffer (an activation: BF16 under both bf16 precisions).
+  DType logits_dtype() const;
   ModelUse use() const { return use_; }
   const ModelMemory& memory() const { return memory_; }
   int64_t logits_chunk_rows() const;  // rows of the logits buffer
@@ -150,6 +166,7 @@ class LlamaModel {
   ModelMemory memory_;
   std::vector<ParamSpec> specs_;
   Arena params_, grads_, acts_;
+  Arena grad_regions_;              // per_layer_grads: the memory the 2-D gradients share
   Arena compute_weights_;           // Precision::Bf16: bf16 copies of the 2-D parameters
   Arena acts_f32_;                  // bf16 activations: what stays fp32 (norm statistics, attention aux, losses)
   std::unique_ptr<Private> state_;  // per-layer views, token buffers, RoPE table, last batch

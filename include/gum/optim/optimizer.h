@@ -61,6 +61,10 @@ class Optimizer {
   virtual size_t workspace_bytes() const { return 0; }
 
   const std::vector<OptimParam>& params() const { return params_; }
+  // Points parameter `index` at other weights of its shape (the pure-bf16 update places its fp32
+  // working copies once the optimizer it wraps is built): update() reads params()[index].param when
+  // it runs, never a view kept from construction.
+  void set_param_weights(size_t index, const Tensor& weights);
   // Whether this rank keeps the state of parameter `index` and may update it.
   bool owns(size_t index) const { return owned_.empty() || owned_.at(index) != 0; }
   // Sum of state_bytes over all parameters plus shared_state_bytes(): this rank's state.
@@ -106,6 +110,10 @@ struct OptimizerContext {
   // Used when the parameters are BF16: the optimizer then updates an fp32 working copy of one
   // parameter at a time and stores it back with this rounding.
   WeightRounding weight_rounding = WeightRounding::Stochastic;
+  // Set by the pure-bf16 update for the built-in optimizer it wraps: a matrix's fp32 working copy
+  // is taken from the optimizer's workspace when its update first needs the weights, so it may
+  // reuse scratch the step no longer reads (bf16_weights.cpp).
+  bool weights_in_workspace = false;
 };
 
 class LlamaModel;

@@ -34,6 +34,7 @@ struct BatchLayout {
   int rows_per_rank = 0;
   int micro_batch = 0;
   int accumulation_steps = 0;
+  int ranks = 1;
 };
 // Usage error (naming `context`) when the ranks or micro_batch_size do not divide batch_size.
 BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std::string& context);
@@ -44,7 +45,8 @@ BatchLayout make_batch_layout(const TrainingConfig& t, int world_size, const std
 int64_t planned_logits_chunk_rows(const TrainConfig& config, int64_t rows);
 // How training lays out its model's memory: the planned logits chunk, and per-layer block gradients
 // under training.fused_update with one micro-batch per step (accumulating several needs every
-// layer's gradient until the last one).
+// layer's gradient until the last one): one set alone, two when several ranks sum each layer's
+// gradient while the next layer's backward runs.
 ModelMemory training_model_memory(const TrainConfig& config, const BatchLayout& layout);
 
 // OpenMP and OpenBLAS threads; 0 leaves the library defaults (all cores).

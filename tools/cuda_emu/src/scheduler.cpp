@@ -305,6 +305,7 @@ void Scheduler::run(const LaunchConfig& config, void (*body)(void*), void* conte
   for (uint64_t k = 0; k < blocks; ++k) {
     const uint64_t b = block_order.empty() ? k : block_order[k];
     const uint64_t plane = uint64_t(config.grid.x) * config.grid.y;
+    begin_block_accesses();
     run_block(uint3{unsigned(b % config.grid.x), unsigned(b / config.grid.x % config.grid.y), unsigned(b / plane)});
   }
 }
@@ -548,11 +549,14 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   count_launch(config.kernel,
                1ull * config.grid.x * config.grid.y * config.grid.z * config.block.x * config.block.y * config.block.z);
   std::lock_guard<std::mutex> lock(launch_mutex());
+  begin_launch_accesses();
   try {
     scheduler().run(config, body, context);
   } catch (const KernelError& e) {
+    end_launch_accesses();
     raise_error(e.error, e.message);
   }
+  count_launch_accesses(config.kernel, end_launch_accesses());
 }
 
 void set_schedule(const std::string& spec) {

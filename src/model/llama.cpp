@@ -238,11 +238,11 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
 
   std::vector<NamedShape> param_layout, grad_layout, matrix_layout;
   for (const auto& spec : specs_) {
-    param_layout.push_back({spec.name, spec.shape});
-    if (spec.shape.rank == 2) matrix_layout.push_back({spec.name, spec.shape});
+    const NamedShape entry{spec.name, spec.shape, spec.joins_previous};
+    param_layout.push_back(entry);
+    if (spec.shape.rank == 2) matrix_layout.push_back(entry);
     // Per-layer gradients: the gradients of blocks 0 and 1 are the two sets every block uses.
-    if (!memory.per_layer_grads || !is_block_param(spec, config) || spec.layer < 2)
-      grad_layout.push_back({spec.name, spec.shape});
+    if (!memory.per_layer_grads || !is_block_param(spec, config) || spec.layer < 2) grad_layout.push_back(entry);
   }
   params_ = Arena(backend, precision == Precision::Bf16Pure ? DType::BF16 : DType::F32, param_layout);
   if (precision == Precision::Bf16) compute_weights_ = Arena(backend, DType::BF16, matrix_layout);

@@ -239,8 +239,9 @@ TEST_CASE("activation checkpointing recomputes each block in backward: identical
     CHECK(host_copy(*backend, recomputed.grads().all()) == host_copy(*backend, stored.grads().all()));
     CHECK(backend->sum_squares(stored.grads().all()) > 0);
 
-    // Memory: one set of block buffers plus a stored input per layer (and the re-run's output).
-    const size_t row_bytes = size_t(B) * T * config.hidden_size * sizeof(float);
+    // Memory: one set of block buffers plus a stored input per layer (and the re-run's output),
+    // each an aligned arena entry.
+    const size_t row_bytes = arena_entry_bytes(Shape{int64_t(B) * T, config.hidden_size}, DType::F32);
     if (layers > 1) CHECK(recomputed.activation_bytes() < stored.activation_bytes());
     config.num_hidden_layers = layers + 1;
     LlamaModel deeper(config, *backend, B, T, ModelUse::TrainingRecompute);
@@ -268,7 +269,9 @@ TEST_CASE("the LM head in chunks of rows gives the unchunked loss and gradients,
     INFO("chunks of " << chunk << " rows");
     LlamaModel chunked(config, *backend, B, T, ModelUse::Training, Precision::Fp32, ModelMemory{chunk, false});
     CHECK(chunked.logits_chunk_rows() == chunk);
-    CHECK(whole.activation_bytes() - chunked.activation_bytes() == size_t(N - chunk) * config.vocab_size * 4);
+    CHECK(whole.activation_bytes() - chunked.activation_bytes() ==
+          arena_entry_bytes(Shape{N, config.vocab_size}, DType::F32) -
+              arena_entry_bytes(Shape{chunk, config.vocab_size}, DType::F32));
     chunked.init_weights(5);
     chunked.zero_grads();
     for (int micro = 0; micro < 2; ++micro) {
@@ -309,15 +312,17 @@ TEST_CASE("per-layer gradients: two block sets reused block to block give each b
       per_layer(config, *backend, B, T, ModelUse::Training, Precision::Fp32, {0, true});
   full.init_weights(9);
   per_layer.init_weights(9);
-  // Embedding, final norm, head and two blocks' gradients.
-  size_t block_bytes = 0, outside_bytes = 0;
-  for (const auto& spec : full.specs()) {
-    const size_t bytes = size_t(spec.shape.numel()) * sizeof(float);
-    if (spec.layer == 0) block_bytes += bytes;
-    if (spec.layer < 0 || spec.layer == config.num_hidden_layers) outside_bytes += bytes;
-  }
-  CHECK(per_layer.grads().bytes() == outside_bytes + 2 * block_bytes);
-  CHECK(full.grads().bytes() == outside_bytes + 4 * block_bytes);
+  // Embedding, final norm, head and two blocks' gradients: two blocks fewer than all four, a
+  // block taking the distance between the starts of two blocks' first tensors (alignment gaps
+  // included).
+  const Arena& grads = full.grads();
+  const auto* first = static_cast<const uint8_t*>(grads.view(block_param_name(0, "input_layernorm.weight")).data);
+  const auto* second = static_cast<const uint8_t*>(grads.view(block_param_name(1, "input_layernorm.weight")).data);
+  size_t unaligned_block_bytes = 0;
+  for (const auto& spec : full.specs())
+    if (spec.layer == 0) unaligned_block_bytes += size_t(spec.shape.numel()) * sizeof(float);
+  CHECK(size_t(second - first) >= unaligned_block_bytes);
+  CHECK(full.grads().bytes() - per_layer.grads().bytes() == 2 * size_t(second - first));
 
   // Copies a layer's gradients inside the hook, as the fused update reads them: for blocks, the
   // last moment before block l - 2's backward overwrites the set.
@@ -391,11 +396,20 @@ TEST_CASE("bf16 and bf16_pure: bf16 storage, fp32 gradients, loss and gradients 
       LlamaModel model(config, *backend, B, T, use, precision);
       CHECK(model.params().view(0).dtype == (precision == Precision::Bf16Pure ? DType::BF16 : DType::F32));
       CHECK(model.grads().view(0).dtype == DType::F32);
-      // Mixed keeps a bf16 copy of every 2-D parameter (2 bytes for each of the master's 4).
-      size_t matrix_bytes = 0;
+      // Mixed keeps a bf16 copy of every 2-D parameter (2 bytes for each of the master's 4), with
+      // at most one arena alignment gap per matrix.
+      size_t matrix_bytes = 0, matrices = 0;
       for (size_t i = 0; i < model.specs().size(); ++i)
-        if (model.specs()[i].shape.rank == 2) matrix_bytes += model.params().view(i).nbytes();
-      CHECK(model.compute_weight_bytes() == (precision == Precision::Bf16 ? matrix_bytes / 2 : 0));
+        if (model.specs()[i].shape.rank == 2) {
+          matrix_bytes += model.params().view(i).nbytes();
+          ++matrices;
+        }
+      if (precision == Precision::Bf16) {
+        CHECK(model.compute_weight_bytes() >= matrix_bytes / 2);
+        CHECK(model.compute_weight_bytes() < matrix_bytes / 2 + matrices * kArenaAlignment);
+      } else {
+        CHECK(model.compute_weight_bytes() == 0);
+      }
       // bf16 activations: about half of fp32's (the fp32 statistics and aux are a small part).
       CHECK(model.activation_bytes() < reference.activation_bytes() * 3 / 5);
       model.init_weights(7);

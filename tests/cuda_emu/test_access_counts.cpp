@@ -25,6 +25,10 @@ __global__ void scale_rows_kernel(float* y, const float* x, const float* w, int 
   }
 }
 
+// Reads and writes the same floats: both count (an instrumentation that drops a store to an
+// address it just checked for a load would undercount every in-place update).
+__global__ void double_in_place_kernel(float* x) { x[threadIdx.x] = 2.0f * x[threadIdx.x]; }
+
 // Thread t reads element 8 t: every float sits in a sector of its own.
 __global__ void strided_read_kernel(float* out, const float* x) { out[threadIdx.x] = x[8 * threadIdx.x]; }
 
@@ -79,7 +83,8 @@ TEST_CASE("emulator: launches count the sectors each block moves and the distinc
   w.upload(std::vector<float>(kCols, 2.0f));
   for (int passes : {1, 2}) {
     const gum_emu::AccessCount c =
-        counted("scale_rows_kernel", [&] { LAUNCH(scale_rows_kernel, kRows, 32)(y.data, x.data, w.data, passes); });
+        counted("scale_rows_kernel", [&] { LAUNCH(scale_rows_kernel, kRows, 32)
+                                           (y.data, x.data, w.data, passes); });
     // Each block: its row of x, all of w and its row of y, 8 sectors each; a reread is free.
     CHECK(c.moved_bytes == kRows * 3 * 8 * 32);
     CHECK(c.read_bytes == (kRows + 1) * kCols * 4);
@@ -87,15 +92,23 @@ TEST_CASE("emulator: launches count the sectors each block moves and the distinc
   }
   CHECK(y.host() == std::vector<float>(kRows * kCols, 4.0f));
 
+  const gum_emu::AccessCount in_place =
+      counted("double_in_place_kernel", [&] { LAUNCH(double_in_place_kernel, 1, 64)(w.data); });
+  CHECK(in_place.read_bytes == kCols * 4);
+  CHECK(in_place.written_bytes == kCols * 4);
+  CHECK(in_place.moved_bytes == 2 * 8 * 32);
+
   DeviceBuffer<float> out(32);
   const gum_emu::AccessCount strided =
-      counted("strided_read_kernel", [&] { LAUNCH(strided_read_kernel, 1, 32)(out.data, x.data); });
+      counted("strided_read_kernel", [&] { LAUNCH(strided_read_kernel, 1, 32)
+                                           (out.data, x.data); });
   CHECK(strided.read_bytes == 32 * 4);
   CHECK(strided.moved_bytes == 32 * 32 + 4 * 32);  // a sector per float read; 128 bytes stored
   CHECK(strided.written_bytes == 32 * 4);
 
   const gum_emu::AccessCount staged =
-      counted("staged_copy_kernel", [&] { LAUNCH(staged_copy_kernel, 1, 32)(out.data, x.data); });
+      counted("staged_copy_kernel", [&] { LAUNCH(staged_copy_kernel, 1, 32)
+                                          (out.data, x.data); });
   CHECK(staged.read_bytes == 32 * 4);
   CHECK(staged.written_bytes == 32 * 4);
   CHECK(staged.moved_bytes == 8 * 32);
@@ -115,7 +128,8 @@ TEST_CASE("emulator: wmma::mma_sync counts 2 M N K tensor-core FLOPs per warp") 
   b.upload(std::vector<__nv_bfloat16>(256, __float2bfloat16(1.0f)));
   DeviceBuffer<float> d(256);
   const gum_emu::AccessCount c =
-      counted("one_mma_kernel", [&] { LAUNCH(one_mma_kernel, 2, 32)(d.data, a.data, b.data); });
+      counted("one_mma_kernel", [&] { LAUNCH(one_mma_kernel, 2, 32)
+                                      (d.data, a.data, b.data); });
   CHECK(c.tensor_flops == 2 * 2.0 * 16 * 16 * 16);
   CHECK(c.read_bytes == 2 * 256 * 2);
   CHECK(c.written_bytes == 256 * 4);

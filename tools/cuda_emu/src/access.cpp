@@ -1,7 +1,8 @@
 // Global-memory traffic of each launch, counted from the kernels' own loads and stores.
-// The emulated kernels are compiled with GCC's kernel-address instrumentation in call mode
-// (tools/cuda_emu/CMakeLists.txt, GUM_CUDA_EMU_COUNT_ACCESSES), which turns every load and store
-// into a call of __asan_{load,store}N_noabort(address); the calls below keep those that fall in a
+// The emulated kernels are compiled with GCC's ThreadSanitizer instrumentation (tools/cuda_emu/
+// CMakeLists.txt, GUM_CUDA_EMU_COUNT_ACCESSES), which turns every load and store into a call of
+// __tsan_{read,write}N(address); unlike AddressSanitizer's, it keeps a store to an address just
+// loaded (a race detector needs both). The calls below keep those that fall in a
 // device allocation (not shared memory, registers or fiber stacks) while a launch runs on this
 // thread. Two sizes per launch (gum_cuda_emu/control.h, KernelCount):
 // - moved: per thread block, the distinct 32-byte sectors it loads plus those it stores, times
@@ -152,23 +153,27 @@ AccessCount end_launch_accesses() {
 }  // namespace gum_emu
 
 #if GUM_CUDA_EMU_COUNT_ACCESSES
-// The instrumentation's entry points (GCC -fsanitize=kernel-address, outline calls, recoverable).
-// Not in AddressSanitizer builds, whose runtime defines the same names.
+// The instrumentation's entry points (GCC -fsanitize=thread, compiled but not linked with its
+// runtime): every load and store of the instrumented files, aligned or not, and the ranges of
+// aggregate copies. Not in sanitizer builds whose runtime defines the same names.
 extern "C" {
-#define GUM_EMU_ACCESS(N)                                                                        \
-  void __asan_load##N##_noabort(uintptr_t address) { gum_emu::record(address, N, false); }   \
-  void __asan_store##N##_noabort(uintptr_t address) { gum_emu::record(address, N, true); }
+#define GUM_EMU_ACCESS(N)                                                                     \
+  void __tsan_read##N(void* address) { gum_emu::record(uintptr_t(address), N, false); }           \
+  void __tsan_write##N(void* address) { gum_emu::record(uintptr_t(address), N, true); }           \
+  void __tsan_unaligned_read##N(void* address) { gum_emu::record(uintptr_t(address), N, false); } \
+  void __tsan_unaligned_write##N(void* address) { gum_emu::record(uintptr_t(address), N, true); }
 GUM_EMU_ACCESS(1)
 GUM_EMU_ACCESS(2)
 GUM_EMU_ACCESS(4)
 GUM_EMU_ACCESS(8)
 GUM_EMU_ACCESS(16)
 #undef GUM_EMU_ACCESS
-void __asan_loadN_noabort(uintptr_t address, size_t bytes) { gum_emu::record(address, bytes, false); }
-void __asan_storeN_noabort(uintptr_t address, size_t bytes) { gum_emu::record(address, bytes, true); }
+void __tsan_read_range(void* address, size_t bytes) { gum_emu::record(uintptr_t(address), bytes, false); }
+void __tsan_write_range(void* address, size_t bytes) { gum_emu::record(uintptr_t(address), bytes, true); }
 // Hooks the instrumentation also calls, with nothing to do here.
-void __asan_handle_no_return() {}
-void __asan_before_dynamic_init(const char*) {}
-void __asan_after_dynamic_init() {}
+void __tsan_init() {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit() {}
+void __tsan_vptr_update(void**, void*) {}
 }
 #endif

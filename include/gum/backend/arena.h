@@ -1,7 +1,8 @@
 #pragma once
 // One allocation holding many named tensors in the order given, each starting at a multiple of
-// kArenaAlignment bytes, except an entry marked `joins_previous`, which starts right where the
-// previous one ends (so tensors that a fused op reads as one, like q/k/v weights, are adjacent).
+// kArenaAlignment bytes from the allocation (which cudaMalloc aligns to 256), except an entry
+// marked `joins_previous`, which starts right where the previous one ends (so tensors that a
+// fused op reads as one, like q/k/v weights, are adjacent).
 #include <string>
 #include <unordered_map>
 #include <vector>

@@ -27,6 +27,10 @@ mutations=(
   "svd_sign: arg-max reduction starts at a quarter of the block^cuda/linalg.cu^int stride = blockDim.x / 2;^int stride = blockDim.x / 4;"
   "gemm: wrong leading dimension of B^cuda/gemm.cpp^checked_int(ldb, op, \"ldb\"), a, cuda_type(a_type, op)^checked_int(lda, op, \"ldb\"), a, cuda_type(a_type, op)"
   "attention backward: dqkv not zeroed before accumulation^cuda/attention.cu^  GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));\n^"
+  "flash_wmma forward: the running output is not rescaled by the new maximum^cuda/attention_wmma.cu^    for (int d = me.half * kDp / 2; d < (me.half + 1) * kDp / 2; ++d) sh.o[row * kDp + d] *= correction;\n^"
+  "flash_wmma forward: barrier between loading K/V and reading them removed^cuda/attention_wmma.cu^W, keys, s.D);\n    __syncthreads();\n    rows_times_tile_t<kChunks>(scores, q, sh.k);^W, keys, s.D);\n    rows_times_tile_t<kChunks>(scores, q, sh.k);"
+  "flash_wmma dq: delta not subtracted from dP^cuda/attention_wmma.cu^(dprobs[me.row * kScoreLd + col] - sh.delta[row])^(dprobs[me.row * kScoreLd + col])"
+  "flash_wmma dk/dv: a query does not attend to its own key^cuda/attention_wmma.cu^sh.start[col] <= u && u <= t;^sh.start[col] <= u && u < t;"
   "copy_to_host: no stream synchronisation before the host reads^cuda/cuda_backend.cpp^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  synchronize();^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  check_device_status();"
 )
 

@@ -54,22 +54,30 @@ __global__ void one_mma_kernel(float* d, const __nv_bfloat16* a, const __nv_bflo
   wmma::store_matrix_sync(d, fc, 16, wmma::mem_row_major);
 }
 
-// The counts `kernel` gained from the launches run by `launch`.
-template <typename Launch>
-gum_emu::AccessCount counted(const char* kernel, Launch launch) {
-  auto of = [&](const gum_emu::Stats& s) {
-    const auto it = s.kernels.find(kernel);
+// Counts the accesses of the launches of `kernel` between its construction and counts().
+class Counted {
+ public:
+  explicit Counted(const char* kernel) : kernel_(kernel) {
+    gum_emu::set_access_counting(true);
+    before_ = totals();
+  }
+  ~Counted() { gum_emu::set_access_counting(false); }
+  gum_emu::AccessCount counts() const {
+    REQUIRE(launch_error().first == cudaSuccess);
+    const gum_emu::AccessCount after = totals();
+    return {after.moved_bytes - before_.moved_bytes, after.read_bytes - before_.read_bytes,
+            after.written_bytes - before_.written_bytes, after.tensor_flops - before_.tensor_flops};
+  }
+
+ private:
+  gum_emu::AccessCount totals() const {
+    const gum_emu::Stats s = gum_emu::stats();
+    const auto it = s.kernels.find(kernel_);
     return it == s.kernels.end() ? gum_emu::AccessCount{} : it->second.accesses;
-  };
-  gum_emu::set_access_counting(true);
-  const gum_emu::AccessCount before = of(gum_emu::stats());
-  launch();
-  const gum_emu::AccessCount after = of(gum_emu::stats());
-  gum_emu::set_access_counting(false);
-  REQUIRE(launch_error().first == cudaSuccess);
-  return {after.moved_bytes - before.moved_bytes, after.read_bytes - before.read_bytes,
-          after.written_bytes - before.written_bytes, after.tensor_flops - before.tensor_flops};
-}
+  }
+  const char* kernel_;
+  gum_emu::AccessCount before_;
+};
 
 }  // namespace
 
@@ -82,9 +90,9 @@ TEST_CASE("emulator: launches count the sectors each block moves and the distinc
   x.upload(std::vector<float>(kRows * kCols, 1.0f));
   w.upload(std::vector<float>(kCols, 2.0f));
   for (int passes : {1, 2}) {
-    const gum_emu::AccessCount c =
-        counted("scale_rows_kernel", [&] { LAUNCH(scale_rows_kernel, kRows, 32)
-                                           (y.data, x.data, w.data, passes); });
+    const Counted counted("scale_rows_kernel");
+    LAUNCH(scale_rows_kernel, kRows, 32)(y.data, x.data, w.data, passes);
+    const gum_emu::AccessCount c = counted.counts();
     // Each block: its row of x, all of w and its row of y, 8 sectors each; a reread is free.
     CHECK(c.moved_bytes == kRows * 3 * 8 * 32);
     CHECK(c.read_bytes == (kRows + 1) * kCols * 4);
@@ -92,33 +100,36 @@ TEST_CASE("emulator: launches count the sectors each block moves and the distinc
   }
   CHECK(y.host() == std::vector<float>(kRows * kCols, 4.0f));
 
-  const gum_emu::AccessCount in_place =
-      counted("double_in_place_kernel", [&] { LAUNCH(double_in_place_kernel, 1, 64)(w.data); });
+  const Counted counted_in_place("double_in_place_kernel");
+  LAUNCH(double_in_place_kernel, 1, 64)(w.data);
+  const gum_emu::AccessCount in_place = counted_in_place.counts();
   CHECK(in_place.read_bytes == kCols * 4);
   CHECK(in_place.written_bytes == kCols * 4);
   CHECK(in_place.moved_bytes == 2 * 8 * 32);
 
   DeviceBuffer<float> out(32);
-  const gum_emu::AccessCount strided =
-      counted("strided_read_kernel", [&] { LAUNCH(strided_read_kernel, 1, 32)
-                                           (out.data, x.data); });
+  const Counted counted_strided("strided_read_kernel");
+  LAUNCH(strided_read_kernel, 1, 32)(out.data, x.data);
+  const gum_emu::AccessCount strided = counted_strided.counts();
   CHECK(strided.read_bytes == 32 * 4);
   CHECK(strided.moved_bytes == 32 * 32 + 4 * 32);  // a sector per float read; 128 bytes stored
   CHECK(strided.written_bytes == 32 * 4);
 
-  const gum_emu::AccessCount staged =
-      counted("staged_copy_kernel", [&] { LAUNCH(staged_copy_kernel, 1, 32)
-                                          (out.data, x.data); });
+  const Counted counted_staged("staged_copy_kernel");
+  LAUNCH(staged_copy_kernel, 1, 32)(out.data, x.data);
+  const gum_emu::AccessCount staged = counted_staged.counts();
   CHECK(staged.read_bytes == 32 * 4);
   CHECK(staged.written_bytes == 32 * 4);
   CHECK(staged.moved_bytes == 8 * 32);
+}
 
-  // Counting is off unless asked for (GUM_CUDA_EMU_STATS, set_access_counting).
-  if (!gum_emu::access_counting()) {
-    const auto before = gum_emu::stats().kernels["strided_read_kernel"].accesses.moved_bytes;
-    LAUNCH(strided_read_kernel, 1, 32)(out.data, x.data);
-    CHECK(gum_emu::stats().kernels["strided_read_kernel"].accesses.moved_bytes == before);
-  }
+TEST_CASE("emulator: accesses are counted only when asked for (GUM_CUDA_EMU_STATS, set_access_counting)") {
+  gum_emu::set_access_counting(false);
+  DeviceBuffer<float> x(256), out(32);
+  const auto moved = [] { return gum_emu::stats().kernels["strided_read_kernel"].accesses.moved_bytes; };
+  const auto before = moved();
+  LAUNCH(strided_read_kernel, 1, 32)(out.data, x.data);
+  CHECK(moved() == before);
 }
 
 TEST_CASE("emulator: wmma::mma_sync counts 2 M N K tensor-core FLOPs per warp") {
@@ -127,9 +138,9 @@ TEST_CASE("emulator: wmma::mma_sync counts 2 M N K tensor-core FLOPs per warp") 
   a.upload(std::vector<__nv_bfloat16>(256, __float2bfloat16(1.0f)));
   b.upload(std::vector<__nv_bfloat16>(256, __float2bfloat16(1.0f)));
   DeviceBuffer<float> d(256);
-  const gum_emu::AccessCount c =
-      counted("one_mma_kernel", [&] { LAUNCH(one_mma_kernel, 2, 32)
-                                      (d.data, a.data, b.data); });
+  const Counted counted("one_mma_kernel");
+  LAUNCH(one_mma_kernel, 2, 32)(d.data, a.data, b.data);
+  const gum_emu::AccessCount c = counted.counts();
   CHECK(c.tensor_flops == 2 * 2.0 * 16 * 16 * 16);
   CHECK(c.read_bytes == 2 * 256 * 2);
   CHECK(c.written_bytes == 256 * 4);

@@ -198,6 +198,7 @@ class Scheduler {
   void yield_to_scheduler(bool exiting);
   void after_switch_in(Fiber& f);
   bool resolve_warp_ops();
+  bool resolve_warp_if_ready(int thread);
   void resolve_warp(int first_lane, int lanes);
   bool release_barrier();
   [[noreturn]] void fail(const Fiber& f, const std::string& what) const;
@@ -330,13 +331,20 @@ void Scheduler::run_block(uint3 block) {
   int exited = 0;
   try {
     while (exited < threads_) {
+      bool warp_ahead = false;
       for (int i : order_for_round()) {
         if (fibers_[i].state != State::kRunnable) continue;
         resume(fibers_[i]);
         if (fibers_[i].state == State::kFailed) fail(fibers_[i], device_error_);
         if (fibers_[i].state == State::kExited) ++exited;
+        // A warp whose collective is complete runs on before the other warps resume (a new round),
+        // as a warp may on the GPU: a missing __syncthreads before a collective then shows.
+        if (fibers_[i].state == State::kAtWarpOp && resolve_warp_if_ready(i)) {
+          warp_ahead = true;
+          break;
+        }
       }
-      if (exited == threads_ || resolve_warp_ops() || release_barrier()) continue;
+      if (warp_ahead || exited == threads_ || resolve_warp_ops() || release_barrier()) continue;
       throw KernelError{cudaErrorLaunchFailure,
                         "gum_cuda_emu: kernel " + std::string(config_->kernel) + ": no thread can proceed"};
     }
@@ -433,6 +441,19 @@ bool Scheduler::resolve_warp_ops() {
     }
   }
   return resolved;
+}
+
+// Resolves the collective of `thread`'s warp when every lane it names waits at a collective
+// (resolve_warp then checks that they agree); false while one of them may still run.
+bool Scheduler::resolve_warp_if_ready(int thread) {
+  const int first = thread / warpSize * warpSize, lanes = std::min(warpSize, threads_ - first);
+  int leader = 0;  // the lane resolve_warp resolves for
+  while (fibers_[first + leader].state != State::kAtWarpOp) ++leader;
+  const unsigned mask = fibers_[first + leader].mask;
+  for (int lane = 0; lane < warpSize; ++lane)
+    if ((mask >> lane & 1u) && (lane >= lanes || fibers_[first + lane].state != State::kAtWarpOp)) return false;
+  resolve_warp(first, lanes);
+  return true;
 }
 
 // Resolves the collective of the warp's lowest waiting lane, or fails naming what blocks it.

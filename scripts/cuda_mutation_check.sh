@@ -42,9 +42,15 @@ wanted() {
 }
 
 # The copy keeps the sources' times, so only a mutated file (restored with a fresh time) rebuilds.
+# A file mutated by an earlier run was last built mutated: it is listed in $mutated_files and
+# touched here, so it rebuilds from the restored copy.
 rm -rf "$work"
 mkdir -p "$work/backend"
 cp -rp "$root/src/backend/cuda" "$root/src/backend/op_checks.h" "$work/backend/"
+mutated_files="$build/mutated_files"
+if [ -f "$mutated_files" ]; then
+  sort -u "$mutated_files" | while read -r f; do touch "$work/backend/$f"; done
+fi
 
 # apply FILE OLD NEW: replaces the one occurrence of OLD ("\n" = newline); fails when not exactly one.
 apply() {
@@ -79,6 +85,7 @@ for m in "${mutations[@]}"; do
   IFS='^' read -r name file old new <<< "$m"
   wanted "$name" || continue
   total=$((total + 1))
+  echo "$file" >> "$mutated_files"
   apply "$file" "$old" "$new"
   log="$build/mutation_${total}.log"
   verdict="missed"

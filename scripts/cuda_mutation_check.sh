@@ -35,6 +35,10 @@ mutations=(
   "svd_sign: arg-max reduction starts at a quarter of the block^cuda/linalg.cu^int stride = blockDim.x / 2;^int stride = blockDim.x / 4;"
   "gemm: wrong leading dimension of B^cuda/gemm.cpp^checked_int(ldb, op, \"ldb\"), a, cuda_type(a_type, op)^checked_int(lda, op, \"ldb\"), a, cuda_type(a_type, op)"
   "attention backward: dqkv not zeroed before accumulation^cuda/attention.cu^  GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));\n^"
+  "flash_wmma forward: the running output is not rescaled by the new maximum^cuda/attention_wmma.cu^    for (int d = me.half * kDp / 2; d < (me.half + 1) * kDp / 2; ++d) sh.o[row * kDp + d] *= correction;\n^"
+  "flash_wmma forward: barrier between loading K/V and reading them removed^cuda/attention_wmma.cu^W, keys, s.D);\n    __syncthreads();\n    rows_times_tile_t<kChunks>(scores, q, sh.k);^W, keys, s.D);\n    rows_times_tile_t<kChunks>(scores, q, sh.k);"
+  "flash_wmma dq: delta not subtracted from dP^cuda/attention_wmma.cu^(dprobs[me.row * kScoreLd + col] - sh.delta[row])^(dprobs[me.row * kScoreLd + col])"
+  "flash_wmma dk/dv: a query does not attend to its own key^cuda/attention_wmma.cu^sh.start[col] <= u && u <= t;^sh.start[col] <= u && u < t;"
   "copy_to_host: no stream synchronisation before the host reads^cuda/cuda_backend.cpp^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  synchronize();^src.nbytes(), cudaMemcpyDeviceToHost, stream_));\n  check_device_status();"
 )
 
@@ -46,9 +50,15 @@ wanted() {
 }
 
 # The copy keeps the sources' times, so only a mutated file (restored with a fresh time) rebuilds.
+# A file mutated by an earlier run was last built mutated: it is listed in $mutated_files and
+# touched here, so it rebuilds from the restored copy.
 rm -rf "$work"
 mkdir -p "$work/backend"
 cp -rp "$root/src/backend/cuda" "$root/src/backend/op_checks.h" "$work/backend/"
+mutated_files="$build/mutated_files"
+if [ -f "$mutated_files" ]; then
+  sort -u "$mutated_files" | while read -r f; do touch "$work/backend/$f"; done
+fi
 
 # apply FILE OLD NEW: replaces the one occurrence of OLD ("\n" = newline); fails when not exactly one.
 apply() {
@@ -83,6 +93,7 @@ for m in "${mutations[@]}"; do
   IFS='^' read -r name file old new <<< "$m"
   wanted "$name" || continue
   total=$((total + 1))
+  echo "$file" >> "$mutated_files"
   apply "$file" "$old" "$new"
   log="$build/mutation_${total}.log"
   verdict="missed"

@@ -1,27 +1,47 @@
 #include "gum/backend/arena.h"
 
+#include <limits>
+
 #include "gum/core/checked_math.h"
 #include "gum/core/error.h"
 
 namespace gum {
 
+namespace {
+
+int64_t aligned(int64_t bytes) {
+  const auto a = static_cast<int64_t>(kArenaAlignment);
+  return (bytes + a - 1) / a * a;
+}
+
+}  // namespace
+
+size_t arena_entry_bytes(const Shape& shape, DType dtype) {
+  return static_cast<size_t>(aligned(shape.numel() * static_cast<int64_t>(dtype_size(dtype))));
+}
+
 Arena::Arena(Backend& backend, DType dtype, const std::vector<NamedShape>& layout) : backend_(&backend), dtype_(dtype) {
+  // Byte offsets first: an entry starts at the next aligned offset unless it joins the previous.
+  std::vector<int64_t> offsets;
+  int64_t end = 0;  // where the previous entry's data ends
+  const auto element_bytes = static_cast<int64_t>(dtype_size(dtype));
   for (const auto& entry : layout) {
-    const std::optional<int64_t> sum = checked_add(total_elems_, entry.shape.numel());
-    if (!sum) runtime_error("arena: the tensors up to ", entry.name, " hold more elements than a 64-bit count holds");
-    total_elems_ = *sum;
+    const int64_t start = entry.joins_previous ? end : aligned(end);
+    const std::optional<int64_t> bytes = checked_mul(entry.shape.numel(), element_bytes);
+    const std::optional<int64_t> next = bytes ? checked_add(start, *bytes) : std::nullopt;
+    if (!next || *next > std::numeric_limits<int64_t>::max() - static_cast<int64_t>(kArenaAlignment))
+      runtime_error("arena: the tensors up to ", entry.name, " hold more bytes than a 64-bit count holds");
+    offsets.push_back(start);
+    end = *next;
   }
-  const std::optional<int64_t> bytes = checked_mul(total_elems_, static_cast<int64_t>(dtype_size(dtype)));
-  if (!bytes) runtime_error("arena of ", total_elems_, " elements: its byte count does not fit in 64 bits");
-  base_ = backend.allocate(static_cast<size_t>(*bytes));
-  int64_t offset = 0;
-  for (const auto& entry : layout) {
+  total_elems_ = aligned(end) / element_bytes;
+  base_ = backend.allocate(static_cast<size_t>(aligned(end)));
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const NamedShape& entry = layout[i];
     GUM_CHECK(index_.count(entry.name) == 0, "duplicate arena tensor ", entry.name);
-    auto* ptr = static_cast<uint8_t*>(base_) + static_cast<size_t>(offset) * dtype_size(dtype);
     index_[entry.name] = views_.size();
     names_.push_back(entry.name);
-    views_.emplace_back(ptr, dtype, backend.device(), entry.shape);
-    offset += entry.shape.numel();
+    views_.emplace_back(static_cast<uint8_t*>(base_) + offsets[i], dtype, backend.device(), entry.shape);
   }
 }
 

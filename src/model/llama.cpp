@@ -197,20 +197,25 @@ BlockTensors block_tensors(const TensorLookup& matrices, const TensorLookup& vec
   return b;
 }
 
-// Per-layer gradients: a group of 2-D gradients alive together, laid out contiguously from the
-// start of a region that groups never alive at the same time share (its views into `views`).
+// Per-layer gradients: a group of 2-D gradients alive together, laid out from the start of a
+// region that groups never alive at the same time share (its views into `views`), with the
+// arena's offsets (aligned starts, joined tensors adjacent). group_offsets ends with the group's
+// size in elements.
 using GradientGroup = std::vector<NamedShape>;
-int64_t group_elems(const GradientGroup& group) {
-  int64_t elems = 0;
-  for (const NamedShape& t : group) elems += t.shape.numel();
-  return elems;
+std::vector<int64_t> group_offsets(const GradientGroup& group, DType dtype) {
+  const int64_t align = int64_t(kArenaAlignment / dtype_size(dtype));
+  std::vector<int64_t> offsets;
+  int64_t end = 0;
+  for (const NamedShape& t : group) {
+    offsets.push_back(t.joins_previous ? end : (end + align - 1) / align * align);
+    end = offsets.back() + t.shape.numel();
+  }
+  offsets.push_back(end);
+  return offsets;
 }
 void lay_over(const Tensor& region, const GradientGroup& group, std::unordered_map<std::string, Tensor>& views) {
-  int64_t offset = 0;
-  for (const NamedShape& t : group) {
-    views[t.name] = region.flat_slice(offset, t.shape);
-    offset += t.shape.numel();
-  }
+  const std::vector<int64_t> offsets = group_offsets(group, region.dtype);
+  for (size_t i = 0; i < group.size(); ++i) views[group[i].name] = region.flat_slice(offsets[i], group[i].shape);
 }
 // The gradient `name` (a stored one: a block's own set's name): a shared view or an arena's.
 Tensor stored_grad(const std::unordered_map<std::string, Tensor>& shared, const Arena& grads, const std::string& name) {
@@ -277,19 +282,20 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   GradientGroup embedding_group, head_group;
   std::vector<GradientGroup> set_groups(static_cast<size_t>(memory.per_layer_grads ? sets : 0));
   for (const auto& spec : specs_) {
-    param_layout.push_back({spec.name, spec.shape});
-    if (spec.shape.rank == 2) matrix_layout.push_back({spec.name, spec.shape});
+    const NamedShape entry{spec.name, spec.shape, spec.joins_previous};
+    param_layout.push_back(entry);
+    if (spec.shape.rank == 2) matrix_layout.push_back(entry);
     const bool block = is_block_param(spec, config);
     if (!memory.per_layer_grads) {
-      grad_layout.push_back({spec.name, spec.shape});
+      grad_layout.push_back(entry);
     } else if (block && spec.layer >= sets) {
       continue;  // block l's gradients are set l % sets's
     } else if (spec.shape.rank != 2) {
-      grad_layout.push_back({spec.name, spec.shape});
+      grad_layout.push_back(entry);
     } else if (block) {
-      set_groups[size_t(spec.layer)].push_back({spec.name, spec.shape});
+      set_groups[size_t(spec.layer)].push_back(entry);
     } else {
-      (spec.layer < 0 ? embedding_group : head_group).push_back({spec.name, spec.shape});
+      (spec.layer < 0 ? embedding_group : head_group).push_back(entry);
     }
   }
   params_ = Arena(backend, precision == Precision::Bf16Pure ? DType::BF16 : DType::F32, param_layout);
@@ -314,7 +320,8 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
     std::vector<NamedShape> region_layout;
     for (size_t k = 0; k < regions.size(); ++k) {
       int64_t elems = 0;
-      for (const GradientGroup& group : regions[k]) elems = std::max(elems, group_elems(group));
+      for (const GradientGroup& group : regions[k])
+        elems = std::max(elems, group_offsets(group, matrix_gradient_dtype()).back());
       region_layout.push_back({"gradient_region." + std::to_string(k), Shape{elems}});
     }
     grad_regions_ = Arena(backend, matrix_gradient_dtype(), region_layout);

@@ -52,19 +52,19 @@ std::vector<ParamSpec> llama_param_specs(const LlamaConfig& c) {
     specs.push_back({name("input_layernorm.weight"), Shape{C}, ParamKind::Norm, l, false});
     // q, k, v adjacent: together they are the [(H + 2 KV) D, C] weight of one fused GEMM.
     specs.push_back({name("self_attn.q_proj.weight"), Shape{q, C}, ParamKind::Matrix, l, true});
-    specs.push_back({name("self_attn.k_proj.weight"), Shape{kv, C}, ParamKind::Matrix, l, true});
-    specs.push_back({name("self_attn.v_proj.weight"), Shape{kv, C}, ParamKind::Matrix, l, true});
+    specs.push_back({name("self_attn.k_proj.weight"), Shape{kv, C}, ParamKind::Matrix, l, true, true});
+    specs.push_back({name("self_attn.v_proj.weight"), Shape{kv, C}, ParamKind::Matrix, l, true, true});
     if (c.attention_bias) {
       specs.push_back({name("self_attn.q_proj.bias"), Shape{q}, ParamKind::Bias, l, false});
-      specs.push_back({name("self_attn.k_proj.bias"), Shape{kv}, ParamKind::Bias, l, false});
-      specs.push_back({name("self_attn.v_proj.bias"), Shape{kv}, ParamKind::Bias, l, false});
+      specs.push_back({name("self_attn.k_proj.bias"), Shape{kv}, ParamKind::Bias, l, false, true});
+      specs.push_back({name("self_attn.v_proj.bias"), Shape{kv}, ParamKind::Bias, l, false, true});
     }
     specs.push_back({name("self_attn.o_proj.weight"), Shape{C, q}, ParamKind::Matrix, l, true});
     if (c.o_proj_bias) specs.push_back({name("self_attn.o_proj.bias"), Shape{C}, ParamKind::Bias, l, false});
     specs.push_back({name("post_attention_layernorm.weight"), Shape{C}, ParamKind::Norm, l, false});
     // gate and up adjacent: one [2F, C] GEMM.
     specs.push_back({name("mlp.gate_proj.weight"), Shape{F, C}, ParamKind::Matrix, l, true});
-    specs.push_back({name("mlp.up_proj.weight"), Shape{F, C}, ParamKind::Matrix, l, true});
+    specs.push_back({name("mlp.up_proj.weight"), Shape{F, C}, ParamKind::Matrix, l, true, true});
     specs.push_back({name("mlp.down_proj.weight"), Shape{C, F}, ParamKind::Matrix, l, true});
   };
   std::vector<ParamSpec> outside_layers;

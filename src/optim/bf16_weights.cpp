@@ -114,7 +114,8 @@ class Bf16WeightUpdate final : public Optimizer {
 
   size_t state_bytes(size_t index) const override {
     const std::string name = params_.at(index).name + ".weight_compensation";
-    return inner_->state_bytes(index) + (compensation_.contains(name) ? compensation_.view(name).nbytes() : 0);
+    return inner_->state_bytes(index) +
+           (compensation_.contains(name) ? arena_entry_bytes(compensation_.view(name).shape, DType::BF16) : 0);
   }
   size_t shared_state_bytes() const override { return inner_->shared_state_bytes(); }
   size_t workspace_bytes() const override { return inner_->workspace_bytes() + working_.bytes(); }

@@ -49,8 +49,7 @@ Tensor ArenaOptimizer::reserve_workspace(size_t elems) {
 
 size_t ArenaOptimizer::state_bytes(size_t index) const {
   size_t bytes = 0;
-  for (size_t entry : layout_of_param_.at(index))
-    bytes += static_cast<size_t>(layout_[entry].shape.numel()) * dtype_size(state_dtype());
+  for (size_t entry : layout_of_param_.at(index)) bytes += arena_entry_bytes(layout_[entry].shape, state_dtype());
   return bytes;
 }
 

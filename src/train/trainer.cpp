@@ -215,9 +215,9 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
 
   rows_.emplace(layout_.accumulation_steps, layout_.micro_batch, config.training.seq_len, data_->packed());
   scalars_ = Arena(backend_, DType::F64, {{"step_scalars", Shape{5}}});
-  loss_sum_ = scalars_.all().flat_slice(0, Shape{1});
-  grad_sum_squares_ = scalars_.all().flat_slice(1, Shape{1});
-  non_finite_ = scalars_.all().flat_slice(2, Shape{3});
+  loss_sum_ = scalars_.view(0).flat_slice(0, Shape{1});
+  grad_sum_squares_ = scalars_.view(0).flat_slice(1, Shape{1});
+  non_finite_ = scalars_.view(0).flat_slice(2, Shape{3});
   clip_scale_ = Arena(backend_, DType::F32, {{"clip_scale", Shape{1}}});
   flops_per_token_ = training_flops_per_token(config.model, config.training.seq_len);
   peak_tflops_ = device_peak_tflops(backend_.name(), config.logging.peak_tflops);
@@ -355,9 +355,9 @@ void Trainer::clip_gradients(const std::vector<size_t>& indices) {
   const double max_norm = config_.training.grad_clip;
   if (max_norm <= 0) return;
   // Global-norm clipping (Pascanu et al. 2013): one scale for all gradients keeps their direction.
-  backend_.norm_scale(clip_scale_.all(), grad_sum_squares_, max_norm, 1e-6, max_norm);
+  backend_.norm_scale(clip_scale_.view(0), grad_sum_squares_, max_norm, 1e-6, max_norm);
   for (size_t i : indices)
-    if (optimizer_->owns(i)) backend_.scale_by(optimizer_->params()[i].grad, clip_scale_.all());
+    if (optimizer_->owns(i)) backend_.scale_by(optimizer_->params()[i].grad, clip_scale_.view(0));
 }
 
 // The one host round trip of a logged (or checkpointed) step: every rank calls it at the same
@@ -367,7 +367,7 @@ Trainer::StepResult Trainer::read_step_scalars() {
   if (scalars_read_at_step_ == step_) return last_read_;
   if (comm_.world_size() > 1) comm_.wait(comm_.all_reduce_async({loss_sum_}, ReduceOp::Sum));
   double host[5];
-  backend_.copy_to_host(host, scalars_.all());
+  backend_.copy_to_host(host, scalars_.view(0));
   if (host[2] != 0) stop_on_non_finite_flag(static_cast<int64_t>(host[2]), host[3], host[4]);
   scalars_read_at_step_ = step_;
   last_read_ = {host[0] / static_cast<double>(step_valid_targets_), std::sqrt(host[1])};
@@ -418,7 +418,7 @@ void Trainer::train_step(const StepInfo& info) {
     optimizer_->begin_step(info);  // on every rank: GUM draws its full-rank blocks here
   }
   // This step's loss_sum and grad_sum_squares start at 0; the non-finite record is the run's.
-  backend_.fill(scalars_.all().flat_slice(0, Shape{2}), 0.0f);
+  backend_.fill(scalars_.view(0).flat_slice(0, Shape{2}), 0.0f);
 
   for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
     model_->forward(rows_->micro_batch(m), loss_sum_, /*accumulate=*/true, loss_scale);

@@ -292,3 +292,30 @@ TEST_CASE("emulator: an asynchronous copy into page-locked memory is queued, a c
   CHECK(pinned[2] == 4.0f);
   REQUIRE(cudaFreeHost(pinned) == cudaSuccess);
 }
+
+// Each warp writes its half of a tile and reads the other half after only a __syncwarp: a missing
+// __syncthreads. The warp whose collective completes first runs ahead, as it may on the GPU, and
+// reads the other half before it is written (fresh shared memory reads as NaN).
+__global__ void missing_block_barrier_kernel(float* out) {
+  __shared__ float tile[64];
+  tile[threadIdx.x] = float(threadIdx.x);
+  __syncwarp();
+  out[threadIdx.x] = tile[63 - threadIdx.x];
+}
+
+TEST_CASE("emulator: a warp past its collective runs ahead of the others, so a missing __syncthreads shows") {
+  for (const char* spec : {"forward", "reverse"}) {
+    INFO(spec);
+    ScheduleScope schedule(spec);
+    DeviceBuffer<float> out(64);
+    LAUNCH(missing_block_barrier_kernel, 1, 64)(out.data);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    const std::vector<float> values = out.host();
+    // The warp that ran ahead (warp 0 forward, warp 1 reverse) read NaN; the other the right values.
+    const int ahead = std::string(spec) == "forward" ? 0 : 32, behind = 32 - ahead;
+    for (int i = 0; i < 32; ++i) {
+      CHECK(std::isnan(values[size_t(ahead + i)]));
+      CHECK(values[size_t(behind + i)] == float(63 - behind - i));
+    }
+  }
+}

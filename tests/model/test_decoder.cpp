@@ -14,8 +14,8 @@
 #include "gum/model/llama.h"
 
 using namespace gum;
-using gum::testing::relative_error;
 using Catch::Matchers::Contains;
+using gum::testing::relative_error;
 
 namespace {
 
@@ -148,7 +148,9 @@ TEST_CASE("decoder: capacity, empty and overfull inputs, unknown tokens are erro
   CHECK_THROWS_WITH(LlamaDecoder(model, 25), Contains("capacity 25 must lie in [1, 24]"));
   CHECK_THROWS_WITH(LlamaDecoder(model, 0), Contains("capacity 0"));
   LlamaDecoder decoder(model, 3);
-  CHECK(decoder.cache_bytes() == size_t(config.num_hidden_layers) * 3 * 2 * 2 * 8 * sizeof(float));
+  // Per layer one aligned arena entry of 3 positions x (k, v) x 2 heads x 8 dimensions.
+  CHECK(decoder.cache_bytes() ==
+        size_t(config.num_hidden_layers) * arena_entry_bytes(Shape{1, 3, 2 * 2 * 8}, DType::F32));
   CHECK_THROWS_WITH(decoder.decode(1), Contains("needs a prefill first"));
   CHECK_THROWS_WITH(decoder.prefill({}), Contains("prefill takes 1 to 3 tokens"));
   CHECK_THROWS_WITH(decoder.prefill({1, 2, 3, 4}), Contains("got 4"));

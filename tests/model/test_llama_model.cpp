@@ -241,8 +241,9 @@ TEST_CASE("activation checkpointing recomputes each block in backward: identical
     CHECK(host_copy(*backend, recomputed.grads().all()) == host_copy(*backend, stored.grads().all()));
     CHECK(backend->sum_squares(stored.grads().all()) > 0);
 
-    // Memory: one set of block buffers plus a stored input per layer (and the re-run's output).
-    const size_t row_bytes = size_t(B) * T * config.hidden_size * sizeof(float);
+    // Memory: one set of block buffers plus a stored input per layer (and the re-run's output),
+    // each an aligned arena entry.
+    const size_t row_bytes = arena_entry_bytes(Shape{int64_t(B) * T, config.hidden_size}, DType::F32);
     if (layers > 1) CHECK(recomputed.activation_bytes() < stored.activation_bytes());
     config.num_hidden_layers = layers + 1;
     LlamaModel deeper(config, *backend, B, T, ModelUse::TrainingRecompute);
@@ -270,7 +271,9 @@ TEST_CASE("the LM head in chunks of rows gives the unchunked loss and gradients,
     INFO("chunks of " << chunk << " rows");
     LlamaModel chunked(config, *backend, B, T, ModelUse::Training, Precision::Fp32, ModelMemory{chunk, false});
     CHECK(chunked.logits_chunk_rows() == chunk);
-    CHECK(whole.activation_bytes() - chunked.activation_bytes() == size_t(N - chunk) * config.vocab_size * 4);
+    CHECK(whole.activation_bytes() - chunked.activation_bytes() ==
+          arena_entry_bytes(Shape{N, config.vocab_size}, DType::F32) -
+              arena_entry_bytes(Shape{chunk, config.vocab_size}, DType::F32));
     chunked.init_weights(5);
     chunked.zero_grads();
     for (int micro = 0; micro < 2; ++micro) {
@@ -329,13 +332,19 @@ TEST_CASE("per-layer gradients: one or two block sets reused block to block give
       per_layer.init_weights(9);
       // F32 norms and biases of the final norm and of `sets` blocks; the 2-D gradients share
       // memory: the embedding's with the head's, and with one set (untied) the block set's too.
-      size_t block_matrices = 0, block_vectors = 0, embedding = 0, head = 0, final_norm = 0;
-      for (const auto& spec : full.specs()) {
-        const size_t bytes = size_t(spec.shape.numel()) * sizeof(float);
-        if (spec.layer == 0) (spec.shape.rank == 2 ? block_matrices : block_vectors) += bytes;
-        if (spec.layer < 0) embedding += bytes;
-        if (spec.layer == config.num_hidden_layers) (spec.shape.rank == 2 ? head : final_norm) += bytes;
-      }
+      // Each group's bytes as an arena lays it out (aligned starts, joined q/k/v and gate/up).
+      auto arena_bytes = [&](auto keep) {
+        std::vector<NamedShape> layout;
+        for (const auto& spec : full.specs())
+          if (keep(spec)) layout.push_back({spec.name, spec.shape, spec.joins_previous});
+        return Arena(*backend, DType::F32, layout).bytes();
+      };
+      const int L = config.num_hidden_layers;
+      const size_t block_matrices = arena_bytes([](const ParamSpec&p) { return p.layer == 0 && p.shape.rank == 2; }),
+                   block_vectors = arena_bytes([](const ParamSpec&p) { return p.layer == 0 && p.shape.rank != 2; }),
+                   embedding = arena_bytes([](const ParamSpec&p) { return p.layer < 0; }),
+                   head = arena_bytes([&](const ParamSpec&p) { return p.layer == L && p.shape.rank == 2; }),
+                   final_norm = arena_bytes([&](const ParamSpec&p) { return p.layer == L && p.shape.rank != 2; });
       const size_t shared = !tied && sets == 1 ? std::max({embedding, head, block_matrices})
                                                : std::max(embedding, head) + sets * block_matrices;
       CHECK(per_layer.gradient_bytes() == final_norm + sets * block_vectors + shared);
@@ -447,11 +456,20 @@ TEST_CASE("bf16 and bf16_pure: bf16 storage, fp32 gradients, loss and gradients 
       LlamaModel model(config, *backend, B, T, use, precision);
       CHECK(model.params().view(0).dtype == (precision == Precision::Bf16Pure ? DType::BF16 : DType::F32));
       CHECK(model.grads().view(0).dtype == DType::F32);
-      // Mixed keeps a bf16 copy of every 2-D parameter (2 bytes for each of the master's 4).
-      size_t matrix_bytes = 0;
+      // Mixed keeps a bf16 copy of every 2-D parameter (2 bytes for each of the master's 4), with
+      // at most one arena alignment gap per matrix.
+      size_t matrix_bytes = 0, matrices = 0;
       for (size_t i = 0; i < model.specs().size(); ++i)
-        if (model.specs()[i].shape.rank == 2) matrix_bytes += model.params().view(i).nbytes();
-      CHECK(model.compute_weight_bytes() == (precision == Precision::Bf16 ? matrix_bytes / 2 : 0));
+        if (model.specs()[i].shape.rank == 2) {
+          matrix_bytes += model.params().view(i).nbytes();
+          ++matrices;
+        }
+      if (precision == Precision::Bf16) {
+        CHECK(model.compute_weight_bytes() >= matrix_bytes / 2);
+        CHECK(model.compute_weight_bytes() < matrix_bytes / 2 + matrices * kArenaAlignment);
+      } else {
+        CHECK(model.compute_weight_bytes() == 0);
+      }
       // bf16 activations: about half of fp32's (the fp32 statistics and aux are a small part).
       CHECK(model.activation_bytes() < reference.activation_bytes() * 3 / 5);
       model.init_weights(7);

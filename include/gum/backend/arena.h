@@ -1,6 +1,8 @@
 #pragma once
-// One allocation holding many named tensors, laid out contiguously in the order given
-// (so tensors that a fused op reads together, like q/k/v weights, are adjacent).
+// One allocation holding many named tensors in the order given, each starting at a multiple of
+// kArenaAlignment bytes from the allocation (which cudaMalloc aligns to 256), except an entry
+// marked `joins_previous`, which starts right where the previous one ends (so tensors that a
+// fused op reads as one, like q/k/v weights, are adjacent).
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -12,7 +14,16 @@ namespace gum {
 struct NamedShape {
   std::string name;
   Shape shape;
+  bool joins_previous = false;
 };
+
+// cudaMalloc's alignment: cuBLAS picks its tensor-core kernels only for operands aligned to at
+// least 16 bytes, and 256 keeps every view as aligned as a fresh allocation.
+constexpr size_t kArenaAlignment = 256;
+
+// The bytes an arena gives one entry of `shape` in `dtype`, the gap to the next aligned offset
+// included: the one place memory plans and arenas agree on.
+size_t arena_entry_bytes(const Shape& shape, DType dtype);
 
 class Arena {
  public:
@@ -31,9 +42,10 @@ class Arena {
   const Tensor& view(const std::string& name) const;
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
   size_t index_of(const std::string& name) const;
-  // The whole arena as one flat tensor (all views, in order, without gaps).
+  // The whole arena as one flat tensor: all views in order, with the zero-filled alignment gaps
+  // between them (a fill or a comparison of all() covers every view).
   Tensor all() const;
-  size_t bytes() const;
+  size_t bytes() const;  // the allocation: views and gaps
 
  private:
   Backend* backend_ = nullptr;

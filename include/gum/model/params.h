@@ -27,6 +27,9 @@ struct ParamSpec {
   // layers from L down to -1, which is the order the fused per-layer update follows.
   int layer;
   bool weight_decay;  // false for norms and biases
+  // Stored right after the previous spec, without an alignment gap (arena.h): k and v after q,
+  // up after gate, so one GEMM computes each fused projection.
+  bool joins_previous = false;
 };
 
 std::vector<ParamSpec> llama_param_specs(const LlamaConfig& c);

@@ -389,8 +389,8 @@ void launch_wmma_flash_forward(float* out, float* lse, const float* qkv, const i
                                int* status, cudaStream_t stream) {
   const dim3 grid = tile_grid(int64_t(s.B) * s.H, s.T);
   with_head_chunks(s.D, [&](auto chunks) {
-    auto* kernel = wmma_flash_forward_kernel<decltype(chunks)::value>;
-    kernel<<<grid, kBlockThreads, 0, stream>>>(out, lse, qkv, doc_start, s, status);
+    auto* wmma_forward_kernel = wmma_flash_forward_kernel<decltype(chunks)::value>;
+    wmma_forward_kernel<<<grid, kBlockThreads, 0, stream>>>(out, lse, qkv, doc_start, s, status);
   });
   GUM_CUDA_CHECK_LAUNCH("wmma_flash_forward_kernel");
 }
@@ -398,13 +398,13 @@ void launch_wmma_flash_forward(float* out, float* lse, const float* qkv, const i
 void launch_wmma_flash_backward(float* dqkv, float* delta, const float* dout, const float* out, const float* lse,
                                 const float* qkv, const int32_t* doc_start, const FlashDims& s, cudaStream_t stream) {
   with_head_chunks(s.D, [&](auto chunks) {
-    auto* dq_kernel = wmma_flash_backward_dq_kernel<decltype(chunks)::value>;
-    dq_kernel<<<tile_grid(int64_t(s.B) * s.H, s.T), kBlockThreads, 0, stream>>>(dqkv, delta, dout, out, lse, qkv,
-                                                                                doc_start, s);
+    auto* wmma_dq_kernel = wmma_flash_backward_dq_kernel<decltype(chunks)::value>;
+    wmma_dq_kernel<<<tile_grid(int64_t(s.B) * s.H, s.T), kBlockThreads, 0, stream>>>(dqkv, delta, dout, out, lse, qkv,
+                                                                                     doc_start, s);
     GUM_CUDA_CHECK_LAUNCH("wmma_flash_backward_dq_kernel");
-    auto* dkv_kernel = wmma_flash_backward_dkv_kernel<decltype(chunks)::value>;
-    dkv_kernel<<<tile_grid(int64_t(s.B) * s.KV, s.T), kBlockThreads, 0, stream>>>(dqkv, dout, lse, delta, qkv,
-                                                                                  doc_start, s);
+    auto* wmma_dkv_kernel = wmma_flash_backward_dkv_kernel<decltype(chunks)::value>;
+    wmma_dkv_kernel<<<tile_grid(int64_t(s.B) * s.KV, s.T), kBlockThreads, 0, stream>>>(dqkv, dout, lse, delta, qkv,
+                                                                                       doc_start, s);
     GUM_CUDA_CHECK_LAUNCH("wmma_flash_backward_dkv_kernel");
   });
 }

@@ -193,6 +193,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
   }
   // Every lane has read the operands of all others before any lane may change its own.
   detail::collective(gum_emu::WarpOp::kWmmaMma, 0, site);
+  if (lane == 0) gum_emu::count_tensor_flops(2.0 * M * N * K);
   for (int e = 0; e < C::num_elements; ++e) d.x[e] = result[e];
 }
 

@@ -220,11 +220,15 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   std::memset(p, 0xFF, bytes);
   *ptr = p;
   gum_emu::count_allocation();
+  gum_emu::register_allocation(p, bytes);
   return cudaSuccess;
 }
 
 cudaError_t cudaFree(void* ptr) {
-  if (ptr) gum_emu::count_free();
+  if (ptr) {
+    gum_emu::count_free();
+    gum_emu::unregister_allocation(ptr);
+  }
   std::free(ptr);
   return cudaSuccess;
 }

@@ -198,6 +198,7 @@ class Scheduler {
   void yield_to_scheduler(bool exiting);
   void after_switch_in(Fiber& f);
   bool resolve_warp_ops();
+  bool resolve_warp_if_ready(int thread);
   void resolve_warp(int first_lane, int lanes);
   bool release_barrier();
   [[noreturn]] void fail(const Fiber& f, const std::string& what) const;
@@ -305,6 +306,7 @@ void Scheduler::run(const LaunchConfig& config, void (*body)(void*), void* conte
   for (uint64_t k = 0; k < blocks; ++k) {
     const uint64_t b = block_order.empty() ? k : block_order[k];
     const uint64_t plane = uint64_t(config.grid.x) * config.grid.y;
+    begin_block_accesses();
     run_block(uint3{unsigned(b % config.grid.x), unsigned(b / config.grid.x % config.grid.y), unsigned(b / plane)});
   }
 }
@@ -329,13 +331,20 @@ void Scheduler::run_block(uint3 block) {
   int exited = 0;
   try {
     while (exited < threads_) {
+      bool warp_ahead = false;
       for (int i : order_for_round()) {
         if (fibers_[i].state != State::kRunnable) continue;
         resume(fibers_[i]);
         if (fibers_[i].state == State::kFailed) fail(fibers_[i], device_error_);
         if (fibers_[i].state == State::kExited) ++exited;
+        // A warp whose collective is complete runs on before the other warps resume (a new round),
+        // as a warp may on the GPU: a missing __syncthreads before a collective then shows.
+        if (fibers_[i].state == State::kAtWarpOp && resolve_warp_if_ready(i)) {
+          warp_ahead = true;
+          break;
+        }
       }
-      if (exited == threads_ || resolve_warp_ops() || release_barrier()) continue;
+      if (warp_ahead || exited == threads_ || resolve_warp_ops() || release_barrier()) continue;
       throw KernelError{cudaErrorLaunchFailure,
                         "gum_cuda_emu: kernel " + std::string(config_->kernel) + ": no thread can proceed"};
     }
@@ -432,6 +441,19 @@ bool Scheduler::resolve_warp_ops() {
     }
   }
   return resolved;
+}
+
+// Resolves the collective of `thread`'s warp when every lane it names waits at a collective
+// (resolve_warp then checks that they agree); false while one of them may still run.
+bool Scheduler::resolve_warp_if_ready(int thread) {
+  const int first = thread / warpSize * warpSize, lanes = std::min(warpSize, threads_ - first);
+  int leader = 0;  // the lane resolve_warp resolves for
+  while (fibers_[first + leader].state != State::kAtWarpOp) ++leader;
+  const unsigned mask = fibers_[first + leader].mask;
+  for (int lane = 0; lane < warpSize; ++lane)
+    if ((mask >> lane & 1u) && (lane >= lanes || fibers_[first + lane].state != State::kAtWarpOp)) return false;
+  resolve_warp(first, lanes);
+  return true;
 }
 
 // Resolves the collective of the warp's lowest waiting lane, or fails naming what blocks it.
@@ -548,11 +570,14 @@ void run_grid(const LaunchConfig& config, void (*body)(void*), void* context) {
   count_launch(config.kernel,
                1ull * config.grid.x * config.grid.y * config.grid.z * config.block.x * config.block.y * config.block.z);
   std::lock_guard<std::mutex> lock(launch_mutex());
+  begin_launch_accesses();
   try {
     scheduler().run(config, body, context);
   } catch (const KernelError& e) {
+    end_launch_accesses();
     raise_error(e.error, e.message);
   }
+  count_launch_accesses(config.kernel, end_launch_accesses());
 }
 
 void set_schedule(const std::string& spec) {

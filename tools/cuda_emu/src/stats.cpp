@@ -51,6 +51,15 @@ void count_launch(const char* kernel, unsigned long long threads) {
   device_busy = true;
 }
 
+void count_launch_accesses(const char* kernel, const AccessCount& count) {
+  std::lock_guard<std::mutex> lock(stats_mutex());
+  AccessCount& total = stats_unlocked().kernels[kernel].accesses;
+  total.moved_bytes += count.moved_bytes;
+  total.read_bytes += count.read_bytes;
+  total.written_bytes += count.written_bytes;
+  total.tensor_flops += count.tensor_flops;
+}
+
 void count_library_call(const char* call, double flops, double bytes) {
   std::lock_guard<std::mutex> lock(stats_mutex());
   LibraryCount& l = stats_unlocked().library[call];
@@ -84,7 +93,9 @@ void count_host_sync() {
 
 Stats stats() {
   std::lock_guard<std::mutex> lock(stats_mutex());
-  return stats_unlocked();
+  Stats s = stats_unlocked();
+  s.accesses_counted = access_counting();
+  return s;
 }
 
 void write_stats(const char* path) {
@@ -94,12 +105,18 @@ void write_stats(const char* path) {
     std::fprintf(stderr, "gum_cuda_emu: cannot write the stats file %s\n", path);
     return;
   }
-  std::fprintf(f, "{\n  \"allocations\": %llu,\n  \"frees\": %llu,\n  \"host_syncs\": %llu,\n  \"kernels\": {",
-               s.allocations, s.frees, s.host_syncs);
+  std::fprintf(f,
+               "{\n  \"accesses_counted\": %s,\n  \"allocations\": %llu,\n  \"frees\": %llu,\n  \"host_syncs\": "
+               "%llu,\n  \"kernels\": {",
+               s.accesses_counted ? "true" : "false", s.allocations, s.frees, s.host_syncs);
   const char* sep = "\n";
   for (const auto& [name, k] : s.kernels) {
-    std::fprintf(f, "%s    \"%s\": {\"launches\": %llu, \"threads\": %llu}", sep, json_escape(name).c_str(), k.launches,
-                 k.threads);
+    const AccessCount& a = k.accesses;
+    std::fprintf(f,
+                 "%s    \"%s\": {\"launches\": %llu, \"threads\": %llu, \"moved_bytes\": %llu, \"read_bytes\": %llu, "
+                 "\"written_bytes\": %llu, \"tensor_flops\": %.17g}",
+                 sep, json_escape(name).c_str(), k.launches, k.threads, a.moved_bytes, a.read_bytes, a.written_bytes,
+                 a.tensor_flops);
     sep = ",\n";
   }
   std::fprintf(f, "\n  },\n  \"library\": {");

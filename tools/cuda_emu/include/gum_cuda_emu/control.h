@@ -23,14 +23,25 @@ std::string last_error_message();
 // counts once, and a blocking copy always counts (the host waits for the copy itself).
 // Library calls carry their exact cost: cuBLAS GEMMs 2 m n k FLOPs per product and the bytes of A,
 // B, C (read when beta != 0) and C written. GUM_CUDA_EMU_STATS=PATH writes them as JSON at exit.
+// Kernels' global-memory traffic and tensor-core FLOPs are counted from their own accesses and
+// WMMA operations (src/access.cpp) when the build instruments them (accesses_counted) and
+// counting is on: GUM_CUDA_EMU_STATS set, or set_access_counting(true).
+struct AccessCount {
+  // moved: per block, distinct 32-byte sectors loaded plus sectors stored, times 32;
+  // read/written: distinct bytes over the launch (their sum: what the launch requires).
+  unsigned long long moved_bytes = 0, read_bytes = 0, written_bytes = 0;
+  double tensor_flops = 0;  // 2 M N K per warp-wide wmma::mma_sync
+};
 struct KernelCount {
   unsigned long long launches = 0, threads = 0;
+  AccessCount accesses;  // summed over the launches
 };
 struct LibraryCount {
   unsigned long long calls = 0;
   double flops = 0, bytes = 0;
 };
 struct Stats {
+  bool accesses_counted = false;  // kernels instrumented and counting on
   unsigned long long allocations = 0, frees = 0, host_syncs = 0;
   std::map<std::string, KernelCount> kernels;   // by kernel name
   std::map<std::string, LibraryCount> library;  // by call, e.g. "cublasGemmEx F32 tf32"
@@ -43,5 +54,17 @@ void count_allocation();
 void count_free();
 void count_host_sync();
 void count_device_work();  // a queued copy or memset
+void count_launch_accesses(const char* kernel, const AccessCount& count);
+
+// Access counting (src/access.cpp): device allocations are registered by cudaMalloc, a launch
+// brackets its blocks with begin/end calls.
+bool accesses_instrumented();  // this build compiles the kernels with the access instrumentation
+void set_access_counting(bool on);
+bool access_counting();
+void register_allocation(const void* ptr, size_t bytes);
+void unregister_allocation(const void* ptr);
+void begin_launch_accesses();
+void begin_block_accesses();
+AccessCount end_launch_accesses();
 
 }  // namespace gum_emu

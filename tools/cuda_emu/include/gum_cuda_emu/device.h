@@ -64,6 +64,8 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int operand, 
 // Stops the launch with an error naming the kernel, block, thread and `site` (an invalid argument
 // of a device-side API); the calling fiber never resumes.
 [[noreturn]] void device_error(const char* what, Site site);
+// Adds the FLOPs of one warp's tensor-core operation to the running launch's count (src/access.cpp).
+void count_tensor_flops(double flops);
 
 template <typename T>
 uint64_t to_bits(T value) {

@@ -4,11 +4,7 @@
 #include <cstring>
 #include <string>
 
-#if defined(__CUDACC__)
-#define GUM_HOST_DEVICE __host__ __device__
-#else
-#define GUM_HOST_DEVICE
-#endif
+#include "gum/core/host_device.h"
 
 namespace gum {
 

@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define GUM_HOST_DEVICE __host__ __device__
-#else
-#define GUM_HOST_DEVICE
-#endif
+#include "gum/core/host_device.h"
 
 namespace gum {
 

@@ -11,16 +11,22 @@ namespace gum::cuda {
 
 namespace {
 
+// Rows a forward block normalizes one after another: the weight's sectors are then read once per
+// block for all of them (and the rstd values share sectors), not once per row.
+constexpr int64_t kForwardRowsPerBlock = 4;
 // Backward blocks: enough to fill a GPU (two per SM of an H100), few enough that the [G, C]
-// dweight partials stay small.
+// dweight partials stay small, and at least kBackwardMinRows rows each so a block's weight read and
+// dweight partial write are spread over several rows.
 constexpr int64_t kBackwardBlocks = 264;
+constexpr int64_t kBackwardMinRows = 4;
 // A backward block's dweight partial is static shared memory (32 KB of the 48 KB a kernel may
 // declare): rows up to 8192 channels (LLaMA-2 70B's hidden size).
 constexpr int kMaxBackwardChannels = 8192;
 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm (Zhang & Sennrich 2019): y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). One block
-// per row, V elements per access (device_utils.cuh); the mean square is accumulated in double
+// row at a time, kForwardRowsPerBlock rows per block, V elements per access (device_utils.cuh);
+// each row's mean square is accumulated in double
 // like the CPU reference. With kAdd, x = a + b is formed on the way (rounded to T and stored to
 // `sum`, exactly what add then rmsnorm_forward compute): per row, reads a, b, writes sum, then
 // reads sum back (its own writes, from L1/L2) and writes out: 4 row transfers plus the sum's
@@ -28,34 +34,37 @@ constexpr int kMaxBackwardChannels = 8192;
 
 template <typename T, typename W, int V, bool kAdd>
 __global__ void rmsnorm_forward_kernel(T* out, float* rstd, T* sum, const T* x, const T* delta, const W* weight,
-                                       int64_t C, float eps) {
+                                       int64_t N, int64_t C, float eps) {
   __shared__ double scratch[32];
-  const int64_t base = int64_t(blockIdx.x) * C;
-  double ms = 0.0;
-  for (int64_t c = int64_t(threadIdx.x) * V; c < C; c += int64_t(blockDim.x) * V) {
-    float v[V];
-    load_vec(v, x, base + c);
-    if constexpr (kAdd) {
-      float d[V];
-      load_vec(d, delta, base + c);
+  const int64_t row_end = min(N, (int64_t(blockIdx.x) + 1) * kForwardRowsPerBlock);
+  for (int64_t n = int64_t(blockIdx.x) * kForwardRowsPerBlock; n < row_end; ++n) {
+    const int64_t base = n * C;
+    double ms = 0.0;
+    for (int64_t c = int64_t(threadIdx.x) * V; c < C; c += int64_t(blockDim.x) * V) {
+      float v[V];
+      load_vec(v, x, base + c);
+      if constexpr (kAdd) {
+        float d[V];
+        load_vec(d, delta, base + c);
 #pragma unroll
-      for (int k = 0; k < V; ++k) v[k] = to_float(from_float<T>(v[k] + d[k]));
-      store_vec(sum, base + c, v);
+        for (int k = 0; k < V; ++k) v[k] = to_float(from_float<T>(v[k] + d[k]));
+        store_vec(sum, base + c, v);
+      }
+#pragma unroll
+      for (int k = 0; k < V; ++k) ms += double(v[k]) * double(v[k]);
     }
+    ms = block_sum(ms, scratch);
+    const float r = static_cast<float>(1.0 / sqrt(ms / double(C) + double(eps)));
+    if (threadIdx.x == 0) rstd[n] = r;
+    const T* normed = kAdd ? sum : x;  // the same thread wrote these elements above
+    for (int64_t c = int64_t(threadIdx.x) * V; c < C; c += int64_t(blockDim.x) * V) {
+      float v[V], w[V];
+      load_vec(v, normed, base + c);
+      load_vec(w, weight, c);
 #pragma unroll
-    for (int k = 0; k < V; ++k) ms += double(v[k]) * double(v[k]);
-  }
-  ms = block_sum(ms, scratch);
-  const float r = static_cast<float>(1.0 / sqrt(ms / double(C) + double(eps)));
-  if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-  const T* normed = kAdd ? sum : x;  // the same thread wrote these elements above
-  for (int64_t c = int64_t(threadIdx.x) * V; c < C; c += int64_t(blockDim.x) * V) {
-    float v[V], w[V];
-    load_vec(v, normed, base + c);
-    load_vec(w, weight, c);
-#pragma unroll
-    for (int k = 0; k < V; ++k) v[k] = v[k] * r * w[k];
-    store_vec(out, base + c, v);
+      for (int k = 0; k < V; ++k) v[k] = v[k] * r * w[k];
+      store_vec(out, base + c, v);
+    }
   }
 }
 
@@ -109,16 +118,16 @@ __global__ void rmsnorm_backward_kernel(T* dx, float* dweight_partials, const T*
     for (int k = 0; k < V; ++k) dweight_partials[int64_t(blockIdx.x) * C + c + k] = dweight_sum[c + k];
 }
 
-int64_t backward_blocks(int64_t N) { return std::min(N, kBackwardBlocks); }
+int64_t backward_blocks(int64_t N) { return std::min((N + kBackwardMinRows - 1) / kBackwardMinRows, kBackwardBlocks); }
 
 // out = rmsnorm(x), or with `delta`: sum = x + delta, out = rmsnorm(sum).
 template <typename T, typename W>
 void launch_rmsnorm_forward(T* out, float* rstd, T* sum, const T* x, const T* delta, const W* weight, int64_t N,
                             int64_t C, float eps, cudaStream_t stream) {
-  const unsigned grid = row_grid(N, "rmsnorm_forward");
+  const unsigned grid = row_grid((N + kForwardRowsPerBlock - 1) / kForwardRowsPerBlock, "rmsnorm_forward");
   const int V = vector_width<T>(C, {out, sum, x, delta, weight});
   auto launch = [&](auto rmsnorm_forward_kernel) {
-    rmsnorm_forward_kernel<<<grid, kThreads, 0, stream>>>(out, rstd, sum, x, delta, weight, C, eps);
+    rmsnorm_forward_kernel<<<grid, kThreads, 0, stream>>>(out, rstd, sum, x, delta, weight, N, C, eps);
     GUM_CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
   };
   constexpr int P = kPackWidth<T>;

@@ -1049,6 +1049,12 @@ std::vector<OpCase> op_table() {
     for (bool trans_b : {false, true}) add(gemm_row(trans_a, trans_b, 37, 53, 29, 0.7f, 0.3f));
   add(gemm_row(false, false, 1, 7, 3, 1.5f, 0.5f));  // a single row
   add(gemm_bf16_row());
+  // One BF16 operand against an F32 one (bf16 projectors meeting fp32 gradients), either side:
+  // the bf16 operand widens exactly, so the fp32 row's bounds hold; and into a BF16 output read by
+  // beta, rounded once (kBf16).
+  add(in_bf16(gemm_row(false, true, 37, 53, 29, 0.7f, 0.3f), {"a"}, {{"c", 5e-7, 1e-5}}));
+  add(in_bf16(gemm_row(true, false, 37, 53, 29, 0.7f, 0.3f), {"b"}, {{"c", 5e-7, 1e-5}}));
+  add(in_bf16(gemm_row(false, false, 37, 53, 29, 0.7f, 0.3f), {"b", "c"}, {{"c", kBf16, 1e-2}}));
   // [300, 8]: U's columns are longer than the sign kernel's 256-thread block (each thread holds
   // one or two candidates), so its arg-max reduction must combine every thread's candidate.
   for (auto [m, n] : {std::pair<int64_t, int64_t>{40, 24}, {24, 40}, {32, 32}, {9, 5}, {4, 10}, {6, 6}, {300, 8}})

@@ -7,8 +7,9 @@
 // - tensors are contiguous row-major views on this backend's device;
 // - a floating tensor may be stored in F32 or BF16 unless the op says F32; arithmetic is fp32
 //   whatever the storage, BF16 is read exactly and written rounded to nearest even (a GEMM with
-//   BF16 operands accumulates in fp32). The cuda backend needs a GEMM's two operands in one dtype
-//   and keeps attention, SVD and QR in F32; the cpu backend takes any mix;
+//   BF16 operands accumulates in fp32). The cuda backend widens a GEMM's BF16 operand that meets
+//   an F32 one (cuBLAS takes one operand dtype) and keeps attention, SVD and QR in F32; the cpu
+//   backend takes any mix;
 // - a linear layer's weight is [out_features, in_features] (Hugging Face layout);
 // - "N" is the number of token positions (batch * seq_len) and 2-D activations are [N, C];
 // - parameter-gradient outputs ACCUMULATE (+=), so micro-batches add up; activation-gradient

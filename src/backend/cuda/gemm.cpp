@@ -69,8 +69,39 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a,
   if (K != Kb || c.rows() != M || c.cols() != N)
     runtime_error("gemm: shapes do not match: op(A) [", M, ", ", K, "] (A ", a.shape.str(), trans_a ? "^T" : "",
                   ") x op(B) [", Kb, ", ", N, "] (B ", b.shape.str(), trans_b ? "^T" : "", ") -> C ", c.shape.str());
-  gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a.data, a.dtype, a.cols(), b.data, b.dtype, b.cols(), beta, c.data,
-                c.dtype, c.cols(), "gemm");
+  // cuBLAS takes both operands in one dtype, and F32 operands only with an F32 output. The cpu
+  // backend widens BF16 tensors exactly, computes in fp32 and rounds a BF16 output once. So here a
+  // BF16 operand meeting an F32 one (the low-rank optimizers' bf16 projectors against fp32
+  // gradients) is widened into the op workspace, and a BF16 output of an fp32 GEMM is computed in
+  // an fp32 copy there and rounded into place: the cpu's result (TF32 under allow_tf32, as every
+  // F32 GEMM). The copies are the bf16 tensors' size, usually the small projectors.
+  const auto either = [&](DType t) { return a.dtype == t || b.dtype == t; };
+  const bool widen_operand = either(DType::BF16) && either(DType::F32);
+  const bool stage_c = c.dtype == DType::BF16 && (widen_operand || (a.dtype == DType::F32 && b.dtype == DType::F32));
+  if (!widen_operand && !stage_c) {
+    gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a.data, a.dtype, a.cols(), b.data, b.dtype, b.cols(), beta, c.data,
+                  c.dtype, c.cols(), "gemm");
+    return;
+  }
+  const Tensor& narrow = a.dtype == DType::BF16 ? a : b;
+  WorkspaceLayout layout;
+  const size_t operand_at = layout.add(widen_operand ? size_t(narrow.numel()) * sizeof(float) : 0);
+  const size_t c_at = layout.add(stage_c ? size_t(c.numel()) * sizeof(float) : 0);
+  void* base = workspace(layout.total());
+  const void *a_data = a.data, *b_data = b.data;
+  if (widen_operand) {
+    const Tensor wide(WorkspaceLayout::at<float>(base, operand_at), DType::F32, Device::CUDA, narrow.shape);
+    copy(wide, narrow);
+    (&narrow == &a ? a_data : b_data) = wide.data;
+  }
+  Tensor out = c;
+  if (stage_c) {
+    out = Tensor(WorkspaceLayout::at<float>(base, c_at), DType::F32, Device::CUDA, c.shape);
+    if (beta != 0.0f) copy(out, c);  // cuBLAS reads C only when beta is nonzero
+  }
+  gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a_data, DType::F32, a.cols(), b_data, DType::F32, b.cols(), beta,
+                out.data, DType::F32, out.cols(), "gemm");
+  if (stage_c) copy(c, out);
 }
 
 }  // namespace gum::cuda

@@ -344,6 +344,14 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
     acts_ = Arena(backend, DType::BF16, bf16_layout);
     acts_f32_ = Arena(backend, DType::F32, f32_layout);
   }
+  if (training) {
+    // Reserved now, so that no step (the first included) waits on the device for an allocation.
+    TrainingShapes shapes{N, config.hidden_size, 0, full};
+    if (config.attention_bias) shapes.bias_width = full.qkv_width();
+    if (config.o_proj_bias) shapes.bias_width = std::max<int64_t>(shapes.bias_width, config.hidden_size);
+    op_workspace_bytes_ = backend.training_workspace_bytes(shapes);
+    backend.reserve_workspace(op_workspace_bytes_);
+  }
   const Arena* f32_acts = precision == Precision::Fp32 ? nullptr : &acts_f32_;
   const Arena& stats = f32_acts ? *f32_acts : acts_;
 

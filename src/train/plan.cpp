@@ -17,8 +17,9 @@ namespace {
 
 // A backend that only allocates: memory comes from anonymous mappings with MAP_NORESERVE, so
 // the kernel hands out zero pages lazily and an allocation never touched costs nothing. Small
-// host writes (the RoPE table) work; compute is refused. attention_aux_elems is delegated to
-// the backend the run would use, since it decides the attention's activation memory.
+// host writes (the RoPE table) work; compute is refused. attention_aux_elems and
+// training_workspace_bytes are delegated to the backend the run would use, since it decides the
+// attention's activation memory and its ops' scratch.
 class PlanningBackend final : public Backend {
  public:
   explicit PlanningBackend(const Backend& target) : target_(target) {}
@@ -56,6 +57,9 @@ class PlanningBackend final : public Backend {
   void synchronize() override {}
   size_t peak_memory_bytes() const override { return peak_; }
   size_t attention_aux_elems(const AttentionShape& s) const override { return target_.attention_aux_elems(s); }
+  size_t training_workspace_bytes(const TrainingShapes& shapes) const override {
+    return target_.training_workspace_bytes(shapes);
+  }
 
   void gemm(bool, bool, float, const Tensor&, const Tensor&, float, Tensor) override { refuse("gemm"); }
   void svd(Tensor, Tensor, Tensor, const Tensor&) override { refuse("svd"); }
@@ -146,6 +150,7 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
   p.optimizer_state_bytes = optimizer.total_state_bytes();
   p.optimizer_workspace_bytes = optimizer.workspace_bytes();
   p.activation_bytes = model.activation_bytes();
+  p.op_workspace_bytes = model.op_workspace_bytes();
   p.micro_batch = model.max_batch();
   p.seq_len = seq_len;
   p.logits_chunk_rows = model.logits_chunk_rows();
@@ -184,6 +189,7 @@ std::string format_memory_plan(const MemoryPlan& p) {
   row("activations", p.activation_bytes,
       concat("of which logits ", format_bytes(double(p.logits_bytes)), " (", p.logits_chunk_rows, " of ",
              int64_t(p.micro_batch) * p.seq_len, " token rows at a time)"));
+  if (p.op_workspace_bytes) row("op workspace", p.op_workspace_bytes, "backend scratch of the largest op");
   row("total", p.total_bytes(), "");
   std::snprintf(line, sizeof(line), "  training FLOPs per token: %s (6N + attention), per micro-batch: %s\n",
                 format_count(p.training_flops_per_token).c_str(),

@@ -82,6 +82,12 @@ TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gra
       tb.doc_start = variant ? doc_start.data() : nullptr;
       tb.batch = batch;
 
+      // The model reserved the op workspace of its largest step when it was built: the passes below
+      // allocate nothing (a growth would be a cudaFree + cudaMalloc, a device wait, in step 1).
+      const size_t reserved = gpu->workspace_bytes(), peak = gpu->peak_memory_bytes();
+      CHECK(reserved == gpu_model.op_workspace_bytes());
+      CHECK(reserved > 0);
+
       // Two micro-batches: gradients accumulate on both backends.
       for (int micro = 0; micro < 2; ++micro) {
         const double cpu_loss = cpu_model.forward(tb);
@@ -95,6 +101,8 @@ TEST_CASE("LlamaModel forward and backward on CUDA match the CPU backend per gra
         gpu_model.backward(1.0f / 60.0f, [&](int layer) { gpu_order.push_back(layer); });
         REQUIRE(cpu_order == gpu_order);
       }
+      CHECK(gpu->workspace_bytes() == reserved);
+      CHECK(gpu->peak_memory_bytes() == peak);
       for (size_t i = 0; i < cpu_model.specs().size(); ++i) {
         const std::string& name = cpu_model.specs()[i].name;
         const auto expected = host_values(*cpu, cpu_model.grads().view(i));

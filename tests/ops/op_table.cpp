@@ -735,7 +735,8 @@ OpCase attention_row(const AttentionShape& s, std::vector<int32_t> doc_start, ui
   const bool packed = !doc_start.empty();
   OpCase row;
   row.name = "attention " + attention_name(s) + (packed ? " packed documents" : "");
-  row.covers = {"attention_aux_elems", "attention_forward", "attention_backward"};
+  row.covers = {"attention_aux_elems",      "attention_forward", "attention_backward",
+                "training_workspace_bytes", "reserve_workspace", "workspace_bytes"};
   row.tensors = {f32("qkv", Shape{N, W}, normal(seed)), zeros("out", Shape{N, HD}),
                  f32("dout", Shape{N, HD}, normal(seed + 1)), f32("dqkv", Shape{N, W}, normal(seed + 2))};
   if (packed) row.tensors.push_back(ids("doc_start", doc_start));
@@ -745,9 +746,21 @@ OpCase attention_row(const AttentionShape& s, std::vector<int32_t> doc_start, ui
     CHECK((aux == size_t(N) * s.n_head * s.seq_len || aux == size_t(N) * s.n_head));
     if (b.device() == Device::CPU) CHECK(aux == size_t(N) * s.n_head * s.seq_len);
     t.make("aux", Shape{int64_t(aux)});
+    // The workspace reserved for this shape is all both passes take: they allocate nothing (the
+    // cpu has no workspace; the backend may already hold more from an earlier row).
+    TrainingShapes shapes;
+    shapes.rows = N;
+    shapes.attention = s;
+    const size_t need = b.training_workspace_bytes(shapes);
+    CHECK((need > 0) == (b.device() != Device::CPU));
+    b.reserve_workspace(need);
+    const size_t held = b.workspace_bytes(), peak = b.peak_memory_bytes();
+    CHECK(held >= need);
     const Tensor* starts = packed ? &t["doc_start"] : nullptr;
     b.attention_forward(t["out"], t["aux"], t["qkv"], starts, s);
     b.attention_backward(t["dqkv"], t["dout"], t["out"], t["aux"], t["qkv"], starts, s);
+    CHECK(b.workspace_bytes() == held);
+    CHECK(b.peak_memory_bytes() == peak);
   };
   row.forward = [=](HostTensors& h) {
     double* probs = h.make("aux", Shape{N * s.n_head * s.seq_len});

@@ -33,6 +33,14 @@ struct AttentionShape {
   int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim; }
 };
 
+// The shapes of a training step whose ops take scratch (Backend::training_workspace_bytes).
+struct TrainingShapes {
+  int64_t rows = 0;        // tokens of the largest micro-batch
+  int64_t channels = 0;    // the RMSNorm width (hidden size)
+  int64_t bias_width = 0;  // the widest linear layer with a bias (0: none)
+  AttentionShape attention;
+};
+
 struct AdamWArgs {
   float lr = 0;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
@@ -61,6 +69,12 @@ class Backend {
   // null where ops have completed when they return (cpu).
   virtual void* native_stream() { return nullptr; }
   virtual size_t peak_memory_bytes() const = 0;
+  // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops of a
+  // step of these shapes take at most, reserving that much once at start-up, so that no step
+  // allocates (an allocation waits for the device), and the bytes held now. None on the cpu.
+  virtual size_t training_workspace_bytes(const TrainingShapes&) const { return 0; }
+  virtual void reserve_workspace(size_t /*bytes*/) {}
+  virtual size_t workspace_bytes() const { return 0; }
 
   // ---- dense linear algebra ----
   // C[M,N] = alpha * op(A) * op(B) + beta * C with A [M,K] ([K,M] when trans_a) and

@@ -148,6 +148,9 @@ class LlamaModel {
   size_t activation_bytes() const { return acts_.bytes() + acts_f32_.bytes(); }
   // The bf16 copy of the matrices, embedding and head that the passes read (Precision::Bf16; 0 otherwise).
   size_t compute_weight_bytes() const { return compute_weights_.bytes(); }
+  // The backend's op scratch this model reserved at construction for its largest training step
+  // (Backend::training_workspace_bytes; 0 for inference and on the cpu).
+  size_t op_workspace_bytes() const { return op_workspace_bytes_; }
 
  private:
   // The forward of both forward()s; returns the per-token losses of the batch's rows (unset
@@ -163,6 +166,7 @@ class LlamaModel {
   int max_batch_, seq_len_;
   ModelUse use_;
   Precision precision_;
+  size_t op_workspace_bytes_ = 0;
   ModelMemory memory_;
   std::vector<ParamSpec> specs_;
   Arena params_, grads_, acts_;

@@ -22,6 +22,7 @@ struct MemoryPlan {
   size_t optimizer_state_bytes = 0;          // Optimizer::total_state_bytes (checkpointed)
   size_t optimizer_workspace_bytes = 0;      // scratch
   size_t activation_bytes = 0;               // LlamaModel::activation_bytes (includes the logits)
+  size_t op_workspace_bytes = 0;             // LlamaModel::op_workspace_bytes (backend scratch)
   size_t logits_bytes = 0;                   // logits_chunk_rows * vocab, F32 or BF16 (the activations' dtype)
   int64_t logits_chunk_rows = 0;             // LlamaModel::logits_chunk_rows
   bool per_layer_grads = false;              // ModelMemory::per_layer_grads
@@ -37,7 +38,8 @@ struct MemoryPlan {
   int largest_state_rank = 0;
   size_t unsharded_optimizer_state_bytes = 0;
   size_t total_bytes() const {
-    return weight_bytes + gradient_bytes + optimizer_state_bytes + optimizer_workspace_bytes + activation_bytes;
+    return weight_bytes + gradient_bytes + optimizer_state_bytes + optimizer_workspace_bytes + activation_bytes +
+           op_workspace_bytes;
   }
 };
 

@@ -4,6 +4,7 @@
 // per-(batch, head) pointer tables too); `flash` runs the flash-style warp-per-row kernels (fp32,
 // the reference of) `flash_wmma`, the tensor-core tiles of attention_wmma.cu.
 // Scores/probabilities are [B, H, T, T] row-major; one warp owns one query row.
+#include <algorithm>
 #include <cmath>
 
 #include "../op_checks.h"
@@ -422,6 +423,39 @@ bool any_bf16(std::initializer_list<const Tensor*> tensors) {
 // With the flash kernel the flash-style kernels above run instead and aux holds only each query
 // row's log-sum-exp.
 
+namespace {
+
+constexpr int kForwardSpecs = 5, kBackwardSpecs = 9;  // batched-GEMM pointer arrays of the gemm kernel
+
+// The gemm kernel's forward workspace: kForwardSpecs pointer arrays over the B * H items.
+size_t gemm_forward_workspace(const AttentionShape& s) {
+  return size_t(kForwardSpecs) * size_t(s.batch) * size_t(s.n_head) * sizeof(float*);
+}
+
+// The gemm kernel's backward workspace: kBackwardSpecs pointer arrays over the B * KV items, then
+// the probability gradients [B, KV, T, T] of one query head per kv group.
+struct GemmBackwardWorkspace {
+  WorkspaceLayout layout;
+  size_t pointers_at = 0, dprobs_at = 0;
+  explicit GemmBackwardWorkspace(const AttentionShape& s) {
+    const size_t items = size_t(s.batch) * size_t(s.n_kv_head), T = size_t(s.seq_len);
+    pointers_at = layout.add(kBackwardSpecs * items * sizeof(float*));
+    dprobs_at = layout.add(items * T * T * sizeof(float));
+  }
+};
+
+// The flash kernels' backward workspace: delta = rowsum(dO * O) [B, H, T].
+size_t flash_backward_workspace(const AttentionShape& s) {
+  return size_t(s.batch) * size_t(s.n_head) * size_t(s.seq_len) * sizeof(float);
+}
+
+}  // namespace
+
+size_t CudaBackend::attention_workspace(const AttentionShape& s) const {
+  if (attention_ != AttentionKernel::Gemm) return flash_backward_workspace(s);
+  return std::max(gemm_forward_workspace(s), GemmBackwardWorkspace(s).layout.total());
+}
+
 size_t CudaBackend::attention_aux_elems(const AttentionShape& s) const {
   const size_t rows = static_cast<size_t>(s.batch) * s.n_head * s.seq_len;
   return attention_ == AttentionKernel::Gemm ? rows * s.seq_len : rows;
@@ -463,8 +497,8 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
   specs.spec[2] = {aux.f32(), H * T * T, T * T, 1, 1, 0};      // S / P of (b, h)
   specs.spec[3] = {q + (H + KV) * D, T * W, D, int(G), 1, 0};  // V of kv head h / G
   specs.spec[4] = {out.f32(), T * H * D, D, 1, 1, 0};          // O of head h
-  specs.count = 5;
-  auto** pointers = static_cast<const float**>(workspace(specs.count * items * sizeof(float*)));
+  specs.count = kForwardSpecs;
+  auto** pointers = static_cast<const float**>(workspace(gemm_forward_workspace(s)));
   launch_fill_batch_pointers(pointers, specs, items, int(H), stream_);
   const float* const* Q = pointers;
   const float* const* Kp = pointers + items;
@@ -511,21 +545,17 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
   if (attention_ != AttentionKernel::Gemm) {
     require_f32(out, op, "out");
     require_numel(out, B * T * H * D, op, "out");
-    float* delta = static_cast<float*>(workspace(size_t(B * H * T) * sizeof(float)));
+    float* delta = static_cast<float*>(workspace(flash_backward_workspace(s)));
     launch_flash_attention_backward(attention_, dqkv.f32(), delta, dout.f32(), out.f32(), aux.f32(), qkv.f32(), doc,
                                     int(B), int(H), int(KV), int(T), int(D), stream_);
     return;
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
   const int64_t items = B * KV;
-  constexpr int kSpecs = 9;
-
-  WorkspaceLayout layout;
-  const size_t pointers_at = layout.add(kSpecs * items * sizeof(float*));
-  const size_t dprobs_at = layout.add(items * T * T * sizeof(float));
-  void* base = workspace(layout.total());
-  auto** pointers = WorkspaceLayout::at<const float*>(base, pointers_at);
-  float* dprobs = WorkspaceLayout::at<float>(base, dprobs_at);
+  const GemmBackwardWorkspace pieces(s);
+  void* base = workspace(pieces.layout.total());
+  auto** pointers = WorkspaceLayout::at<const float*>(base, pieces.pointers_at);
+  float* dprobs = WorkspaceLayout::at<float>(base, pieces.dprobs_at);
 
   GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));
   const float* q = qkv.f32();
@@ -551,7 +581,7 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
     specs.spec[6] = {dq, T * W, D, 1, int(G), g};
     specs.spec[7] = {q, T * W, D, 1, int(G), g};
     specs.spec[8] = {dq + H * D, T * W, D, 1, 1, 0};
-    specs.count = kSpecs;
+    specs.count = kBackwardSpecs;
     launch_fill_batch_pointers(pointers, specs, items, int(KV), stream_);
 
     gemm_batched_f32(true, false, T, D, T, 1.0f, P, T, dO, H * D, 1.0f, dV, W, items, op);

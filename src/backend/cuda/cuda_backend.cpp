@@ -177,6 +177,14 @@ void* CudaBackend::grown(void*& buffer, size_t& size, size_t bytes, const char* 
 
 void* CudaBackend::workspace(size_t bytes) { return grown(workspace_, workspace_bytes_, bytes, "the op workspace"); }
 
+size_t CudaBackend::training_workspace_bytes(const TrainingShapes& shapes) const {
+  size_t bytes =
+      std::max(rmsnorm_backward_workspace(shapes.rows, shapes.channels), attention_workspace(shapes.attention));
+  if (shapes.bias_width > 0)  // linear_backward's dbias
+    bytes = std::max(bytes, size_t(column_reduce_partials_size(shapes.rows, shapes.bias_width)) * sizeof(float));
+  return bytes;
+}
+
 void* CudaBackend::attention_staging(size_t bytes) {
   return grown(staging_, staging_bytes_, bytes, "fp32 copies of bf16 attention operands");
 }

@@ -48,6 +48,9 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   void* native_stream() override { return stream_; }
   size_t peak_memory_bytes() const override;
+  size_t training_workspace_bytes(const TrainingShapes& shapes) const override;
+  void reserve_workspace(size_t bytes) override { workspace(bytes); }
+  size_t workspace_bytes() const override { return workspace_bytes_; }
 
   // ---- dense linear algebra (gemm.cpp, linalg.cu) ----
   void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override;
@@ -101,8 +104,11 @@ class CudaBackend final : public Backend {
   // cudaMalloc that counts towards peak_memory_bytes; throws naming `what` on failure.
   void* device_malloc(size_t bytes, const char* what);
   void device_free(void* ptr);
-  // One scratch buffer reused by every op (stream order makes reuse safe); grows on demand.
+  // One scratch buffer reused by every op (stream order makes reuse safe); grows on demand, which
+  // reserve_workspace makes unnecessary in training. Each op's need, as that op lays it out:
   void* workspace(size_t bytes);
+  static size_t rmsnorm_backward_workspace(int64_t rows, int64_t channels);
+  size_t attention_workspace(const AttentionShape& s) const;  // the larger of forward and backward
   // A second such buffer: the fp32 copies of attention's BF16 operands (bf16 activations), which
   // must outlive the workspace the attention kernels take.
   void* attention_staging(size_t bytes);

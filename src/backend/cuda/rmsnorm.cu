@@ -212,6 +212,10 @@ void CudaBackend::add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, const
   rmsnorm(out, rstd, &sum, a, &b, weight, eps, "add_rmsnorm_forward");
 }
 
+size_t CudaBackend::rmsnorm_backward_workspace(int64_t rows, int64_t channels) {
+  return size_t(backward_blocks(rows) * channels) * sizeof(float);  // dweight partials
+}
+
 void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout, const Tensor& x, const Tensor& weight,
                                    const Tensor& rstd) {
   const char* op = "rmsnorm_backward";
@@ -231,7 +235,7 @@ void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dweight, const Tensor& dout
   const FloatPtr dx_ptr = float_ptr(dx, op, "dx"), dout_ptr = float_ptr(dout, op, "dout"),
                  x_ptr = float_ptr(x, op, "x"), w_ptr = float_ptr(weight, op, "weight");
   if (N <= 0) return;
-  float* partials = static_cast<float*>(workspace(size_t(backward_blocks(N) * C) * sizeof(float)));
+  float* partials = static_cast<float*>(workspace(rmsnorm_backward_workspace(N, C)));
   with_dtypes(x_ptr, w_ptr, [&](auto t, auto w) {
     using T = decltype(t);
     using W = decltype(w);

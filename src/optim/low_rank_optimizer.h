@@ -37,7 +37,8 @@ class LowRankOptimizer : public MatrixOptimizer {
   size_t top_r_workspace_elems(size_t index) const;
   // The gradient of matrix `index` as the projection GEMMs read it: itself, or, for a BF16 gradient
   // (per-layer gradients under pure bf16 weights) with F32 projectors, its exact fp32 copy taken
-  // from `pad`, since a GEMM's two operands share one dtype; and the elements that copy takes.
+  // from `pad`, so the GEMMs meet operands of one dtype in planned memory (the CUDA gemm would
+  // otherwise widen it into its op workspace at every call); and the elements that copy takes.
   Tensor projection_gradient(size_t index, ScratchPad& pad);
   size_t projection_gradient_elems(size_t index) const;
   // Allocates state, workspace and the identity-prefix constant.

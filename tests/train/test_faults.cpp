@@ -10,14 +10,22 @@
 namespace fs = std::filesystem;
 using namespace gum_test;
 
+namespace {
+
+// The micro config whose weights overflow after the first update (lr 1e30, no warmup), with
+// `extra` keys on top; written to DIR/config.json.
+std::string overflowing_config(const std::string& dir, const nlohmann::json& extra) {
+  nlohmann::json overrides = {{"optimizer", {{"lr", 1e30}}}, {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}}};
+  overrides.update(extra);
+  return write_config(dir, micro_config(dir + "/run", overrides));
+}
+
+}  // namespace
+
 TEST_CASE("a NaN or Inf loss stops training and keeps the last good checkpoint") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("nan_stop");
-  // lr 1e30 makes the weights overflow after the first update.
-  const std::string config =
-      write_config(dir, micro_config(dir + "/run", {{"optimizer", {{"lr", 1e30}}},
-                                                    {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
-                                                    {"checkpoint", {{"every_steps", 1}}}}));
+  const std::string config = overflowing_config(dir, {{"checkpoint", {{"every_steps", 1}}}});
   CommandResult r = run_gum_train(config + " --resume never");
   INFO(r.output);
   CHECK(r.exit_code == 1);
@@ -38,13 +46,10 @@ TEST_CASE("a NaN or Inf loss stops training and keeps the last good checkpoint")
 TEST_CASE("a NaN found on the device is reported at the next logged step, naming the step it happened at") {
   prepared_micro_data();
   const std::string dir = fresh_test_dir("nan_stop_deferred");
-  // As above, the weights overflow after the first update; nothing is checkpointed and only
+  // The weights overflow after the first update; nothing is checkpointed and only
   // steps 1, 5, 10, ... are logged, so the host first reads the device's record at step 5.
-  const std::string config =
-      write_config(dir, micro_config(dir + "/run", {{"optimizer", {{"lr", 1e30}}},
-                                                    {"schedule", {{"warmup_steps", 0}, {"type", "constant"}}},
-                                                    {"logging", {{"every_steps", 5}}},
-                                                    {"checkpoint", {{"every_steps", 0}, {"at_end", false}}}}));
+  const std::string config = overflowing_config(
+      dir, {{"logging", {{"every_steps", 5}}}, {"checkpoint", {{"every_steps", 0}, {"at_end", false}}}});
   CommandResult r = run_gum_train(config + " --resume never");
   INFO(r.output);
   CHECK(r.exit_code == 1);

@@ -54,6 +54,7 @@ class ProjectedAdam final : public LowRankOptimizer {
   ProjectedAdam(const OptimizerContext& ctx, const ProjectedAdamOptions& options, Estimator estimator, std::string name)
       : LowRankOptimizer(ctx, options), options_(options), estimator_(estimator), name_(std::move(name)) {
     size_t workspace = 0;
+    std::vector<FactorizationShape> factorizations;
     for (size_t i : declare_adamw_for_non_matrices()) {
       const LowRankShape& s = shape(i);
       declare_state(i, "exp_avg", s.projected());
@@ -76,8 +77,9 @@ class ProjectedAdam final : public LowRankOptimizer {
       }
       if (estimator_ != Estimator::TopR) refresh += 2 * rr + projected;  // moment realignment
       workspace = std::max(workspace, refresh + projection_gradient_elems(i) + 2 * projected + opened_weights_elems(i));
+      for (const FactorizationShape& f : refresh_factorizations(i)) factorizations.push_back(f);
     }
-    allocate_low_rank(workspace);
+    allocate_low_rank(workspace, factorizations);
   }
 
   std::string name() const override { return name_; }
@@ -120,6 +122,15 @@ class ProjectedAdam final : public LowRankOptimizer {
   // PLUMAGE and the optimal estimator project with Q_J diag(1/π) and back-project with Q_J.
   bool scaled_projector() const { return estimator_ == Estimator::Plumage || optimal(); }
   size_t covariance_state() const { return scaled_projector() ? 4 : 3; }
+
+  // The SVDs and QRs refresh_projector runs for matrix `index`.
+  std::vector<FactorizationShape> refresh_factorizations(size_t index) const {
+    const LowRankShape& s = shape(index);
+    if (optimal()) return {{FactorizationShape::Svd, s.small_dim(), s.small_dim()}};  // of the covariance
+    if (estimator_ == Estimator::TopR) return top_r_factorizations(index);
+    if (estimator_ == Estimator::Plumage) return {gradient_svd_factorization(s)};
+    return {stiefel_projector_factorization(s)};
+  }
 
   // C += op(G) op(G)ᵀ: G Gᵀ [m, m] on the left, Gᵀ G [n, n] on the right.
   void accumulate_covariance(size_t index, const Tensor& covariance) {

@@ -86,6 +86,7 @@ class Gum final : public LowRankOptimizer {
     }
     for (size_t i : owned_matrices) declare_state(i, "momentum", shape(i).projected());
     size_t workspace = 0;
+    std::vector<FactorizationShape> factorizations;
     for (size_t i : owned_matrices) {
       const OptimParam& p = params_[i];
       const LowRankShape& s = shape(i);
@@ -106,8 +107,9 @@ class Gum final : public LowRankOptimizer {
       const size_t full_rank_step =
           std::max(gradient + projected, mn + std::max(newton_schulz_workspace_elems(s.m, s.n), weights));
       workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
+      for (const FactorizationShape& f : top_r_factorizations(i)) factorizations.push_back(f);
     }
-    allocate_low_rank(workspace);
+    allocate_low_rank(workspace, factorizations);
     place_full_rank_momenta(owned_matrices);
     // Bernoulli may draw every block in one period (with probability q^N_L): a slot for each.
     const int slot_count = bernoulli_ ? num_blocks_ : full_rank_count_;

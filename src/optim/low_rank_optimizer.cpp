@@ -45,6 +45,12 @@ size_t LowRankOptimizer::top_r_workspace_elems(size_t index) const {
                                          : gradient_svd_workspace_elems(s, grad_dtype);
 }
 
+std::vector<FactorizationShape> LowRankOptimizer::top_r_factorizations(size_t index) const {
+  const LowRankShape& s = shapes_[index];
+  if (keys_.projector == "randomized") return randomized_projector_factorizations(s, keys_.oversampling);
+  return {gradient_svd_factorization(s)};
+}
+
 size_t LowRankOptimizer::projection_gradient_elems(size_t index) const {
   const Tensor& g = params_[index].grad;
   return g.dtype != state_dtype() && g.dtype == DType::BF16 ? static_cast<size_t>(g.numel()) : 0;
@@ -58,8 +64,13 @@ Tensor LowRankOptimizer::projection_gradient(size_t index, ScratchPad& pad) {
   return wide;
 }
 
-void LowRankOptimizer::allocate_low_rank(size_t workspace_elems) {
+void LowRankOptimizer::allocate_low_rank(size_t workspace_elems,
+                                         const std::vector<FactorizationShape>& factorizations) {
   allocate(workspace_elems);
+  TrainingShapes shapes;
+  shapes.factorizations = factorizations;
+  op_workspace_bytes_ = backend_.training_workspace_bytes(shapes);
+  backend_.reserve_workspace(op_workspace_bytes_);
   int64_t max_small = 1;
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].is_matrix()) max_small = std::max(max_small, shapes_[i].small_dim());

@@ -150,7 +150,7 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
   p.optimizer_state_bytes = optimizer.total_state_bytes();
   p.optimizer_workspace_bytes = optimizer.workspace_bytes();
   p.activation_bytes = model.activation_bytes();
-  p.op_workspace_bytes = model.op_workspace_bytes();
+  p.op_workspace_bytes = std::max(model.op_workspace_bytes(), optimizer.op_workspace_bytes());  // one buffer
   p.micro_batch = model.max_batch();
   p.seq_len = seq_len;
   p.logits_chunk_rows = model.logits_chunk_rows();

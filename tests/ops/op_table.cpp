@@ -196,6 +196,20 @@ void check_svd(const HostTensors& initial, const HostTensors& r, int64_t m, int6
   }
 }
 
+// Runs `op` after reserving the op scratch of `factorization`, as a low-rank optimizer does at
+// start-up: the op must take no more (allocate nothing; the cpu has no workspace).
+void run_reserved(Backend& b, FactorizationShape factorization, const std::function<void()>& op) {
+  TrainingShapes shapes;
+  shapes.factorizations = {factorization};
+  const size_t need = b.training_workspace_bytes(shapes);
+  CHECK((need > 0) == (b.device() != Device::CPU));
+  b.reserve_workspace(need);
+  const size_t held = b.workspace_bytes(), peak = b.peak_memory_bytes();
+  op();
+  CHECK(b.workspace_bytes() == held);
+  CHECK(b.peak_memory_bytes() == peak);
+}
+
 OpCase svd_row(int64_t m, int64_t n) {
   const int64_t k = std::min(m, n);
   OpCase row;
@@ -203,7 +217,9 @@ OpCase svd_row(int64_t m, int64_t n) {
   row.covers = {"svd"};
   row.tensors = {f32("a", Shape{m, n}, normal(30 + m)), zeros("u", Shape{m, k}), zeros("s", Shape{k}),
                  zeros("vt", Shape{k, n})};
-  row.run = [](Backend& b, DeviceTensors& t) { b.svd(t["u"], t["s"], t["vt"], t["a"]); };
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    run_reserved(b, {FactorizationShape::Svd, m, n}, [&] { b.svd(t["u"], t["s"], t["vt"], t["a"]); });
+  };
   // LAPACK runs in float only here: the double column checks the factorisation's properties.
   row.check = [=](const HostTensors& initial, const HostTensors& r) { check_svd(initial, r, m, n); };
   // cuSOLVER vs LAPACK: singular vectors err by ~1e-7 / (gap between singular values), hence the
@@ -220,7 +236,9 @@ OpCase qr_row(int64_t m, int64_t k) {
   row.name = "qr_orthonormal [" + dims({m, k}) + "]";
   row.covers = {"qr_orthonormal"};
   row.tensors = {f32("a", Shape{m, k}, normal(40 + m)), zeros("q", Shape{m, k})};
-  row.run = [](Backend& b, DeviceTensors& t) { b.qr_orthonormal(t["q"], t["a"]); };
+  row.run = [=](Backend& b, DeviceTensors& t) {
+    run_reserved(b, {FactorizationShape::Qr, m, k}, [&] { b.qr_orthonormal(t["q"], t["a"]); });
+  };
   // Q^T Q = I and R = Q^T A upper triangular with a non-negative diagonal (fp32: measured up to
   // 3.8e-7 and 6.2e-7 off the identity and below the diagonal).
   row.check = [=](const HostTensors& initial, const HostTensors& r) {

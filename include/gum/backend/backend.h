@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gum/core/tensor.h"
 
@@ -33,12 +34,21 @@ struct AttentionShape {
   int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim; }
 };
 
+// A factorization an optimizer runs inside the step (a projector refresh): Backend::svd of an
+// [rows, cols] matrix, or Backend::qr_orthonormal of one.
+struct FactorizationShape {
+  enum Kind { Svd, Qr } kind = Svd;
+  int64_t rows = 0, cols = 0;
+};
+
 // The shapes of a training step whose ops take scratch (Backend::training_workspace_bytes).
 struct TrainingShapes {
   int64_t rows = 0;        // tokens of the largest micro-batch
   int64_t channels = 0;    // the RMSNorm width (hidden size)
   int64_t bias_width = 0;  // the widest linear layer with a bias (0: none)
   AttentionShape attention;
+  DType activations = DType::F32;  // BF16: attention's operands arrive in bf16 (precision bf16, bf16_pure)
+  std::vector<FactorizationShape> factorizations;
 };
 
 struct AdamWArgs {
@@ -69,9 +79,10 @@ class Backend {
   // null where ops have completed when they return (cpu).
   virtual void* native_stream() { return nullptr; }
   virtual size_t peak_memory_bytes() const = 0;
-  // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops of a
-  // step of these shapes take at most, reserving that much once at start-up, so that no step
-  // allocates (an allocation waits for the device), and the bytes held now. None on the cpu.
+  // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops and the
+  // factorizations of a step of these shapes take at most, reserving that much once at start-up
+  // (the buffer grows to the largest reservation, never shrinks), so that no step allocates (an
+  // allocation waits for the device), and the bytes held now. None on the cpu.
   virtual size_t training_workspace_bytes(const TrainingShapes&) const { return 0; }
   virtual void reserve_workspace(size_t /*bytes*/) {}
   virtual size_t workspace_bytes() const { return 0; }

@@ -59,6 +59,9 @@ class Optimizer {
   virtual size_t shared_state_bytes() const { return 0; }
   // Scratch memory (Newton-Schulz, projections, SVD): not state, never checkpointed.
   virtual size_t workspace_bytes() const { return 0; }
+  // The backend's op scratch its updates take (the projector refreshes' SVD and QR), reserved when
+  // the optimizer was built (Backend::reserve_workspace) so that no update allocates; 0: none.
+  virtual size_t op_workspace_bytes() const { return 0; }
 
   const std::vector<OptimParam>& params() const { return params_; }
   // Points parameter `index` at other weights of its shape (the pure-bf16 update places its fp32

@@ -163,30 +163,27 @@ void* CudaBackend::allocate(size_t bytes) {
 
 void CudaBackend::release(void* ptr) { device_free(ptr); }
 
-void* CudaBackend::grown(void*& buffer, size_t& size, size_t bytes, const char* what) {
-  if (bytes <= size) return buffer;
-  if (buffer) {
-    device_free(buffer);
-    buffer = nullptr;
-    size = 0;
+void* CudaBackend::workspace(size_t bytes) {
+  if (bytes <= workspace_bytes_) return workspace_;
+  if (workspace_) {
+    device_free(workspace_);
+    workspace_ = nullptr;
+    workspace_bytes_ = 0;
   }
-  buffer = device_malloc(bytes, what);
-  size = bytes;
-  return buffer;
+  workspace_ = device_malloc(bytes, "the op workspace");
+  workspace_bytes_ = bytes;
+  return workspace_;
 }
-
-void* CudaBackend::workspace(size_t bytes) { return grown(workspace_, workspace_bytes_, bytes, "the op workspace"); }
 
 size_t CudaBackend::training_workspace_bytes(const TrainingShapes& shapes) const {
-  size_t bytes =
-      std::max(rmsnorm_backward_workspace(shapes.rows, shapes.channels), attention_workspace(shapes.attention));
+  size_t bytes = std::max(rmsnorm_backward_workspace(shapes.rows, shapes.channels),
+                          attention_workspace(shapes.attention, shapes.activations == DType::BF16));
   if (shapes.bias_width > 0)  // linear_backward's dbias
     bytes = std::max(bytes, size_t(column_reduce_partials_size(shapes.rows, shapes.bias_width)) * sizeof(float));
+  for (const FactorizationShape& f : shapes.factorizations)
+    bytes = std::max(bytes, f.kind == FactorizationShape::Svd ? svd_workspace(f.rows, f.cols).layout.total()
+                                                              : qr_workspace(f.rows, f.cols).layout.total());
   return bytes;
-}
-
-void* CudaBackend::attention_staging(size_t bytes) {
-  return grown(staging_, staging_bytes_, bytes, "fp32 copies of bf16 attention operands");
 }
 
 size_t CudaBackend::peak_memory_bytes() const {

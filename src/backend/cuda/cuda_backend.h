@@ -108,12 +108,14 @@ class CudaBackend final : public Backend {
   // reserve_workspace makes unnecessary in training. Each op's need, as that op lays it out:
   void* workspace(size_t bytes);
   static size_t rmsnorm_backward_workspace(int64_t rows, int64_t channels);
-  size_t attention_workspace(const AttentionShape& s) const;  // the larger of forward and backward
-  // A second such buffer: the fp32 copies of attention's BF16 operands (bf16 activations), which
-  // must outlive the workspace the attention kernels take.
-  void* attention_staging(size_t bytes);
-  // `buffer` of at least `bytes` (reallocated, contents dropped, when smaller).
-  void* grown(void*& buffer, size_t& size, size_t bytes, const char* what);
+  // The larger of forward and backward; with bf16 operands the fp32 copies the kernels run on too.
+  size_t attention_workspace(const AttentionShape& s, bool bf16_operands) const;
+  // The pieces of svd's and qr_orthonormal's scratch for an [m, n] matrix (cuSOLVER's buffers
+  // queried for that shape): the one place that lays them out, for the op and for reservations.
+  struct SvdWorkspace;
+  struct QrWorkspace;
+  SvdWorkspace svd_workspace(int64_t m, int64_t n) const;
+  QrWorkspace qr_workspace(int64_t m, int64_t k) const;
   // Copies the status word and `bytes` from device `src` to the host, then waits: one round trip.
   void wait_for_device(void* host_dst, const void* src, size_t bytes);
   // Reads the status word wait_for_device copied and throws if a kernel flagged bad ids.
@@ -124,6 +126,12 @@ class CudaBackend final : public Backend {
   void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,
             const char* op);
   double reduce(const Tensor& x, bool squares, const char* op);
+  // attention_forward/backward on F32 operands, the kernels' scratch at `scratch` (the op workspace,
+  // after the fp32 copies of bf16 operands when there are any).
+  void attention_forward_f32(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
+                             const AttentionShape& s, void* scratch);
+  void attention_backward_f32(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux, const Tensor& qkv,
+                              const Tensor* doc_start, const AttentionShape& s, void* scratch);
   void adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args, bool write_direction,
             const char* op);
 
@@ -151,8 +159,6 @@ class CudaBackend final : public Backend {
   double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  void* staging_ = nullptr;
-  size_t staging_bytes_ = 0;
 
   mutable std::mutex mutex_;  // guards the allocation table
   std::unordered_map<void*, size_t> allocations_;
@@ -177,6 +183,22 @@ class WorkspaceLayout {
  private:
   static constexpr size_t kAlign = 256;
   size_t total_ = 0;
+};
+
+// svd of an [m, n] matrix: its column-major copy, for a tall one gesvd's U and VT (a wide one's
+// land in the outputs), gesvd's buffer and its info word.
+struct CudaBackend::SvdWorkspace {
+  WorkspaceLayout layout;
+  size_t matrix_at = 0, left_at = 0, right_at = 0, work_at = 0, info_at = 0;
+  int lwork = 0;
+};
+
+// qr_orthonormal of an [m, k] matrix: its column-major copy, tau, the signs of R's diagonal, the
+// info word and one buffer for geqrf and orgqr.
+struct CudaBackend::QrWorkspace {
+  WorkspaceLayout layout;
+  size_t matrix_at = 0, tau_at = 0, signs_at = 0, info_at = 0, work_at = 0;
+  int lwork = 0;
 };
 
 }  // namespace gum::cuda

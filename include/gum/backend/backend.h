@@ -126,6 +126,12 @@ class Backend {
   // Records the first non-finite value in stream order: when value[0] (F64 [1]) is NaN or Inf and
   // flag[0] is 0, flag (F64 [3]) = (tag, what, value[0]); otherwise nothing changes.
   virtual void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) = 0;
+  // The gradient norm's sum with its NaN/Inf watch over many tensors: for each i in order,
+  // sum_into(acc, xs[i], true, true), then flag_non_finite(flag, acc, tag, whats[i]). The same bits
+  // and the same record as that loop, which is the default; cuda folds it into two launches per
+  // group of tensors instead of three per tensor.
+  virtual void sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
+                                   const std::vector<double>& whats);
   // With norm = sqrt(sum_squares[0]) (F64 [1]): scale (F32 [1]) = float(numerator / (norm + eps))
   // when norm > threshold, else 1 (also for a NaN norm). Global-norm clipping (Pascanu et al. 2013)
   // is (max_norm, 1e-6, max_norm); Muon's normalisation X / (||X|| + 1e-7) is (1, 1e-7, -1).

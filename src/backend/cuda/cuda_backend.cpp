@@ -178,6 +178,8 @@ void* CudaBackend::workspace(size_t bytes) {
 size_t CudaBackend::training_workspace_bytes(const TrainingShapes& shapes) const {
   size_t bytes = std::max(rmsnorm_backward_workspace(shapes.rows, shapes.channels),
                           attention_workspace(shapes.attention, shapes.activations == DType::BF16));
+  if (shapes.rows > 0)  // the gradient norm's partials (sum_squares_checked)
+    bytes = std::max(bytes, size_t(kCheckedPartials) * sizeof(double));
   if (shapes.bias_width > 0)  // linear_backward's dbias
     bytes = std::max(bytes, size_t(column_reduce_partials_size(shapes.rows, shapes.bias_width)) * sizeof(float));
   for (const FactorizationShape& f : shapes.factorizations)

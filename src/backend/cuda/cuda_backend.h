@@ -67,6 +67,8 @@ class CudaBackend final : public Backend {
   double sum_squares(const Tensor& x) override;
   void sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) override;
   void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) override;
+  void sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
+                           const std::vector<double>& whats) override;
   void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) override;
   void scale_by(Tensor x, const Tensor& scale) override;
 

@@ -74,6 +74,8 @@ class Bf16WeightUpdate final : public Optimizer {
     inner_->begin_step(info);
   }
 
+  void prepare(const std::vector<size_t>& indices) override { inner_->prepare(indices); }
+
   void update(size_t index) override {
     const OptimParam& p = params_.at(index);
     open_ = Tensor();

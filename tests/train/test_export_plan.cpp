@@ -236,13 +236,15 @@ TEST_CASE("plan is exact: each component equals the arenas of a real training st
       // Logits are activations: bf16 under both bf16 modes.
       const size_t logit_bytes = std::string(row.precision) == "fp32" ? sizeof(float) : 2;
       CHECK(plan.logits_bytes == 24 * 128 * logit_bytes);
-      // The rest of the peak: token ids, the RoPE table, allocations rounded up, and on cuda the 8 KiB
-      // reduction buffer and the status word (measured: cpu 3.0 to 3.5 KiB, cuda 12.0 to 12.2 KiB, of
-      // 0.4 to 1.1 MiB: at most 3%, so 5% leaves room for rounding on other shapes). The op workspace
-      // is planned whole: SVDs, QRs and bf16 attention's fp32 copies included.
+      // The rest of the peak: token ids, the RoPE table, allocations rounded up (measured 3.5 KiB of
+      // 0.39 to 1.1 MiB, under 1%: 5% leaves room for rounding on other shapes), and on cuda two
+      // 8 KiB reduction buffers (the main and the side stream's) and the status word (measured 20.5
+      // KiB in all of 0.47 to 1.2 MiB). The op workspace is planned whole: SVDs, QRs and bf16
+      // attention's fp32 copies included.
+      const double unplanned = backend == "cuda" ? 2 * 8.0 * 1024 : 0.0;
       INFO("planned " << plan.total_bytes() << " bytes, peak " << measured.peak);
       CHECK(double(plan.total_bytes()) <= double(measured.peak));
-      CHECK(double(measured.peak) - double(plan.total_bytes()) <= 0.05 * double(measured.peak));
+      CHECK(double(measured.peak) - double(plan.total_bytes()) <= 0.05 * double(measured.peak) + unplanned);
       // Whole gradients take 4 bytes a parameter; per-layer ones hold one block set (one rank) or two,
       // and are bf16 under bf16_pure except for the norm weights and biases.
       const bool per_layer = row.fused && row.micro_batch == 0;

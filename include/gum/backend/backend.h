@@ -87,6 +87,19 @@ class Backend {
   virtual void reserve_workspace(size_t /*bytes*/) {}
   virtual size_t workspace_bytes() const { return 0; }
 
+  // ---- side work: a second queue that overlaps the step (the projector refreshes) ----
+  // Ops issued between begin_side_work() and end_side_work() run on the side queue (cuda: a second
+  // stream) once everything issued before begin_side_work has completed, with op scratch and a
+  // reduction buffer of their own (never the main queue's, which goes on meanwhile), in issue
+  // order among themselves; a host read inside side work waits for the side queue only. The main
+  // queue does not wait for them until wait_side_work(ticket) with end_side_work's ticket. A
+  // reservation inside side work (reserve_workspace) reserves the side scratch. Without a side
+  // queue (cpu; cuda with BackendOptions::side_stream off) side work is ordinary work in order.
+  virtual bool has_side_queue() const { return false; }
+  virtual void begin_side_work() {}
+  virtual uint64_t end_side_work() { return 0; }
+  virtual void wait_side_work(uint64_t /*ticket*/) {}
+
   // ---- dense linear algebra ----
   // C[M,N] = alpha * op(A) * op(B) + beta * C with A [M,K] ([K,M] when trans_a) and
   // B [K,N] ([N,K] when trans_b); A, B, C 2-D (leading dims multiplied out).
@@ -223,6 +236,9 @@ struct BackendOptions {
   // TF32: operands rounded to 10 mantissa bits, fp32 accumulation (relative error ~1e-3 instead of
   // ~1e-6). Off here so that backend-level comparisons stay fp32; training.allow_tf32 turns it on.
   bool allow_tf32 = false;
+  // The cuda backend's side queue (Backend::begin_side_work) on a second stream; off: side work
+  // runs on the one stream, in issue order (the tests' single-stream reference).
+  bool side_stream = true;
 };
 
 // "cpu", "cuda" or "auto" (cuda when a GPU is usable, else cpu). Throws a usage error for

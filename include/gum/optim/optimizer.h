@@ -48,6 +48,11 @@ class Optimizer {
   virtual void begin_step(const StepInfo& info) = 0;
   // Update parameter `index` (into the vector given at construction) from its gradient.
   virtual void update(size_t index) = 0;
+  // Called before the updates of `indices` (their gradients complete): work those updates need
+  // that may overlap the main queue is issued here as side work (Backend::begin_side_work): the
+  // low-rank optimizers' projector refreshes, each update then waiting for its own. Optional:
+  // update() does what prepare() did not.
+  virtual void prepare(const std::vector<size_t>& /*indices*/) {}
 
   // All state (moments, projectors, counters, sampler state) as host tensors with stable
   // names; load_state throws naming a missing or mis-shaped tensor.

@@ -50,7 +50,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOption
   else if (options.attention != "gemm")
     usage_error("cuda backend: attention '", options.attention,
                 "' is not an attention kernel (valid: gemm, flash, flash_wmma)");
-  return std::make_unique<cuda::CudaBackend>(device_index, attention, options.allow_tf32);
+  return std::make_unique<cuda::CudaBackend>(device_index, attention, options.allow_tf32, options.side_stream);
 }
 
 namespace cuda {
@@ -89,7 +89,7 @@ const int32_t* i32_ptr(const Tensor& t, const char* op, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Lifetime.
 
-CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32)
+CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32, bool side_stream)
     : device_index_(device_index),
       attention_(attention),
       f32_compute_(allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {
@@ -97,7 +97,9 @@ CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");
   GUM_CUDA_CHECK(cudaSetDevice(device_index));
-  GUM_CUDA_CHECK(cudaStreamCreate(&stream_));
+  GUM_CUDA_CHECK(cudaStreamCreate(&main_stream_));
+  stream_ = main_stream_;
+  if (side_stream) GUM_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
   GUM_CUBLAS_CHECK(cublasCreate(&cublas_));
   GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
@@ -108,16 +110,22 @@ CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow
   GUM_CUDA_CHECK(cudaMemsetAsync(status_, 0, sizeof(int), stream_));
   GUM_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&status_host_), sizeof(int)));
   reduce_buffer_ = static_cast<double*>(device_malloc((kReducePartials + 1) * sizeof(double), "reduction buffer"));
+  if (side_stream_)
+    side_.reduce_buffer =
+        static_cast<double*>(device_malloc((kReducePartials + 1) * sizeof(double), "side reduction buffer"));
 }
 
 CudaBackend::~CudaBackend() {
   // Best effort, never throws: the process may be unwinding from a CUDA error already.
   cudaSetDevice(device_index_);
-  if (stream_) cudaStreamSynchronize(stream_);
+  if (main_stream_) cudaStreamSynchronize(main_stream_);
+  if (side_stream_) cudaStreamSynchronize(side_stream_);
   for (auto& [ptr, bytes] : allocations_) cudaFree(ptr);
+  for (cudaEvent_t event : events_) cudaEventDestroy(event);
   if (cusolver_) cusolverDnDestroy(cusolver_);
   if (cublas_) cublasDestroy(cublas_);
-  if (stream_) cudaStreamDestroy(stream_);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
+  if (main_stream_) cudaStreamDestroy(main_stream_);
   cudaFreeHost(status_host_);
 }
 
@@ -208,12 +216,68 @@ void CudaBackend::copy_to_host(void* host_dst, const Tensor& src) {
 void CudaBackend::synchronize() { wait_for_device(nullptr, nullptr, 0); }
 
 // The status word is queued first, into page-locked memory (no wait), then the caller's bytes:
-// the host waits once, for both (a trainer's logged step costs one round trip).
+// the host waits once, for both (a trainer's logged step costs one round trip). The status word
+// belongs to the main stream, whose kernels set it: side work's reads leave it alone.
 void CudaBackend::wait_for_device(void* host_dst, const void* src, size_t bytes) {
-  GUM_CUDA_CHECK(cudaMemcpyAsync(status_host_, status_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  if (!in_side_work_)
+    GUM_CUDA_CHECK(cudaMemcpyAsync(status_host_, status_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   if (bytes) GUM_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   GUM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  check_device_status();
+  if (!in_side_work_) check_device_status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Side work: the side stream waits for an event recorded on the main stream, runs with its own
+// scratch, and records an event the main stream waits for when wait_side_work is called.
+
+void CudaBackend::swap_scratch() {
+  std::swap(workspace_, side_.workspace);
+  std::swap(workspace_bytes_, side_.workspace_bytes);
+  std::swap(reduce_buffer_, side_.reduce_buffer);
+  GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver_, stream_));
+}
+
+uint64_t CudaBackend::take_event() {
+  if (free_events_.empty()) {
+    cudaEvent_t event = nullptr;
+    GUM_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    events_.push_back(event);
+    return events_.size() - 1;
+  }
+  const uint64_t ticket = free_events_.back();
+  free_events_.pop_back();
+  return ticket;
+}
+
+void CudaBackend::begin_side_work() {
+  if (!side_stream_) return;
+  GUM_CHECK(!in_side_work_, "cuda backend: begin_side_work inside side work");
+  const uint64_t ready = take_event();
+  GUM_CUDA_CHECK(cudaEventRecord(events_[ready], main_stream_));
+  GUM_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, events_[ready], 0));
+  free_events_.push_back(ready);  // the wait holds the record it saw: the event may be recorded again
+  stream_ = side_stream_;
+  in_side_work_ = true;
+  swap_scratch();
+}
+
+uint64_t CudaBackend::end_side_work() {
+  if (!side_stream_) return 0;
+  GUM_CHECK(in_side_work_, "cuda backend: end_side_work outside side work");
+  const uint64_t done = take_event();
+  GUM_CUDA_CHECK(cudaEventRecord(events_[done], side_stream_));
+  stream_ = main_stream_;
+  in_side_work_ = false;
+  swap_scratch();
+  return done;
+}
+
+void CudaBackend::wait_side_work(uint64_t ticket) {
+  if (!side_stream_) return;
+  GUM_CHECK(ticket < events_.size(), "cuda backend: side work ticket ", ticket, " was never issued");
+  GUM_CUDA_CHECK(cudaStreamWaitEvent(main_stream_, events_[ticket], 0));
+  free_events_.push_back(ticket);
 }
 
 void CudaBackend::check_device_status() {

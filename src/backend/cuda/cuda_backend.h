@@ -4,7 +4,10 @@
 // the methods that launch them), cuBLAS for GEMMs (also the
 // batched GEMMs of attention), cuSOLVER for SVD and QR. Every op is enqueued on one stream
 // (created with default flags, so it also orders with the legacy default stream that other
-// libraries use); only functions that return host values synchronise.
+// libraries use), except side work (Backend::begin_side_work), which runs on a second stream
+// created non-blocking: the legacy stream's implicit synchronisation must not serialise it with
+// the main stream, so every ordering it has is an explicit event. Only functions that return
+// host values synchronise.
 //
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
@@ -15,6 +18,7 @@
 
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "gum/backend/backend.h"
 #include "op_args.h"
@@ -27,7 +31,8 @@ enum class AttentionKernel { Gemm, Flash, FlashWmma };
 class CudaBackend final : public Backend {
  public:
   // allow_tf32: F32 GEMMs on the tensor cores in TF32 (BackendOptions::allow_tf32).
-  CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32 = false);
+  // side_stream: side work on a second stream (BackendOptions::side_stream).
+  CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32 = false, bool side_stream = true);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -35,7 +40,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return "cuda"; }
   int device_index() const { return device_index_; }
-  // The stream every op runs on (for NCCL or other libraries that must order with us).
+  // The stream ops run on now (the main one outside side work; for NCCL or other libraries that
+  // must order with us).
   cudaStream_t stream() const { return stream_; }
 
   // ---- memory ----
@@ -50,7 +56,11 @@ class CudaBackend final : public Backend {
   size_t peak_memory_bytes() const override;
   size_t training_workspace_bytes(const TrainingShapes& shapes) const override;
   void reserve_workspace(size_t bytes) override { workspace(bytes); }
-  size_t workspace_bytes() const override { return workspace_bytes_; }
+  size_t workspace_bytes() const override { return workspace_bytes_ + side_.workspace_bytes; }
+  bool has_side_queue() const override { return side_stream_ != nullptr; }
+  void begin_side_work() override;
+  uint64_t end_side_work() override;
+  void wait_side_work(uint64_t ticket) override;
 
   // ---- dense linear algebra (gemm.cpp, linalg.cu) ----
   void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override;
@@ -153,7 +163,22 @@ class CudaBackend final : public Backend {
   // The compute type of F32 GEMMs: CUBLAS_COMPUTE_32F_FAST_TF32 under allow_tf32, else plain fp32
   // (the handle keeps CUBLAS_DEFAULT_MATH, which never turns CUBLAS_COMPUTE_32F into TF32).
   cublasComputeType_t f32_compute_ = CUBLAS_COMPUTE_32F;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // where ops go now: main_stream_, or side_stream_ in side work
+  cudaStream_t main_stream_ = nullptr;
+  cudaStream_t side_stream_ = nullptr;  // null: no side queue
+  bool in_side_work_ = false;
+  // The scratch of the queue not in use now: begin/end_side_work swap it with workspace_ and
+  // reduce_buffer_, so every op takes the current queue's own.
+  struct Scratch {
+    void* workspace = nullptr;
+    size_t workspace_bytes = 0;
+    double* reduce_buffer = nullptr;
+  } side_;
+  void swap_scratch();
+  // Events marking side work's end (end_side_work's tickets index them), reused once waited for.
+  std::vector<cudaEvent_t> events_;
+  std::vector<uint64_t> free_events_;
+  uint64_t take_event();
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
   int* status_ = nullptr;            // device status word (op_args.h StatusBits)

@@ -82,7 +82,8 @@ class Optimizer {
   // Indices of the parameters with this layer index.
   std::vector<size_t> layer_params(int layer) const;
   // Time spent refreshing low-rank projectors (SVD, range finder, random draws, realignment of
-  // the moments) since construction, inside update(); zero for optimizers without projectors.
+  // the moments) since construction, inside prepare() and update() (on the cuda backend the host's
+  // part: issuing the side work and its host reads); zero for optimizers without projectors.
   const TimeSpent& refresh_time() const { return refresh_time_; }
 
  protected:

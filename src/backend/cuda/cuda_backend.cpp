@@ -100,12 +100,9 @@ CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow
   GUM_CUDA_CHECK(cudaStreamCreate(&main_stream_));
   stream_ = main_stream_;
   if (side_stream) GUM_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
-  GUM_CUBLAS_CHECK(cublasCreate(&cublas_));
-  GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
-  GUM_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
-  GUM_CUSOLVER_CHECK(cusolverDnCreate(&cusolver_));
-  GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver_, stream_));
+  create_library_handles(main_stream_, cublas_, cusolver_);
+  // A handle's internal workspace must not serve two streams at once: the side stream has its own.
+  if (side_stream_) create_library_handles(side_stream_, side_.cublas, side_.cusolver);
   status_ = static_cast<int*>(device_malloc(sizeof(int), "status word"));
   GUM_CUDA_CHECK(cudaMemsetAsync(status_, 0, sizeof(int), stream_));
   GUM_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&status_host_), sizeof(int)));
@@ -115,6 +112,15 @@ CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow
         static_cast<double*>(device_malloc((kReducePartials + 1) * sizeof(double), "side reduction buffer"));
 }
 
+void CudaBackend::create_library_handles(cudaStream_t stream, cublasHandle_t& cublas, cusolverDnHandle_t& cusolver) {
+  GUM_CUBLAS_CHECK(cublasCreate(&cublas));
+  GUM_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
+  GUM_CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));
+  GUM_CUSOLVER_CHECK(cusolverDnCreate(&cusolver));
+  GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver, stream));
+}
+
 CudaBackend::~CudaBackend() {
   // Best effort, never throws: the process may be unwinding from a CUDA error already.
   cudaSetDevice(device_index_);
@@ -122,8 +128,10 @@ CudaBackend::~CudaBackend() {
   if (side_stream_) cudaStreamSynchronize(side_stream_);
   for (auto& [ptr, bytes] : allocations_) cudaFree(ptr);
   for (cudaEvent_t event : events_) cudaEventDestroy(event);
-  if (cusolver_) cusolverDnDestroy(cusolver_);
-  if (cublas_) cublasDestroy(cublas_);
+  for (cusolverDnHandle_t handle : {cusolver_, side_.cusolver})
+    if (handle) cusolverDnDestroy(handle);
+  for (cublasHandle_t handle : {cublas_, side_.cublas})
+    if (handle) cublasDestroy(handle);
   if (side_stream_) cudaStreamDestroy(side_stream_);
   if (main_stream_) cudaStreamDestroy(main_stream_);
   cudaFreeHost(status_host_);
@@ -234,8 +242,8 @@ void CudaBackend::swap_scratch() {
   std::swap(workspace_, side_.workspace);
   std::swap(workspace_bytes_, side_.workspace_bytes);
   std::swap(reduce_buffer_, side_.reduce_buffer);
-  GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver_, stream_));
+  std::swap(cublas_, side_.cublas);
+  std::swap(cusolver_, side_.cusolver);
 }
 
 uint64_t CudaBackend::take_event() {

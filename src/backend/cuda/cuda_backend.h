@@ -167,13 +167,16 @@ class CudaBackend final : public Backend {
   cudaStream_t main_stream_ = nullptr;
   cudaStream_t side_stream_ = nullptr;  // null: no side queue
   bool in_side_work_ = false;
-  // The scratch of the queue not in use now: begin/end_side_work swap it with workspace_ and
-  // reduce_buffer_, so every op takes the current queue's own.
+  // The scratch and library handles of the queue not in use now: begin/end_side_work swap them
+  // with workspace_, reduce_buffer_, cublas_ and cusolver_, so every op takes the current queue's.
   struct Scratch {
     void* workspace = nullptr;
     size_t workspace_bytes = 0;
     double* reduce_buffer = nullptr;
+    cublasHandle_t cublas = nullptr;
+    cusolverDnHandle_t cusolver = nullptr;
   } side_;
+  void create_library_handles(cudaStream_t stream, cublasHandle_t& cublas, cusolverDnHandle_t& cusolver);
   void swap_scratch();
   // Events marking side work's end (end_side_work's tickets index them), reused once waited for.
   std::vector<cudaEvent_t> events_;

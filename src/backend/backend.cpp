@@ -20,15 +20,6 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
-void Backend::sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
-                                  const std::vector<double>& whats) {
-  GUM_CHECK(xs.size() == whats.size(), "sum_squares_checked: ", xs.size(), " tensors, ", whats.size(), " tags");
-  for (size_t i = 0; i < xs.size(); ++i) {
-    sum_into(acc, xs[i], /*squares=*/true, /*accumulate=*/true);
-    flag_non_finite(flag, acc, tag, whats[i]);
-  }
-}
-
 std::unique_ptr<Backend> make_backend(const std::string& name, int device_index, const BackendOptions& options) {
   if (name == "cpu") return make_cpu_backend();
 #ifdef GUM_CUDA_EMULATED

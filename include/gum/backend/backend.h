@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "gum/core/error.h"
 #include "gum/core/tensor.h"
 
 namespace gum {
@@ -142,9 +143,16 @@ class Backend {
   // The gradient norm's sum with its NaN/Inf watch over many tensors: for each i in order,
   // sum_into(acc, xs[i], true, true), then flag_non_finite(flag, acc, tag, whats[i]). The same bits
   // and the same record as that loop, which is the default; cuda folds it into two launches per
-  // group of tensors instead of three per tensor.
+  // group of tensors instead of three per tensor. (Inline: a virtual defined out of line would make
+  // Backend's type information live in gum_backend, which the cuda library, linked after it, needs.)
   virtual void sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
-                                   const std::vector<double>& whats);
+                                   const std::vector<double>& whats) {
+    GUM_CHECK(xs.size() == whats.size(), "sum_squares_checked: ", xs.size(), " tensors, ", whats.size(), " tags");
+    for (size_t i = 0; i < xs.size(); ++i) {
+      sum_into(acc, xs[i], /*squares=*/true, /*accumulate=*/true);
+      flag_non_finite(flag, acc, tag, whats[i]);
+    }
+  }
   // With norm = sqrt(sum_squares[0]) (F64 [1]): scale (F32 [1]) = float(numerator / (norm + eps))
   // when norm > threshold, else 1 (also for a NaN norm). Global-norm clipping (Pascanu et al. 2013)
   // is (max_norm, 1e-6, max_norm); Muon's normalisation X / (||X|| + 1e-7) is (1, 1e-7, -1).

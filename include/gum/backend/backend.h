@@ -17,6 +17,7 @@
 // - ops may run asynchronously; functions that return a host value synchronise (the device
 //   scalars below keep a training step's measurements off the host until it logs).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -49,6 +50,18 @@ struct AdamWArgs {
   float update_scale = 1;  // GaLore's alpha: param -= lr * update_scale * adam_direction
 };
 
+// Device work recorded once (Backend::record) and enqueued again by each replay(), with the
+// arguments it was recorded with: whatever must change between replays has to live in device
+// memory written before them.
+class RecordedWork {
+ public:
+  virtual ~RecordedWork() = default;
+  // False once the backend has moved a buffer of its own that the recording addresses (a scratch
+  // buffer grown for a larger op since): replaying it would write freed memory; record again.
+  virtual bool valid() const = 0;
+  virtual void replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -68,6 +81,10 @@ class Backend {
   // library can order its own work after ours without waiting on the host (NCCL collectives);
   // null where ops have completed when they return (cpu).
   virtual void* native_stream() { return nullptr; }
+  // Calls `work` and records the device work it enqueues instead of running it (the cuda backend:
+  // stream capture into a CUDA graph); nothing runs until replay(). Null where a backend cannot
+  // record (cpu: its ops complete when they return), and then `work` was not called.
+  virtual std::unique_ptr<RecordedWork> record(const std::function<void()>& /*work*/) { return nullptr; }
   virtual size_t peak_memory_bytes() const = 0;
   // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops of a
   // step of these shapes take at most, reserving that much once at start-up, so that no step

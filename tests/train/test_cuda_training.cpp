@@ -233,7 +233,8 @@ GraphRun graph_run(const std::string& name, const std::string& graphs, const nlo
 
 }  // namespace
 
-TEST_CASE("training with cuda_graphs replays the recorded passes bit for bit (adamw, muon, gum; accumulation, fused)") {
+TEST_CASE(
+    "training with cuda_graphs replays the recorded passes bit for bit (adamw, muon, gum; accumulation, bf16, fused)") {
   if (!gum::cuda_available()) GUM_SKIP_TEST("no usable GPU");
   prepared_micro_data();
   const std::vector<std::pair<std::string, nlohmann::json>> optimizers = {
@@ -248,6 +249,7 @@ TEST_CASE("training with cuda_graphs replays the recorded passes bit for bit (ad
   };
   const std::vector<Variant> variants = {
       {"accumulate", {{"micro_batch_size", 2}}, true},  // batch 4: two micro-batches per step
+      {"bf16_recompute", {{"micro_batch_size", 2}, {"precision", "bf16"}, {"activation_checkpointing", true}}, true},
       {"fused", {{"fused_update", true}, {"grad_clip", 0}}, false},
   };
   for (const auto& [name, optimizer] : optimizers)

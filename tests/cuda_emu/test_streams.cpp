@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -187,7 +188,7 @@ TEST_CASE("streams: each call a global-mode capture forbids fails naming itself 
   CHECK(allocation == nullptr);
 }
 
-TEST_CASE("streams: relaxed capture allows cudaMalloc; the legacy stream and a capturing stream's sync never") {
+TEST_CASE("streams: relaxed capture allows cudaMalloc, but never the legacy stream or a capturing stream's sync") {
   Stream stream;
   REQUIRE(cudaStreamBeginCapture(stream.s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
   void* p = nullptr;

@@ -234,8 +234,8 @@ GraphRun graph_run(const std::string& name, const std::string& graphs, const nlo
 }  // namespace
 
 TEST_CASE(
-    "training with backend cuda and cuda_graphs replays the recorded passes bit for bit (adamw, muon, gum; "
-    "accumulation, bf16, fused)") {
+    "training with backend cuda and cuda_graphs replays the recorded passes bit for bit (adamw, muon, gum, with "
+    "accumulation, bf16 or fused)") {
   if (!gum::cuda_available()) GUM_SKIP_TEST("no usable GPU");
   prepared_micro_data();
   const std::vector<std::pair<std::string, nlohmann::json>> optimizers = {

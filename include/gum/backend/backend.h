@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "gum/backend/recorded_work.h"
 #include "gum/core/tensor.h"
 
 namespace gum {
@@ -48,18 +49,6 @@ struct AdamWArgs {
   float weight_decay = 0;  // decoupled: param -= lr * weight_decay * param
   int64_t step = 1;        // 1-based, for bias correction
   float update_scale = 1;  // GaLore's alpha: param -= lr * update_scale * adam_direction
-};
-
-// Device work recorded once (Backend::record) and enqueued again by each replay(), with the
-// arguments it was recorded with: whatever must change between replays has to live in device
-// memory written before them.
-class RecordedWork {
- public:
-  virtual ~RecordedWork() = default;
-  // False once the backend has moved a buffer of its own that the recording addresses (a scratch
-  // buffer grown for a larger op since): replaying it would write freed memory; record again.
-  virtual bool valid() const = 0;
-  virtual void replay() = 0;
 };
 
 class Backend {

@@ -93,6 +93,8 @@ def diff(a, b):
     return {"accesses_counted": b.get("accesses_counted", False),
             "allocations": b["allocations"] - a["allocations"], "frees": b["frees"] - a["frees"],
             "host_syncs": b["host_syncs"] - a["host_syncs"],
+            "host_launches": b["host_launches"] - a["host_launches"],
+            "graph_launches": b["graph_launches"] - a["graph_launches"],
             "kernels": {k: v for k, v in kernels.items() if v["launches"]},
             "library": {k: v for k, v in library.items() if v["calls"]}}
 
@@ -138,6 +140,9 @@ def table(step, title):
     lines += ["", f"estimated step time: {total_us:.2f} us (sum of the rows)",
               f"launches per step: {kernel_launches + library_calls} ({kernel_launches} kernels, "
               f"{library_calls} cuBLAS calls)",
+              f"launches per step from the host: {step['host_launches']} (kernels, library calls, copies and "
+              f"memsets launched one by one, and {step['graph_launches']} CUDA graph launch(es), whose kernels are "
+              "counted above; training.cuda_graphs)",
               f"host round trips per step: {step['host_syncs']} (target <= 1 on a logged step)",
               f"device allocations per step: {step['allocations']}, frees: {step['frees']} (target 0)"]
     if not counted:

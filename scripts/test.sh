@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds everything (CUDA targets too when nvcc is present) and runs the
 # whole test suite with CTest. Without a usable GPU the CUDA backend runs on the CPU emulator
-# (tools/cuda_emu, docs/cuda_verification.md); its tests then run again in a random schedule
-# (emulated_tests). Then two sanitizer builds (GUM_SKIP_SANITIZERS=1 skips both): the CUDA op,
+# (tools/cuda_emu, docs/cuda_verification.md); its tests then run again in a random schedule with
+# stream work deferred until something depends on it (emulated_tests). Then two sanitizer builds (GUM_SKIP_SANITIZERS=1 skips both): the CUDA op,
 # model and emulator tests under AddressSanitizer + UBSan (cuda_sanitizer_tests), and the unit
 # tests and fuzz smoke runs built with clang under the same sanitizers (sanitizer_tests).
 set -euo pipefail
@@ -18,8 +18,8 @@ emulated_tests() {
   local emulated='^(cuda|cuda_emu):|^ops:cpu vs cuda|nccl|backend cuda'
   # A fresh seed per run explores more orders over time; the seed is printed to replay a failure.
   local seed="${GUM_CUDA_EMU_SEED:-$(date +%s)}"
-  echo "test: CUDA-emulated tests in schedule random:$seed"
-  GUM_CUDA_EMU_SCHEDULE="random:$seed" ctest --test-dir "$build" --output-on-failure -j "$(nproc)" \
+  echo "test: CUDA-emulated tests in schedule random:$seed, stream work deferred"
+  GUM_CUDA_EMU_SCHEDULE="random:$seed" GUM_CUDA_EMU_STREAMS=deferred ctest --test-dir "$build" --output-on-failure -j "$(nproc)" \
     --timeout 900 -R "$emulated"
 }
 

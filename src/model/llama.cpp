@@ -102,6 +102,10 @@ struct LlamaModel::Private {
   Arena tables;                                           // F32: RoPE cos/sin
   Arena indices;                                          // I32: tokens, targets, positions, doc_start
   Tensor cos_sin, tokens, targets, positions, doc_start;
+  // What stage() copied into tokens, targets, positions and doc_start: rows, and whether targets
+  // and doc_start were given.
+  int staged_batch = 0;
+  bool staged_targets = false, staged_doc_start = false;
   int last_batch = 0;
   bool last_has_doc_start = false;
   bool last_has_targets = false;
@@ -484,16 +488,22 @@ const Tensor& LlamaModel::head_weight() const { return state_->head; }
 const Tensor& LlamaModel::rope_cos_sin() const { return state_->cos_sin; }
 
 double LlamaModel::forward(const TokenBatch& batch, float loss_scale) {
-  const Tensor losses = forward_pass(batch, loss_scale);
+  stage(batch);
+  const Tensor losses = forward_pass(loss_scale);
   return batch.targets ? backend_->sum(losses) : 0.0;
 }
 
 void LlamaModel::forward(const TokenBatch& batch, Tensor loss_sum, bool accumulate, float loss_scale) {
-  if (!batch.targets) usage_error("model forward: a loss sum needs targets");
-  backend_->sum_into(loss_sum, forward_pass(batch, loss_scale), false, accumulate);
+  stage(batch);
+  forward_staged(loss_sum, accumulate, loss_scale);
 }
 
-Tensor LlamaModel::forward_pass(const TokenBatch& batch, float loss_scale) {
+void LlamaModel::forward_staged(Tensor loss_sum, bool accumulate, float loss_scale) {
+  if (!state_->staged_targets) usage_error("model forward: a loss sum needs targets");
+  backend_->sum_into(loss_sum, forward_pass(loss_scale), false, accumulate);
+}
+
+void LlamaModel::stage(const TokenBatch& batch) {
   Private& s = *state_;
   Backend& be = *backend_;
   const LlamaConfig& c = config_;
@@ -529,13 +539,26 @@ Tensor LlamaModel::forward_pass(const TokenBatch& batch, float loss_scale) {
   }
   const Tensor tokens = first_rows(s.tokens, N), target_ids = first_rows(s.targets, N),
                position_ids = first_rows(s.positions, N);
-  const Tensor doc_start = first_rows(s.doc_start, N);
   be.copy_from_host(tokens, batch.tokens);
   be.copy_from_host(target_ids, targets.data());
   be.copy_from_host(position_ids, positions.data());
-  if (batch.doc_start) be.copy_from_host(doc_start, batch.doc_start);
-  const Tensor* doc = batch.doc_start ? &doc_start : nullptr;
-  const AttentionShape shape{batch.batch, T, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};
+  if (batch.doc_start) be.copy_from_host(first_rows(s.doc_start, N), batch.doc_start);
+  s.staged_batch = batch.batch;
+  s.staged_targets = batch.targets != nullptr;
+  s.staged_doc_start = batch.doc_start != nullptr;
+}
+
+Tensor LlamaModel::forward_pass(float loss_scale) {
+  Private& s = *state_;
+  Backend& be = *backend_;
+  const LlamaConfig& c = config_;
+  if (s.staged_batch <= 0) usage_error("model forward: no batch staged");
+  const int T = seq_len_;
+  const int64_t N = int64_t(s.staged_batch) * T;
+  const Tensor tokens = first_rows(s.tokens, N), target_ids = first_rows(s.targets, N),
+               position_ids = first_rows(s.positions, N), doc_start = first_rows(s.doc_start, N);
+  const Tensor* doc = s.staged_doc_start ? &doc_start : nullptr;
+  const AttentionShape shape{s.staged_batch, T, c.num_attention_heads, c.kv_heads(), c.attention_head_dim()};
   const float eps = static_cast<float>(c.rms_norm_eps);
   // The weights may have changed since the last pass (an update, a load): round them afresh.
   for (const auto& [copy, master] : s.compute_copies) be.copy(copy, master);
@@ -549,12 +572,12 @@ Tensor LlamaModel::forward_pass(const TokenBatch& batch, float loss_scale) {
   const Tensor lnf = first_rows(s.lnf, N), losses = first_rows(s.losses, N);
   be.rmsnorm_forward(lnf, first_rows(s.lnf_rstd, N), first_rows(s.residual_out, N), s.final_norm, eps);
 
-  s.last_batch = batch.batch;
-  s.last_has_doc_start = batch.doc_start != nullptr;
-  s.last_has_targets = batch.targets != nullptr;
+  s.last_batch = s.staged_batch;
+  s.last_has_doc_start = s.staged_doc_start;
+  s.last_has_targets = s.staged_targets;
   s.backward_ready = true;
   s.head_backward_scale = 0;
-  if (!batch.targets) {
+  if (!s.staged_targets) {
     be.linear_forward(first_rows(s.logits, N), lnf, s.head, nullptr);
     return losses;
   }

@@ -35,6 +35,7 @@ const FieldTable<TrainingConfig> kTrainingFields = {
     {"attention", &TrainingConfig::attention, one_of({"gemm", "flash", "flash_wmma"})},
     {"allow_tf32", &TrainingConfig::allow_tf32},
     {"fused_update", &TrainingConfig::fused_update},
+    {"cuda_graphs", &TrainingConfig::cuda_graphs, one_of({"auto", "off"})},
     {"activation_checkpointing", &TrainingConfig::activation_checkpointing},
     {"threads", &TrainingConfig::threads, at_least(0)},
     {"logits_chunk_rows", &TrainingConfig::logits_chunk_rows, at_least(0)},

@@ -121,6 +121,7 @@ class Trainer {
   }
   void after_step(double lr);
   int64_t load_micro_batches();
+  void forward_backward(float loss_scale, const std::function<void(int layer)>& on_layer_done);
   StepResult read_step_scalars();
   void update_params(const std::vector<size_t>& indices);
   bool sharded() const { return shard_plan_.has_value(); }
@@ -184,6 +185,14 @@ class Trainer {
   double flops_per_token_ = 0;
   std::string last_checkpoint_;
   std::optional<RunDirLock> run_dir_lock_;  // rank 0's, from the start of run() to the end
+
+  // training.cuda_graphs (forward_backward): whether to record, the recording, the loss scale its
+  // kernels were given, and the layers its backward reported done, in order.
+  bool record_passes_ = false;
+  bool warmed_up_ = false;
+  std::unique_ptr<RecordedWork> recorded_pass_;
+  float recorded_loss_scale_ = 0;
+  std::vector<int> recorded_layers_;
 };
 
 Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
@@ -220,6 +229,9 @@ Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
   non_finite_ = scalars_.view(0).flat_slice(2, Shape{3});
   clip_scale_ = Arena(backend_, DType::F32, {{"clip_scale", Shape{1}}});
   flops_per_token_ = training_flops_per_token(config.model, config.training.seq_len);
+  // With several ranks the layer hook starts reductions and with fused_update it updates: host
+  // work between the kernels of backward, which a recording would skip.
+  record_passes_ = config.training.cuda_graphs == "auto" && comm_.world_size() == 1 && !fused_;
   peak_tflops_ = device_peak_tflops(backend_.name(), config.logging.peak_tflops);
 }
 
@@ -421,11 +433,6 @@ void Trainer::train_step(const StepInfo& info) {
   // This step's loss_sum and grad_sum_squares start at 0; the non-finite record is the run's.
   backend_.fill(scalars_.view(0).flat_slice(0, Shape{2}), 0.0f);
 
-  for (int m = 0; m + 1 < layout_.accumulation_steps; ++m) {
-    model_->forward(rows_->micro_batch(m), loss_sum_, /*accumulate=*/true, loss_scale);
-    model_->backward(loss_scale);
-  }
-  model_->forward(rows_->micro_batch(layout_.accumulation_steps - 1), loss_sum_, /*accumulate=*/true, loss_scale);
   // The last backward completes each layer's gradient; its hook starts the layer's reduction at
   // once, while backward goes on with the layers below. Fused over several ranks, the hook then
   // updates the layer completed before it, whose reduction travelled during this layer's backward;
@@ -433,10 +440,15 @@ void Trainer::train_step(const StepInfo& info) {
   // never needed at once (and is never clipped: fused needs grad_clip 0).
   GradientSync sync(comm_, backend_, *optimizer_, sharded() ? &*shard_plan_ : nullptr, grad_sum_squares_, non_finite_,
                     info.step);
-  model_->backward(loss_scale, [&](int layer) {
+  const auto last_layer_done = [&](int layer) {
     sync.layer_done(layer);
     if (fused_) update_params(sync.complete(layers_in_flight()));
-  });
+  };
+  for (int m = 0; m < layout_.accumulation_steps; ++m) {
+    model_->stage(rows_->micro_batch(m));
+    const bool last = m + 1 == layout_.accumulation_steps;
+    forward_backward(loss_scale, last ? last_layer_done : std::function<void(int)>());
+  }
   // Checked in this order, the first non-finite record is a gradient the fused update met inside
   // backward, else the loss, else a gradient of the rest (under sharded state: its owner's record).
   backend_.flag_non_finite(non_finite_, loss_sum_, double(info.step), -1.0);
@@ -444,6 +456,44 @@ void Trainer::train_step(const StepInfo& info) {
   sync.finish();
   clip_gradients(rest);
   update_params(rest);
+}
+
+// The forward and backward of the staged micro-batch. Under training.cuda_graphs they are recorded
+// once (Backend::record) and replayed: a replay launches the same kernels with the same arguments,
+// so every value that changes between steps must be in device memory written before it. In this
+// pass the only such host value is the loss scale (1 / valid targets of the step), which the loss
+// kernels take as an argument: a step with another scale records again, as does one after the
+// backend moved a scratch buffer the recording addresses (an op workspace grown past its start-up
+// reservation: a replay would write the freed one). The batch is staged
+// (copied) before, and the update, the projector refreshes and the read-back of logged steps run
+// after, each eager. The layer hook runs on the host after the replay, in the recorded order: on
+// one rank and without fused_update (record_passes_) it only starts no-op reductions.
+void Trainer::forward_backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
+  const auto pass = [&](const std::function<void(int layer)>& hook) {
+    model_->forward_staged(loss_sum_, /*accumulate=*/true, loss_scale);
+    model_->backward(loss_scale, hook);
+  };
+  // The first pass runs eagerly: a buffer sized on first use would be allocated there, and an
+  // allocation inside a recording fails it (the cuda backend reserves its op scratch at start-up).
+  if (!record_passes_ || !warmed_up_) {
+    pass(on_layer_done);
+    warmed_up_ = true;
+    return;
+  }
+  if (!recorded_pass_ || !recorded_pass_->valid() || recorded_loss_scale_ != loss_scale) {
+    recorded_pass_.reset();
+    recorded_layers_.clear();
+    recorded_pass_ = backend_.record([&] { pass([&](int layer) { recorded_layers_.push_back(layer); }); });
+    if (!recorded_pass_) {  // this backend cannot record: eager from now on
+      record_passes_ = false;
+      pass(on_layer_done);
+      return;
+    }
+    recorded_loss_scale_ = loss_scale;
+  }
+  recorded_pass_->replay();
+  if (on_layer_done)
+    for (int layer : recorded_layers_) on_layer_done(layer);
 }
 
 void Trainer::log_step(const StepResult& result, double lr) {

@@ -37,7 +37,8 @@ def roofline(name, sets):
 
 proc, counters = roofline("adamw", ["optimizer.name=adamw", "training.precision=fp32"])
 check(proc.stdout.startswith("ESTIMATE from an emulated run (no GPU)"), "the table is not labelled as an estimate")
-for line in ("launches per step:", "host round trips per step:", "device allocations per step:", "moved/req"):
+for line in ("launches per step:", "launches per step from the host:", "host round trips per step:",
+             "device allocations per step:", "moved/req"):
     check(line in proc.stdout, f"the table has no '{line}'")
 step, unlogged = counters["logged"], counters["unlogged"]
 check(step["accesses_counted"], "the kernels' accesses were not counted (GCC build without ASan needed)")
@@ -50,6 +51,12 @@ check(step["allocations"] == 0, f"{step['allocations']} device allocations in a 
 check(step["host_syncs"] <= 1, f"{step['host_syncs']} host round trips in a logged step (target <= 1)")
 check(unlogged["host_syncs"] == 0, f"{unlogged['host_syncs']} host round trips in an unlogged step (target 0)")
 check(unlogged["allocations"] == 0, f"{unlogged['allocations']} device allocations in an unlogged step")
+# training.cuda_graphs (auto): each step's forward and backward is one graph launch, so the host
+# launches fewer items than the device runs.
+device_launches = sum(k["launches"] for k in step["kernels"].values()) + sum(v["calls"] for v in step["library"].values())
+check(step["graph_launches"] == 1, f"{step['graph_launches']} graph launches in a step of one micro-batch (expected 1)")
+check(step["host_launches"] < device_launches,
+      f"{step['host_launches']} launches from the host for {device_launches} on the device: the graph was not used")
 
 # Untied llama_tiny: embedding and head, per block two norms, q/k/v/o and the three MLP matrices.
 params = 2 * V * C + L * (2 * C + 2 * C * H * D + 2 * C * KV * D + 3 * C * F) + C

@@ -12,6 +12,8 @@
 namespace gum_emu_test {
 
 #define LAUNCH(kernel, grid, block) ::gum_emu::launch(kernel, #kernel, __FILE__, __LINE__, grid, block)
+#define LAUNCH_ON(kernel, grid, block, stream) \
+  ::gum_emu::launch(kernel, #kernel, __FILE__, __LINE__, grid, block, 0, stream)
 
 template <typename T>
 struct DeviceBuffer {
@@ -34,6 +36,13 @@ struct DeviceBuffer {
 struct ScheduleScope {
   explicit ScheduleScope(const std::string& spec) : saved(gum_emu::schedule()) { gum_emu::set_schedule(spec); }
   ~ScheduleScope() { gum_emu::set_schedule(saved); }
+  std::string saved;
+};
+
+// Restores the stream mode of the environment after a test that sets its own.
+struct StreamModeScope {
+  explicit StreamModeScope(const std::string& mode) : saved(gum_emu::stream_mode()) { gum_emu::set_stream_mode(mode); }
+  ~StreamModeScope() { gum_emu::set_stream_mode(saved); }
   std::string saved;
 };
 

@@ -2,6 +2,7 @@
 // every transpose pair, odd sizes, padded leading dimensions, BF16 operands and outputs, batches,
 // the backend's row-major call, and each argument check cuBLAS documents.
 #include <cublas_v2.h>
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -381,4 +382,33 @@ TEST_CASE("handle calls: stream, math modes, status names and descriptions") {
   REQUIRE(std::string(cublasGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED)) == "CUBLAS_STATUS_NOT_SUPPORTED");
   REQUIRE(std::string(cublasGetStatusString(CUBLAS_STATUS_NOT_INITIALIZED)) == "the library was not initialized");
   REQUIRE(std::string(cublasGetStatusName(cublasStatus_t(99))) == "CUBLAS_STATUS_UNKNOWN");
+}
+
+TEST_CASE("GemmEx under stream capture is recorded, not run, and a replay computes it with the captured alpha") {
+  Handle handle;
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  REQUIRE(cublasSetStream(handle.h, stream) == CUBLAS_STATUS_SUCCESS);
+  const int m = 4, n = 3, k = 5;
+  const Matrix a(m, k, m, 11), b(k, n, k, 12);
+  Matrix c(m, n, m, 13);
+  const Matrix c_before = c;
+  float alpha = 2.0f;
+  const float beta = 0.0f;
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  REQUIRE(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a.data.data(), CUDA_R_32F, a.ld,
+                       b.data.data(), CUDA_R_32F, b.ld, &beta, c.data.data(), CUDA_R_32F, c.ld, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  CHECK(c.data == c_before.data);  // recorded only
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph) == cudaSuccess);
+  alpha = -1.0f;  // cuBLAS read the host scalar at the call
+  REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  require_matches(c, reference_gemm(CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, 2.0f, a, b, beta, c_before), k);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
 }

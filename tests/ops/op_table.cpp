@@ -67,8 +67,8 @@ OpCase memory_row() {
   const Shape shape{37, 41};
   OpCase row;
   row.name = "memory: allocate, host round trip, F32<->BF16 copies, fill, peak [37x41]";
-  row.covers = {"device", "name", "allocate",    "release",       "copy_from_host",   "copy_to_host",
-                "copy",   "fill", "synchronize", "native_stream", "peak_memory_bytes"};
+  row.covers = {"device", "name", "allocate",    "release",       "copy_from_host",    "copy_to_host",
+                "copy",   "fill", "synchronize", "native_stream", "peak_memory_bytes", "record"};
   row.tensors = {f32("x", shape, normal(1, 3.0)),
                  zeros("untouched", shape),
                  zeros("copied", shape),
@@ -83,7 +83,20 @@ OpCase memory_row() {
     b.copy(t["x_bf16"], t["x"]);
     b.copy(t["back"], t["x_bf16"]);
     b.copy(t["copied"], t["x"]);
-    b.fill(t["filled"], -2.5f);
+    // The cuda backend records the fill without running it, and replay() runs it; the cpu backend
+    // cannot record (null, the work not called), so it fills eagerly.
+    std::unique_ptr<RecordedWork> fill = b.record([&] { b.fill(t["filled"], -2.5f); });
+    CHECK((fill != nullptr) == (b.device() == Device::CUDA));
+    if (fill) {
+      std::vector<float> before(37 * 41);
+      b.copy_to_host(before.data(), t["filled"]);
+      CHECK(before.front() == 0.0f);
+      CHECK(before.back() == 0.0f);
+      CHECK(fill->valid());
+      fill->replay();
+    } else {
+      b.fill(t["filled"], -2.5f);
+    }
     b.fill(t["filled_bf16"], 0.1f);
     b.synchronize();
     // Seven [37, 41] tensors are alive (five F32, two BF16) when 1 MiB more is allocated; released

@@ -126,6 +126,8 @@ inline std::vector<BadInput> bad_inputs() {
       {"config", "unknown weight rounding", "{config}", 2,
        R"(training.weight_rounding = "up" is not one of "stochastic", "kahan", "nearest")",
        R"({"training": {"weight_rounding": "up"}})"},
+      {"config", "unknown cuda_graphs", "{config}", 2, R"(training.cuda_graphs = "on" is not one of "auto", "off")",
+       R"({"training": {"cuda_graphs": "on"}})"},
       {"config", "unknown preset", "{config}", 2, "llama_3m", R"({"model": {"preset": "llama_3m"}})"},
       // ---- config: values out of range ----
       {"config", "hidden_size zero", "{config}", 2, "model.hidden_size", R"({"model": {"hidden_size": 0}})"},

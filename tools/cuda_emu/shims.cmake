@@ -11,7 +11,7 @@ target_link_libraries(gum_cuda_emu_libs PRIVATE gum_core gum_cuda_emu_runtime ${
 if(GUM_HAVE_MPI)
   add_library(gum_cuda_emu_nccl STATIC ${CMAKE_CURRENT_LIST_DIR}/src/nccl.cpp)
   target_include_directories(gum_cuda_emu_nccl SYSTEM PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
-  target_link_libraries(gum_cuda_emu_nccl PUBLIC MPI::MPI_C PRIVATE gum_core)
+  target_link_libraries(gum_cuda_emu_nccl PUBLIC MPI::MPI_C PRIVATE gum_core gum_cuda_emu_runtime)
   # mpi.h included from C++ would pull in the deprecated C++ bindings (and need libmpi_cxx).
   target_compile_definitions(gum_cuda_emu_nccl PRIVATE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
 endif()

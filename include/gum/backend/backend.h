@@ -17,10 +17,12 @@
 // - ops may run asynchronously; functions that return a host value synchronise (the device
 //   scalars below keep a training step's measurements off the host until it logs).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "gum/backend/recorded_work.h"
 #include "gum/core/error.h"
 #include "gum/core/tensor.h"
 
@@ -79,6 +81,10 @@ class Backend {
   // library can order its own work after ours without waiting on the host (NCCL collectives);
   // null where ops have completed when they return (cpu).
   virtual void* native_stream() { return nullptr; }
+  // Calls `work` and records the device work it enqueues instead of running it (the cuda backend:
+  // stream capture into a CUDA graph); nothing runs until replay(). Null where a backend cannot
+  // record (cpu: its ops complete when they return), and then `work` was not called.
+  virtual std::unique_ptr<RecordedWork> record(const std::function<void()>& /*work*/) { return nullptr; }
   virtual size_t peak_memory_bytes() const = 0;
   // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops and the
   // factorizations of a step of these shapes take at most, reserving that much once at start-up

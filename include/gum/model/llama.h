@@ -126,6 +126,12 @@ class LlamaModel {
   // accumulate false overwrites it) on the device, so nothing waits for it: the training step.
   // Needs targets.
   void forward(const TokenBatch& batch, Tensor loss_sum, bool accumulate, float loss_scale = 0.0f);
+  // That forward in two parts, for a training step recorded once and replayed (Backend::record):
+  // stage() checks the batch on the host and copies it into the model's device buffers (never
+  // recorded: the data of each step), forward_staged() runs the pass on what was staged last,
+  // device work only.
+  void stage(const TokenBatch& batch);
+  void forward_staged(Tensor loss_sum, bool accumulate, float loss_scale);
   // Backward of the last forward. Gradients ACCUMULATE into grads() scaled by loss_scale
   // (= 1 / valid targets of the global batch, so micro-batches and ranks add up to the mean;
   // forward's, when forward was given one).
@@ -155,7 +161,7 @@ class LlamaModel {
  private:
   // The forward of both forward()s; returns the per-token losses of the batch's rows (unset
   // without targets).
-  Tensor forward_pass(const TokenBatch& batch, float loss_scale);
+  Tensor forward_pass(float loss_scale);  // on the staged batch
   void run_block(int layer, const AttentionShape& shape, const Tensor& position_ids, const Tensor* doc_start,
                  const Tensor& output);
 

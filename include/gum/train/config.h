@@ -40,6 +40,9 @@ struct TrainingConfig {
   // CPU backend ignores it.
   bool allow_tf32 = true;
   bool fused_update = false;  // per-layer update inside backward (a usage error next to grad_clip > 0)
+  // auto: a micro-batch's forward and backward are recorded once as a CUDA graph and replayed
+  // where the backend can record (cuda), on one rank without fused_update; off: always eager.
+  std::string cuda_graphs = "auto";
   // Keep only each block's input and recompute the block in backward (ModelUse::TrainingRecompute).
   bool activation_checkpointing = false;
   int threads = 0;                // CPU threads for OpenMP/OpenBLAS; 0 = all cores

@@ -188,6 +188,7 @@ void* CudaBackend::workspace(size_t bytes) {
   }
   workspace_ = device_malloc(bytes, "the op workspace");
   workspace_bytes_ = bytes;
+  ++buffer_moves_;
   return workspace_;
 }
 
@@ -222,6 +223,51 @@ void CudaBackend::copy_to_host(void* host_dst, const Tensor& src) {
 }
 
 void CudaBackend::synchronize() { wait_for_device(nullptr, nullptr, 0); }
+
+namespace {
+// An instantiated CUDA graph, launched on the backend's stream; valid while the backend's
+// scratch buffers stay where they were when it was recorded.
+class CudaGraph final : public RecordedWork {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, const uint64_t& buffer_moves)
+      : exec_(exec), stream_(stream), buffer_moves_(buffer_moves), recorded_at_(buffer_moves) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  bool valid() const override { return buffer_moves_ == recorded_at_; }
+  void replay() override {
+    GUM_CHECK(valid(), "cuda backend: replay of a CUDA graph whose scratch buffers were reallocated since");
+    GUM_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+  const uint64_t& buffer_moves_;  // the backend's counter (the backend outlives what it records)
+  uint64_t recorded_at_;
+};
+}  // namespace
+
+// Global capture mode: an allocation or a host wait inside `work` fails the capture (and throws
+// here, naming the call) instead of being left out of the graph.
+std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& work) {
+  GUM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+  try {
+    work();
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    cudaStreamEndCapture(stream_, &broken);  // ends the capture; the error is the one thrown
+    if (broken) cudaGraphDestroy(broken);
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  GUM_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  GUM_CUDA_CHECK(instantiated);
+  return std::make_unique<CudaGraph>(exec, stream_, buffer_moves_);
+}
 
 // The status word is queued first, into page-locked memory (no wait), then the caller's bytes:
 // the host waits once, for both (a trainer's logged step costs one round trip). The status word

@@ -53,6 +53,7 @@ class CudaBackend final : public Backend {
   void fill(Tensor dst, float value) override;
   void synchronize() override;
   void* native_stream() override { return stream_; }
+  std::unique_ptr<RecordedWork> record(const std::function<void()>& work) override;
   size_t peak_memory_bytes() const override;
   size_t training_workspace_bytes(const TrainingShapes& shapes) const override;
   void reserve_workspace(size_t bytes) override { workspace(bytes); }
@@ -189,6 +190,9 @@ class CudaBackend final : public Backend {
   double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  // Counts the reallocations of the op workspaces: a recording (record()) made before the latest
+  // one addresses freed memory.
+  uint64_t buffer_moves_ = 0;
 
   mutable std::mutex mutex_;  // guards the allocation table
   std::unordered_map<void*, size_t> allocations_;

@@ -1,6 +1,6 @@
 #pragma once
 // CUDA emulation: the cuBLAS calls the CUDA backend makes, over OpenBLAS (src/cublas.cpp).
-// Device memory is host memory and every call completes before it returns. GemmEx and
+// Device memory is host memory; each call is work on the handle's stream (recorded when it captures). GemmEx and
 // GemmBatchedEx take F32 or BF16 operands (both the same), an F32 output (or BF16 with BF16
 // operands) and CUBLAS_COMPUTE_32F(_PEDANTIC); BF16 operands are widened to float and the
 // product computed in float, as cuBLAS does. F32 operands under CUBLAS_COMPUTE_32F_FAST_TF32 (or

@@ -1,6 +1,6 @@
 #pragma once
 // CUDA emulation: the dense cuSOLVER calls the CUDA backend makes, over LAPACKE (src/cusolver.cpp).
-// Device memory is host memory and every call completes before it returns. Argument checks are
+// Device memory is host memory; each call is work on the handle's stream. Argument checks are
 // cuSOLVER's documented ones and return CUSOLVER_STATUS_INVALID_VALUE: negative sizes, leading
 // dimensions below their minimum, gesvd with m < n (cuSOLVER's gesvd supports only m >= n), an
 // unknown jobu/jobvt, orgqr with n > m or k > n. A workspace smaller than the matching _bufferSize

@@ -13,11 +13,13 @@
 
 #include "gum/core/dtype.h"
 #include "gum_cuda_emu/control.h"
+#include "streams.h"
 
-// Every emulated call completes before it returns, so a handle holds only its math mode (the
-// stream is ignored): CUBLAS_TF32_TENSOR_OP_MATH makes CUBLAS_COMPUTE_32F F32 GEMMs TF32, as on a GPU.
+// A handle's math mode (CUBLAS_TF32_TENSOR_OP_MATH makes CUBLAS_COMPUTE_32F F32 GEMMs TF32, as on
+// a GPU) and its stream, on which each call is one work item (src/streams.h).
 struct cublasContext {
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
+  cudaStream_t stream = nullptr;
 };
 
 namespace {
@@ -159,6 +161,16 @@ void gemm(const GemmCall& g, const void* A, const void* B, void* C) {
   }
 }
 
+// The GEMMs as a work item of the handle's stream: alpha and beta (host scalars) and the
+// operands' addresses are bound at the call, the matrices read when it runs. A call the stream
+// refuses (an invalidated capture) fails as a launch would.
+template <typename Gemms>
+cublasStatus_t enqueue(cublasHandle_t handle, const char* call, Gemms gemms) {
+  return gum_emu::submit(handle->stream, gum_emu::Work{call, std::move(gemms)}) == cudaSuccess
+             ? CUBLAS_STATUS_SUCCESS
+             : CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
 }  // namespace
 
 extern "C" {
@@ -175,8 +187,9 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t) {
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -252,9 +265,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const GemmCall call{
       transa, transb, m,   n,   k,   *static_cast<const float*>(alpha),    *static_cast<const float*>(beta),
       Atype,  Ctype,  lda, ldb, ldc, uses_tf32(handle, Atype, computeType)};
-  count_gemms("cublasGemmEx", call, 1);
-  gemm(call, A, B, C);
-  return CUBLAS_STATUS_SUCCESS;
+  return enqueue(handle, "cublasGemmEx", [call, A, B, C] {
+    count_gemms("cublasGemmEx", call, 1);
+    gemm(call, A, B, C);
+  });
 }
 
 cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
@@ -268,9 +282,10 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t tran
   const GemmCall call{
       transa, transb, m,   n,   k,   *static_cast<const float*>(alpha),    *static_cast<const float*>(beta),
       Atype,  Ctype,  lda, ldb, ldc, uses_tf32(handle, Atype, computeType)};
-  count_gemms("cublasGemmBatchedEx", call, batchCount);
-  for (int i = 0; i < batchCount; ++i) gemm(call, Aarray[i], Barray[i], Carray[i]);
-  return CUBLAS_STATUS_SUCCESS;
+  return enqueue(handle, "cublasGemmBatchedEx", [call, Aarray, Barray, Carray, batchCount] {
+    count_gemms("cublasGemmBatchedEx", call, batchCount);
+    for (int i = 0; i < batchCount; ++i) gemm(call, Aarray[i], Barray[i], Carray[i]);
+  });
 }
 
 }  // extern "C"

@@ -10,8 +10,12 @@
 #include <cctype>
 #include <cmath>
 
-// Every emulated call completes before it returns, so a handle needs no state (not even its stream).
-struct cusolverDnContext {};
+#include "streams.h"
+
+// The stream each call is a work item of (src/streams.h).
+struct cusolverDnContext {
+  cudaStream_t stream = nullptr;
+};
 
 namespace {
 
@@ -72,6 +76,15 @@ int orgqr_workspace(int m, int n, int k, int lda) {
   return workspace_size(query);
 }
 
+// The LAPACK call as a work item of the handle's stream: it reads and writes the matrices (and
+// devInfo) when it runs. A call the stream refuses (an invalidated capture) fails as a launch would.
+template <typename Factorisation>
+cusolverStatus_t enqueue(cusolverDnHandle_t handle, const char* call, Factorisation factorisation) {
+  return gum_emu::submit(handle->stream, gum_emu::Work{call, std::move(factorisation)}) == cudaSuccess
+             ? CUSOLVER_STATUS_SUCCESS
+             : CUSOLVER_STATUS_EXECUTION_FAILED;
+}
+
 }  // namespace
 
 extern "C" {
@@ -88,8 +101,9 @@ cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t handle) {
   return CUSOLVER_STATUS_SUCCESS;
 }
 
-cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t) {
+cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t stream) {
   if (handle == nullptr) return CUSOLVER_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
   return CUSOLVER_STATUS_SUCCESS;
 }
 
@@ -114,12 +128,13 @@ cusolverStatus_t cusolverDnSgesvd(cusolverDnHandle_t handle, signed char jobu, s
   check.require(ldvt >= std::max(1, n), 11);
   if (check.ok()) check.require(lwork >= gesvd_workspace(m, n), 13);
   if (cusolverStatus_t status = check.status(devInfo); status != CUSOLVER_STATUS_SUCCESS) return status;
-  const lapack_int info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, static_cast<char>(jobu), static_cast<char>(jobvt), m, n,
-                                              A, lda, S, U, ldu, VT, ldvt, work, lwork);
-  // Without convergence LAPACK leaves the unconverged superdiagonal in work[1 .. min(m,n) - 1].
-  if (info > 0 && rwork != nullptr) std::copy(work + 1, work + std::min(m, n), rwork);
-  if (devInfo != nullptr) *devInfo = info;
-  return CUSOLVER_STATUS_SUCCESS;
+  return enqueue(handle, "cusolverDnSgesvd", [=] {
+    const lapack_int info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, static_cast<char>(jobu), static_cast<char>(jobvt), m,
+                                                n, A, lda, S, U, ldu, VT, ldvt, work, lwork);
+    // Without convergence LAPACK leaves the unconverged superdiagonal in work[1 .. min(m,n) - 1].
+    if (info > 0 && rwork != nullptr) std::copy(work + 1, work + std::min(m, n), rwork);
+    if (devInfo != nullptr) *devInfo = info;
+  });
 }
 
 cusolverStatus_t cusolverDnSgeqrf_bufferSize(cusolverDnHandle_t handle, int m, int n, float* A, int lda, int* lwork) {
@@ -138,9 +153,10 @@ cusolverStatus_t cusolverDnSgeqrf(cusolverDnHandle_t handle, int m, int n, float
   check.require(lda >= std::max(1, m), 4);
   if (check.ok()) check.require(lwork >= geqrf_workspace(m, n, lda), 7);
   if (cusolverStatus_t status = check.status(devInfo); status != CUSOLVER_STATUS_SUCCESS) return status;
-  const lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, m, n, A, lda, tau, workspace, lwork);
-  if (devInfo != nullptr) *devInfo = info;
-  return CUSOLVER_STATUS_SUCCESS;
+  return enqueue(handle, "cusolverDnSgeqrf", [=] {
+    const lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, m, n, A, lda, tau, workspace, lwork);
+    if (devInfo != nullptr) *devInfo = info;
+  });
 }
 
 cusolverStatus_t cusolverDnSorgqr_bufferSize(cusolverDnHandle_t handle, int m, int n, int k, const float* A, int lda,
@@ -162,9 +178,10 @@ cusolverStatus_t cusolverDnSorgqr(cusolverDnHandle_t handle, int m, int n, int k
   check.require(lda >= std::max(1, m), 5);
   if (check.ok()) check.require(lwork >= orgqr_workspace(m, n, k, lda), 8);
   if (cusolverStatus_t status = check.status(devInfo); status != CUSOLVER_STATUS_SUCCESS) return status;
-  const lapack_int info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, m, n, k, A, lda, tau, work, lwork);
-  if (devInfo != nullptr) *devInfo = info;
-  return CUSOLVER_STATUS_SUCCESS;
+  return enqueue(handle, "cusolverDnSorgqr", [=] {
+    const lapack_int info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, m, n, k, A, lda, tau, work, lwork);
+    if (devInfo != nullptr) *devInfo = info;
+  });
 }
 
 }  // extern "C"

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gum/core/dtype.h"
+#include "streams.h"
 
 namespace {
 
@@ -265,10 +266,13 @@ ncclResult_t launch(std::vector<std::unique_ptr<Collective>> collectives) {
   return result;
 }
 
-// NCCL's argument checks for a collective on `comm`, then the collective runs (or joins the group).
+// NCCL's argument checks for a collective on `comm`, then the collective runs (or joins the group)
+// once the work queued before it on `stream` has run (GUM_CUDA_EMU_STREAMS=deferred).
 ncclResult_t submit(Kind kind, const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
-                    int root, ncclComm_t comm, const char* name) {
+                    int root, ncclComm_t comm, cudaStream_t stream, const char* name) {
   if (comm == nullptr) return fail(ncclInvalidArgument, name, ": comm is NULL");
+  if (gum_emu::capturing(stream)) return fail(ncclInvalidUsage, name, ": the emulator does not capture NCCL calls");
+  gum_emu::drain(stream);
   if (comm->state != ncclSuccess && comm->state != ncclInProgress) return comm->state;
   if (comm->finalized) return fail(ncclInvalidUsage, name, ": the communicator is finalized");
   if (!comm->started.empty())
@@ -459,28 +463,29 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 }
 
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
-                           ncclComm_t comm, cudaStream_t) {
-  return submit(Kind::kAllReduce, sendbuff, recvbuff, count, datatype, op, 0, comm, "ncclAllReduce");
+                           ncclComm_t comm, cudaStream_t stream) {
+  return submit(Kind::kAllReduce, sendbuff, recvbuff, count, datatype, op, 0, comm, stream, "ncclAllReduce");
 }
 
 ncclResult_t ncclReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
-                        int root, ncclComm_t comm, cudaStream_t) {
-  return submit(Kind::kReduce, sendbuff, recvbuff, count, datatype, op, root, comm, "ncclReduce");
+                        int root, ncclComm_t comm, cudaStream_t stream) {
+  return submit(Kind::kReduce, sendbuff, recvbuff, count, datatype, op, root, comm, stream, "ncclReduce");
 }
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, int root,
-                           ncclComm_t comm, cudaStream_t) {
-  return submit(Kind::kBroadcast, sendbuff, recvbuff, count, datatype, ncclSum, root, comm, "ncclBroadcast");
+                           ncclComm_t comm, cudaStream_t stream) {
+  return submit(Kind::kBroadcast, sendbuff, recvbuff, count, datatype, ncclSum, root, comm, stream, "ncclBroadcast");
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, ncclDataType_t datatype,
-                           ncclComm_t comm, cudaStream_t) {
-  return submit(Kind::kAllGather, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, comm, "ncclAllGather");
+                           ncclComm_t comm, cudaStream_t stream) {
+  return submit(Kind::kAllGather, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, comm, stream, "ncclAllGather");
 }
 
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount, ncclDataType_t datatype,
-                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
-  return submit(Kind::kReduceScatter, sendbuff, recvbuff, recvcount, datatype, op, 0, comm, "ncclReduceScatter");
+                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  return submit(Kind::kReduceScatter, sendbuff, recvbuff, recvcount, datatype, op, 0, comm, stream,
+                "ncclReduceScatter");
 }
 
 ncclResult_t ncclGroupStart(void) {

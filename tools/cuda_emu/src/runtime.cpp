@@ -1,25 +1,22 @@
 // Host API of the CUDA emulator. Device memory is host memory, one allocation per cudaMalloc (so
 // AddressSanitizer sees every out-of-bounds access) filled with 0xFF (uninitialised floats read as
-// NaN). Work is synchronous, so streams and events only need to be valid handles.
+// NaN). Copies and memsets are work items of their stream (streams.cpp, which also holds the
+// stream, event, capture and graph calls).
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cuda_runtime_api.h"
 #include "errors.h"
 #include "gum_cuda_emu/control.h"
-
-struct CUstream_st {
-  unsigned flags;
-};
-struct CUevent_st {
-  unsigned flags;
-};
+#include "streams.h"
 
 namespace gum_emu {
 namespace {
@@ -123,11 +120,6 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize() {
-  gum_emu::count_host_sync();
-  return cudaSuccess;
-}
-
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (!free_bytes || !total_bytes) return invalid_value("cudaMemGetInfo");
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
@@ -172,6 +164,24 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorIllegalAddress";
     case cudaErrorLaunchFailure:
       return "cudaErrorLaunchFailure";
+    case cudaErrorIllegalState:
+      return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureUnmatched:
+      return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorStreamCaptureUnjoined:
+      return "cudaErrorStreamCaptureUnjoined";
+    case cudaErrorStreamCaptureIsolation:
+      return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureImplicit:
+      return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorCapturedEvent:
+      return "cudaErrorCapturedEvent";
+    case cudaErrorStreamCaptureWrongThread:
+      return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
 }
@@ -204,6 +214,24 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "an illegal memory access was encountered";
     case cudaErrorLaunchFailure:
       return "unspecified launch failure";
+    case cudaErrorIllegalState:
+      return "the operation is not permitted in this state";
+    case cudaErrorStreamCaptureUnsupported:
+      return "the operation is not permitted when the stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "the capture sequence was invalidated by a previous error";
+    case cudaErrorStreamCaptureUnmatched:
+      return "the capture was not begun on this stream";
+    case cudaErrorStreamCaptureUnjoined:
+      return "the capture has a fork not joined to the origin stream";
+    case cudaErrorStreamCaptureIsolation:
+      return "a dependency would cross the capture's boundary";
+    case cudaErrorStreamCaptureImplicit:
+      return "an implicit dependency of the legacy stream on a capture";
+    case cudaErrorCapturedEvent:
+      return "the event was last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread:
+      return "the capture was ended on another thread";
   }
   return "unknown error";
 }
@@ -211,6 +239,7 @@ const char* cudaGetErrorString(cudaError_t error) {
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return invalid_value("cudaMalloc");
   *ptr = nullptr;
+  if (cudaError_t e = gum_emu::check_capture_allows("cudaMalloc")) return e;
   void* p = nullptr;
   if (posix_memalign(&p, gum_emu::kAllocationAlignment, bytes ? bytes : 1) != 0) {
     gum_emu::raise_error(cudaErrorMemoryAllocation,
@@ -224,7 +253,10 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   return cudaSuccess;
 }
 
+// Waits for all queued work first, as on a GPU (it may still use the memory).
 cudaError_t cudaFree(void* ptr) {
+  if (cudaError_t e = gum_emu::check_capture_allows("cudaFree")) return e;
+  gum_emu::drain_all();
   if (ptr) {
     gum_emu::count_free();
     gum_emu::unregister_allocation(ptr);
@@ -259,6 +291,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+  gum_emu::drain_all();  // queued copies may still use it
   if (ptr) {
     std::lock_guard<std::mutex> lock(pinned_mutex);
     pinned.erase(ptr);
@@ -268,82 +301,64 @@ cudaError_t cudaFreeHost(void* ptr) {
 }
 
 namespace {
-cudaError_t copy(void* dst, const void* src, size_t bytes) {
-  if (bytes && (!dst || !src)) return invalid_value("cudaMemcpy");
-  if (bytes) std::memcpy(dst, src, bytes);  // memcpy, not memmove: overlap is an error (ASan reports it)
-  return cudaSuccess;
+// A copy as a work item: `src` is read when it runs.
+gum_emu::Work copy_work(const char* call, void* dst, const void* src, size_t bytes) {
+  return {call, [dst, src, bytes] {
+            gum_emu::count_device_work();
+            if (bytes) std::memcpy(dst, src, bytes);  // memcpy, not memmove: overlap is an error (ASan reports it)
+          }};
 }
 }  // namespace
 
-// A blocking copy, and an asynchronous one into pageable host memory, make the host wait; an
-// asynchronous copy into page-locked memory (cudaMallocHost) is only queued, like a launch.
+// A blocking copy is legacy-stream work the host waits for.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  gum_emu::count_device_work();
+  if (bytes && (!dst || !src)) return invalid_value("cudaMemcpy");
+  if (cudaError_t e = gum_emu::check_capture_allows("cudaMemcpy")) return e;
+  if (cudaError_t e = gum_emu::submit(nullptr, copy_work("cudaMemcpy", dst, src, bytes))) return e;
   if (kind != cudaMemcpyDeviceToDevice) gum_emu::count_host_sync();
-  return copy(dst, src, bytes);
+  return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  gum_emu::count_device_work();
-  if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) gum_emu::count_host_sync();
-  return copy(dst, src, bytes);
+// An asynchronous copy into page-locked memory (cudaMallocHost) is only queued, like a launch;
+// into pageable memory the host waits for it. From pageable memory the call returns once the
+// source is staged, so outside a capture the bytes are copied at the call (a graph's copy reads
+// the host buffer when it runs).
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (bytes && (!dst || !src)) return invalid_value("cudaMemcpyAsync");
+  const bool to_pageable = kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes);
+  const bool from_pageable = kind == cudaMemcpyHostToDevice && !is_pinned(src, bytes);
+  gum_emu::Work work = copy_work("cudaMemcpyAsync", dst, src, bytes);
+  if (from_pageable && !gum_emu::capturing(stream)) {
+    const auto* bytes_in = static_cast<const unsigned char*>(src);
+    auto staged = std::make_shared<std::vector<unsigned char>>(bytes_in, bytes_in + bytes);
+    work.run = [staged, run = copy_work("cudaMemcpyAsync", dst, staged->data(), bytes).run] { run(); };
+  }
+  if (cudaError_t e = gum_emu::submit(stream, std::move(work))) return e;
+  if (to_pageable && !gum_emu::capturing(stream)) {
+    gum_emu::drain(stream);
+    gum_emu::count_host_sync();
+  }
+  return cudaSuccess;
 }
+
+namespace {
+gum_emu::Work memset_work(const char* call, void* ptr, int value, size_t bytes) {
+  return {call, [ptr, value, bytes] {
+            gum_emu::count_device_work();
+            if (bytes) std::memset(ptr, value, bytes);
+          }};
+}
+}  // namespace
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (bytes && !ptr) return invalid_value("cudaMemset");
-  gum_emu::count_device_work();
-  if (bytes) std::memset(ptr, value, bytes);
-  return cudaSuccess;
+  if (cudaError_t e = gum_emu::check_capture_allows("cudaMemset")) return e;
+  return gum_emu::submit(nullptr, memset_work("cudaMemset", ptr, value, bytes));
 }
 
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
-
-cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
-  if (!stream) return invalid_value("cudaStreamCreateWithFlags");
-  *stream = new CUstream_st{flags};
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  delete stream;
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  gum_emu::count_host_sync();
-  return cudaSuccess;
-}
-
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
-  return event ? cudaSuccess : invalid_value("cudaStreamWaitEvent");
-}
-
-cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
-  if (!event) return invalid_value("cudaEventCreateWithFlags");
-  *event = new CUevent_st{flags};
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
-  return event ? cudaSuccess : invalid_value("cudaEventRecord");
-}
-
-// Work completes inside the call that enqueues it, so a recorded event has always completed.
-cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : invalid_value("cudaEventQuery"); }
-
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  if (!event) return invalid_value("cudaEventSynchronize");
-  gum_emu::count_host_sync();
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  delete event;
-  return cudaSuccess;
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes && !ptr) return invalid_value("cudaMemsetAsync");
+  return gum_emu::submit(stream, memset_work("cudaMemsetAsync", ptr, value, bytes));
 }
 
 }  // extern "C"

@@ -84,6 +84,17 @@ void count_device_work() {
   device_busy = true;
 }
 
+void count_host_launch() {
+  std::lock_guard<std::mutex> lock(stats_mutex());
+  ++stats_unlocked().host_launches;
+  device_busy = true;
+}
+
+void count_graph_launch() {
+  std::lock_guard<std::mutex> lock(stats_mutex());
+  ++stats_unlocked().graph_launches;
+}
+
 void count_host_sync() {
   std::lock_guard<std::mutex> lock(stats_mutex());
   if (!device_busy) return;  // waiting on an idle device again costs no round trip
@@ -107,8 +118,9 @@ void write_stats(const char* path) {
   }
   std::fprintf(f,
                "{\n  \"accesses_counted\": %s,\n  \"allocations\": %llu,\n  \"frees\": %llu,\n  \"host_syncs\": "
-               "%llu,\n  \"kernels\": {",
-               s.accesses_counted ? "true" : "false", s.allocations, s.frees, s.host_syncs);
+               "%llu,\n  \"host_launches\": %llu,\n  \"graph_launches\": %llu,\n  \"kernels\": {",
+               s.accesses_counted ? "true" : "false", s.allocations, s.frees, s.host_syncs, s.host_launches,
+               s.graph_launches);
   const char* sep = "\n";
   for (const auto& [name, k] : s.kernels) {
     const AccessCount& a = k.accesses;

@@ -12,6 +12,13 @@ namespace gum_emu {
 void set_schedule(const std::string& spec);
 std::string schedule();
 
+// "sync" or "deferred": whether work on a stream other than the legacy one runs inside the call
+// that submits it or waits until something depends on it (src/streams.cpp). The default comes
+// from GUM_CUDA_EMU_STREAMS (sync when unset); switching runs every queued item first; an invalid
+// spec throws std::invalid_argument.
+void set_stream_mode(const std::string& spec);
+std::string stream_mode();
+
 // The message of the last error a launch raised (empty if none): kernel, block, thread, source line.
 std::string last_error_message();
 
@@ -43,6 +50,10 @@ struct LibraryCount {
 struct Stats {
   bool accesses_counted = false;  // kernels instrumented and counting on
   unsigned long long allocations = 0, frees = 0, host_syncs = 0;
+  // Work the host submitted outside a capture (kernel launches, library calls, copies, memsets,
+  // graph launches: what costs a launch on a GPU), and graphs run; a graph's own kernels count
+  // in `kernels` each time it runs.
+  unsigned long long host_launches = 0, graph_launches = 0;
   std::map<std::string, KernelCount> kernels;   // by kernel name
   std::map<std::string, LibraryCount> library;  // by call, e.g. "cublasGemmEx F32 tf32"
 };
@@ -54,6 +65,8 @@ void count_allocation();
 void count_free();
 void count_host_sync();
 void count_device_work();  // a queued copy or memset
+void count_host_launch();
+void count_graph_launch();
 void count_launch_accesses(const char* kernel, const AccessCount& count);
 
 // Access counting (src/access.cpp): device allocations are registered by cudaMalloc, a launch

@@ -98,6 +98,11 @@ struct LaunchConfig {
 
 // Runs the grid: body(context) once per CUDA thread. Errors are kept for cudaGetLastError.
 void run_grid(const LaunchConfig& config, void (*body)(void*), void* context);
+// Runs the grid now, queues it on its stream or records it into the stream's capture
+// (src/streams.cpp), which owns `context` from then on and calls destroy(context) once no queued
+// launch or graph needs it. (Ownership is shared there, not here: a shared_ptr's atomic counts
+// in an instrumented kernel file would call ThreadSanitizer's runtime, see src/access.cpp.)
+void submit_launch(const LaunchConfig& config, void (*body)(void*), void* context, void (*destroy)(void*));
 
 // What `kernel<<<grid, block, smem, stream>>>` becomes (rewrite_launches.cmake); the call
 // operator takes the kernel's arguments, converted to its parameter types as a call would.
@@ -111,17 +116,18 @@ class Launch {
     static_assert(sizeof...(Args) == sizeof...(Params), "kernel launched with the wrong number of arguments");
     struct Context {
       void (*kernel)(Params...);
-      std::tuple<Params...> params;
-    } context{kernel_, std::tuple<Params...>(std::forward<Args>(args)...)};
+      std::tuple<Params...> params;  // bound by value at the launch, as a captured graph keeps them
+    };
     // Each thread gets its own copy of the parameters, as on the device.
-    run_grid(
+    submit_launch(
         config_,
         [](void* c) {
           auto* ctx = static_cast<Context*>(c);
           std::tuple<Params...> params = ctx->params;
           std::apply(ctx->kernel, std::move(params));
         },
-        &context);
+        new Context{kernel_, std::tuple<Params...>(std::forward<Args>(args)...)},
+        [](void* c) { delete static_cast<Context*>(c); });
   }
 
  private:

@@ -356,6 +356,7 @@ void Trainer::stop_on_non_finite(int64_t step, const std::string& what) const {
 // sharding the owners then broadcast the new weights, so every rank holds the same model.
 void Trainer::update_params(const std::vector<size_t>& indices) {
   ScopedTimeSpent timed(interval_optimizer_);
+  optimizer_->prepare(indices);  // the projector refreshes start on the side queue
   for (size_t i : indices)
     if (optimizer_->owns(i)) optimizer_->update(i);
   if (sharded() && comm_.world_size() > 1) broadcast_from_owners(comm_, *shard_plan_, param_tensors_, indices);
@@ -462,8 +463,8 @@ void Trainer::train_step(const StepInfo& info) {
 // so every value that changes between steps must be in device memory written before it. In this
 // pass the only such host value is the loss scale (1 / valid targets of the step), which the loss
 // kernels take as an argument: a step with another scale records again, as does one after the
-// backend moved a scratch buffer the recording addresses (an optimizer's SVD can grow the op
-// workspace: a replay would write the freed one). The batch is staged
+// backend moved a scratch buffer the recording addresses (an op workspace grown past its start-up
+// reservation: a replay would write the freed one). The batch is staged
 // (copied) before, and the update, the projector refreshes and the read-back of logged steps run
 // after, each eager. The layer hook runs on the host after the replay, in the recorded order: on
 // one rank and without fused_update (record_passes_) it only starts no-op reductions.
@@ -472,8 +473,8 @@ void Trainer::forward_backward(float loss_scale, const std::function<void(int la
     model_->forward_staged(loss_sum_, /*accumulate=*/true, loss_scale);
     model_->backward(loss_scale, hook);
   };
-  // The first pass runs eagerly: buffers sized on first use (the cuda backend's fp32 copies of
-  // bf16 attention operands) are allocated there, and an allocation inside a recording fails it.
+  // The first pass runs eagerly: a buffer sized on first use would be allocated there, and an
+  // allocation inside a recording fails it (the cuda backend reserves its op scratch at start-up).
   if (!record_passes_ || !warmed_up_) {
     pass(on_layer_done);
     warmed_up_ = true;

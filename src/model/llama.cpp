@@ -350,7 +350,11 @@ LlamaModel::LlamaModel(const LlamaConfig& config, Backend& backend, int max_batc
   }
   if (training) {
     // Reserved now, so that no step (the first included) waits on the device for an allocation.
-    TrainingShapes shapes{N, config.hidden_size, 0, full};
+    TrainingShapes shapes;
+    shapes.rows = N;
+    shapes.channels = config.hidden_size;
+    shapes.attention = full;
+    shapes.activations = precision == Precision::Fp32 ? DType::F32 : DType::BF16;
     if (config.attention_bias) shapes.bias_width = full.qkv_width();
     if (config.o_proj_bias) shapes.bias_width = std::max<int64_t>(shapes.bias_width, config.hidden_size);
     op_workspace_bytes_ = backend.training_workspace_bytes(shapes);

@@ -74,6 +74,8 @@ class Bf16WeightUpdate final : public Optimizer {
     inner_->begin_step(info);
   }
 
+  void prepare(const std::vector<size_t>& indices) override { inner_->prepare(indices); }
+
   void update(size_t index) override {
     const OptimParam& p = params_.at(index);
     open_ = Tensor();
@@ -119,6 +121,7 @@ class Bf16WeightUpdate final : public Optimizer {
   }
   size_t shared_state_bytes() const override { return inner_->shared_state_bytes(); }
   size_t workspace_bytes() const override { return inner_->workspace_bytes() + working_.bytes(); }
+  size_t op_workspace_bytes() const override { return inner_->op_workspace_bytes(); }
 
  private:
   // The working copy of parameter `index`: its bf16 weights, exact in fp32, plus the compensation.

@@ -53,7 +53,8 @@ class ProjectedAdam final : public LowRankOptimizer {
  public:
   ProjectedAdam(const OptimizerContext& ctx, const ProjectedAdamOptions& options, Estimator estimator, std::string name)
       : LowRankOptimizer(ctx, options), options_(options), estimator_(estimator), name_(std::move(name)) {
-    size_t workspace = 0;
+    size_t workspace = 0, refresh_workspace = 0;
+    std::vector<FactorizationShape> factorizations;
     for (size_t i : declare_adamw_for_non_matrices()) {
       const LowRankShape& s = shape(i);
       declare_state(i, "exp_avg", s.projected());
@@ -75,20 +76,32 @@ class ProjectedAdam final : public LowRankOptimizer {
             2 * projector + 3 * dd + static_cast<size_t>(s.small_dim()) + 2 * static_cast<size_t>(s.small_dim() * s.r);
       }
       if (estimator_ != Estimator::TopR) refresh += 2 * rr + projected;  // moment realignment
-      workspace = std::max(workspace, refresh + projection_gradient_elems(i) + 2 * projected + opened_weights_elems(i));
+      refresh_workspace = std::max(refresh_workspace, refresh);
+      workspace = std::max(workspace, projection_gradient_elems(i) + 2 * projected + opened_weights_elems(i));
+      for (const FactorizationShape& f : refresh_factorizations(i)) factorizations.push_back(f);
     }
-    allocate_low_rank(workspace);
+    allocate_low_rank(workspace, refresh_workspace, factorizations);
   }
 
   std::string name() const override { return name_; }
 
  protected:
+  bool refresh_due(size_t index) const override {
+    return (info_.step - 1) % options_.update_proj_gap == 0 || !has_projector_[index];
+  }
+
+  // The period's covariance takes this step's gradient first, on the queue that reads it next.
+  void refresh(size_t index, ScratchPad& pad) override {
+    if (period_covariance()) accumulate_covariance(index, state(index, covariance_state()));
+    refresh_projector(index, pad);
+  }
+
   void update_matrix(size_t index) override {
     const LowRankShape& s = shape(index);
+    const bool refreshing = refresh_due(index);
+    await_refresh(index);
+    if (period_covariance() && !refreshing) accumulate_covariance(index, state(index, covariance_state()));
     ScratchPad& pad = scratch();
-    const bool refresh_step = (info_.step - 1) % options_.update_proj_gap == 0;
-    if (period_covariance()) accumulate_covariance(index, state(index, covariance_state()));
-    if (refresh_step || !has_projector_[index]) refresh_projector(index, pad);
 
     const Tensor& exp_avg = state(index, 0);
     const Tensor& exp_avg_sq = state(index, 1);
@@ -121,6 +134,15 @@ class ProjectedAdam final : public LowRankOptimizer {
   bool scaled_projector() const { return estimator_ == Estimator::Plumage || optimal(); }
   size_t covariance_state() const { return scaled_projector() ? 4 : 3; }
 
+  // The SVDs and QRs refresh_projector runs for matrix `index`.
+  std::vector<FactorizationShape> refresh_factorizations(size_t index) const {
+    const LowRankShape& s = shape(index);
+    if (optimal()) return {{FactorizationShape::Svd, s.small_dim(), s.small_dim()}};  // of the covariance
+    if (estimator_ == Estimator::TopR) return top_r_factorizations(index);
+    if (estimator_ == Estimator::Plumage) return {gradient_svd_factorization(s)};
+    return {stiefel_projector_factorization(s)};
+  }
+
   // C += op(G) op(G)ᵀ: G Gᵀ [m, m] on the left, Gᵀ G [n, n] on the right.
   void accumulate_covariance(size_t index, const Tensor& covariance) {
     const Tensor& g = params_[index].grad;
@@ -131,7 +153,6 @@ class ProjectedAdam final : public LowRankOptimizer {
   }
 
   void refresh_projector(size_t index, ScratchPad& pad) {
-    ScopedTimeSpent timed(refresh_time_);
     const LowRankShape& s = shape(index);
     const Tensor& projector = state(index, 2);
     const bool usable = gradient_usable_for_projector(index) && (!period_covariance() || covariance_usable(index));

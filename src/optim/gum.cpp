@@ -85,7 +85,8 @@ class Gum final : public LowRankOptimizer {
         declare_adamw_state(i);
     }
     for (size_t i : owned_matrices) declare_state(i, "momentum", shape(i).projected());
-    size_t workspace = 0;
+    size_t workspace = 0, refresh_workspace = 0;
+    std::vector<FactorizationShape> factorizations;
     for (size_t i : owned_matrices) {
       const OptimParam& p = params_[i];
       const LowRankShape& s = shape(i);
@@ -105,9 +106,11 @@ class Gum final : public LowRankOptimizer {
       // Newton-Schulz reuses their space.
       const size_t full_rank_step =
           std::max(gradient + projected, mn + std::max(newton_schulz_workspace_elems(s.m, s.n), weights));
-      workspace = std::max(workspace, std::max(refresh, std::max(low_rank_step, full_rank_step)));
+      refresh_workspace = std::max(refresh_workspace, refresh);
+      workspace = std::max(workspace, std::max(low_rank_step, full_rank_step));
+      for (const FactorizationShape& f : top_r_factorizations(i)) factorizations.push_back(f);
     }
-    allocate_low_rank(workspace);
+    allocate_low_rank(workspace, refresh_workspace, factorizations);
     place_full_rank_momenta(owned_matrices);
     // Bernoulli may draw every block in one period (with probability q^N_L): a slot for each.
     const int slot_count = bernoulli_ ? num_blocks_ : full_rank_count_;
@@ -131,36 +134,43 @@ class Gum final : public LowRankOptimizer {
   }
 
  protected:
+  bool refresh_due(size_t index) const override { return refresh_pending_[index] != 0; }
+
+  // The period's new projector, and the momenta it starts from.
+  void refresh(size_t index, ScratchPad& pad) override {
+    const LowRankShape& s = shape(index);
+    const Tensor& momentum = state(index, 0);
+    const Tensor& projector = state(index, 1);
+    const bool full_rank = slot_of_block_[block_of_param_[index]] >= 0;
+    const bool carry =
+        !options_.momentum_restart && has_projector_[index] && !full_rank && !was_full_rank_[block_of_param_[index]];
+    if (gradient_usable_for_projector(index)) {
+      Tensor fresh = pad.take(s.projector());
+      top_r_projector(index, fresh, pad);
+      if (carry) {
+        Tensor basis_change = pad.take(Shape{s.r, s.r});
+        backend_.gemm(true, false, 1.0f, fresh, projector, 0.0f, basis_change);  // B = P_newᵀ P_old
+        change_basis(backend_, s, basis_change, momentum, pad.take(s.projected()));
+      }
+      backend_.copy(projector, fresh);
+    } else if (!has_projector_[index]) {
+      coordinate_projector(index, projector);
+    }
+    has_projector_[index] = 1;
+    // A full-rank block's low-rank momentum is idle and may hold full-rank momenta: left alone.
+    if (!carry && !full_rank) backend_.fill(momentum, 0.0f);
+    if (full_rank) backend_.fill(full_rank_momentum(index), 0.0f);
+    refresh_pending_[index] = 0;
+  }
+
   void update_matrix(size_t index) override {
     const OptimParam& p = params_[index];
     const LowRankShape& s = shape(index);
+    await_refresh(index);
     ScratchPad& pad = scratch();
     const Tensor& momentum = state(index, 0);
     const Tensor& projector = state(index, 1);
     const bool full_rank = slot_of_block_[block_of_param_[index]] >= 0;
-    if (refresh_pending_[index]) {
-      ScopedTimeSpent timed(refresh_time_);
-      const bool carry =
-          !options_.momentum_restart && has_projector_[index] && !full_rank && !was_full_rank_[block_of_param_[index]];
-      if (gradient_usable_for_projector(index)) {
-        Tensor fresh = pad.take(s.projector());
-        top_r_projector(index, fresh, pad);
-        if (carry) {
-          Tensor basis_change = pad.take(Shape{s.r, s.r});
-          backend_.gemm(true, false, 1.0f, fresh, projector, 0.0f, basis_change);  // B = P_newᵀ P_old
-          change_basis(backend_, s, basis_change, momentum, pad.take(s.projected()));
-        }
-        backend_.copy(projector, fresh);
-      } else if (!has_projector_[index]) {
-        coordinate_projector(index, projector);
-      }
-      has_projector_[index] = 1;
-      // A full-rank block's low-rank momentum is idle and may hold full-rank momenta: left alone.
-      if (!carry && !full_rank) backend_.fill(momentum, 0.0f);
-      if (full_rank) backend_.fill(full_rank_momentum(index), 0.0f);
-      refresh_pending_[index] = 0;
-      pad.reset();
-    }
     const float beta = options_.momentum;
     const float lr = info_.lr;
     const float s_scale = muon_shape_scale(options_.muon_scale, s.m, s.n);

@@ -85,6 +85,8 @@ size_t gradient_svd_workspace_elems(const LowRankShape& s, DType grad_dtype) {
   return static_cast<size_t>(s.m * k + k + k * s.n) + f32_gradient_elems(s, grad_dtype);
 }
 
+FactorizationShape gradient_svd_factorization(const LowRankShape& s) { return {FactorizationShape::Svd, s.m, s.n}; }
+
 GradientSvd gradient_svd(Backend& backend, const LowRankShape& s, const Tensor& g, ScratchPad& pad) {
   const int64_t k = std::min(s.m, s.n);
   const Tensor g32 = f32_gradient(backend, g, pad);
@@ -119,6 +121,11 @@ size_t randomized_projector_workspace_elems(const LowRankShape& s, int oversampl
   return static_cast<size_t>(2 * big * k + 2 * d * k + k + k * k + k * s.r) + f32_gradient_elems(s, grad_dtype);
 }
 
+std::vector<FactorizationShape> randomized_projector_factorizations(const LowRankShape& s, int oversampling) {
+  const int64_t k = sketch_width(s, oversampling);
+  return {{FactorizationShape::Qr, s.small_dim(), k}, {FactorizationShape::Svd, s.large_dim(), k}};
+}
+
 void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor& gradient, int oversampling,
                           int power_iterations, uint64_t seed, uint64_t stream, const Tensor& identity_prefix,
                           Tensor projector, ScratchPad& pad) {
@@ -149,6 +156,10 @@ void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor&
 }
 
 size_t stiefel_projector_workspace_elems(const LowRankShape& s) { return static_cast<size_t>(s.small_dim() * s.r); }
+
+FactorizationShape stiefel_projector_factorization(const LowRankShape& s) {
+  return {FactorizationShape::Qr, s.small_dim(), s.r};
+}
 
 void stiefel_projector(Backend& backend, const LowRankShape& s, uint64_t seed, uint64_t stream, Tensor projector,
                        ScratchPad& pad) {

@@ -62,6 +62,9 @@ std::vector<float> selection_matrix(int64_t k, const std::vector<int64_t>& rows,
 // The refreshes below read the gradient in fp32: a BF16 one (per-layer gradients under pure bf16
 // weights) is first widened into the pad, which the workspace sizes count for `grad_dtype`.
 //
+// Each *_factorization(s) names the SVDs and QRs a refresh runs, whose backend scratch the optimizer
+// reserves at start-up (Backend::training_workspace_bytes).
+//
 // Full thin SVD of the gradient on the projection side: the singular values (descending,
 // d of them) and the singular vectors of that side. Used by top-r GaLore and PLUMAGE.
 struct GradientSvd {
@@ -69,6 +72,7 @@ struct GradientSvd {
   Tensor singular_values;  // [d]
 };
 size_t gradient_svd_workspace_elems(const LowRankShape& s, DType grad_dtype);
+FactorizationShape gradient_svd_factorization(const LowRankShape& s);
 GradientSvd gradient_svd(Backend& backend, const LowRankShape& s, const Tensor& g, ScratchPad& pad);
 // projector = (singular vectors) · selection, selection [d, r] on the device: column j picks
 // (and scales) singular vector rows[j]. With the identity prefix it is GaLore's top-r P.
@@ -81,6 +85,7 @@ void projector_from_svd(Backend& backend, const LowRankShape& s, const GradientS
 // problem; projector = its top r directions. identity_prefix is a device [K >= k, r] matrix
 // with ones on the diagonal (rows [0, k) of it are used).
 size_t randomized_projector_workspace_elems(const LowRankShape& s, int oversampling, DType grad_dtype);
+std::vector<FactorizationShape> randomized_projector_factorizations(const LowRankShape& s, int oversampling);
 void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor& g, int oversampling,
                           int power_iterations, uint64_t seed, uint64_t stream, const Tensor& identity_prefix,
                           Tensor projector, ScratchPad& pad);
@@ -88,6 +93,7 @@ void randomized_projector(Backend& backend, const LowRankShape& s, const Tensor&
 // Haar-distributed point of the Stiefel manifold: Q of the thin QR of a Gaussian [d, r]
 // (R with a non-negative diagonal makes Q exactly Haar; Mezzadri 2007).
 size_t stiefel_projector_workspace_elems(const LowRankShape& s);
+FactorizationShape stiefel_projector_factorization(const LowRankShape& s);
 void stiefel_projector(Backend& backend, const LowRankShape& s, uint64_t seed, uint64_t stream, Tensor projector,
                        ScratchPad& pad);
 

@@ -45,6 +45,12 @@ size_t LowRankOptimizer::top_r_workspace_elems(size_t index) const {
                                          : gradient_svd_workspace_elems(s, grad_dtype);
 }
 
+std::vector<FactorizationShape> LowRankOptimizer::top_r_factorizations(size_t index) const {
+  const LowRankShape& s = shapes_[index];
+  if (keys_.projector == "randomized") return randomized_projector_factorizations(s, keys_.oversampling);
+  return {gradient_svd_factorization(s)};
+}
+
 size_t LowRankOptimizer::projection_gradient_elems(size_t index) const {
   const Tensor& g = params_[index].grad;
   return g.dtype != state_dtype() && g.dtype == DType::BF16 ? static_cast<size_t>(g.numel()) : 0;
@@ -58,14 +64,52 @@ Tensor LowRankOptimizer::projection_gradient(size_t index, ScratchPad& pad) {
   return wide;
 }
 
-void LowRankOptimizer::allocate_low_rank(size_t workspace_elems) {
+void LowRankOptimizer::allocate_low_rank(size_t workspace_elems, size_t refresh_workspace_elems,
+                                         const std::vector<FactorizationShape>& factorizations) {
   allocate(workspace_elems);
+  refresh_workspace_ = Arena(backend_, DType::F32,
+                             {NamedShape{"refresh_workspace", Shape{static_cast<int64_t>(refresh_workspace_elems)}}});
+  refresh_pad_ = ScratchPad(refresh_workspace_.all());
+  refresh_issued_.assign(params_.size(), 0);
+  refresh_ticket_.assign(params_.size(), 0);
+  TrainingShapes shapes;
+  shapes.factorizations = factorizations;
+  op_workspace_bytes_ = backend_.training_workspace_bytes(shapes);
+  backend_.begin_side_work();  // the refreshes' SVDs and QRs run as side work: its scratch
+  backend_.reserve_workspace(op_workspace_bytes_);
+  backend_.end_side_work();
   int64_t max_small = 1;
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].is_matrix()) max_small = std::max(max_small, shapes_[i].small_dim());
   constants_ = Arena(backend_, DType::F32, {NamedShape{"identity_prefix", Shape{max_small, keys_.rank}}});
   identity_prefix_ = constants_.view(0);
   fill_identity_prefix(backend_, identity_prefix_);
+}
+
+void LowRankOptimizer::prepare(const std::vector<size_t>& indices) {
+  for (size_t i : indices)
+    if (owns(i) && params_[i].is_matrix() && !refresh_issued_[i] && refresh_due(i)) issue_refresh(i);
+}
+
+void LowRankOptimizer::await_refresh(size_t index) {
+  if (!refresh_issued_[index] && refresh_due(index)) issue_refresh(index);
+  if (!refresh_issued_[index]) return;
+  backend_.wait_side_work(refresh_ticket_[index]);
+  refresh_issued_[index] = 0;
+}
+
+void LowRankOptimizer::issue_refresh(size_t index) {
+  ScopedTimeSpent timed(refresh_time_);
+  backend_.begin_side_work();
+  try {
+    refresh_pad_.reset();
+    refresh(index, refresh_pad_);
+  } catch (...) {
+    backend_.end_side_work();
+    throw;
+  }
+  refresh_ticket_[index] = backend_.end_side_work();
+  refresh_issued_[index] = 1;
 }
 
 bool LowRankOptimizer::gradient_usable_for_projector(size_t index) {

@@ -17,7 +17,10 @@ size_t Optimizer::total_state_bytes() const {
 
 void Optimizer::step(const StepInfo& info) {
   begin_step(info);
-  for (size_t i = 0; i < params_.size(); ++i)
+  std::vector<size_t> all(params_.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  prepare(all);
+  for (size_t i : all)
     if (owns(i)) update(i);
 }
 

@@ -39,11 +39,14 @@ std::vector<size_t> GradientSync::complete(size_t keep_in_flight) {
     in_flight_.pop_front();
   }
   std::sort(done.begin(), done.end());
+  std::vector<Tensor> grads;
+  std::vector<double> indices;
   for (size_t i : done) {
     if (!optimizer_.owns(i)) continue;
-    backend_.sum_into(grad_sum_squares_, optimizer_.params()[i].grad, /*squares=*/true, /*accumulate=*/true);
-    backend_.flag_non_finite(non_finite_, grad_sum_squares_, double(step_), double(i));
+    grads.push_back(optimizer_.params()[i].grad);
+    indices.push_back(double(i));
   }
+  backend_.sum_squares_checked(grad_sum_squares_, grads, non_finite_, double(step_), indices);
   return done;
 }
 

@@ -19,7 +19,7 @@ namespace {
 // the kernel hands out zero pages lazily and an allocation never touched costs nothing. Small
 // host writes (the RoPE table) work; compute is refused. attention_aux_elems and
 // training_workspace_bytes are delegated to the backend the run would use, since it decides the
-// attention's activation memory and its ops' scratch.
+// attention's activation memory and its ops' scratch; has_side_queue too (where its scratch goes).
 class PlanningBackend final : public Backend {
  public:
   explicit PlanningBackend(const Backend& target) : target_(target) {}
@@ -60,6 +60,7 @@ class PlanningBackend final : public Backend {
   size_t training_workspace_bytes(const TrainingShapes& shapes) const override {
     return target_.training_workspace_bytes(shapes);
   }
+  bool has_side_queue() const override { return target_.has_side_queue(); }
 
   void gemm(bool, bool, float, const Tensor&, const Tensor&, float, Tensor) override { refuse("gemm"); }
   void svd(Tensor, Tensor, Tensor, const Tensor&) override { refuse("svd"); }
@@ -150,7 +151,10 @@ MemoryPlan measure_memory_plan(LlamaModel& model, const Optimizer& optimizer, in
   p.optimizer_state_bytes = optimizer.total_state_bytes();
   p.optimizer_workspace_bytes = optimizer.workspace_bytes();
   p.activation_bytes = model.activation_bytes();
-  p.op_workspace_bytes = model.op_workspace_bytes();
+  // The optimizer's refreshes take the side queue's scratch where there is one, else the one buffer.
+  p.op_workspace_bytes = model.backend().has_side_queue()
+                             ? model.op_workspace_bytes() + optimizer.op_workspace_bytes()
+                             : std::max(model.op_workspace_bytes(), optimizer.op_workspace_bytes());
   p.micro_batch = model.max_batch();
   p.seq_len = seq_len;
   p.logits_chunk_rows = model.logits_chunk_rows();

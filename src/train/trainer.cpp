@@ -356,6 +356,7 @@ void Trainer::stop_on_non_finite(int64_t step, const std::string& what) const {
 // sharding the owners then broadcast the new weights, so every rank holds the same model.
 void Trainer::update_params(const std::vector<size_t>& indices) {
   ScopedTimeSpent timed(interval_optimizer_);
+  optimizer_->prepare(indices);  // the projector refreshes start on the side queue
   for (size_t i : indices)
     if (optimizer_->owns(i)) optimizer_->update(i);
   if (sharded() && comm_.world_size() > 1) broadcast_from_owners(comm_, *shard_plan_, param_tensors_, indices);

@@ -2,7 +2,8 @@
 """scripts/roofline.py on a tiny model in the emulated CUDA build: the table is printed and labelled
 as an estimate, the kernels' traffic is counted, and one kernel's count equals what its arguments
 say: AdamW reads the parameter, gradient and two moments and writes the parameter and the moments,
-28 bytes per fp32 parameter.
+28 bytes per fp32 parameter. gum and galore_adamw (randomized) with a projector refresh in every counted
+step and bf16 attention allocate nothing in a step.
 Usage: roofline_check.py SOURCE_DIR GUM_TRAIN SCRATCH_DIR"""
 import json, os, shutil, subprocess, sys
 
@@ -11,15 +12,9 @@ shutil.rmtree(scratch, ignore_errors=True)
 os.makedirs(scratch)
 
 C, F, L, H, KV, D, V = 64, 128, 2, 4, 2, 16, 128  # V: the --micro vocabulary
-sets = [f"model.hidden_size={C}", f"model.intermediate_size={F}", f"model.num_hidden_layers={L}",
-        f"model.num_attention_heads={H}", f"model.num_key_value_heads={KV}", "training.seq_len=16",
-        "training.batch_size=4", "optimizer.name=adamw", "training.precision=fp32"]
-cmd = [sys.executable, os.path.join(src, "scripts", "roofline.py"), gum_train, os.path.join(src, "configs", "llama_tiny.json"),
-       "--steps", "1", "--micro", os.path.join(scratch, "micro"), "--json", os.path.join(scratch, "step.json")]
-for s in sets:
-    cmd += ["--set", s]
-proc = subprocess.run(cmd, capture_output=True, text=True)
-print(proc.stdout + proc.stderr)
+shape_sets = [f"model.hidden_size={C}", f"model.intermediate_size={F}", f"model.num_hidden_layers={L}",
+              f"model.num_attention_heads={H}", f"model.num_key_value_heads={KV}", "training.seq_len=16",
+              "training.batch_size=4"]
 
 
 def check(condition, what):
@@ -27,12 +22,24 @@ def check(condition, what):
         sys.exit(f"FAIL: {what}")
 
 
-check(proc.returncode == 0, f"roofline.py exited {proc.returncode}")
+def roofline(name, sets):
+    """roofline.py on the tiny model with `sets`: its output and the counters of one step."""
+    cmd = [sys.executable, os.path.join(src, "scripts", "roofline.py"), gum_train,
+           os.path.join(src, "configs", "llama_tiny.json"), "--steps", "1", "--micro", os.path.join(scratch, "micro"),
+           "--json", os.path.join(scratch, f"{name}.json")]
+    for s in shape_sets + sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(proc.stdout + proc.stderr)
+    check(proc.returncode == 0, f"roofline.py ({name}) exited {proc.returncode}")
+    return proc, json.load(open(os.path.join(scratch, f"{name}.json")))
+
+
+proc, counters = roofline("adamw", ["optimizer.name=adamw", "training.precision=fp32"])
 check(proc.stdout.startswith("ESTIMATE from an emulated run (no GPU)"), "the table is not labelled as an estimate")
 for line in ("launches per step:", "launches per step from the host:", "host round trips per step:",
              "device allocations per step:", "moved/req"):
     check(line in proc.stdout, f"the table has no '{line}'")
-counters = json.load(open(os.path.join(scratch, "step.json")))
 step, unlogged = counters["logged"], counters["unlogged"]
 check(step["accesses_counted"], "the kernels' accesses were not counted (GCC build without ASan needed)")
 for name, k in step["kernels"].items():
@@ -58,4 +65,19 @@ check(adam["read_bytes"] == 16 * params, f"adam_kernel read {adam['read_bytes']}
 check(adam["written_bytes"] == 12 * params, f"adam_kernel wrote {adam['written_bytes']} bytes, expected {12 * params}")
 # Elementwise over 256-byte aligned tensors: each sector is loaded and stored once per block.
 check(adam["moved_bytes"] <= 1.01 * 28 * params, f"adam_kernel moved {adam['moved_bytes']} bytes for {28 * params}")
+
+# A projector refresh in the counted steps (update_proj_gap 1: every step refreshes) and bf16
+# activations (attention on fp32 copies): the SVDs, the range finder's QRs and the copies take op
+# scratch reserved at start-up, so no step allocates, logged or not.
+for optimizer in (["optimizer.name=gum", "optimizer.full_rank_layers=1"],
+                  ["optimizer.name=galore_adamw", "optimizer.projector=randomized"]):
+    name = optimizer[0].split("=")[1]
+    _, refresh = roofline(name, optimizer + ["optimizer.rank=8", "optimizer.update_proj_gap=1",
+                                             "training.precision=bf16"])
+    kernels = refresh["logged"]["kernels"]
+    check("svd_sign_kernel" in kernels, f"{name}: no SVD in the counted step")
+    check(("diagonal_signs_kernel" in kernels) == (name == "galore_adamw"), f"{name}: the range finder's QR")
+    for kind in ("logged", "unlogged"):
+        check(refresh[kind]["allocations"] == 0,
+              f"{name}: {refresh[kind]['allocations']} device allocations in a {kind} step with a refresh")
 print("roofline check: ok")

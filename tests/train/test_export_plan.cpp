@@ -12,6 +12,10 @@
 #include "gum/train/plan.h"
 #include "gum/train/runtime.h"
 #include "train_test_util.h"
+#if __has_include(<gum_cuda_emu/control.h>)
+#include <gum_cuda_emu/control.h>  // the emulated cuda backend: device allocations are counted
+#define GUM_TEST_COUNTS_ALLOCATIONS 1
+#endif
 
 namespace fs = std::filesystem;
 using namespace gum;
@@ -110,7 +114,17 @@ namespace {
 struct MeasuredStep {
   size_t weights, gradients, state, workspace, activations, peak;
   size_t op_workspace_reserved;  // the backend's op scratch before the step
+  size_t op_workspace_after;     // and after it
+  int64_t step_allocations;      // device allocations during the step (-1: not counted by this build)
 };
+
+int64_t device_allocations() {
+#ifdef GUM_TEST_COUNTS_ALLOCATIONS
+  return int64_t(gum_emu::stats().allocations);
+#else
+  return -1;
+#endif
+}
 MeasuredStep measure_training_step(const TrainConfig& config, const std::string& backend_name, int ranks) {
   // The trainer's backend options: the attention kernel decides the size of attention's aux.
   std::unique_ptr<Backend> backend = make_backend(backend_name, 0, backend_options(config.training));
@@ -142,6 +156,7 @@ MeasuredStep measure_training_step(const TrainConfig& config, const std::string&
   info.step = 1;
   info.lr = 1e-3f;
   info.lr_ratio = 1.0f;
+  const int64_t allocations_before = device_allocations();
   model.zero_grads();
   optimizer->begin_step(info);
   for (int m = 0; m < layout.accumulation_steps; ++m) {
@@ -154,13 +169,17 @@ MeasuredStep measure_training_step(const TrainConfig& config, const std::string&
   }
   if (!config.training.fused_update) optimizer->step(info);
   backend->synchronize();
+  const int64_t allocations =
+      backend_name == "cuda" && allocations_before >= 0 ? device_allocations() - allocations_before : -1;
   return {model.params().bytes() + model.compute_weight_bytes(),
           model.gradient_bytes(),
           optimizer->total_state_bytes(),
           optimizer->workspace_bytes(),
           model.activation_bytes(),
           backend->peak_memory_bytes(),
-          op_workspace_reserved};
+          op_workspace_reserved,
+          backend->workspace_bytes(),
+          allocations};
 }
 
 }  // namespace
@@ -208,21 +227,21 @@ TEST_CASE("plan is exact: each component equals the arenas of a real training st
       CHECK(plan.optimizer_state_bytes == measured.state);
       CHECK(plan.optimizer_workspace_bytes == measured.workspace);
       CHECK(plan.activation_bytes == measured.activations);
-      // The op scratch the model reserved at start-up (tests/cuda/test_cuda_model.cpp: the model's
-      // passes never grow it; GUM's SVD at a projector refresh still may, see below).
+      // The op scratch the model and the optimizer reserved at start-up is all the step takes
+      // (GUM's SVDs at the projector refresh of step 1 and bf16 attention's fp32 copies included).
       CHECK(plan.op_workspace_bytes == measured.op_workspace_reserved);
       CHECK((plan.op_workspace_bytes > 0) == (backend == "cuda"));
+      CHECK(measured.op_workspace_after == measured.op_workspace_reserved);
+      if (measured.step_allocations >= 0) CHECK(measured.step_allocations == 0);
       // Logits are activations: bf16 under both bf16 modes.
       const size_t logit_bytes = std::string(row.precision) == "fp32" ? sizeof(float) : 2;
       CHECK(plan.logits_bytes == 24 * 128 * logit_bytes);
-      // The rest of the peak: token ids, the RoPE table, allocations rounded up (cpu: measured 3.0 to
-      // 3.5 KiB of 0.4 to 1.1 MiB, under 1%). The cuda backend also holds scratch the plan does not
-      // list: an 8 KiB reduction buffer, the op workspace grown past its reservation by GUM's SVD at
-      // the first projector refresh (to 37 KiB), and in the bf16 modes fp32 copies of attention's
-      // bf16 operands (2 qkv + out + dout in backward). Measured in all beyond the 5%: 41 to 89 KiB.
-      // Tiny model, tiny absolute amounts: 7B with one sequence of 256 tokens stages 32 MiB
-      // (docs/precision.md).
-      const double unplanned = backend == "cuda" ? 128.0 * 1024 : 0.0;
+      // The rest of the peak: token ids, the RoPE table, allocations rounded up (measured 3.5 KiB of
+      // 0.39 to 1.1 MiB, under 1%: 5% leaves room for rounding on other shapes), and on cuda two
+      // 8 KiB reduction buffers (the main and the side stream's) and the status word (measured 20.5
+      // KiB in all of 0.47 to 1.2 MiB). The op workspace is planned whole: SVDs, QRs and bf16
+      // attention's fp32 copies included.
+      const double unplanned = backend == "cuda" ? 2 * 8.0 * 1024 : 0.0;
       INFO("planned " << plan.total_bytes() << " bytes, peak " << measured.peak);
       CHECK(double(plan.total_bytes()) <= double(measured.peak));
       CHECK(double(measured.peak) - double(plan.total_bytes()) <= 0.05 * double(measured.peak) + unplanned);
@@ -233,5 +252,38 @@ TEST_CASE("plan is exact: each component equals the arenas of a real training st
       CHECK((plan.gradient_bytes < size_t(plan.parameters) * sizeof(float)) == per_layer);
       if (per_layer) CHECK(plan.gradient_sets == row.ranks);
       CHECK((plan.matrix_gradient_dtype == DType::BF16) == (per_layer && std::string(row.precision) == "bf16_pure"));
+    }
+}
+
+TEST_CASE("the first step allocates nothing on cuda: every optimizer's refresh and precision reserved at start-up") {
+  if (!cuda_available()) return;  // the op workspace is the cuda backend's (the cpu has none)
+  struct Row {
+    nlohmann::json optimizer;
+    const char* attention;
+  };
+  // Each low-rank family refreshes its projectors at step 1 with its own SVDs and QRs.
+  const std::vector<Row> rows = {
+      {{{"name", "adamw"}}, "flash_wmma"},
+      {{{"name", "muon"}}, "flash_wmma"},
+      {{{"name", "galore_adamw"}, {"rank", 4}}, "flash_wmma"},
+      {{{"name", "galore_adamw"}, {"rank", 4}, {"projector", "randomized"}}, "gemm"},
+      {{{"name", "plumage"}, {"rank", 4}}, "flash"},
+      {{{"name", "stiefel"}, {"rank", 4}}, "flash_wmma"},
+      {{{"name", "stiefel"}, {"rank", 4}, {"stiefel_sampling", "optimal"}}, "flash_wmma"},
+      {{{"name", "gum"}, {"rank", 4}, {"full_rank_layers", 1}, {"projector", "randomized"}}, "gemm"},
+  };
+  const std::string dir = fresh_test_dir("first_step_allocations");
+  for (const Row& row : rows)
+    for (const char* precision : {"fp32", "bf16", "bf16_pure"}) {
+      INFO(row.optimizer.dump() << ", " << precision << ", attention " << row.attention);
+      const nlohmann::json patch = {
+          {"optimizer", row.optimizer},
+          {"training", {{"backend", "cuda"}, {"precision", precision}, {"attention", row.attention}}}};
+      const TrainConfig config = load_train_config(write_config(dir, micro_config(dir + "/run", patch)));
+      const MemoryPlan plan = plan_run(config, 1);
+      const MeasuredStep measured = measure_training_step(config, "cuda", 1);
+      CHECK(plan.op_workspace_bytes == measured.op_workspace_reserved);
+      CHECK(measured.op_workspace_after == measured.op_workspace_reserved);
+      if (measured.step_allocations >= 0) CHECK(measured.step_allocations == 0);
     }
 }

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "gum/backend/backend.h"
 #include "gum/io/checkpoint.h"
 #include "train_test_util.h"
 
@@ -60,4 +61,26 @@ TEST_CASE("a NaN found on the device is reported at the next logged step, naming
   CHECK(std::stoi(m[1]) >= 2);
   CHECK(std::stoi(m[1]) < 5);
   CHECK(r.output.find("No checkpoint was written yet.") != std::string::npos);
+}
+
+TEST_CASE("the first non-finite gradient is named alike by the cpu and the cuda backend's folded check") {
+  if (!gum::cuda_available()) return;
+  prepared_micro_data();
+  // The fused update checks each layer's gradients inside backward, before the loss is checked:
+  // the overflowing step's record names a gradient (cuda: Backend::sum_squares_checked's launches).
+  std::string found[2];
+  for (const char* backend : {"cpu", "cuda"}) {
+    const std::string dir = fresh_test_dir(std::string("nan_gradient_") + backend);
+    const std::string config =
+        overflowing_config(dir, {{"training", {{"backend", backend}, {"fused_update", true}, {"grad_clip", 0.0}}},
+                                 {"logging", {{"every_steps", 5}}},
+                                 {"checkpoint", {{"every_steps", 0}, {"at_end", false}}}});
+    CommandResult r = run_gum_train(config + " --resume never");
+    INFO(backend << ": " << r.output);
+    CHECK(r.exit_code == 1);
+    std::smatch m;
+    REQUIRE(std::regex_search(r.output, m, std::regex("step [0-9]+: gradient of \\S+ is NaN or Inf")));
+    found[backend == std::string("cuda")] = m[0];
+  }
+  CHECK(found[1] == found[0]);
 }

@@ -20,8 +20,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gum/backend/recorded_work.h"
+#include "gum/core/error.h"
 #include "gum/core/tensor.h"
 
 namespace gum {
@@ -35,12 +37,21 @@ struct AttentionShape {
   int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim; }
 };
 
+// A factorization an optimizer runs inside the step (a projector refresh): Backend::svd of an
+// [rows, cols] matrix, or Backend::qr_orthonormal of one.
+struct FactorizationShape {
+  enum Kind { Svd, Qr } kind = Svd;
+  int64_t rows = 0, cols = 0;
+};
+
 // The shapes of a training step whose ops take scratch (Backend::training_workspace_bytes).
 struct TrainingShapes {
   int64_t rows = 0;        // tokens of the largest micro-batch
   int64_t channels = 0;    // the RMSNorm width (hidden size)
   int64_t bias_width = 0;  // the widest linear layer with a bias (0: none)
   AttentionShape attention;
+  DType activations = DType::F32;  // BF16: attention's operands arrive in bf16 (precision bf16, bf16_pure)
+  std::vector<FactorizationShape> factorizations;
 };
 
 struct AdamWArgs {
@@ -75,12 +86,26 @@ class Backend {
   // record (cpu: its ops complete when they return), and then `work` was not called.
   virtual std::unique_ptr<RecordedWork> record(const std::function<void()>& /*work*/) { return nullptr; }
   virtual size_t peak_memory_bytes() const = 0;
-  // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops of a
-  // step of these shapes take at most, reserving that much once at start-up, so that no step
-  // allocates (an allocation waits for the device), and the bytes held now. None on the cpu.
+  // Op scratch (cuda: one buffer every op reuses): the bytes the forward and backward ops and the
+  // factorizations of a step of these shapes take at most, reserving that much once at start-up
+  // (the buffer grows to the largest reservation, never shrinks), so that no step allocates (an
+  // allocation waits for the device), and the bytes held now. None on the cpu.
   virtual size_t training_workspace_bytes(const TrainingShapes&) const { return 0; }
   virtual void reserve_workspace(size_t /*bytes*/) {}
   virtual size_t workspace_bytes() const { return 0; }
+
+  // ---- side work: a second queue that overlaps the step (the projector refreshes) ----
+  // Ops issued between begin_side_work() and end_side_work() run on the side queue (cuda: a second
+  // stream) once everything issued before begin_side_work has completed, with op scratch and a
+  // reduction buffer of their own (never the main queue's, which goes on meanwhile), in issue
+  // order among themselves; a host read inside side work waits for the side queue only. The main
+  // queue does not wait for them until wait_side_work(ticket) with end_side_work's ticket. A
+  // reservation inside side work (reserve_workspace) reserves the side scratch. Without a side
+  // queue (cpu; cuda with BackendOptions::side_stream off) side work is ordinary work in order.
+  virtual bool has_side_queue() const { return false; }
+  virtual void begin_side_work() {}
+  virtual uint64_t end_side_work() { return 0; }
+  virtual void wait_side_work(uint64_t /*ticket*/) {}
 
   // ---- dense linear algebra ----
   // C[M,N] = alpha * op(A) * op(B) + beta * C with A [M,K] ([K,M] when trans_a) and
@@ -121,6 +146,19 @@ class Backend {
   // Records the first non-finite value in stream order: when value[0] (F64 [1]) is NaN or Inf and
   // flag[0] is 0, flag (F64 [3]) = (tag, what, value[0]); otherwise nothing changes.
   virtual void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) = 0;
+  // The gradient norm's sum with its NaN/Inf watch over many tensors: for each i in order,
+  // sum_into(acc, xs[i], true, true), then flag_non_finite(flag, acc, tag, whats[i]). The same bits
+  // and the same record as that loop, which is the default; cuda folds it into two launches per
+  // group of tensors instead of three per tensor. (Inline: a virtual defined out of line would make
+  // Backend's type information live in gum_backend, which the cuda library, linked after it, needs.)
+  virtual void sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
+                                   const std::vector<double>& whats) {
+    GUM_CHECK(xs.size() == whats.size(), "sum_squares_checked: ", xs.size(), " tensors, ", whats.size(), " tags");
+    for (size_t i = 0; i < xs.size(); ++i) {
+      sum_into(acc, xs[i], /*squares=*/true, /*accumulate=*/true);
+      flag_non_finite(flag, acc, tag, whats[i]);
+    }
+  }
   // With norm = sqrt(sum_squares[0]) (F64 [1]): scale (F32 [1]) = float(numerator / (norm + eps))
   // when norm > threshold, else 1 (also for a NaN norm). Global-norm clipping (Pascanu et al. 2013)
   // is (max_norm, 1e-6, max_norm); Muon's normalisation X / (||X|| + 1e-7) is (1, 1e-7, -1).
@@ -212,6 +250,9 @@ struct BackendOptions {
   // TF32: operands rounded to 10 mantissa bits, fp32 accumulation (relative error ~1e-3 instead of
   // ~1e-6). Off here so that backend-level comparisons stay fp32; training.allow_tf32 turns it on.
   bool allow_tf32 = false;
+  // The cuda backend's side queue (Backend::begin_side_work) on a second stream; off: side work
+  // runs on the one stream, in issue order (the tests' single-stream reference).
+  bool side_stream = true;
 };
 
 // "cpu", "cuda" or "auto" (cuda when a GPU is usable, else cpu). Throws a usage error for

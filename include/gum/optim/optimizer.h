@@ -48,6 +48,11 @@ class Optimizer {
   virtual void begin_step(const StepInfo& info) = 0;
   // Update parameter `index` (into the vector given at construction) from its gradient.
   virtual void update(size_t index) = 0;
+  // Called before the updates of `indices` (their gradients complete): work those updates need
+  // that may overlap the main queue is issued here as side work (Backend::begin_side_work): the
+  // low-rank optimizers' projector refreshes, each update then waiting for its own. Optional:
+  // update() does what prepare() did not.
+  virtual void prepare(const std::vector<size_t>& /*indices*/) {}
 
   // All state (moments, projectors, counters, sampler state) as host tensors with stable
   // names; load_state throws naming a missing or mis-shaped tensor.
@@ -59,6 +64,9 @@ class Optimizer {
   virtual size_t shared_state_bytes() const { return 0; }
   // Scratch memory (Newton-Schulz, projections, SVD): not state, never checkpointed.
   virtual size_t workspace_bytes() const { return 0; }
+  // The backend's op scratch its updates take (the projector refreshes' SVD and QR), reserved when
+  // the optimizer was built (Backend::reserve_workspace) so that no update allocates; 0: none.
+  virtual size_t op_workspace_bytes() const { return 0; }
 
   const std::vector<OptimParam>& params() const { return params_; }
   // Points parameter `index` at other weights of its shape (the pure-bf16 update places its fp32
@@ -74,7 +82,8 @@ class Optimizer {
   // Indices of the parameters with this layer index.
   std::vector<size_t> layer_params(int layer) const;
   // Time spent refreshing low-rank projectors (SVD, range finder, random draws, realignment of
-  // the moments) since construction, inside update(); zero for optimizers without projectors.
+  // the moments) since construction, inside prepare() and update() (on the cuda backend the host's
+  // part: issuing the side work and its host reads); zero for optimizers without projectors.
   const TimeSpent& refresh_time() const { return refresh_time_; }
 
  protected:

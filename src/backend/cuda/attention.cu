@@ -449,11 +449,42 @@ size_t flash_backward_workspace(const AttentionShape& s) {
   return size_t(s.batch) * size_t(s.n_head) * size_t(s.seq_len) * sizeof(float);
 }
 
+size_t forward_scratch(AttentionKernel kernel, const AttentionShape& s) {
+  return kernel == AttentionKernel::Gemm ? gemm_forward_workspace(s) : 0;
+}
+
+size_t backward_scratch(AttentionKernel kernel, const AttentionShape& s) {
+  return kernel == AttentionKernel::Gemm ? GemmBackwardWorkspace(s).layout.total() : flash_backward_workspace(s);
+}
+
+// With bf16 operands the fp32 kernels run on fp32 copies: forward stages qkv and out, backward
+// qkv, dqkv, dout and out. The copies come first in the op workspace, the kernels' scratch after.
+struct StagedWorkspace {
+  WorkspaceLayout layout;
+  size_t scratch_at = 0;
+  StagedWorkspace(size_t staged_floats, size_t scratch_bytes) {
+    layout.add(staged_floats * sizeof(float));
+    scratch_at = layout.add(scratch_bytes);
+  }
+};
+
+size_t qkv_floats(const AttentionShape& s) { return size_t(s.batch) * s.seq_len * s.qkv_width(); }
+size_t out_floats(const AttentionShape& s) { return size_t(s.batch) * s.seq_len * s.n_head * s.head_dim; }
+
+StagedWorkspace staged_forward(AttentionKernel kernel, const AttentionShape& s) {
+  return StagedWorkspace(qkv_floats(s) + out_floats(s), forward_scratch(kernel, s));
+}
+
+StagedWorkspace staged_backward(AttentionKernel kernel, const AttentionShape& s) {
+  return StagedWorkspace(2 * qkv_floats(s) + 2 * out_floats(s), backward_scratch(kernel, s));
+}
+
 }  // namespace
 
-size_t CudaBackend::attention_workspace(const AttentionShape& s) const {
-  if (attention_ != AttentionKernel::Gemm) return flash_backward_workspace(s);
-  return std::max(gemm_forward_workspace(s), GemmBackwardWorkspace(s).layout.total());
+size_t CudaBackend::attention_workspace(const AttentionShape& s, bool bf16_operands) const {
+  if (bf16_operands)
+    return std::max(staged_forward(attention_, s).layout.total(), staged_backward(attention_, s).layout.total());
+  return std::max(forward_scratch(attention_, s), backward_scratch(attention_, s));
 }
 
 size_t CudaBackend::attention_aux_elems(const AttentionShape& s) const {
@@ -463,17 +494,23 @@ size_t CudaBackend::attention_aux_elems(const AttentionShape& s) const {
 
 void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
                                     const AttentionShape& s) {
-  const char* op = "attention_forward";
-  check_attention_shape(s, qkv, doc_start, op);
-  if (any_bf16({&qkv, &out})) {  // bf16 activations: the fp32 kernels on fp32 copies
-    float* base = static_cast<float*>(attention_staging(size_t(qkv.numel() + out.numel()) * sizeof(float)));
-    const Tensor qkv32(base, DType::F32, Device::CUDA, qkv.shape),
-        out32(base + qkv.numel(), DType::F32, Device::CUDA, out.shape);
-    copy(qkv32, qkv);
-    attention_forward(out32, aux, qkv32, doc_start, s);
-    copy(out, out32);
+  check_attention_shape(s, qkv, doc_start, "attention_forward");
+  if (!any_bf16({&qkv, &out})) {
+    attention_forward_f32(out, aux, qkv, doc_start, s, workspace(forward_scratch(attention_, s)));
     return;
   }
+  const StagedWorkspace pieces = staged_forward(attention_, s);
+  float* base = static_cast<float*>(workspace(pieces.layout.total()));
+  const Tensor qkv32(base, DType::F32, Device::CUDA, qkv.shape),
+      out32(base + qkv.numel(), DType::F32, Device::CUDA, out.shape);
+  copy(qkv32, qkv);
+  attention_forward_f32(out32, aux, qkv32, doc_start, s, WorkspaceLayout::at<void>(base, pieces.scratch_at));
+  copy(out, out32);
+}
+
+void CudaBackend::attention_forward_f32(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
+                                        const AttentionShape& s, void* scratch) {
+  const char* op = "attention_forward";
   require_f32(out, op, "out");
   require_f32(aux, op, "aux");
   const int64_t B = s.batch, T = s.seq_len, H = s.n_head, KV = s.n_kv_head, D = s.head_dim, G = H / KV;
@@ -498,7 +535,7 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
   specs.spec[3] = {q + (H + KV) * D, T * W, D, int(G), 1, 0};  // V of kv head h / G
   specs.spec[4] = {out.f32(), T * H * D, D, 1, 1, 0};          // O of head h
   specs.count = kForwardSpecs;
-  auto** pointers = static_cast<const float**>(workspace(gemm_forward_workspace(s)));
+  auto** pointers = static_cast<const float**>(scratch);
   launch_fill_batch_pointers(pointers, specs, items, int(H), stream_);
   const float* const* Q = pointers;
   const float* const* Kp = pointers + items;
@@ -516,22 +553,29 @@ void CudaBackend::attention_forward(Tensor out, Tensor aux, const Tensor& qkv, c
 // backward; dQ = scale dS K; dK += scale dS^T Q.
 void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux,
                                      const Tensor& qkv, const Tensor* doc_start, const AttentionShape& s) {
-  const char* op = "attention_backward";
-  check_attention_shape(s, qkv, doc_start, op);
-  if (any_bf16({&dqkv, &dout, &out, &qkv})) {  // bf16 activations: the fp32 kernels on fp32 copies
-    float* base =
-        static_cast<float*>(attention_staging(size_t(2 * qkv.numel() + dout.numel() + out.numel()) * sizeof(float)));
-    const Tensor qkv32(base, DType::F32, Device::CUDA, qkv.shape);
-    const Tensor dqkv32(base + qkv.numel(), DType::F32, Device::CUDA, dqkv.shape);
-    const Tensor dout32(base + 2 * qkv.numel(), DType::F32, Device::CUDA, dout.shape);
-    const Tensor out32(base + 2 * qkv.numel() + dout.numel(), DType::F32, Device::CUDA, out.shape);
-    copy(qkv32, qkv);
-    copy(dout32, dout);
-    copy(out32, out);
-    attention_backward(dqkv32, dout32, out32, aux, qkv32, doc_start, s);
-    copy(dqkv, dqkv32);
+  check_attention_shape(s, qkv, doc_start, "attention_backward");
+  if (!any_bf16({&dqkv, &dout, &out, &qkv})) {
+    attention_backward_f32(dqkv, dout, out, aux, qkv, doc_start, s, workspace(backward_scratch(attention_, s)));
     return;
   }
+  const StagedWorkspace pieces = staged_backward(attention_, s);
+  float* base = static_cast<float*>(workspace(pieces.layout.total()));
+  const Tensor qkv32(base, DType::F32, Device::CUDA, qkv.shape);
+  const Tensor dqkv32(base + qkv.numel(), DType::F32, Device::CUDA, dqkv.shape);
+  const Tensor dout32(base + 2 * qkv.numel(), DType::F32, Device::CUDA, dout.shape);
+  const Tensor out32(base + 2 * qkv.numel() + dout.numel(), DType::F32, Device::CUDA, out.shape);
+  copy(qkv32, qkv);
+  copy(dout32, dout);
+  copy(out32, out);
+  attention_backward_f32(dqkv32, dout32, out32, aux, qkv32, doc_start, s,
+                         WorkspaceLayout::at<void>(base, pieces.scratch_at));
+  copy(dqkv, dqkv32);
+}
+
+void CudaBackend::attention_backward_f32(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux,
+                                         const Tensor& qkv, const Tensor* doc_start, const AttentionShape& s,
+                                         void* scratch) {
+  const char* op = "attention_backward";
   require_f32(dqkv, op, "dqkv");
   require_f32(dout, op, "dout");
   require_f32(aux, op, "aux");
@@ -545,7 +589,7 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
   if (attention_ != AttentionKernel::Gemm) {
     require_f32(out, op, "out");
     require_numel(out, B * T * H * D, op, "out");
-    float* delta = static_cast<float*>(workspace(flash_backward_workspace(s)));
+    float* delta = static_cast<float*>(scratch);
     launch_flash_attention_backward(attention_, dqkv.f32(), delta, dout.f32(), out.f32(), aux.f32(), qkv.f32(), doc,
                                     int(B), int(H), int(KV), int(T), int(D), stream_);
     return;
@@ -553,9 +597,8 @@ void CudaBackend::attention_backward(Tensor dqkv, const Tensor& dout, const Tens
   const float scale = static_cast<float>(1.0 / std::sqrt(double(D)));
   const int64_t items = B * KV;
   const GemmBackwardWorkspace pieces(s);
-  void* base = workspace(pieces.layout.total());
-  auto** pointers = WorkspaceLayout::at<const float*>(base, pieces.pointers_at);
-  float* dprobs = WorkspaceLayout::at<float>(base, pieces.dprobs_at);
+  auto** pointers = WorkspaceLayout::at<const float*>(scratch, pieces.pointers_at);
+  float* dprobs = WorkspaceLayout::at<float>(scratch, pieces.dprobs_at);
 
   GUM_CUDA_CHECK(cudaMemsetAsync(dqkv.data, 0, dqkv.nbytes(), stream_));
   const float* q = qkv.f32();

@@ -50,7 +50,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, const BackendOption
   else if (options.attention != "gemm")
     usage_error("cuda backend: attention '", options.attention,
                 "' is not an attention kernel (valid: gemm, flash, flash_wmma)");
-  return std::make_unique<cuda::CudaBackend>(device_index, attention, options.allow_tf32);
+  return std::make_unique<cuda::CudaBackend>(device_index, attention, options.allow_tf32, options.side_stream);
 }
 
 namespace cuda {
@@ -89,7 +89,7 @@ const int32_t* i32_ptr(const Tensor& t, const char* op, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Lifetime.
 
-CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32)
+CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32, bool side_stream)
     : device_index_(device_index),
       attention_(attention),
       f32_compute_(allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {
@@ -97,27 +97,43 @@ CudaBackend::CudaBackend(int device_index, AttentionKernel attention, bool allow
   if (device_index < 0 || device_index >= count)
     usage_error("cuda backend: device ", device_index, " does not exist (", count, " usable GPUs)");
   GUM_CUDA_CHECK(cudaSetDevice(device_index));
-  GUM_CUDA_CHECK(cudaStreamCreate(&stream_));
-  GUM_CUBLAS_CHECK(cublasCreate(&cublas_));
-  GUM_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
-  GUM_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
-  GUM_CUSOLVER_CHECK(cusolverDnCreate(&cusolver_));
-  GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver_, stream_));
+  GUM_CUDA_CHECK(cudaStreamCreate(&main_stream_));
+  stream_ = main_stream_;
+  if (side_stream) GUM_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
+  create_library_handles(main_stream_, cublas_, cusolver_);
+  // A handle's internal workspace must not serve two streams at once: the side stream has its own.
+  if (side_stream_) create_library_handles(side_stream_, side_.cublas, side_.cusolver);
   status_ = static_cast<int*>(device_malloc(sizeof(int), "status word"));
   GUM_CUDA_CHECK(cudaMemsetAsync(status_, 0, sizeof(int), stream_));
   GUM_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&status_host_), sizeof(int)));
   reduce_buffer_ = static_cast<double*>(device_malloc((kReducePartials + 1) * sizeof(double), "reduction buffer"));
+  if (side_stream_)
+    side_.reduce_buffer =
+        static_cast<double*>(device_malloc((kReducePartials + 1) * sizeof(double), "side reduction buffer"));
+}
+
+void CudaBackend::create_library_handles(cudaStream_t stream, cublasHandle_t& cublas, cusolverDnHandle_t& cusolver) {
+  GUM_CUBLAS_CHECK(cublasCreate(&cublas));
+  GUM_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  // TF32 or not is each GEMM's compute type (f32_compute_), not the handle's math mode.
+  GUM_CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));
+  GUM_CUSOLVER_CHECK(cusolverDnCreate(&cusolver));
+  GUM_CUSOLVER_CHECK(cusolverDnSetStream(cusolver, stream));
 }
 
 CudaBackend::~CudaBackend() {
   // Best effort, never throws: the process may be unwinding from a CUDA error already.
   cudaSetDevice(device_index_);
-  if (stream_) cudaStreamSynchronize(stream_);
+  if (main_stream_) cudaStreamSynchronize(main_stream_);
+  if (side_stream_) cudaStreamSynchronize(side_stream_);
   for (auto& [ptr, bytes] : allocations_) cudaFree(ptr);
-  if (cusolver_) cusolverDnDestroy(cusolver_);
-  if (cublas_) cublasDestroy(cublas_);
-  if (stream_) cudaStreamDestroy(stream_);
+  for (cudaEvent_t event : events_) cudaEventDestroy(event);
+  for (cusolverDnHandle_t handle : {cusolver_, side_.cusolver})
+    if (handle) cusolverDnDestroy(handle);
+  for (cublasHandle_t handle : {cublas_, side_.cublas})
+    if (handle) cublasDestroy(handle);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
+  if (main_stream_) cudaStreamDestroy(main_stream_);
   cudaFreeHost(status_host_);
 }
 
@@ -163,31 +179,30 @@ void* CudaBackend::allocate(size_t bytes) {
 
 void CudaBackend::release(void* ptr) { device_free(ptr); }
 
-void* CudaBackend::grown(void*& buffer, size_t& size, size_t bytes, const char* what) {
-  if (bytes <= size) return buffer;
-  if (buffer) {
-    device_free(buffer);
-    buffer = nullptr;
-    size = 0;
+void* CudaBackend::workspace(size_t bytes) {
+  if (bytes <= workspace_bytes_) return workspace_;
+  if (workspace_) {
+    device_free(workspace_);
+    workspace_ = nullptr;
+    workspace_bytes_ = 0;
   }
-  buffer = device_malloc(bytes, what);
-  size = bytes;
+  workspace_ = device_malloc(bytes, "the op workspace");
+  workspace_bytes_ = bytes;
   ++buffer_moves_;
-  return buffer;
+  return workspace_;
 }
-
-void* CudaBackend::workspace(size_t bytes) { return grown(workspace_, workspace_bytes_, bytes, "the op workspace"); }
 
 size_t CudaBackend::training_workspace_bytes(const TrainingShapes& shapes) const {
-  size_t bytes =
-      std::max(rmsnorm_backward_workspace(shapes.rows, shapes.channels), attention_workspace(shapes.attention));
+  size_t bytes = std::max(rmsnorm_backward_workspace(shapes.rows, shapes.channels),
+                          attention_workspace(shapes.attention, shapes.activations == DType::BF16));
+  if (shapes.rows > 0)  // the gradient norm's partials (sum_squares_checked)
+    bytes = std::max(bytes, size_t(kCheckedPartials) * sizeof(double));
   if (shapes.bias_width > 0)  // linear_backward's dbias
     bytes = std::max(bytes, size_t(column_reduce_partials_size(shapes.rows, shapes.bias_width)) * sizeof(float));
+  for (const FactorizationShape& f : shapes.factorizations)
+    bytes = std::max(bytes, f.kind == FactorizationShape::Svd ? svd_workspace(f.rows, f.cols).layout.total()
+                                                              : qr_workspace(f.rows, f.cols).layout.total());
   return bytes;
-}
-
-void* CudaBackend::attention_staging(size_t bytes) {
-  return grown(staging_, staging_bytes_, bytes, "fp32 copies of bf16 attention operands");
 }
 
 size_t CudaBackend::peak_memory_bytes() const {
@@ -255,12 +270,68 @@ std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& w
 }
 
 // The status word is queued first, into page-locked memory (no wait), then the caller's bytes:
-// the host waits once, for both (a trainer's logged step costs one round trip).
+// the host waits once, for both (a trainer's logged step costs one round trip). The status word
+// belongs to the main stream, whose kernels set it: side work's reads leave it alone.
 void CudaBackend::wait_for_device(void* host_dst, const void* src, size_t bytes) {
-  GUM_CUDA_CHECK(cudaMemcpyAsync(status_host_, status_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  if (!in_side_work_)
+    GUM_CUDA_CHECK(cudaMemcpyAsync(status_host_, status_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   if (bytes) GUM_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   GUM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  check_device_status();
+  if (!in_side_work_) check_device_status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Side work: the side stream waits for an event recorded on the main stream, runs with its own
+// scratch, and records an event the main stream waits for when wait_side_work is called.
+
+void CudaBackend::swap_scratch() {
+  std::swap(workspace_, side_.workspace);
+  std::swap(workspace_bytes_, side_.workspace_bytes);
+  std::swap(reduce_buffer_, side_.reduce_buffer);
+  std::swap(cublas_, side_.cublas);
+  std::swap(cusolver_, side_.cusolver);
+}
+
+uint64_t CudaBackend::take_event() {
+  if (free_events_.empty()) {
+    cudaEvent_t event = nullptr;
+    GUM_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    events_.push_back(event);
+    return events_.size() - 1;
+  }
+  const uint64_t ticket = free_events_.back();
+  free_events_.pop_back();
+  return ticket;
+}
+
+void CudaBackend::begin_side_work() {
+  if (!side_stream_) return;
+  GUM_CHECK(!in_side_work_, "cuda backend: begin_side_work inside side work");
+  const uint64_t ready = take_event();
+  GUM_CUDA_CHECK(cudaEventRecord(events_[ready], main_stream_));
+  GUM_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, events_[ready], 0));
+  free_events_.push_back(ready);  // the wait holds the record it saw: the event may be recorded again
+  stream_ = side_stream_;
+  in_side_work_ = true;
+  swap_scratch();
+}
+
+uint64_t CudaBackend::end_side_work() {
+  if (!side_stream_) return 0;
+  GUM_CHECK(in_side_work_, "cuda backend: end_side_work outside side work");
+  const uint64_t done = take_event();
+  GUM_CUDA_CHECK(cudaEventRecord(events_[done], side_stream_));
+  stream_ = main_stream_;
+  in_side_work_ = false;
+  swap_scratch();
+  return done;
+}
+
+void CudaBackend::wait_side_work(uint64_t ticket) {
+  if (!side_stream_) return;
+  GUM_CHECK(ticket < events_.size(), "cuda backend: side work ticket ", ticket, " was never issued");
+  GUM_CUDA_CHECK(cudaStreamWaitEvent(main_stream_, events_[ticket], 0));
+  free_events_.push_back(ticket);
 }
 
 void CudaBackend::check_device_status() {

@@ -4,7 +4,10 @@
 // the methods that launch them), cuBLAS for GEMMs (also the
 // batched GEMMs of attention), cuSOLVER for SVD and QR. Every op is enqueued on one stream
 // (created with default flags, so it also orders with the legacy default stream that other
-// libraries use); only functions that return host values synchronise.
+// libraries use), except side work (Backend::begin_side_work), which runs on a second stream
+// created non-blocking: the legacy stream's implicit synchronisation must not serialise it with
+// the main stream, so every ordering it has is an explicit event. Only functions that return
+// host values synchronise.
 //
 // Floating tensors may be F32 or BF16 wherever the op reads or writes them elementwise
 // (arithmetic in fp32); gemm/linear take BF16 operands through cublasGemmEx with fp32
@@ -15,6 +18,7 @@
 
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "gum/backend/backend.h"
 #include "op_args.h"
@@ -27,7 +31,8 @@ enum class AttentionKernel { Gemm, Flash, FlashWmma };
 class CudaBackend final : public Backend {
  public:
   // allow_tf32: F32 GEMMs on the tensor cores in TF32 (BackendOptions::allow_tf32).
-  CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32 = false);
+  // side_stream: side work on a second stream (BackendOptions::side_stream).
+  CudaBackend(int device_index, AttentionKernel attention, bool allow_tf32 = false, bool side_stream = true);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -35,7 +40,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return "cuda"; }
   int device_index() const { return device_index_; }
-  // The stream every op runs on (for NCCL or other libraries that must order with us).
+  // The stream ops run on now (the main one outside side work; for NCCL or other libraries that
+  // must order with us).
   cudaStream_t stream() const { return stream_; }
 
   // ---- memory ----
@@ -51,7 +57,11 @@ class CudaBackend final : public Backend {
   size_t peak_memory_bytes() const override;
   size_t training_workspace_bytes(const TrainingShapes& shapes) const override;
   void reserve_workspace(size_t bytes) override { workspace(bytes); }
-  size_t workspace_bytes() const override { return workspace_bytes_; }
+  size_t workspace_bytes() const override { return workspace_bytes_ + side_.workspace_bytes; }
+  bool has_side_queue() const override { return side_stream_ != nullptr; }
+  void begin_side_work() override;
+  uint64_t end_side_work() override;
+  void wait_side_work(uint64_t ticket) override;
 
   // ---- dense linear algebra (gemm.cpp, linalg.cu) ----
   void gemm(bool trans_a, bool trans_b, float alpha, const Tensor& a, const Tensor& b, float beta, Tensor c) override;
@@ -68,6 +78,8 @@ class CudaBackend final : public Backend {
   double sum_squares(const Tensor& x) override;
   void sum_into(Tensor acc, const Tensor& x, bool squares, bool accumulate) override;
   void flag_non_finite(Tensor flag, const Tensor& value, double tag, double what) override;
+  void sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
+                           const std::vector<double>& whats) override;
   void norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) override;
   void scale_by(Tensor x, const Tensor& scale) override;
 
@@ -109,12 +121,14 @@ class CudaBackend final : public Backend {
   // reserve_workspace makes unnecessary in training. Each op's need, as that op lays it out:
   void* workspace(size_t bytes);
   static size_t rmsnorm_backward_workspace(int64_t rows, int64_t channels);
-  size_t attention_workspace(const AttentionShape& s) const;  // the larger of forward and backward
-  // A second such buffer: the fp32 copies of attention's BF16 operands (bf16 activations), which
-  // must outlive the workspace the attention kernels take.
-  void* attention_staging(size_t bytes);
-  // `buffer` of at least `bytes` (reallocated, contents dropped, when smaller).
-  void* grown(void*& buffer, size_t& size, size_t bytes, const char* what);
+  // The larger of forward and backward; with bf16 operands the fp32 copies the kernels run on too.
+  size_t attention_workspace(const AttentionShape& s, bool bf16_operands) const;
+  // The pieces of svd's and qr_orthonormal's scratch for an [m, n] matrix (cuSOLVER's buffers
+  // queried for that shape): the one place that lays them out, for the op and for reservations.
+  struct SvdWorkspace;
+  struct QrWorkspace;
+  SvdWorkspace svd_workspace(int64_t m, int64_t n) const;
+  QrWorkspace qr_workspace(int64_t m, int64_t k) const;
   // Copies the status word and `bytes` from device `src` to the host, then waits: one round trip.
   void wait_for_device(void* host_dst, const void* src, size_t bytes);
   // Reads the status word wait_for_device copied and throws if a kernel flagged bad ids.
@@ -125,6 +139,12 @@ class CudaBackend final : public Backend {
   void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,
             const char* op);
   double reduce(const Tensor& x, bool squares, const char* op);
+  // attention_forward/backward on F32 operands, the kernels' scratch at `scratch` (the op workspace,
+  // after the fp32 copies of bf16 operands when there are any).
+  void attention_forward_f32(Tensor out, Tensor aux, const Tensor& qkv, const Tensor* doc_start,
+                             const AttentionShape& s, void* scratch);
+  void attention_backward_f32(Tensor dqkv, const Tensor& dout, const Tensor& out, const Tensor& aux, const Tensor& qkv,
+                              const Tensor* doc_start, const AttentionShape& s, void* scratch);
   void adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const AdamWArgs& args, bool write_direction,
             const char* op);
 
@@ -144,7 +164,25 @@ class CudaBackend final : public Backend {
   // The compute type of F32 GEMMs: CUBLAS_COMPUTE_32F_FAST_TF32 under allow_tf32, else plain fp32
   // (the handle keeps CUBLAS_DEFAULT_MATH, which never turns CUBLAS_COMPUTE_32F into TF32).
   cublasComputeType_t f32_compute_ = CUBLAS_COMPUTE_32F;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // where ops go now: main_stream_, or side_stream_ in side work
+  cudaStream_t main_stream_ = nullptr;
+  cudaStream_t side_stream_ = nullptr;  // null: no side queue
+  bool in_side_work_ = false;
+  // The scratch and library handles of the queue not in use now: begin/end_side_work swap them
+  // with workspace_, reduce_buffer_, cublas_ and cusolver_, so every op takes the current queue's.
+  struct Scratch {
+    void* workspace = nullptr;
+    size_t workspace_bytes = 0;
+    double* reduce_buffer = nullptr;
+    cublasHandle_t cublas = nullptr;
+    cusolverDnHandle_t cusolver = nullptr;
+  } side_;
+  void create_library_handles(cudaStream_t stream, cublasHandle_t& cublas, cusolverDnHandle_t& cusolver);
+  void swap_scratch();
+  // Events marking side work's end (end_side_work's tickets index them), reused once waited for.
+  std::vector<cudaEvent_t> events_;
+  std::vector<uint64_t> free_events_;
+  uint64_t take_event();
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
   int* status_ = nullptr;            // device status word (op_args.h StatusBits)
@@ -152,10 +190,8 @@ class CudaBackend final : public Backend {
   double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  void* staging_ = nullptr;
-  size_t staging_bytes_ = 0;
-  // Counts the reallocations of workspace_ and staging_: a recording (record()) made before the
-  // latest one addresses freed memory.
+  // Counts the reallocations of the op workspaces (main and side): a recording (record()) made
+  // before the latest one addresses freed memory.
   uint64_t buffer_moves_ = 0;
 
   mutable std::mutex mutex_;  // guards the allocation table
@@ -181,6 +217,22 @@ class WorkspaceLayout {
  private:
   static constexpr size_t kAlign = 256;
   size_t total_ = 0;
+};
+
+// svd of an [m, n] matrix: its column-major copy, for a tall one gesvd's U and VT (a wide one's
+// land in the outputs), gesvd's buffer and its info word.
+struct CudaBackend::SvdWorkspace {
+  WorkspaceLayout layout;
+  size_t matrix_at = 0, left_at = 0, right_at = 0, work_at = 0, info_at = 0;
+  int lwork = 0;
+};
+
+// qr_orthonormal of an [m, k] matrix: its column-major copy, tau, the signs of R's diagonal, the
+// info word and one buffer for geqrf and orgqr.
+struct CudaBackend::QrWorkspace {
+  WorkspaceLayout layout;
+  size_t matrix_at = 0, tau_at = 0, signs_at = 0, info_at = 0, work_at = 0;
+  int lwork = 0;
 };
 
 }  // namespace gum::cuda

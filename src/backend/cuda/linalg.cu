@@ -101,6 +101,19 @@ void launch_svd_sign_normalise(float* u, float* vt, int64_t m, int64_t k, int64_
 // matrix A^T, so a wide A is factored as is (A^T = U' S V'^T gives U = V', Vt = U'^T, which are
 // exactly the buffers gesvd writes); a tall A is transposed first because gesvd needs rows >= cols.
 
+CudaBackend::SvdWorkspace CudaBackend::svd_workspace(int64_t m, int64_t n) const {
+  SvdWorkspace w;
+  const bool wide = n >= m;
+  const int rows = checked_int(wide ? n : m, "svd", "rows"), cols = checked_int(wide ? m : n, "svd", "cols");
+  GUM_CUSOLVER_CHECK(cusolverDnSgesvd_bufferSize(cusolver_, rows, cols, &w.lwork));
+  w.matrix_at = w.layout.add(size_t(m) * n * sizeof(float));
+  w.left_at = w.layout.add(wide ? 0 : size_t(m) * n * sizeof(float));   // U of the tall case
+  w.right_at = w.layout.add(wide ? 0 : size_t(n) * n * sizeof(float));  // VT of the tall case
+  w.work_at = w.layout.add(size_t(w.lwork) * sizeof(float));
+  w.info_at = w.layout.add(sizeof(int));
+  return w;
+}
+
 void CudaBackend::svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) {
   const char* op = "svd";
   require_f32(a, op, "A");
@@ -115,31 +128,23 @@ void CudaBackend::svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) {
   if (!std::isfinite(sum_squares(a))) runtime_error("svd: A ", a.shape.str(), " contains NaN or Inf");
   const bool wide = n >= m;
   const int rows = checked_int(wide ? n : m, op, "rows"), cols = checked_int(wide ? m : n, op, "cols");
-  int lwork = 0;
-  GUM_CUSOLVER_CHECK(cusolverDnSgesvd_bufferSize(cusolver_, rows, cols, &lwork));
-
-  WorkspaceLayout layout;
-  const size_t matrix_at = layout.add(size_t(m) * n * sizeof(float));
-  const size_t left_at = layout.add(wide ? 0 : size_t(m) * n * sizeof(float));   // U of the tall case
-  const size_t right_at = layout.add(wide ? 0 : size_t(n) * n * sizeof(float));  // VT of the tall case
-  const size_t work_at = layout.add(size_t(lwork) * sizeof(float));
-  const size_t info_at = layout.add(sizeof(int));
-  void* base = workspace(layout.total());
-  float* matrix = WorkspaceLayout::at<float>(base, matrix_at);
-  float* work = WorkspaceLayout::at<float>(base, work_at);
-  int* info = WorkspaceLayout::at<int>(base, info_at);
+  const SvdWorkspace w = svd_workspace(m, n);
+  void* base = workspace(w.layout.total());
+  float* matrix = WorkspaceLayout::at<float>(base, w.matrix_at);
+  float* work = WorkspaceLayout::at<float>(base, w.work_at);
+  int* info = WorkspaceLayout::at<int>(base, w.info_at);
 
   if (wide) {
     // Column-major A^T [n, m]: U' [n, m] lands in vt's memory, V'^T [m, m] in u's.
     GUM_CUDA_CHECK(cudaMemcpyAsync(matrix, a.data, a.nbytes(), cudaMemcpyDeviceToDevice, stream_));
     GUM_CUSOLVER_CHECK(cusolverDnSgesvd(cusolver_, 'S', 'S', rows, cols, matrix, rows, s.f32(), vt.f32(), rows, u.f32(),
-                                        cols, work, lwork, nullptr, info));
+                                        cols, work, w.lwork, nullptr, info));
   } else {
-    float* left = WorkspaceLayout::at<float>(base, left_at);
-    float* right = WorkspaceLayout::at<float>(base, right_at);
+    float* left = WorkspaceLayout::at<float>(base, w.left_at);
+    float* right = WorkspaceLayout::at<float>(base, w.right_at);
     launch_transpose(matrix, a.f32(), m, n, nullptr, stream_);  // column-major A [m, n]
     GUM_CUSOLVER_CHECK(cusolverDnSgesvd(cusolver_, 'S', 'S', rows, cols, matrix, rows, s.f32(), left, rows, right, cols,
-                                        work, lwork, nullptr, info));
+                                        work, w.lwork, nullptr, info));
     launch_transpose(u.f32(), left, n, m, nullptr, stream_);    // column-major U [m, n] -> row-major
     launch_transpose(vt.f32(), right, n, n, nullptr, stream_);  // column-major Vt [n, n] -> row-major
   }
@@ -150,6 +155,24 @@ void CudaBackend::svd(Tensor u, Tensor s, Tensor vt, const Tensor& a) {
     runtime_error("svd of a [", m, ", ", n, "] matrix did not converge (cuSOLVER gesvd info ", host_info, ")");
   if (host_info < 0) runtime_error("svd: cuSOLVER gesvd rejected parameter ", -host_info);
   launch_svd_sign_normalise(u.f32(), vt.f32(), m, k, n, stream_);
+}
+
+// The buffer queries read only the dimensions (the matrix and tau pointers are not dereferenced),
+// so the size is known before any memory exists and can be reserved at start-up.
+CudaBackend::QrWorkspace CudaBackend::qr_workspace(int64_t m, int64_t k) const {
+  QrWorkspace w;
+  const int rows = checked_int(m, "qr_orthonormal", "rows"), cols = checked_int(k, "qr_orthonormal", "cols");
+  int lwork_geqrf = 0, lwork_orgqr = 0;
+  GUM_CUSOLVER_CHECK(cusolverDnSgeqrf_bufferSize(cusolver_, rows, cols, nullptr, std::max(1, rows), &lwork_geqrf));
+  GUM_CUSOLVER_CHECK(
+      cusolverDnSorgqr_bufferSize(cusolver_, rows, cols, cols, nullptr, std::max(1, rows), nullptr, &lwork_orgqr));
+  w.lwork = std::max(lwork_geqrf, lwork_orgqr);
+  w.matrix_at = w.layout.add(size_t(m) * k * sizeof(float));
+  w.tau_at = w.layout.add(size_t(k) * sizeof(float));
+  w.signs_at = w.layout.add(size_t(k) * sizeof(float));
+  w.info_at = w.layout.add(sizeof(int));
+  w.work_at = w.layout.add(size_t(w.lwork) * sizeof(float));
+  return w;
 }
 
 // Thin QR of A [m, k]: transpose to column-major, geqrf, remember the signs of R's diagonal,
@@ -165,33 +188,18 @@ void CudaBackend::qr_orthonormal(Tensor q, const Tensor& a) {
   if (k == 0) return;
   if (!std::isfinite(sum_squares(a))) runtime_error(op, ": A ", a.shape.str(), " contains NaN or Inf");
   const int rows = checked_int(m, op, "rows"), cols = checked_int(k, op, "cols");
-
-  WorkspaceLayout layout;
-  const size_t matrix_at = layout.add(size_t(m) * k * sizeof(float));
-  const size_t tau_at = layout.add(size_t(k) * sizeof(float));
-  const size_t signs_at = layout.add(size_t(k) * sizeof(float));
-  const size_t info_at = layout.add(sizeof(int));
-  // Buffer sizes need the (not yet carved) matrix pointer only for its alignment: query with
-  // the current workspace after reserving the fixed part.
-  void* base = workspace(layout.total());
-  float* matrix = WorkspaceLayout::at<float>(base, matrix_at);
-  float* tau = WorkspaceLayout::at<float>(base, tau_at);
-  int lwork_geqrf = 0, lwork_orgqr = 0;
-  GUM_CUSOLVER_CHECK(cusolverDnSgeqrf_bufferSize(cusolver_, rows, cols, matrix, rows, &lwork_geqrf));
-  GUM_CUSOLVER_CHECK(cusolverDnSorgqr_bufferSize(cusolver_, rows, cols, cols, matrix, rows, tau, &lwork_orgqr));
-  const int lwork = std::max(lwork_geqrf, lwork_orgqr);
-  const size_t work_at = layout.add(size_t(lwork) * sizeof(float));
-  base = workspace(layout.total());  // may reallocate: take every pointer again
-  matrix = WorkspaceLayout::at<float>(base, matrix_at);
-  tau = WorkspaceLayout::at<float>(base, tau_at);
-  float* signs = WorkspaceLayout::at<float>(base, signs_at);
-  int* info = WorkspaceLayout::at<int>(base, info_at);
-  float* work = WorkspaceLayout::at<float>(base, work_at);
+  const QrWorkspace w = qr_workspace(m, k);
+  void* base = workspace(w.layout.total());
+  float* matrix = WorkspaceLayout::at<float>(base, w.matrix_at);
+  float* tau = WorkspaceLayout::at<float>(base, w.tau_at);
+  float* signs = WorkspaceLayout::at<float>(base, w.signs_at);
+  int* info = WorkspaceLayout::at<int>(base, w.info_at);
+  float* work = WorkspaceLayout::at<float>(base, w.work_at);
 
   launch_transpose(matrix, a.f32(), m, k, nullptr, stream_);  // column-major A [m, k]
-  GUM_CUSOLVER_CHECK(cusolverDnSgeqrf(cusolver_, rows, cols, matrix, rows, tau, work, lwork, info));
+  GUM_CUSOLVER_CHECK(cusolverDnSgeqrf(cusolver_, rows, cols, matrix, rows, tau, work, w.lwork, info));
   launch_diagonal_signs(signs, matrix, m, k, stream_);  // R_jj sits at matrix[j + j * m]
-  GUM_CUSOLVER_CHECK(cusolverDnSorgqr(cusolver_, rows, cols, cols, matrix, rows, tau, work, lwork, info));
+  GUM_CUSOLVER_CHECK(cusolverDnSorgqr(cusolver_, rows, cols, cols, matrix, rows, tau, work, w.lwork, info));
   launch_transpose(q.f32(), matrix, k, m, signs, stream_);  // row j of the [k, m] view is column j of Q
   int host_info = 0;
   GUM_CUDA_CHECK(cudaMemcpyAsync(&host_info, info, sizeof(int), cudaMemcpyDeviceToHost, stream_));

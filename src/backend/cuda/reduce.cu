@@ -35,6 +35,55 @@ __global__ void sum_finish_kernel(double* result, const double* partials, int co
   if (threadIdx.x == 0) result[0] = accumulate ? result[0] + acc : acc;
 }
 
+// sum_squares_checked over up to kCheckedTensors tensors per launch: tensor t takes blocks
+// [first_block[t], first_block[t + 1]), as many as launch_sum gives it alone, so that its partials
+// and their sum are bit for bit those of sum_into.
+constexpr int kCheckedTensors = 32;
+struct CheckedTensors {
+  FloatPtr x[kCheckedTensors];
+  int64_t n[kCheckedTensors];
+  double what[kCheckedTensors];
+  int first_block[kCheckedTensors + 1];
+  int count;
+};
+
+unsigned sum_blocks(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(grid_for(n), kReducePartials)); }
+
+__global__ void sum_squares_partials_kernel(double* partials, CheckedTensors list) {
+  __shared__ double scratch[32];
+  int t = 0;
+  while (int(blockIdx.x) >= list.first_block[t + 1]) ++t;
+  const int64_t block = int64_t(blockIdx.x) - list.first_block[t];
+  const int64_t blocks = list.first_block[t + 1] - list.first_block[t];
+  double acc = 0.0;
+  for (int64_t i = block * blockDim.x + threadIdx.x; i < list.n[t]; i += blocks * blockDim.x) {
+    const double v = load(list.x[t], i);
+    acc += v * v;
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// Tensor by tensor in order: sum_finish_kernel's sum of its partials added to result, then
+// flag_non_finite_kernel's test of the running sum.
+__global__ void sum_squares_finish_kernel(double* result, double* flag, const double* partials, CheckedTensors list,
+                                          double tag) {
+  __shared__ double scratch[32];
+  for (int t = 0; t < list.count; ++t) {
+    double acc = 0.0;
+    for (int i = list.first_block[t] + threadIdx.x; i < list.first_block[t + 1]; i += blockDim.x) acc += partials[i];
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) {
+      result[0] = result[0] + acc;
+      if (flag[0] == 0.0 && !(fabs(result[0]) <= DBL_MAX)) {
+        flag[0] = tag;
+        flag[1] = list.what[t];
+        flag[2] = result[0];
+      }
+    }
+  }
+}
+
 // One thread: the device-scalar ops of the training step (backend.h), each a few flops that
 // would otherwise cost a host round trip.
 __global__ void flag_non_finite_kernel(double* flag, const double* value, double tag, double what) {
@@ -92,7 +141,7 @@ __global__ void column_finish_kernel(float* dst, const float* partials, int64_t 
 
 void launch_sum(double* result, double* partials, FloatPtr x, int64_t n, bool squares, bool accumulate,
                 cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(grid_for(n), kReducePartials));
+  const unsigned blocks = sum_blocks(n);
   sum_partials_kernel<<<blocks, kThreads, 0, stream>>>(partials, x, n, squares);
   GUM_CUDA_CHECK_LAUNCH("sum_partials_kernel");
   sum_finish_kernel<<<1, kThreads, 0, stream>>>(result, partials, static_cast<int>(blocks), accumulate);
@@ -147,6 +196,37 @@ void CudaBackend::flag_non_finite(Tensor flag, const Tensor& value, double tag, 
   flag_non_finite_kernel<<<1, 1, 0, stream_>>>(f64_scalars(flag, 3, "flag_non_finite", "flag"),
                                                f64_scalars(value, 1, "flag_non_finite", "value"), tag, what);
   GUM_CUDA_CHECK_LAUNCH("flag_non_finite_kernel");
+}
+
+// Groups of consecutive tensors, each as many as kCheckedTensors and kCheckedPartials allow:
+// two launches per group, whose partials live in the op workspace (reserved for training).
+void CudaBackend::sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
+                                      const std::vector<double>& whats) {
+  const char* op = "sum_squares_checked";
+  GUM_CHECK(xs.size() == whats.size(), op, ": ", xs.size(), " tensors, ", whats.size(), " tags");
+  double* result = f64_scalars(acc, 1, op, "acc");
+  double* flag_ptr = f64_scalars(flag, 3, op, "flag");
+  double* partials = static_cast<double*>(workspace(size_t(kCheckedPartials) * sizeof(double)));
+  CheckedTensors list{};
+  const auto flush = [&] {
+    if (list.count == 0) return;
+    sum_squares_partials_kernel<<<static_cast<unsigned>(list.first_block[list.count]), kThreads, 0, stream_>>>(partials,
+                                                                                                               list);
+    GUM_CUDA_CHECK_LAUNCH("sum_squares_partials_kernel");
+    sum_squares_finish_kernel<<<1, kThreads, 0, stream_>>>(result, flag_ptr, partials, list, tag);
+    GUM_CUDA_CHECK_LAUNCH("sum_squares_finish_kernel");
+    list = CheckedTensors{};
+  };
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const int blocks = static_cast<int>(sum_blocks(xs[i].numel()));
+    if (list.count == kCheckedTensors || list.first_block[list.count] + blocks > kCheckedPartials) flush();
+    list.x[list.count] = float_ptr(xs[i], op, "x");
+    list.n[list.count] = xs[i].numel();
+    list.what[list.count] = whats[i];
+    list.first_block[list.count + 1] = list.first_block[list.count] + blocks;
+    ++list.count;
+  }
+  flush();
 }
 
 void CudaBackend::norm_scale(Tensor scale, const Tensor& sum_squares, double numerator, double eps, double threshold) {

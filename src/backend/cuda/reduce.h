@@ -11,6 +11,8 @@ namespace gum::cuda {
 
 // Partials of CudaBackend::sum/sum_squares: reduce_buffer_ holds kReducePartials doubles + 1 result.
 constexpr int kReducePartials = 1024;
+// sum_squares_checked's partials in the op workspace: one launch sums tensors whose partials fit.
+constexpr int kCheckedPartials = 4 * kReducePartials;
 
 // dst[c] += sum_r a[r,c], deterministic: row splits reduce into `partials`
 // (column_reduce_partials_size floats), then a fixed-order pass.

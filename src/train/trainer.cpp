@@ -498,18 +498,18 @@ void Trainer::clip_and_update(const std::vector<size_t>& indices) {
 // so every value that changes between steps must be in device memory written before it. In this
 // pass the only such host value is the loss scale (1 / valid targets of the step), which the loss
 // kernels take as an argument: a step with another scale records again, as does one after the
-// backend moved a scratch buffer the recording addresses (an optimizer's SVD can grow the op
-// workspace: a replay would write the freed one). The batch is staged
-// (copied) before; the update after the last micro-batch has its own recording (clip_and_update);
-// the read-back of logged steps runs eagerly. The layer hook runs on the host after the replay, in the recorded order:
-// on one rank and without fused_update (record_passes_) it only starts no-op reductions.
+// backend moved a scratch buffer the recording addresses (an op workspace grown past its start-up
+// reservation: a replay would write the freed one). The batch is staged (copied) before; the
+// update after the last micro-batch has its own recording (clip_and_update); the read-back of
+// logged steps runs eagerly. The layer hook runs on the host after the replay, in the recorded
+// order: on one rank and without fused_update (record_passes_) it only starts no-op reductions.
 void Trainer::forward_backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
   const auto pass = [&](const std::function<void(int layer)>& hook) {
     model_->forward_staged(loss_sum_, /*accumulate=*/true, loss_scale);
     model_->backward(loss_scale, hook);
   };
-  // The first pass runs eagerly: buffers sized on first use (the cuda backend's fp32 copies of
-  // bf16 attention operands) are allocated there, and an allocation inside a recording fails it.
+  // The first pass runs eagerly: a buffer sized on first use would be allocated there, and an
+  // allocation inside a recording fails it (the cuda backend reserves its op scratch at start-up).
   if (!record_passes_ || !warmed_up_) {
     pass(on_layer_done);
     warmed_up_ = true;

@@ -271,6 +271,8 @@ TEST_CASE("the first step allocates nothing on cuda: every optimizer's refresh a
       {{{"name", "stiefel"}, {"rank", 4}}, "flash_wmma"},
       {{{"name", "stiefel"}, {"rank", 4}, {"stiefel_sampling", "optimal"}}, "flash_wmma"},
       {{{"name", "gum"}, {"rank", 4}, {"full_rank_layers", 1}, {"projector", "randomized"}}, "gemm"},
+      {{{"name", "galore_adamw"}, {"rank", 4}, {"state_dtype", "bf16"}}, "flash_wmma"},
+      {{{"name", "gum"}, {"rank", 4}, {"full_rank_layers", 1}, {"state_dtype", "bf16"}}, "flash_wmma"},
   };
   const std::string dir = fresh_test_dir("first_step_allocations");
   for (const Row& row : rows)

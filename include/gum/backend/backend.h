@@ -158,7 +158,7 @@ class Backend {
   // The gradient norm's sum with its NaN/Inf watch over many tensors: for each i in order,
   // sum_into(acc, xs[i], true, true), then flag_non_finite(flag, acc, tag, whats[i]). The same bits
   // and the same record as that loop, which is the default; cuda folds it into two launches per
-  // group of tensors instead of three per tensor. (Inline: a virtual defined out of line would make
+  // group of tensors instead of three per tensor. (Inline: defined out of line, it would make
   // Backend's type information live in gum_backend, which the cuda library, linked after it, needs.)
   virtual void sum_squares_checked(Tensor acc, const std::vector<Tensor>& xs, Tensor flag, double tag,
                                    const std::vector<double>& whats) {

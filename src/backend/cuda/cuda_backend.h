@@ -190,8 +190,8 @@ class CudaBackend final : public Backend {
   double* reduce_buffer_ = nullptr;  // kReducePartials (reduce.h) partials + 1 result
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  // Counts the reallocations of the op workspaces (main and side): a recording (record()) made
-  // before the latest one addresses freed memory.
+  // Counts the reallocations of the op workspaces: a recording (record()) made before the latest
+  // one addresses freed memory.
   uint64_t buffer_moves_ = 0;
 
   mutable std::mutex mutex_;  // guards the allocation table

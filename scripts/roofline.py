@@ -142,7 +142,8 @@ def table(step, title):
               f"{library_calls} cuBLAS calls)",
               f"launches per step from the host: {step['host_launches']} (kernels, library calls, copies and "
               f"memsets launched one by one, and {step['graph_launches']} CUDA graph launch(es), whose kernels are "
-              "counted above; training.cuda_graphs)",
+              "counted above; training.cuda_graphs: a micro-batch's forward and backward, and the update where the "
+              "optimizer's can be recorded)",
               f"host round trips per step: {step['host_syncs']} (target <= 1 on a logged step)",
               f"device allocations per step: {step['allocations']}, frees: {step['frees']} (target 0)"]
     if not counted:

@@ -76,6 +76,19 @@ void ArenaOptimizer::declare_adamw_state(size_t index) {
   declare_state(index, "exp_avg_sq", params_[index].param.shape);
 }
 
+void ArenaOptimizer::use_device_step_scalars() {
+  step_scalars_ = Arena(backend_, DType::F64, {NamedShape{"step_scalars", Shape{3}}});
+}
+
+void ArenaOptimizer::begin_step(const StepInfo& info) {
+  info_ = info;
+  if (step_scalars_.count() == 0) return;
+  step_scalars_host_[0] = info.lr;
+  step_scalars_host_[1] = adam_bias_correction(config_.beta1, info.step);
+  step_scalars_host_[2] = adam_bias_correction(config_.beta2, info.step);
+  backend_.copy_from_host(step_scalars_.view(0), step_scalars_host_);
+}
+
 void ArenaOptimizer::adamw_step(size_t index, float lr) {
   const OptimParam& p = params_[index];
   const int slot = adamw_slot_[index];
@@ -87,6 +100,11 @@ void ArenaOptimizer::adamw_step(size_t index, float lr) {
   args.eps = config_.eps;
   args.weight_decay = p.weight_decay ? config_.weight_decay : 0.0f;
   args.step = info_.step;
+  if (step_scalars_.count() != 0) {
+    GUM_CHECK(lr == info_.lr, "adamw_step of ", p.name, " at lr ", lr, ", not the step's ", info_.lr,
+              " in the device step scalars");
+    args.step_scalars = step_scalars_.view(0);
+  }
   backend_.adamw_update(p.param, p.grad, state(index, slot), state(index, slot + 1), args);
 }
 

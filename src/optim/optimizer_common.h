@@ -19,7 +19,7 @@ class ArenaOptimizer : public Optimizer {
   size_t workspace_bytes() const override { return workspace_.bytes(); }
   void save_state(TensorMap& out) const override;
   void load_state(const TensorMap& in) override;
-  void begin_step(const StepInfo& info) override { info_ = info; }
+  void begin_step(const StepInfo& info) override;
 
   // For the pure-bf16 update (bf16_weights.cpp), which runs this optimizer on fp32 working copies
   // of the weights: whether update(index) takes scratch from the workspace (AdamW's elementwise
@@ -52,6 +52,10 @@ class ArenaOptimizer : public Optimizer {
   // AdamW state (exp_avg, exp_avg_sq) and step for a parameter, at `lr`.
   void declare_adamw_state(size_t index);
   void adamw_step(size_t index, float lr);
+  // From then on begin_step writes the step's lr, 1-β1^step and 1-β2^step into a device block
+  // (AdamWArgs::step_scalars; one host-to-device copy per step, before any update), which
+  // adamw_step passes in place of its arguments: its `lr` must then be the step's (StepInfo::lr).
+  void use_device_step_scalars();
   // Decoupled weight decay factor for parameter `index`: W <- (1 - lr·λ) W (Loshchilov & Hutter).
   float decay_factor(size_t index, float lr) const;
   // Throws naming the parameter when another rank owns it (sharded state): the start of update().
@@ -78,6 +82,8 @@ class ArenaOptimizer : public Optimizer {
   Arena state_;
   Arena workspace_;
   ScratchPad pad_;
+  Arena step_scalars_;                // F64 [3] (use_device_step_scalars), else empty
+  double step_scalars_host_[3] = {};  // its source, kept until the copy has read it
   std::vector<int> adamw_slot_;
   bool weights_in_workspace_ = false;
   std::function<void(size_t index, const Tensor& space)> opener_;

@@ -134,6 +134,7 @@ class Trainer {
   TensorMap optimizer_state_for_checkpoint() const;
   void log_state_per_rank() const;
   void clip_gradients(const std::vector<size_t>& indices);
+  void clip_and_update(const std::vector<size_t>& indices);
   // Ends the run at `step` naming what was not finite and the last checkpoint to go back to.
   [[noreturn]] void stop_on_non_finite(int64_t step, const std::string& what) const;
   [[noreturn]] void stop_on_non_finite_flag(int64_t flagged_step, double what, double value) const;
@@ -193,6 +194,10 @@ class Trainer {
   std::unique_ptr<RecordedWork> recorded_pass_;
   float recorded_loss_scale_ = 0;
   std::vector<int> recorded_layers_;
+  // clip_and_update's: whether one update ran eagerly, the recording and the parameters it updates.
+  bool updated_once_ = false;
+  std::unique_ptr<RecordedWork> recorded_update_;
+  std::vector<size_t> recorded_update_indices_;
 };
 
 Trainer::Trainer(const TrainConfig& config, Runtime& runtime)
@@ -454,8 +459,38 @@ void Trainer::train_step(const StepInfo& info) {
   backend_.flag_non_finite(non_finite_, loss_sum_, double(info.step), -1.0);
   const std::vector<size_t> rest = sync.complete();  // fused: the bottom layer; otherwise every layer
   sync.finish();
-  clip_gradients(rest);
-  update_params(rest);
+  clip_and_update(rest);
+}
+
+// The clipping and the update after the last micro-batch. Under training.cuda_graphs they are
+// recorded (Backend::record) and replayed like the passes when the optimizer reads every value
+// that changes between steps from device memory (Optimizer::update_recordable: AdamW, whose lr and
+// bias corrections begin_step copied to the device before the step; the clip factor is computed on
+// the device). The first update runs eagerly (what it sizes on first use is then in place), and a
+// step whose update the optimizer cannot replay (a projector refresh, GUM's sampled blocks, lr
+// and scales by value in Muon's, GaLore's and GUM's kernels) runs eagerly, leaving the recording
+// for the next step that can. The gradient norm's sum before it stays eager: its NaN/Inf record
+// takes the step number by value.
+void Trainer::clip_and_update(const std::vector<size_t>& indices) {
+  const auto work = [&] {
+    clip_gradients(indices);
+    update_params(indices);
+  };
+  if (!record_passes_ || !updated_once_ || !optimizer_->update_recordable()) {
+    work();
+    updated_once_ = true;
+    return;
+  }
+  if (!recorded_update_ || !recorded_update_->valid() || recorded_update_indices_ != indices) {
+    recorded_update_ = backend_.record(work);
+    if (!recorded_update_) {  // this backend cannot record: eager from now on
+      record_passes_ = false;
+      work();
+      return;
+    }
+    recorded_update_indices_ = indices;
+  }
+  recorded_update_->replay();
 }
 
 // The forward and backward of the staged micro-batch. Under training.cuda_graphs they are recorded
@@ -464,10 +499,10 @@ void Trainer::train_step(const StepInfo& info) {
 // pass the only such host value is the loss scale (1 / valid targets of the step), which the loss
 // kernels take as an argument: a step with another scale records again, as does one after the
 // backend moved a scratch buffer the recording addresses (an op workspace grown past its start-up
-// reservation: a replay would write the freed one). The batch is staged
-// (copied) before, and the update, the projector refreshes and the read-back of logged steps run
-// after, each eager. The layer hook runs on the host after the replay, in the recorded order: on
-// one rank and without fused_update (record_passes_) it only starts no-op reductions.
+// reservation: a replay would write the freed one). The batch is staged (copied) before; the
+// update after the last micro-batch has its own recording (clip_and_update); the read-back of
+// logged steps runs eagerly. The layer hook runs on the host after the replay, in the recorded
+// order: on one rank and without fused_update (record_passes_) it only starts no-op reductions.
 void Trainer::forward_backward(float loss_scale, const std::function<void(int layer)>& on_layer_done) {
   const auto pass = [&](const std::function<void(int layer)>& hook) {
     model_->forward_staged(loss_sum_, /*accumulate=*/true, loss_scale);

@@ -201,12 +201,12 @@ TEST_CASE("a cuda training step waits for the device once when logged, never oth
 namespace {
 
 // A micro run on the cuda backend with training.cuda_graphs `graphs` (and the emulator's counters
-// when emulated): its losses, final weights and optimizer state files, and its graph launches
-// (-1 on a GPU, where nothing counts them).
+// when emulated): its losses, final weights and optimizer state files, its graph and host launches
+// and its AdamW kernels (-1 on a GPU, where nothing counts them).
 struct GraphRun {
   std::vector<double> losses;
   std::string weights, optimizer_state;
-  long long graph_launches = -1;
+  long long graph_launches = -1, host_launches = -1, adam_kernels = -1;
 };
 GraphRun graph_run(const std::string& name, const std::string& graphs, const nlohmann::json& optimizer,
                    const nlohmann::json& training) {
@@ -216,8 +216,12 @@ GraphRun graph_run(const std::string& name, const std::string& graphs, const nlo
   t["max_steps"] = 4;
   t["attention"] = "gemm";
   t["cuda_graphs"] = graphs;
-  const nlohmann::json patch = {
-      {"optimizer", optimizer}, {"training", t}, {"checkpoint", {{"every_steps", 0}, {"at_end", true}}}};
+  // The lr grows at every step of the warmup: an update replayed with the recorded step's lr or
+  // bias corrections leaves other weights than the eager run's.
+  const nlohmann::json patch = {{"optimizer", optimizer},
+                                {"training", t},
+                                {"schedule", {{"type", "cosine"}, {"warmup_steps", 4}}},
+                                {"checkpoint", {{"every_steps", 0}, {"at_end", true}}}};
   const CommandResult r = run_gum_train(write_config(dir, micro_config(dir + "/run", patch)) + " --resume never",
                                         "GUM_CUDA_EMU_STATS=" + dir + "/stats.json");
   INFO(r.output);
@@ -226,22 +230,34 @@ GraphRun graph_run(const std::string& name, const std::string& graphs, const nlo
   const std::string step_dir = dir + "/run/checkpoints/step_000004";
   run.weights = read_file(step_dir + "/model.safetensors");
   run.optimizer_state = read_file(step_dir + "/optimizer.safetensors");
-  if (std::filesystem::exists(dir + "/stats.json"))
-    run.graph_launches = nlohmann::json::parse(read_file(dir + "/stats.json"))["graph_launches"];
+  if (std::filesystem::exists(dir + "/stats.json")) {
+    const nlohmann::json stats = nlohmann::json::parse(read_file(dir + "/stats.json"));
+    run.graph_launches = stats["graph_launches"];
+    run.host_launches = stats["host_launches"];
+    run.adam_kernels = stats["kernels"].value("adam_kernel", nlohmann::json{{"launches", 0}})["launches"];
+  }
   return run;
 }
 
 }  // namespace
 
 TEST_CASE(
-    "training with backend cuda and cuda_graphs replays the recorded passes bit for bit (adamw, muon, gum, with "
-    "accumulation, bf16 or fused)") {
+    "training with backend cuda and cuda_graphs replays the recorded passes and updates bit for bit (muon, gum, "
+    "galore_adamw, adamw, with accumulation, bf16 or fused)") {
   if (!gum::cuda_available()) GUM_SKIP_TEST("no usable GPU");
   prepared_micro_data();
-  const std::vector<std::pair<std::string, nlohmann::json>> optimizers = {
-      {"adamw", {{"name", "adamw"}}},
-      {"muon", {{"name", "muon"}}},
-      {"gum", {{"name", "gum"}, {"rank", 8}, {"update_proj_gap", 2}, {"full_rank_layers", 1}}},
+  struct Optim {
+    std::string name;
+    nlohmann::json optimizer;
+    bool update_recorded;  // Optimizer::update_recordable
+  };
+  // update_proj_gap 2: GUM and GaLore refresh their projectors at steps 1 and 3. AdamW last: the
+  // others, whose updates run eagerly, measure what the recorded passes save alone.
+  const std::vector<Optim> optimizers = {
+      {"muon", {{"name", "muon"}}, false},
+      {"gum", {{"name", "gum"}, {"rank", 8}, {"update_proj_gap", 2}, {"full_rank_layers", 1}}, false},
+      {"galore_adamw", {{"name", "galore_adamw"}, {"rank", 8}, {"update_proj_gap", 2}}, false},
+      {"adamw", {{"name", "adamw"}}, true},
   };
   struct Variant {
     std::string name;
@@ -253,18 +269,33 @@ TEST_CASE(
       {"bf16_recompute", {{"micro_batch_size", 2}, {"precision", "bf16"}, {"activation_checkpointing", true}}, true},
       {"fused", {{"fused_update", true}, {"grad_clip", 0}}, false},
   };
-  for (const auto& [name, optimizer] : optimizers)
-    for (const Variant& v : variants) {
-      INFO(name << ", " << v.name);
-      const GraphRun on = graph_run(name + "_" + v.name, "auto", optimizer, v.training),
-                     off = graph_run(name + "_" + v.name, "off", optimizer, v.training);
+  for (const Variant& v : variants) {
+    long long passes_saved = -1;  // host launches the recorded passes save over 4 steps
+    for (const Optim& o : optimizers) {
+      INFO(o.name << ", " << v.name);
+      const GraphRun on = graph_run(o.name + "_" + v.name, "auto", o.optimizer, v.training),
+                     off = graph_run(o.name + "_" + v.name, "off", o.optimizer, v.training);
       REQUIRE(on.losses.size() == 4);
       CHECK(on.losses == off.losses);  // a replay runs the same kernels on the same data: exact
       CHECK(on.weights == off.weights);
       CHECK(on.optimizer_state == off.optimizer_state);
       if (on.graph_launches < 0) continue;  // a GPU: no counters
       CHECK(off.graph_launches == 0);
-      // The first pass runs eagerly, every later micro-batch replays: 4 steps x 2 - 1.
-      CHECK(on.graph_launches == (v.records ? 7 : 0));
+      // The first pass runs eagerly, every later micro-batch replays: 4 steps x 2 - 1; a recorded
+      // update replays at steps 2 to 4 (the first runs eagerly).
+      const bool update_recorded = v.records && o.update_recorded;
+      CHECK(on.graph_launches == (v.records ? 7 : 0) + (update_recorded ? 3 : 0));
+      CHECK(on.adam_kernels == off.adam_kernels);
+      const long long saved = off.host_launches - on.host_launches;
+      if (!update_recorded) {
+        if (passes_saved < 0) passes_saved = saved;
+        CHECK(saved == passes_saved);
+        continue;
+      }
+      // Each recorded update (steps 2 to 4) launches from the host one graph instead of an AdamW
+      // kernel and a clip scale_by per parameter and the clip factor's norm_scale.
+      const long long update_launches = 2 * (off.adam_kernels / 4) + 1;
+      CHECK(saved - passes_saved == 3 * (update_launches - 1));
     }
+  }
 }

@@ -16,6 +16,7 @@
 //   outputs are overwritten unless the op says otherwise;
 // - ops may run asynchronously; functions that return a host value synchronise (the device
 //   scalars below keep a training step's measurements off the host until it logs).
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -60,7 +61,15 @@ struct AdamWArgs {
   float weight_decay = 0;  // decoupled: param -= lr * weight_decay * param
   int64_t step = 1;        // 1-based, for bias correction
   float update_scale = 1;  // GaLore's alpha: param -= lr * update_scale * adam_direction
+  // When not empty: F64 [3] on the backend's device holding double(lr), adam_bias_correction(beta1,
+  // step) and adam_bias_correction(beta2, step), which the kernel reads in place of `lr` and `step`
+  // (the same doubles, so the same bits), so that a recorded update replays with each step's values
+  // written there before it.
+  Tensor step_scalars;
 };
+
+// 1 - beta^step, Adam's bias correction (Kingma & Ba 2015, Alg. 1), as every backend computes it.
+inline double adam_bias_correction(float beta, int64_t step) { return 1.0 - std::pow(double(beta), double(step)); }
 
 class Backend {
  public:

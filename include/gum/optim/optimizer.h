@@ -53,6 +53,12 @@ class Optimizer {
   // low-rank optimizers' projector refreshes, each update then waiting for its own. Optional:
   // update() does what prepare() did not.
   virtual void prepare(const std::vector<size_t>& /*indices*/) {}
+  // Whether, once begin_step has run, this step's prepare() and update() calls issue the same
+  // device work as at any other step where this holds, reading every value that changes between
+  // steps (lr, bias corrections) from device memory begin_step wrote: a recording of them
+  // (Backend::record) then replays correctly at such a step, where a value passed to a kernel by
+  // value would stay the recorded step's. False unless an optimizer says so.
+  virtual bool update_recordable() const { return false; }
 
   // All state (moments, projectors, counters, sampler state) as host tensors with stable
   // names; load_state throws naming a missing or mis-shaped tensor.

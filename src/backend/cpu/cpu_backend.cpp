@@ -502,7 +502,8 @@ class CpuBackend final : public Backend {
     const char* op = "adamw_update";
     const F32Operand G(grad, Access::Read, op, "grad"), P(param, Access::ReadWrite, op, "param"),
         M(m, Access::ReadWrite, op, "m"), V(v, Access::ReadWrite, op, "v");
-    cpu::adamw_update(P.get(), G.get(), M.get(), V.get(), param.numel(), coefficients(args), args.lr, args.weight_decay,
+    const double lr = args.step_scalars.empty() ? double(args.lr) : args.step_scalars.ptr<double>()[0];
+    cpu::adamw_update(P.get(), G.get(), M.get(), V.get(), param.numel(), coefficients(args), lr, args.weight_decay,
                       args.update_scale);
   }
 
@@ -515,8 +516,12 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // From AdamWArgs::step_scalars when given (host memory here), else from the step.
   static cpu::AdamCoefficients coefficients(const AdamWArgs& a) {
-    return cpu::adam_coefficients(a.beta1, a.beta2, a.eps, a.step);
+    if (a.step_scalars.empty())
+      return {a.beta1, a.beta2, a.eps, adam_bias_correction(a.beta1, a.step), adam_bias_correction(a.beta2, a.step)};
+    const double* s = a.step_scalars.ptr<double>();
+    return {a.beta1, a.beta2, a.eps, s[1], s[2]};
   }
 
   static void check_adam_tensors(const Tensor& out, const Tensor& grad, const Tensor& m, const Tensor& v,
@@ -525,6 +530,9 @@ class CpuBackend final : public Backend {
     require_same_numel(out, m, op, "param and m");
     require_same_numel(out, v, op, "param and v");
     if (args.step < 1) runtime_error(op, ": step must be >= 1 (1-based, for bias correction), got ", args.step);
+    if (!args.step_scalars.empty() && (args.step_scalars.dtype != DType::F64 || args.step_scalars.numel() != 3 ||
+                                       args.step_scalars.device != Device::CPU))
+      runtime_error(op, ": step_scalars must be F64 [3] (lr, bias corrections) on the cpu");
   }
 
   void rope(Tensor qkv, const Tensor& positions, const Tensor& cos_sin, const AttentionShape& s, bool inverse,

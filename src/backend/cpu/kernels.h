@@ -542,10 +542,6 @@ struct AdamCoefficients {
   double beta1, beta2, eps, bias1, bias2;  // bias_k = 1 - beta_k^step
 };
 
-inline AdamCoefficients adam_coefficients(double beta1, double beta2, double eps, int64_t step) {
-  return {beta1, beta2, eps, 1.0 - std::pow(beta1, double(step)), 1.0 - std::pow(beta2, double(step))};
-}
-
 // Updates m and v in place and returns mhat / (sqrt(vhat) + eps) for one element.
 template <typename T>
 inline T adam_moments_step(T g, T& m, T& v, const AdamCoefficients& k) {

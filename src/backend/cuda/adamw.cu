@@ -13,6 +13,7 @@ struct AdamParams {
   double beta1, beta2, eps;
   double bias1, bias2;  // 1 - beta^step
   double lr, weight_decay, update_scale;
+  const double* step_scalars;  // null, or lr, bias1, bias2 on the device (AdamWArgs::step_scalars)
 };
 
 // Adam moments in double like the CPU reference (kernels.h of the cpu backend): the new moments
@@ -26,13 +27,16 @@ __global__ void adam_kernel(FloatPtr out, FloatPtr grad, FloatPtr m, FloatPtr v,
     const float v_new = static_cast<float>(p.beta2 * load(v, i) + (1.0 - p.beta2) * g * g);
     store(m, i, m_new);
     store(v, i, v_new);
-    const double mhat = m_new / p.bias1, vhat = v_new / p.bias2;
+    const double lr = p.step_scalars ? p.step_scalars[0] : p.lr;
+    const double bias1 = p.step_scalars ? p.step_scalars[1] : p.bias1;
+    const double bias2 = p.step_scalars ? p.step_scalars[2] : p.bias2;
+    const double mhat = m_new / bias1, vhat = v_new / bias2;
     const float direction = static_cast<float>(mhat / (sqrt(vhat) + p.eps));
     if (write_direction) {
       store(out, i, direction);
     } else {
       const double param = load(out, i);
-      store(out, i, static_cast<float>(param - p.lr * (p.update_scale * direction + p.weight_decay * param)));
+      store(out, i, static_cast<float>(param - lr * (p.update_scale * direction + p.weight_decay * param)));
     }
   }
 }
@@ -58,9 +62,15 @@ void CudaBackend::adam(Tensor out, const Tensor& grad, Tensor m, Tensor v, const
   p.beta1 = args.beta1;
   p.beta2 = args.beta2;
   p.eps = args.eps;
-  p.bias1 = 1.0 - std::pow(double(args.beta1), double(args.step));
-  p.bias2 = 1.0 - std::pow(double(args.beta2), double(args.step));
+  p.bias1 = adam_bias_correction(args.beta1, args.step);
+  p.bias2 = adam_bias_correction(args.beta2, args.step);
   p.lr = args.lr;
+  if (!args.step_scalars.empty()) {
+    require_device(args.step_scalars, op, "step_scalars");
+    if (args.step_scalars.dtype != DType::F64 || args.step_scalars.numel() != 3)
+      runtime_error(op, ": step_scalars must be F64 [3] (lr, bias corrections)");
+    p.step_scalars = static_cast<const double*>(args.step_scalars.data);
+  }
   p.weight_decay = args.weight_decay;
   p.update_scale = args.update_scale;
   launch_adam(float_ptr(out, op, write_direction ? "direction" : "param"), float_ptr(grad, op, "grad"),

@@ -12,6 +12,7 @@
 #include "gum/train/plan.h"
 #include "gum/train/runtime.h"
 #include "train_test_util.h"
+#include "training_setup.h"
 #if __has_include(<gum_cuda_emu/control.h>)
 #include <gum_cuda_emu/control.h>  // the emulated cuda backend: device allocations are counted
 #define GUM_TEST_COUNTS_ALLOCATIONS 1
@@ -128,30 +129,14 @@ int64_t device_allocations() {
 MeasuredStep measure_training_step(const TrainConfig& config, const std::string& backend_name, int ranks) {
   // The trainer's backend options: the attention kernel decides the size of attention's aux.
   std::unique_ptr<Backend> backend = make_backend(backend_name, 0, backend_options(config.training));
-  const BatchLayout layout = make_batch_layout(config.training, ranks, config.source);
-  LlamaModel model(config.model, *backend, layout.micro_batch, config.training.seq_len,
-                   training_model_use(config.training), precision_from_name(config.training.precision, config.source),
-                   training_model_memory(config, layout));
-  model.init_weights(config.training.seed);
-  OptimizerContext ctx;
-  ctx.backend = backend.get();
-  ctx.params = make_optim_params(model);
-  ctx.num_layers = config.model.num_hidden_layers;
-  ctx.config = config.optimizer;
-  ctx.seed = config.training.seed;
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer.name, ctx);
+  TrainingSetup setup = build_training_setup(config, *backend, ranks);
+  const BatchLayout& layout = setup.layout;
+  LlamaModel& model = *setup.model;
+  Optimizer* optimizer = setup.optimizer.get();
   const size_t op_workspace_reserved = backend->workspace_bytes();
 
   const int64_t rows = int64_t(layout.micro_batch) * config.training.seq_len;
-  std::vector<int32_t> tokens(static_cast<size_t>(rows)), targets(static_cast<size_t>(rows));
-  for (int64_t i = 0; i < rows; ++i) {
-    tokens[size_t(i)] = int32_t((i * 37 + 11) % config.model.vocab_size);
-    targets[size_t(i)] = int32_t((i * 53 + 7) % config.model.vocab_size);
-  }
-  TokenBatch batch;
-  batch.tokens = tokens.data();
-  batch.targets = targets.data();
-  batch.batch = layout.micro_batch;
+  const SyntheticBatch tokens(config, layout.micro_batch, 1);
   StepInfo info;
   info.step = 1;
   info.lr = 1e-3f;
@@ -160,7 +145,7 @@ MeasuredStep measure_training_step(const TrainConfig& config, const std::string&
   model.zero_grads();
   optimizer->begin_step(info);
   for (int m = 0; m < layout.accumulation_steps; ++m) {
-    model.forward(batch);
+    model.forward(tokens.batch);
     const bool last = m + 1 == layout.accumulation_steps;
     model.backward(1.0f / float(rows * layout.accumulation_steps), [&](int layer) {
       if (last && config.training.fused_update)

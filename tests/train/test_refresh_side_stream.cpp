@@ -11,6 +11,7 @@
 #include "gum/train/plan.h"
 #include "gum/train/runtime.h"
 #include "train_test_util.h"
+#include "training_setup.h"
 
 using namespace gum;
 using namespace gum_test;
@@ -25,37 +26,19 @@ TensorMap train_steps(const TrainConfig& config, bool side_stream, int steps) {
   options.side_stream = side_stream;
   std::unique_ptr<Backend> backend = make_backend("cuda", 0, options);
   CHECK(backend->has_side_queue() == side_stream);
-  const BatchLayout layout = make_batch_layout(config.training, 1, config.source);
-  LlamaModel model(config.model, *backend, layout.micro_batch, config.training.seq_len,
-                   training_model_use(config.training), precision_from_name(config.training.precision, config.source),
-                   training_model_memory(config, layout));
-  model.init_weights(config.training.seed);
-  OptimizerContext ctx;
-  ctx.backend = backend.get();
-  ctx.params = make_optim_params(model);
-  ctx.num_layers = config.model.num_hidden_layers;
-  ctx.config = config.optimizer;
-  ctx.seed = config.training.seed;
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer.name, ctx);
-
-  const int64_t rows = int64_t(layout.micro_batch) * config.training.seq_len;
-  std::vector<int32_t> tokens(static_cast<size_t>(rows)), targets(static_cast<size_t>(rows));
+  TrainingSetup setup = build_training_setup(config, *backend, 1);
+  LlamaModel& model = *setup.model;
+  Optimizer* optimizer = setup.optimizer.get();
+  const int64_t rows = int64_t(setup.layout.micro_batch) * config.training.seq_len;
   for (int step = 1; step <= steps; ++step) {
-    for (int64_t i = 0; i < rows; ++i) {
-      tokens[size_t(i)] = int32_t((i * 37 + 11 * step) % config.model.vocab_size);
-      targets[size_t(i)] = int32_t((i * 53 + 7 * step) % config.model.vocab_size);
-    }
-    TokenBatch batch;
-    batch.tokens = tokens.data();
-    batch.targets = targets.data();
-    batch.batch = layout.micro_batch;
+    const SyntheticBatch tokens(config, setup.layout.micro_batch, step);
     StepInfo info;
     info.step = step;
     info.lr = 1e-2f;
     info.lr_ratio = 1.0f;
     model.zero_grads();
     optimizer->begin_step(info);
-    model.forward(batch);
+    model.forward(tokens.batch);
     const auto update = [&](const std::vector<size_t>& indices) {
       optimizer->prepare(indices);
       for (size_t i : indices) optimizer->update(i);

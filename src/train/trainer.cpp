@@ -135,6 +135,7 @@ class Trainer {
   void log_state_per_rank() const;
   void clip_gradients(const std::vector<size_t>& indices);
   void clip_and_update(const std::vector<size_t>& indices);
+  bool replay_recording(std::unique_ptr<RecordedWork>& recording, bool stale, const std::function<void()>& work);
   // Ends the run at `step` naming what was not finite and the last checkpoint to go back to.
   [[noreturn]] void stop_on_non_finite(int64_t step, const std::string& what) const;
   [[noreturn]] void stop_on_non_finite_flag(int64_t flagged_step, double what, double value) const;
@@ -481,16 +482,29 @@ void Trainer::clip_and_update(const std::vector<size_t>& indices) {
     updated_once_ = true;
     return;
   }
-  if (!recorded_update_ || !recorded_update_->valid() || recorded_update_indices_ != indices) {
-    recorded_update_ = backend_.record(work);
-    if (!recorded_update_) {  // this backend cannot record: eager from now on
-      record_passes_ = false;
-      work();
-      return;
-    }
-    recorded_update_indices_ = indices;
+  const bool other_params = recorded_update_indices_ != indices;
+  if (!replay_recording(recorded_update_, other_params, work)) {
+    work();
+    return;
   }
-  recorded_update_->replay();
+  if (other_params) recorded_update_indices_ = indices;
+}
+
+// Replays `recording`, recording `work` first (Backend::record) when there is none, the backend
+// invalidated it or the caller says it is `stale`. False where the backend cannot record: the
+// caller runs the work eagerly, as every later pass and update then does.
+bool Trainer::replay_recording(std::unique_ptr<RecordedWork>& recording, bool stale,
+                               const std::function<void()>& work) {
+  if (!recording || !recording->valid() || stale) {
+    recording.reset();
+    recording = backend_.record(work);
+    if (!recording) {
+      record_passes_ = false;
+      return false;
+    }
+  }
+  recording->replay();
+  return true;
 }
 
 // The forward and backward of the staged micro-batch. Under training.cuda_graphs they are recorded
@@ -515,18 +529,15 @@ void Trainer::forward_backward(float loss_scale, const std::function<void(int la
     warmed_up_ = true;
     return;
   }
-  if (!recorded_pass_ || !recorded_pass_->valid() || recorded_loss_scale_ != loss_scale) {
-    recorded_pass_.reset();
+  const auto record_layers = [&] {
     recorded_layers_.clear();
-    recorded_pass_ = backend_.record([&] { pass([&](int layer) { recorded_layers_.push_back(layer); }); });
-    if (!recorded_pass_) {  // this backend cannot record: eager from now on
-      record_passes_ = false;
-      pass(on_layer_done);
-      return;
-    }
-    recorded_loss_scale_ = loss_scale;
+    pass([&](int layer) { recorded_layers_.push_back(layer); });
+  };
+  if (!replay_recording(recorded_pass_, recorded_loss_scale_ != loss_scale, record_layers)) {
+    pass(on_layer_done);
+    return;
   }
-  recorded_pass_->replay();
+  recorded_loss_scale_ = loss_scale;
   if (on_layer_done)
     for (int layer : recorded_layers_) on_layer_done(layer);
 }
